@@ -1,0 +1,106 @@
+//! Node configuration, shared by the CLI (`main.rs`) and the tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Default cap on one uploaded file: 1 GiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
+
+/// Which origins may call the API from a browser.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `*`: any origin (the old server's behaviour; safe on loopback, and the API is not
+    /// cookie-authenticated).
+    Any,
+    /// No CORS headers at all.
+    None,
+    /// Only these origins (e.g. `http://localhost:3000`).
+    List(Vec<String>),
+}
+
+impl CorsOrigins {
+    /// Parses `*`, `none`, or a comma-separated list of origins.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        match s {
+            "*" => Ok(Self::Any),
+            "" | "none" => Ok(Self::None),
+            _ => {
+                let list: Vec<String> = s
+                    .split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect();
+                for o in &list {
+                    if !(o.starts_with("http://") || o.starts_with("https://")) {
+                        return Err(format!(
+                            "CORS origin {o:?} must start with http:// or https:// (or use '*' or 'none')"
+                        ));
+                    }
+                }
+                Ok(Self::List(list))
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub api_token: Option<String>,
+    pub insecure: bool,
+    pub max_upload_bytes: u64,
+    pub cors: CorsOrigins,
+}
+
+impl ServeConfig {
+    /// Refuses configurations that would expose an unauthenticated node to the network.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        if self.listen.ip().is_loopback() || self.api_token.is_some() || self.insecure {
+            return Ok(());
+        }
+        Err(format!(
+            "refusing to listen on {} without authentication: it is not a loopback address. \
+             Set an API token (--api-token or BRCTI_API_TOKEN) or pass --insecure",
+            self.listen
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(listen: &str, token: Option<&str>, insecure: bool) -> ServeConfig {
+        ServeConfig {
+            listen: listen.parse().unwrap(),
+            data_dir: PathBuf::from("x"),
+            api_token: token.map(str::to_string),
+            insecure,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            cors: CorsOrigins::Any,
+        }
+    }
+
+    #[test]
+    fn exposure_rules() {
+        assert!(cfg("127.0.0.1:5000", None, false).check_exposure().is_ok());
+        assert!(cfg("[::1]:5000", None, false).check_exposure().is_ok());
+        let err = cfg("0.0.0.0:5000", None, false).check_exposure().unwrap_err();
+        assert!(err.contains("--api-token"), "{err}");
+        assert!(cfg("0.0.0.0:5000", Some("t"), false).check_exposure().is_ok());
+        assert!(cfg("0.0.0.0:5000", None, true).check_exposure().is_ok());
+    }
+
+    #[test]
+    fn cors_parsing() {
+        assert_eq!(CorsOrigins::parse("*").unwrap(), CorsOrigins::Any);
+        assert_eq!(CorsOrigins::parse("none").unwrap(), CorsOrigins::None);
+        assert_eq!(
+            CorsOrigins::parse("http://a:3000/, https://b").unwrap(),
+            CorsOrigins::List(vec!["http://a:3000".into(), "https://b".into()])
+        );
+        assert!(CorsOrigins::parse("a.example").is_err());
+    }
+}

@@ -1,0 +1,365 @@
+//! Dataset readers: format and encoding detection from the content, and column names.
+//!
+//! Supported: CSV (comma, semicolon, tab or pipe; UTF-8 with or without BOM, UTF-16 with BOM,
+//! GBK/GB18030), XLSX and XLS (first worksheet), JSON (an array of objects) and JSON Lines.
+//! The format is decided by the bytes, never by the file name: front ends upload JSON Lines as
+//! `.txt`.
+
+mod sniff;
+
+pub use sniff::{CsvDialect, Format, TextEncoding, sniff};
+
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+
+use calamine::{Reader, Xls, Xlsx};
+use indexmap::IndexSet;
+use serde::de::IgnoredAny;
+
+use crate::store::ReadSeek;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("the file has no columns: {0}")]
+    NoColumns(String),
+    #[error("CSV error at line {line}: {detail}")]
+    Csv { line: u64, detail: String },
+    #[error("JSON error at line {line}, column {column}: {detail}")]
+    Json {
+        line: u64,
+        column: u64,
+        detail: String,
+    },
+    #[error("{kind} error: {detail}")]
+    Spreadsheet { kind: &'static str, detail: String },
+    #[error("read error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The column names of a dataset, in order. For JSON and JSON Lines: the union of the
+/// top-level keys of all objects, in first-seen order.
+pub fn features(mut input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
+    let format = sniff(&mut input)?;
+    input.seek(SeekFrom::Start(0))?;
+    let columns = match format {
+        Format::Csv(dialect) => csv_header(input, dialect)?,
+        Format::Xlsx => xlsx_header(input)?,
+        Format::Xls => xls_header(input)?,
+        Format::JsonArray => json_array_keys(input)?,
+        Format::JsonLines => json_lines_keys(input)?,
+    };
+    if columns.is_empty() {
+        return Err(DatasetError::NoColumns(format!(
+            "no column names were found in this {} file",
+            format.name()
+        )));
+    }
+    Ok(columns)
+}
+
+/// Blank header cells get a positional name (`column_3` for the third column) so that the
+/// `;`-joined list stays unambiguous.
+fn name_column(raw: &str, index: usize) -> String {
+    let name = raw.trim();
+    if name.is_empty() {
+        format!("column_{}", index + 1)
+    } else {
+        name.to_string()
+    }
+}
+
+/// A CSV reader over the decoded text of `input` (UTF-8 after decoding, BOM removed).
+pub(crate) fn csv_reader(input: Box<dyn ReadSeek>, dialect: CsvDialect) -> csv::Reader<Box<dyn Read + Send>> {
+    let decoded: Box<dyn Read + Send> = Box::new(
+        encoding_rs_io::DecodeReaderBytesBuilder::new()
+            .encoding(Some(dialect.encoding.encoding()))
+            .bom_override(true)
+            .utf8_passthru(true)
+            .build(input),
+    );
+    csv::ReaderBuilder::new()
+        .delimiter(dialect.delimiter)
+        .flexible(true)
+        .has_headers(true)
+        .buffer_capacity(256 * 1024)
+        .from_reader(decoded)
+}
+
+fn csv_error(e: csv::Error) -> DatasetError {
+    let line = e.position().map(|p| p.line()).unwrap_or(0);
+    let detail = match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => format!(
+            "field {} is not valid text in the detected encoding",
+            err.field() + 1
+        ),
+        _ => e.to_string(),
+    };
+    DatasetError::Csv { line, detail }
+}
+
+fn csv_header(input: Box<dyn ReadSeek>, dialect: CsvDialect) -> Result<Vec<String>, DatasetError> {
+    let mut reader = csv_reader(input, dialect);
+    let header = reader.headers().map_err(csv_error)?;
+    if header.iter().all(|h| h.trim().is_empty()) {
+        return Ok(Vec::new());
+    }
+    Ok(header.iter().enumerate().map(|(i, h)| name_column(h, i)).collect())
+}
+
+fn spreadsheet_error(kind: &'static str, e: impl std::fmt::Display) -> DatasetError {
+    DatasetError::Spreadsheet {
+        kind,
+        detail: e.to_string(),
+    }
+}
+
+fn xlsx_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
+    let mut book: Xlsx<_> = Xlsx::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLSX", e))?;
+    let Some(sheet) = book.sheet_names().first().cloned() else {
+        return Err(DatasetError::NoColumns("the workbook has no worksheet".into()));
+    };
+    let mut cells = book
+        .worksheet_cells_reader(&sheet)
+        .map_err(|e| spreadsheet_error("XLSX", e))?;
+    let mut header: Vec<(u32, String)> = Vec::new();
+    let mut header_row = None;
+    while let Some(cell) = cells.next_cell().map_err(|e| spreadsheet_error("XLSX", e))? {
+        let (row, col) = cell.get_position();
+        let value = calamine::Data::from(cell.get_value().clone());
+        if value == calamine::Data::Empty {
+            continue;
+        }
+        match header_row {
+            None => header_row = Some(row),
+            Some(r) if r != row => break,
+            Some(_) => {}
+        }
+        header.push((col, value.to_string()));
+    }
+    Ok(spread_header(header))
+}
+
+fn xls_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
+    let mut book: Xls<_> = Xls::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLS", e))?;
+    let range = book
+        .worksheet_range_at(0)
+        .ok_or_else(|| DatasetError::NoColumns("the workbook has no worksheet".into()))?
+        .map_err(|e| spreadsheet_error("XLS", e))?;
+    let start_col = range.start().map(|(_, c)| c).unwrap_or(0);
+    let header = range
+        .rows()
+        .find(|row| row.iter().any(|c| *c != calamine::Data::Empty))
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .filter(|(_, c)| **c != calamine::Data::Empty)
+                .map(|(i, c)| (start_col + i as u32, c.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(spread_header(header))
+}
+
+/// Header cells by column position to names, blank positions in between named by position.
+fn spread_header(cells: Vec<(u32, String)>) -> Vec<String> {
+    let Some(last) = cells.iter().map(|(c, _)| *c).max() else {
+        return Vec::new();
+    };
+    let first = cells.iter().map(|(c, _)| *c).min().unwrap_or(0);
+    let mut names = vec![String::new(); (last - first + 1) as usize];
+    for (col, name) in cells {
+        names[(col - first) as usize] = name;
+    }
+    names.iter().enumerate().map(|(i, n)| name_column(n, i)).collect()
+}
+
+fn json_error(e: serde_json::Error, line_offset: u64) -> DatasetError {
+    DatasetError::Json {
+        line: e.line() as u64 + line_offset,
+        column: e.column() as u64,
+        detail: strip_position(&e.to_string()),
+    }
+}
+
+/// serde_json appends " at line L column C" to its messages; we report the position ourselves.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+type KeySet = IndexSet<String>;
+
+/// Keys of one JSON object, without building its values.
+struct ObjectKeys<'a>(&'a mut KeySet);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ObjectKeys<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ObjectKeys<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object (one dataset row)")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !self.0.contains(key.as_ref()) {
+                self.0.insert(key.into_owned());
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
+}
+
+/// Visits the elements of the top-level array one at a time (constant memory).
+struct ArrayKeys<'a>(&'a mut KeySet);
+
+impl<'de> serde::de::Visitor<'de> for ArrayKeys<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of objects")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(ObjectKeys(self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+fn json_array_keys(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
+    let mut keys = KeySet::new();
+    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(256 * 1024, SkipBom::new(input)));
+    serde::Deserializer::deserialize_seq(&mut de, ArrayKeys(&mut keys)).map_err(|e| json_error(e, 0))?;
+    de.end().map_err(|e| json_error(e, 0))?;
+    Ok(keys.into_iter().collect())
+}
+
+fn json_lines_keys(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
+    let mut keys = KeySet::new();
+    for_each_json_line(input, |_, line| {
+        let mut de = serde_json::Deserializer::from_slice(line);
+        serde::de::DeserializeSeed::deserialize(ObjectKeys(&mut keys), &mut de)?;
+        de.end()
+    })?;
+    Ok(keys.into_iter().collect())
+}
+
+/// Calls `f(line_number, bytes)` for every non-blank line (1-based numbers, BOM removed).
+/// Errors from `f` are reported at that line.
+pub(crate) fn for_each_json_line(
+    input: Box<dyn ReadSeek>,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), serde_json::Error>,
+) -> Result<(), DatasetError> {
+    let mut reader = BufReader::with_capacity(256 * 1024, SkipBom::new(input));
+    let mut buf = Vec::with_capacity(4096);
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let line = buf.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        f(line_no, line).map_err(|e| json_error(e, line_no - 1))?;
+    }
+}
+
+/// Drops a leading UTF-8 byte-order mark.
+pub(crate) struct SkipBom<R> {
+    inner: R,
+    checked: bool,
+}
+
+impl<R: Read> SkipBom<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Self { inner, checked: false }
+    }
+}
+
+impl<R: Read> Read for SkipBom<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.checked {
+            self.checked = true;
+            let mut head = [0u8; 3];
+            let mut got = 0;
+            while got < 3 {
+                let n = self.inner.read(&mut head[got..])?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            if got == 3 && head == [0xEF, 0xBB, 0xBF] {
+                return self.read(buf);
+            }
+            let n = got.min(buf.len());
+            buf[..n].copy_from_slice(&head[..n]);
+            if n < got {
+                // A caller buffer shorter than 3 bytes: not used by our readers.
+                return Err(io::Error::other("read buffer too small"));
+            }
+            return Ok(n);
+        }
+        self.inner.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn feats(bytes: &[u8]) -> Result<Vec<String>, DatasetError> {
+        features(Box::new(Cursor::new(bytes.to_vec())))
+    }
+
+    #[test]
+    fn csv_variants() {
+        assert_eq!(feats(b"a,b,c\n1,2,3\n").unwrap(), ["a", "b", "c"]);
+        assert_eq!(feats(b"\xEF\xBB\xBFa;b\n1;2\n").unwrap(), ["a", "b"]);
+        assert_eq!(feats(b"a\tb c\n1\t2\n").unwrap(), ["a", "b c"]);
+        assert_eq!(feats(b"a|b\n1|2\n").unwrap(), ["a", "b"]);
+        assert_eq!(feats(b"x,,z\n").unwrap(), ["x", "column_2", "z"]);
+        let (gbk, _, _) = encoding_rs::GBK.encode("源IP,目的IP,协议\n1.1.1.1,2.2.2.2,TCP\n");
+        assert_eq!(feats(&gbk).unwrap(), ["源IP", "目的IP", "协议"]);
+    }
+
+    #[test]
+    fn json_variants() {
+        assert_eq!(
+            feats(b"[{\"a\":1,\"b\":[1,2]},{\"c\":{\"x\":1},\"a\":2}]").unwrap(),
+            ["a", "b", "c"]
+        );
+        assert_eq!(
+            feats(b"{\"time\":1,\"src\":\"x\"}\n\n{\"dst\":\"y\",\"time\":2}\n").unwrap(),
+            ["time", "src", "dst"]
+        );
+        let err = feats(b"{\"a\":1}\n{\"b\":\n").unwrap_err();
+        assert!(matches!(err, DatasetError::Json { line: 2, .. }), "{err}");
+        let err = feats(b"[{\"a\":1}, 5]").unwrap_err();
+        assert!(err.to_string().contains("a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn empty_inputs() {
+        assert!(matches!(feats(b"").unwrap_err(), DatasetError::Empty));
+        assert!(matches!(feats(b" \n\r\n").unwrap_err(), DatasetError::Empty));
+        assert!(matches!(feats(b"[]").unwrap_err(), DatasetError::NoColumns(_)));
+        assert!(matches!(feats(b",,\n").unwrap_err(), DatasetError::NoColumns(_)));
+    }
+
+    #[test]
+    fn broken_spreadsheet() {
+        let err = feats(b"PK\x03\x04garbage").unwrap_err();
+        assert!(matches!(err, DatasetError::Spreadsheet { kind: "XLSX", .. }), "{err}");
+    }
+}

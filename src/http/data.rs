@@ -1,0 +1,293 @@
+//! The br-cti data API (`/data/*`), wire-compatible with the old Python server
+//! (see `shared/docs/compat.md`).
+
+use std::io::Write;
+
+use axum::Router;
+use axum::extract::multipart::{Field, Multipart, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::post;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::AppState;
+use super::envelope::{ApiError, JsonBody, ok};
+use crate::dataset;
+use crate::hash::Sha256Hex;
+use crate::store::{FileMeta, StoreError, StoredBlob};
+use crate::time_util::now_ms;
+
+/// Multipart framing and the small text fields around the file.
+const MULTIPART_OVERHEAD: u64 = 1 << 20;
+const MAX_TASK_ID_CHARS: usize = 128;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/upload_file",
+            post(upload_file).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/get_traffic_data_features", post(get_traffic_data_features))
+}
+
+/// Runs blocking storage work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    context: &'static str,
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(context, e))?
+}
+
+fn store_error(context: &'static str, e: StoreError) -> ApiError {
+    match e {
+        StoreError::TaskConflict { .. } => ApiError::bad_request(e.to_string()),
+        other => ApiError::internal(context, other),
+    }
+}
+
+/// Parses a `file_hash`-like field, naming it in the error.
+pub(crate) fn parse_hash(field: &str, value: &str) -> Result<Sha256Hex, ApiError> {
+    Sha256Hex::parse(value.trim()).map_err(|e| ApiError::bad_request(format!("field `{field}` {e}")))
+}
+
+// ---------------------------------------------------------------------------------- upload
+
+async fn upload_file(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let max = state.config.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max + MULTIPART_OVERHEAD) {
+        return Err(too_large(max));
+    }
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::bad_request(format!(
+            "expected a multipart/form-data body with fields `file` and `task_id`: {}",
+            e.body_text()
+        ))
+    })?;
+
+    let mut task_id: Option<String> = None;
+    let mut stored: Option<(StoredBlob, Option<String>)> = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("file") => {
+                if stored.is_some() {
+                    return Err(ApiError::bad_request("more than one `file` field; send one file per request"));
+                }
+                let name = field.file_name().and_then(sanitize_file_name);
+                stored = Some((receive_file(&state, field, max).await?, name));
+            }
+            Some("task_id") => {
+                task_id = Some(parse_task_id(&read_small_field(field, "task_id").await?)?);
+            }
+            _ => {
+                // Unknown fields are tolerated and discarded.
+                let mut field = field;
+                while field.chunk().await.map_err(multipart_error)?.is_some() {}
+            }
+        }
+    }
+    let Some((blob, original_name)) = stored else {
+        return Err(ApiError::bad_request("missing field `file` (the dataset to upload)"));
+    };
+    let Some(task_id) = task_id else {
+        return Err(ApiError::bad_request("missing field `task_id`"));
+    };
+    let file = FileMeta {
+        hash: blob.hash.clone(),
+        size: blob.size,
+        original_name,
+        created_at_ms: now_ms(),
+    };
+    let meta = state.meta.clone();
+    let record = blocking("recording the upload", move || {
+        meta.record_upload(&file, &task_id)
+            .map_err(|e| store_error("recording the upload", e))
+    })
+    .await?;
+    tracing::info!(
+        file_hash = %blob.hash,
+        size = blob.size,
+        deduplicated = blob.deduplicated,
+        task_id = %record.task_id,
+        "file uploaded"
+    );
+    Ok(ok(
+        "File uploaded successfully",
+        json!({
+            "file_hash": blob.hash.as_str(),
+            "file_size": blob.size,
+            "task_record": record,
+        }),
+    ))
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::status(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the file is larger than the upload limit of {max} bytes (--max-upload-bytes)"),
+    )
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::status(StatusCode::PAYLOAD_TOO_LARGE, e.body_text())
+    } else {
+        ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
+    }
+}
+
+/// An empty `task_id` gets a generated one; otherwise 1-128 printable characters.
+fn parse_task_id(raw: &str) -> Result<String, ApiError> {
+    let id = raw.trim();
+    if id.is_empty() {
+        return Ok(uuid::Uuid::new_v4().to_string());
+    }
+    if id.chars().count() > MAX_TASK_ID_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "field `task_id` is longer than {MAX_TASK_ID_CHARS} characters"
+        )));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Err(ApiError::bad_request(format!(
+            "field `task_id` contains the control character {c:?}"
+        )));
+    }
+    Ok(id.to_string())
+}
+
+async fn read_small_field(mut field: Field<'_>, name: &str) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > 4096 {
+            return Err(ApiError::bad_request(format!("field `{name}` is too long")));
+        }
+    }
+    String::from_utf8(buf).map_err(|_| ApiError::bad_request(format!("field `{name}` is not valid UTF-8")))
+}
+
+/// The client's file name as harmless metadata: its last path component, control characters
+/// removed, at most 255 characters.
+fn sanitize_file_name(raw: &str) -> Option<String> {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let clean: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
+    let clean = clean.trim();
+    (!clean.is_empty() && clean != "." && clean != "..").then(|| clean.to_string())
+}
+
+enum Chunk {
+    Data(Bytes),
+    Finish,
+}
+
+/// Streams a multipart field into the blob store. The network side (this task) and the disk
+/// side (a blocking thread that writes and hashes) run concurrently with a bounded channel
+/// between them, so memory stays bounded whatever the file size. A staged blob that does not
+/// receive `Finish` is dropped and leaves nothing behind.
+async fn receive_file(state: &AppState, mut field: Field<'_>, max: u64) -> Result<StoredBlob, ApiError> {
+    let (tx, mut rx) = mpsc::channel::<Chunk>(32);
+    let blobs = state.blobs.clone();
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Option<StoredBlob>> {
+        let mut staged = blobs.stage()?;
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                Chunk::Data(bytes) => staged.write_all(&bytes)?,
+                Chunk::Finish => return staged.commit().map(Some),
+            }
+        }
+        Ok(None)
+    });
+    let mut total: u64 = 0;
+    let outcome: Result<(), ApiError> = async {
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            total += chunk.len() as u64;
+            if total > max {
+                return Err(too_large(max));
+            }
+            if tx.send(Chunk::Data(chunk)).await.is_err() {
+                return Ok(()); // the writer failed; its error is reported below
+            }
+        }
+        if total == 0 {
+            return Err(ApiError::bad_request("field `file` is empty: the uploaded file has no bytes"));
+        }
+        let _ = tx.send(Chunk::Finish).await;
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let written = writer.await.map_err(|e| ApiError::internal("storing the upload", e))?;
+    outcome?;
+    match written {
+        Ok(Some(blob)) => Ok(blob),
+        Ok(None) => Err(ApiError::internal("storing the upload", "the writer stopped early")),
+        Err(e) => Err(ApiError::internal("storing the upload", e)),
+    }
+}
+
+// -------------------------------------------------------------------------------- features
+
+#[derive(Deserialize)]
+struct FileHashRequest {
+    file_hash: String,
+}
+
+async fn get_traffic_data_features(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<FileHashRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let hash = parse_hash("file_hash", &req.file_hash)?;
+    let columns = blocking("reading dataset features", move || {
+        if state
+            .meta
+            .file(&hash)
+            .map_err(|e| store_error("looking up the file", e))?
+            .is_none()
+        {
+            return Err(ApiError::bad_request(format!("no uploaded file has hash {hash}")));
+        }
+        let input = state
+            .blobs
+            .open(&hash)
+            .map_err(|e| ApiError::internal("opening the dataset", e))?
+            .ok_or_else(|| ApiError::internal("opening the dataset", format!("blob {hash} is missing")))?;
+        dataset::features(input)
+            .map_err(|e| ApiError::bad_request(format!("cannot read the columns of file {hash}: {e}")))
+    })
+    .await?;
+    Ok(ok("Get traffic data features name successfully", columns.join(";")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_sanitised() {
+        assert_eq!(sanitize_file_name("../../etc/passwd").as_deref(), Some("passwd"));
+        assert_eq!(sanitize_file_name("C:\\x\\data.csv").as_deref(), Some("data.csv"));
+        assert_eq!(sanitize_file_name("a\u{0}b\n.csv").as_deref(), Some("ab.csv"));
+        assert_eq!(sanitize_file_name("dir/.."), None);
+        assert_eq!(sanitize_file_name(""), None);
+    }
+
+    #[test]
+    fn task_ids() {
+        assert_eq!(parse_task_id(" 1733665039112 ").unwrap(), "1733665039112");
+        assert_eq!(parse_task_id("").unwrap().len(), 36);
+        assert!(parse_task_id(&"x".repeat(129)).is_err());
+        assert!(parse_task_id("a\u{7}").is_err());
+    }
+}

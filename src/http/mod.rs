@@ -1,0 +1,148 @@
+//! The HTTP layer: one router per API, composed in [`router`]; [`serve`] runs the node.
+
+mod data;
+pub mod envelope;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::config::{CorsOrigins, ServeConfig};
+use crate::store::{BlobStore, FsBlobStore, MetaStore, SqliteStore};
+use envelope::ApiError;
+
+/// Everything a request handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub blobs: Arc<dyn BlobStore>,
+    pub meta: Arc<dyn MetaStore>,
+    pub config: Arc<ServeConfig>,
+}
+
+impl AppState {
+    /// Opens the data directory: `<data-dir>/br-cti.sqlite` and the blob store beside it.
+    pub fn open(config: ServeConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display())
+        })?;
+        let meta = SqliteStore::open(&config.data_dir.join("br-cti.sqlite"))?;
+        let blobs = FsBlobStore::open(&config.data_dir)?;
+        Ok(Self {
+            blobs: Arc::new(blobs),
+            meta: Arc::new(meta),
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// The whole application: every API, CORS, request logging and the JSON 404/405 answers.
+pub fn router(state: AppState) -> Router {
+    let data = data::router()
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .nest("/data", data)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(cors_layer(&state.config.cors))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .with_state(state)
+}
+
+fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
+    let base = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(Any)
+        .expose_headers([header::HeaderName::from_static("x-total-count")]);
+    match origins {
+        CorsOrigins::Any => base.allow_origin(Any),
+        CorsOrigins::None => CorsLayer::new(),
+        CorsOrigins::List(list) => base.allow_origin(AllowOrigin::list(
+            list.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+        )),
+    }
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::status(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// When an API token is configured, `/data/*` requires `Authorization: Bearer <token>`.
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(expected) = state.config.api_token.as_deref() else {
+        return next.run(req).await;
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => next.run(req).await,
+        _ => ApiError::status(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API token: send the header `Authorization: Bearer <token>`",
+        )
+        .into_response(),
+    }
+}
+
+/// Binds, prints `br-cti listening on http://ADDR` on standard output (tests read it to
+/// find a random port), and serves until Ctrl-C or SIGTERM.
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    config.check_exposure().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let state = AppState::open(config)?;
+    let addr = listener.local_addr()?;
+    tracing::info!(data_dir = %state.config.data_dir.display(), "br-cti listening on http://{addr}");
+    println!("br-cti listening on http://{addr}");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

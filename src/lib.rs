@@ -1,0 +1,12 @@
+//! br-cti: a cyber-threat-intelligence data node.
+//!
+//! The node turns uploaded security datasets into STIX 2.1 and keeps durable records of every
+//! step. The HTTP layer (`http`) is thin: it parses requests into domain types and calls the
+//! storage (`store`) and dataset (`dataset`) layers, which know nothing about HTTP.
+
+pub mod config;
+pub mod dataset;
+pub mod hash;
+pub mod http;
+pub mod store;
+pub mod time_util;

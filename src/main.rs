@@ -1,0 +1,93 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use br_cti::config::{CorsOrigins, DEFAULT_MAX_UPLOAD_BYTES, ServeConfig};
+
+/// br-cti: a cyber-threat-intelligence data node.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node: the HTTP APIs on an embedded database.
+    Serve(ServeArgs),
+    /// Print the column names of a dataset file (CSV, XLSX, XLS, JSON, JSON Lines), one per line.
+    Features {
+        /// The dataset file.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on. A non-loopback address needs --api-token or --insecure.
+    #[arg(long, env = "BRCTI_LISTEN", default_value = "127.0.0.1:5000")]
+    listen: SocketAddr,
+    /// Directory holding everything the node owns (database and files).
+    #[arg(long, env = "BRCTI_DATA_DIR", default_value = "./br-cti-data")]
+    data_dir: PathBuf,
+    /// Require `Authorization: Bearer <token>` on /data/*.
+    #[arg(long, env = "BRCTI_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Allow a non-loopback address without an API token.
+    #[arg(long, env = "BRCTI_INSECURE")]
+    insecure: bool,
+    /// Largest accepted upload, in bytes.
+    #[arg(long, env = "BRCTI_MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES)]
+    max_upload_bytes: u64,
+    /// Browser origins allowed to call the API: `*` (any), `none`, or a comma-separated list.
+    #[arg(long, env = "BRCTI_CORS_ORIGINS", default_value = "*", value_parser = CorsOrigins::parse)]
+    cors_origins: CorsOrigins,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BRCTI_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Features { file } => features(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        api_token: args.api_token.filter(|t| !t.is_empty()),
+        insecure: args.insecure,
+        max_upload_bytes: args.max_upload_bytes,
+        cors: args.cors_origins,
+    };
+    tokio::runtime::Runtime::new()?.block_on(br_cti::http::serve(config))
+}
+
+fn features(file: &std::path::Path) -> anyhow::Result<()> {
+    let input = std::fs::File::open(file)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+    let columns = br_cti::dataset::features(Box::new(input))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    for c in columns {
+        println!("{c}");
+    }
+    Ok(())
+}
