@@ -87,9 +87,15 @@ mod tests {
     fn exposure_rules() {
         assert!(cfg("127.0.0.1:5000", None, false).check_exposure().is_ok());
         assert!(cfg("[::1]:5000", None, false).check_exposure().is_ok());
-        let err = cfg("0.0.0.0:5000", None, false).check_exposure().unwrap_err();
+        let err = cfg("0.0.0.0:5000", None, false)
+            .check_exposure()
+            .unwrap_err();
         assert!(err.contains("--api-token"), "{err}");
-        assert!(cfg("0.0.0.0:5000", Some("t"), false).check_exposure().is_ok());
+        assert!(
+            cfg("0.0.0.0:5000", Some("t"), false)
+                .check_exposure()
+                .is_ok()
+        );
         assert!(cfg("0.0.0.0:5000", None, true).check_exposure().is_ok());
     }
 

@@ -11,8 +11,10 @@ pub fn now_ms() -> i64 {
 pub fn ms_to_display(ms: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    t.format(format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"))
-        .expect("formatting a valid date cannot fail")
+    t.format(format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second]"
+    ))
+    .expect("formatting a valid date cannot fail")
 }
 
 #[cfg(test)]

@@ -70,7 +70,10 @@ fn name_column(raw: &str, index: usize) -> String {
 }
 
 /// A CSV reader over the decoded text of `input` (UTF-8 after decoding, BOM removed).
-pub(crate) fn csv_reader(input: Box<dyn ReadSeek>, dialect: CsvDialect) -> csv::Reader<Box<dyn Read + Send>> {
+pub(crate) fn csv_reader(
+    input: Box<dyn ReadSeek>,
+    dialect: CsvDialect,
+) -> csv::Reader<Box<dyn Read + Send>> {
     let decoded: Box<dyn Read + Send> = Box::new(
         encoding_rs_io::DecodeReaderBytesBuilder::new()
             .encoding(Some(dialect.encoding.encoding()))
@@ -104,7 +107,11 @@ fn csv_header(input: Box<dyn ReadSeek>, dialect: CsvDialect) -> Result<Vec<Strin
     if header.iter().all(|h| h.trim().is_empty()) {
         return Ok(Vec::new());
     }
-    Ok(header.iter().enumerate().map(|(i, h)| name_column(h, i)).collect())
+    Ok(header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| name_column(h, i))
+        .collect())
 }
 
 fn spreadsheet_error(kind: &'static str, e: impl std::fmt::Display) -> DatasetError {
@@ -115,16 +122,22 @@ fn spreadsheet_error(kind: &'static str, e: impl std::fmt::Display) -> DatasetEr
 }
 
 fn xlsx_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
-    let mut book: Xlsx<_> = Xlsx::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLSX", e))?;
+    let mut book: Xlsx<_> =
+        Xlsx::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLSX", e))?;
     let Some(sheet) = book.sheet_names().first().cloned() else {
-        return Err(DatasetError::NoColumns("the workbook has no worksheet".into()));
+        return Err(DatasetError::NoColumns(
+            "the workbook has no worksheet".into(),
+        ));
     };
     let mut cells = book
         .worksheet_cells_reader(&sheet)
         .map_err(|e| spreadsheet_error("XLSX", e))?;
     let mut header: Vec<(u32, String)> = Vec::new();
     let mut header_row = None;
-    while let Some(cell) = cells.next_cell().map_err(|e| spreadsheet_error("XLSX", e))? {
+    while let Some(cell) = cells
+        .next_cell()
+        .map_err(|e| spreadsheet_error("XLSX", e))?
+    {
         let (row, col) = cell.get_position();
         let value = calamine::Data::from(cell.get_value().clone());
         if value == calamine::Data::Empty {
@@ -141,7 +154,8 @@ fn xlsx_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
 }
 
 fn xls_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
-    let mut book: Xls<_> = Xls::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLS", e))?;
+    let mut book: Xls<_> =
+        Xls::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLS", e))?;
     let range = book
         .worksheet_range_at(0)
         .ok_or_else(|| DatasetError::NoColumns("the workbook has no worksheet".into()))?
@@ -171,7 +185,11 @@ fn spread_header(cells: Vec<(u32, String)>) -> Vec<String> {
     for (col, name) in cells {
         names[(col - first) as usize] = name;
     }
-    names.iter().enumerate().map(|(i, n)| name_column(n, i)).collect()
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| name_column(n, i))
+        .collect()
 }
 
 fn json_error(e: serde_json::Error, line_offset: u64) -> DatasetError {
@@ -234,8 +252,12 @@ impl<'de> serde::de::Visitor<'de> for ArrayKeys<'_> {
 
 fn json_array_keys(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
     let mut keys = KeySet::new();
-    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(256 * 1024, SkipBom::new(input)));
-    serde::Deserializer::deserialize_seq(&mut de, ArrayKeys(&mut keys)).map_err(|e| json_error(e, 0))?;
+    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(
+        256 * 1024,
+        SkipBom::new(input),
+    ));
+    serde::Deserializer::deserialize_seq(&mut de, ArrayKeys(&mut keys))
+        .map_err(|e| json_error(e, 0))?;
     de.end().map_err(|e| json_error(e, 0))?;
     Ok(keys.into_iter().collect())
 }
@@ -281,7 +303,10 @@ pub(crate) struct SkipBom<R> {
 
 impl<R: Read> SkipBom<R> {
     pub(crate) fn new(inner: R) -> Self {
-        Self { inner, checked: false }
+        Self {
+            inner,
+            checked: false,
+        }
     }
 }
 
@@ -352,14 +377,26 @@ mod tests {
     #[test]
     fn empty_inputs() {
         assert!(matches!(feats(b"").unwrap_err(), DatasetError::Empty));
-        assert!(matches!(feats(b" \n\r\n").unwrap_err(), DatasetError::Empty));
-        assert!(matches!(feats(b"[]").unwrap_err(), DatasetError::NoColumns(_)));
-        assert!(matches!(feats(b",,\n").unwrap_err(), DatasetError::NoColumns(_)));
+        assert!(matches!(
+            feats(b" \n\r\n").unwrap_err(),
+            DatasetError::Empty
+        ));
+        assert!(matches!(
+            feats(b"[]").unwrap_err(),
+            DatasetError::NoColumns(_)
+        ));
+        assert!(matches!(
+            feats(b",,\n").unwrap_err(),
+            DatasetError::NoColumns(_)
+        ));
     }
 
     #[test]
     fn broken_spreadsheet() {
         let err = feats(b"PK\x03\x04garbage").unwrap_err();
-        assert!(matches!(err, DatasetError::Spreadsheet { kind: "XLSX", .. }), "{err}");
+        assert!(
+            matches!(err, DatasetError::Spreadsheet { kind: "XLSX", .. }),
+            "{err}"
+        );
     }
 }

@@ -60,7 +60,7 @@ pub fn sniff<R: Read + Seek + ?Sized>(input: &mut R) -> Result<Format, DatasetEr
     let mut sample = Vec::with_capacity(SAMPLE);
     input.take(SAMPLE as u64).read_to_end(&mut sample)?;
     let complete = sample.len() < SAMPLE;
-    Ok(sniff_bytes(&sample, complete)?)
+    sniff_bytes(&sample, complete)
 }
 
 fn sniff_bytes(sample: &[u8], complete: bool) -> Result<Format, DatasetError> {
@@ -70,21 +70,38 @@ fn sniff_bytes(sample: &[u8], complete: bool) -> Result<Format, DatasetError> {
     if sample.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]) {
         return Ok(Format::Xls);
     }
-    let (encoding, text): (TextEncoding, std::borrow::Cow<str>) = if sample.starts_with(&[0xFF, 0xFE]) {
-        (TextEncoding::Utf16Le, encoding_rs::UTF_16LE.decode_with_bom_removal(&sample[2..]).0)
-    } else if sample.starts_with(&[0xFE, 0xFF]) {
-        (TextEncoding::Utf16Be, encoding_rs::UTF_16BE.decode_with_bom_removal(&sample[2..]).0)
-    } else {
-        let body = sample.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(sample);
-        match std::str::from_utf8(body) {
-            Ok(s) => (TextEncoding::Utf8, s.into()),
-            // A multi-byte character cut by the end of the sample.
-            Err(e) if e.error_len().is_none() && !complete => {
-                (TextEncoding::Utf8, std::str::from_utf8(&body[..e.valid_up_to()]).unwrap_or("").into())
+    let (encoding, text): (TextEncoding, std::borrow::Cow<str>) =
+        if sample.starts_with(&[0xFF, 0xFE]) {
+            (
+                TextEncoding::Utf16Le,
+                encoding_rs::UTF_16LE
+                    .decode_with_bom_removal(&sample[2..])
+                    .0,
+            )
+        } else if sample.starts_with(&[0xFE, 0xFF]) {
+            (
+                TextEncoding::Utf16Be,
+                encoding_rs::UTF_16BE
+                    .decode_with_bom_removal(&sample[2..])
+                    .0,
+            )
+        } else {
+            let body = sample.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(sample);
+            match std::str::from_utf8(body) {
+                Ok(s) => (TextEncoding::Utf8, s.into()),
+                // A multi-byte character cut by the end of the sample.
+                Err(e) if e.error_len().is_none() && !complete => (
+                    TextEncoding::Utf8,
+                    std::str::from_utf8(&body[..e.valid_up_to()])
+                        .unwrap_or("")
+                        .into(),
+                ),
+                Err(_) => (
+                    TextEncoding::Gb18030,
+                    encoding_rs::GB18030.decode_without_bom_handling(body).0,
+                ),
             }
-            Err(_) => (TextEncoding::Gb18030, encoding_rs::GB18030.decode_without_bom_handling(body).0),
-        }
-    };
+        };
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
         return Err(DatasetError::Empty);
@@ -112,11 +129,17 @@ fn sniff_delimiter(text: &str, complete: bool) -> u8 {
     if !complete && lines.len() > 1 {
         lines.pop(); // probably cut short by the end of the sample
     }
-    let lines: Vec<&str> = lines.into_iter().filter(|l| !l.trim().is_empty()).take(50).collect();
+    let lines: Vec<&str> = lines
+        .into_iter()
+        .filter(|l| !l.trim().is_empty())
+        .take(50)
+        .collect();
     let mut best: Option<(usize, usize, u8)> = None; // (lines agreeing with the header, header count, delimiter)
     for d in DELIMITERS {
         let counts: Vec<usize> = lines.iter().map(|l| count_outside_quotes(l, d)).collect();
-        let Some(&header) = counts.first() else { continue };
+        let Some(&header) = counts.first() else {
+            continue;
+        };
         if header == 0 {
             continue;
         }
@@ -185,8 +208,14 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(sniff_bytes(b"  [{\"a\":1}]", true).unwrap(), Format::JsonArray);
-        assert_eq!(sniff_bytes(b"\xEF\xBB\xBF{\"a\":1}\n", true).unwrap(), Format::JsonLines);
+        assert_eq!(
+            sniff_bytes(b"  [{\"a\":1}]", true).unwrap(),
+            Format::JsonArray
+        );
+        assert_eq!(
+            sniff_bytes(b"\xEF\xBB\xBF{\"a\":1}\n", true).unwrap(),
+            Format::JsonLines
+        );
         assert_eq!(sniff_bytes(b"PK\x03\x04....", true).unwrap(), Format::Xlsx);
         assert_eq!(
             sniff_bytes(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1, 0], true).unwrap(),

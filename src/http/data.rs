@@ -17,7 +17,7 @@ use super::AppState;
 use super::envelope::{ApiError, JsonBody, ok};
 use crate::dataset;
 use crate::hash::Sha256Hex;
-use crate::store::{FileMeta, StoreError, StoredBlob};
+use crate::store::{FileMeta, StagedBlob, StoreError};
 use crate::time_util::now_ms;
 
 /// Multipart framing and the small text fields around the file.
@@ -30,7 +30,10 @@ pub fn router() -> Router<AppState> {
             "/upload_file",
             post(upload_file).layer(DefaultBodyLimit::disable()),
         )
-        .route("/get_traffic_data_features", post(get_traffic_data_features))
+        .route(
+            "/get_traffic_data_features",
+            post(get_traffic_data_features),
+        )
 }
 
 /// Runs blocking storage work off the async runtime.
@@ -52,7 +55,8 @@ fn store_error(context: &'static str, e: StoreError) -> ApiError {
 
 /// Parses a `file_hash`-like field, naming it in the error.
 pub(crate) fn parse_hash(field: &str, value: &str) -> Result<Sha256Hex, ApiError> {
-    Sha256Hex::parse(value.trim()).map_err(|e| ApiError::bad_request(format!("field `{field}` {e}")))
+    Sha256Hex::parse(value.trim())
+        .map_err(|e| ApiError::bad_request(format!("field `{field}` {e}")))
 }
 
 // ---------------------------------------------------------------------------------- upload
@@ -78,15 +82,17 @@ async fn upload_file(
     })?;
 
     let mut task_id: Option<String> = None;
-    let mut stored: Option<(StoredBlob, Option<String>)> = None;
+    let mut staged: Option<(Box<dyn StagedBlob>, Option<String>)> = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         match field.name() {
             Some("file") => {
-                if stored.is_some() {
-                    return Err(ApiError::bad_request("more than one `file` field; send one file per request"));
+                if staged.is_some() {
+                    return Err(ApiError::bad_request(
+                        "more than one `file` field; send one file per request",
+                    ));
                 }
                 let name = field.file_name().and_then(sanitize_file_name);
-                stored = Some((receive_file(&state, field, max).await?, name));
+                staged = Some((receive_file(&state, field, max).await?, name));
             }
             Some("task_id") => {
                 task_id = Some(parse_task_id(&read_small_field(field, "task_id").await?)?);
@@ -98,22 +104,30 @@ async fn upload_file(
             }
         }
     }
-    let Some((blob, original_name)) = stored else {
-        return Err(ApiError::bad_request("missing field `file` (the dataset to upload)"));
+    let Some((staged, original_name)) = staged else {
+        return Err(ApiError::bad_request(
+            "missing field `file` (the dataset to upload)",
+        ));
     };
     let Some(task_id) = task_id else {
+        // `staged` is dropped: nothing of this request is kept.
         return Err(ApiError::bad_request("missing field `task_id`"));
     };
-    let file = FileMeta {
-        hash: blob.hash.clone(),
-        size: blob.size,
-        original_name,
-        created_at_ms: now_ms(),
-    };
     let meta = state.meta.clone();
-    let record = blocking("recording the upload", move || {
-        meta.record_upload(&file, &task_id)
-            .map_err(|e| store_error("recording the upload", e))
+    let (blob, record) = blocking("recording the upload", move || {
+        let blob = staged
+            .commit()
+            .map_err(|e| ApiError::internal("storing the upload", e))?;
+        let file = FileMeta {
+            hash: blob.hash.clone(),
+            size: blob.size,
+            original_name,
+            created_at_ms: now_ms(),
+        };
+        let record = meta
+            .record_upload(&file, &task_id)
+            .map_err(|e| store_error("recording the upload", e))?;
+        Ok((blob, record))
     })
     .await?;
     tracing::info!(
@@ -175,7 +189,8 @@ async fn read_small_field(mut field: Field<'_>, name: &str) -> Result<String, Ap
             return Err(ApiError::bad_request(format!("field `{name}` is too long")));
         }
     }
-    String::from_utf8(buf).map_err(|_| ApiError::bad_request(format!("field `{name}` is not valid UTF-8")))
+    String::from_utf8(buf)
+        .map_err(|_| ApiError::bad_request(format!("field `{name}` is not valid UTF-8")))
 }
 
 /// The client's file name as harmless metadata: its last path component, control characters
@@ -192,23 +207,28 @@ enum Chunk {
     Finish,
 }
 
-/// Streams a multipart field into the blob store. The network side (this task) and the disk
+/// Streams a multipart field into a staged blob. The network side (this task) and the disk
 /// side (a blocking thread that writes and hashes) run concurrently with a bounded channel
-/// between them, so memory stays bounded whatever the file size. A staged blob that does not
-/// receive `Finish` is dropped and leaves nothing behind.
-async fn receive_file(state: &AppState, mut field: Field<'_>, max: u64) -> Result<StoredBlob, ApiError> {
+/// between them, so memory stays bounded whatever the file size. The blob is committed by the
+/// caller once the whole request is valid; dropped, it leaves nothing behind.
+async fn receive_file(
+    state: &AppState,
+    mut field: Field<'_>,
+    max: u64,
+) -> Result<Box<dyn StagedBlob>, ApiError> {
     let (tx, mut rx) = mpsc::channel::<Chunk>(32);
     let blobs = state.blobs.clone();
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Option<StoredBlob>> {
-        let mut staged = blobs.stage()?;
-        while let Some(msg) = rx.blocking_recv() {
-            match msg {
-                Chunk::Data(bytes) => staged.write_all(&bytes)?,
-                Chunk::Finish => return staged.commit().map(Some),
+    let writer =
+        tokio::task::spawn_blocking(move || -> std::io::Result<Option<Box<dyn StagedBlob>>> {
+            let mut staged = blobs.stage()?;
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    Chunk::Data(bytes) => staged.write_all(&bytes)?,
+                    Chunk::Finish => return Ok(Some(staged)),
+                }
             }
-        }
-        Ok(None)
-    });
+            Ok(None)
+        });
     let mut total: u64 = 0;
     let outcome: Result<(), ApiError> = async {
         while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
@@ -221,18 +241,25 @@ async fn receive_file(state: &AppState, mut field: Field<'_>, max: u64) -> Resul
             }
         }
         if total == 0 {
-            return Err(ApiError::bad_request("field `file` is empty: the uploaded file has no bytes"));
+            return Err(ApiError::bad_request(
+                "field `file` is empty: the uploaded file has no bytes",
+            ));
         }
         let _ = tx.send(Chunk::Finish).await;
         Ok(())
     }
     .await;
     drop(tx);
-    let written = writer.await.map_err(|e| ApiError::internal("storing the upload", e))?;
+    let written = writer
+        .await
+        .map_err(|e| ApiError::internal("storing the upload", e))?;
     outcome?;
     match written {
         Ok(Some(blob)) => Ok(blob),
-        Ok(None) => Err(ApiError::internal("storing the upload", "the writer stopped early")),
+        Ok(None) => Err(ApiError::internal(
+            "storing the upload",
+            "the writer stopped early",
+        )),
         Err(e) => Err(ApiError::internal("storing the upload", e)),
     }
 }
@@ -256,18 +283,26 @@ async fn get_traffic_data_features(
             .map_err(|e| store_error("looking up the file", e))?
             .is_none()
         {
-            return Err(ApiError::bad_request(format!("no uploaded file has hash {hash}")));
+            return Err(ApiError::bad_request(format!(
+                "no uploaded file has hash {hash}"
+            )));
         }
         let input = state
             .blobs
             .open(&hash)
             .map_err(|e| ApiError::internal("opening the dataset", e))?
-            .ok_or_else(|| ApiError::internal("opening the dataset", format!("blob {hash} is missing")))?;
-        dataset::features(input)
-            .map_err(|e| ApiError::bad_request(format!("cannot read the columns of file {hash}: {e}")))
+            .ok_or_else(|| {
+                ApiError::internal("opening the dataset", format!("blob {hash} is missing"))
+            })?;
+        dataset::features(input).map_err(|e| {
+            ApiError::bad_request(format!("cannot read the columns of file {hash}: {e}"))
+        })
     })
     .await?;
-    Ok(ok("Get traffic data features name successfully", columns.join(";")))
+    Ok(ok(
+        "Get traffic data features name successfully",
+        columns.join(";"),
+    ))
 }
 
 #[cfg(test)]
@@ -276,9 +311,18 @@ mod tests {
 
     #[test]
     fn file_names_are_sanitised() {
-        assert_eq!(sanitize_file_name("../../etc/passwd").as_deref(), Some("passwd"));
-        assert_eq!(sanitize_file_name("C:\\x\\data.csv").as_deref(), Some("data.csv"));
-        assert_eq!(sanitize_file_name("a\u{0}b\n.csv").as_deref(), Some("ab.csv"));
+        assert_eq!(
+            sanitize_file_name("../../etc/passwd").as_deref(),
+            Some("passwd")
+        );
+        assert_eq!(
+            sanitize_file_name("C:\\x\\data.csv").as_deref(),
+            Some("data.csv")
+        );
+        assert_eq!(
+            sanitize_file_name("a\u{0}b\n.csv").as_deref(),
+            Some("ab.csv")
+        );
         assert_eq!(sanitize_file_name("dir/.."), None);
         assert_eq!(sanitize_file_name(""), None);
     }

@@ -80,7 +80,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::status(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large")
+                ApiError::status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body is too large",
+                )
             } else {
                 ApiError::bad_request(format!("cannot read the request body: {}", e.body_text()))
             }
@@ -95,6 +98,22 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::bad_request(
             "the request body is empty; expected a JSON object",
         ));
+    }
+    // serde would read a JSON array positionally into a struct: only objects are requests.
+    if let Some(&first) = bytes.trim_ascii_start().first()
+        && first != b'{'
+        && matches!(first, b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
+    {
+        let kind = match first {
+            b'[' => "an array",
+            b'"' => "a string",
+            b't' | b'f' => "a boolean",
+            b'n' => "null",
+            _ => "a number",
+        };
+        return Err(ApiError::bad_request(format!(
+            "invalid request: expected a JSON object, got {kind}"
+        )));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -135,7 +154,10 @@ mod tests {
     }
 
     fn err(body: &str) -> String {
-        parse_json::<Req>(body.as_bytes()).unwrap_err().message().to_string()
+        parse_json::<Req>(body.as_bytes())
+            .unwrap_err()
+            .message()
+            .to_string()
     }
 
     #[test]
@@ -148,6 +170,14 @@ mod tests {
         assert!(err(r#"{"file_hash": "x", "page": "a"}"#).starts_with("field `page`"));
         assert!(err("{\"file_hash\":").starts_with("malformed JSON body"));
         assert!(err("  ").contains("empty"));
+        assert_eq!(
+            err(r#"["x"]"#),
+            "invalid request: expected a JSON object, got an array"
+        );
+        assert_eq!(
+            err("null"),
+            "invalid request: expected a JSON object, got null"
+        );
         assert!(err("{\"file_hash\":\"x\"} trailing").starts_with("malformed JSON body"));
     }
 }

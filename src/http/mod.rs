@@ -31,7 +31,10 @@ impl AppState {
     /// Opens the data directory: `<data-dir>/br-cti.sqlite` and the blob store beside it.
     pub fn open(config: ServeConfig) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display())
+            anyhow::anyhow!(
+                "cannot create data directory {}: {e}",
+                config.data_dir.display()
+            )
         })?;
         let meta = SqliteStore::open(&config.data_dir.join("br-cti.sqlite"))?;
         let blobs = FsBlobStore::open(&config.data_dir)?;
@@ -45,8 +48,8 @@ impl AppState {
 
 /// The whole application: every API, CORS, request logging and the JSON 404/405 answers.
 pub fn router(state: AppState) -> Router {
-    let data = data::router()
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let data =
+        data::router().route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/data", data)
         .fallback(not_found)
@@ -75,7 +78,10 @@ fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::status(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {}", uri.path()))
+    ApiError::status(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {method} {}", uri.path()),
+    )
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
@@ -97,7 +103,9 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => next.run(req).await,
+        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => {
+            next.run(req).await
+        }
         _ => ApiError::status(
             StatusCode::UNAUTHORIZED,
             "missing or wrong API token: send the header `Authorization: Bearer <token>`",

@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
-use super::{FileMeta, MetaStore, STEP_UPLOAD, STEPS, StepState, StepStatus, StoreError, TaskRecord};
+use super::{
+    FileMeta, MetaStore, STEP_UPLOAD, STEPS, StepState, StepStatus, StoreError, TaskRecord,
+};
 use crate::hash::Sha256Hex;
 use crate::time_util::now_ms;
 
@@ -54,7 +56,10 @@ impl SqliteStore {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn)
     }
@@ -99,7 +104,12 @@ impl MetaStore for SqliteStore {
             tx.execute(
                 "INSERT INTO files (hash, size, original_name, created_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(hash) DO NOTHING",
-                params![file.hash.as_str(), file.size as i64, file.original_name, file.created_at_ms],
+                params![
+                    file.hash.as_str(),
+                    file.size as i64,
+                    file.original_name,
+                    file.created_at_ms
+                ],
             )?;
             if let Some(existing) = load_task(&tx, task_id)? {
                 if existing.source_file_hash != file.hash.as_str() {
@@ -226,7 +236,8 @@ mod tests {
         // Known task for another file: refused.
         let err = db.record_upload(&meta('b'), "1001").unwrap_err();
         assert!(matches!(err, StoreError::TaskConflict { .. }));
-        db.set_step_for_file(&a.hash, STEP_STIX, StepState::Finished, 7).unwrap();
+        db.set_step_for_file(&a.hash, STEP_STIX, StepState::Finished, 7)
+            .unwrap();
         let tasks = db.tasks_for_file(&a.hash).unwrap();
         assert_eq!(tasks.len(), 2);
         for t in tasks {

@@ -1,0 +1,191 @@
+//! Test harness: the real `br-cti` binary serving on a random loopback port, driven over HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::blocking::{Client, Response, multipart};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_br-cti");
+
+pub struct TestServer {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub client: Client,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// A server on a fresh data directory.
+    pub fn start(args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let mut s = Self::start_in(&dir, args);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A server on the given data directory (kept by the caller, e.g. across a restart).
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env_remove("BRCTI_API_TOKEN")
+            .env_remove("BRCTI_LISTEN")
+            .env_remove("BRCTI_DATA_DIR")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn br-cti");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "server did not start; see {}",
+                    data_dir.with_extension("log").display()
+                )
+            });
+        let base = line
+            .strip_prefix("br-cti listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        TestServer {
+            child,
+            base,
+            data_dir: data_dir.to_path_buf(),
+            client: Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+            _tmp: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Value {
+        self.post_raw(path, body.to_string().into_bytes())
+    }
+
+    /// Posts raw bytes; asserts that the answer is JSON and returns it.
+    pub fn post_raw(&self, path: &str, body: Vec<u8>) -> Value {
+        let resp = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        json_of(resp)
+    }
+
+    pub fn get_json(&self, path: &str) -> Value {
+        json_of(self.client.get(self.url(path)).send().unwrap())
+    }
+
+    pub fn upload(&self, bytes: &[u8], file_name: &str, task_id: &str) -> Value {
+        let form = multipart::Form::new()
+            .text("task_id", task_id.to_string())
+            .part(
+                "file",
+                multipart::Part::bytes(bytes.to_vec()).file_name(file_name.to_string()),
+            );
+        json_of(
+            self.client
+                .post(self.url("/data/upload_file"))
+                .multipart(form)
+                .send()
+                .unwrap(),
+        )
+    }
+
+    /// Uploads and returns the file hash, asserting success.
+    pub fn upload_ok(&self, bytes: &[u8], file_name: &str) -> String {
+        let v = self.upload(bytes, file_name, &format!("t-{}", sha256_hex(bytes)));
+        assert_eq!(v["code"], 200, "upload failed: {v}");
+        v["data"]["file_hash"].as_str().unwrap().to_string()
+    }
+
+    pub fn features(&self, hash: &str) -> Value {
+        self.post_json(
+            "/data/get_traffic_data_features",
+            &serde_json::json!({"file_hash": hash}),
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn json_of(resp: Response) -> Value {
+    let status = resp.status();
+    let text = resp.text().unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("HTTP {status}: not JSON ({e}): {text}"))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Asserts a handled failure (`code` 400, `data` null) whose message contains `needle`.
+#[track_caller]
+pub fn assert_error(v: &Value, needle: &str) {
+    assert_eq!(v["code"], 400, "expected a handled error, got {v}");
+    assert!(v["data"].is_null(), "error data must be null: {v}");
+    let msg = v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error text: {v}"));
+    assert!(
+        msg.contains(needle),
+        "error {msg:?} does not mention {needle:?}"
+    );
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn shared(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(path)
+}

@@ -1,0 +1,443 @@
+//! The foundation over real HTTP: upload, dedupe, task records, features of every format, the
+//! envelope on every error path, authentication and CORS.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+
+fn blob_count(server: &TestServer) -> usize {
+    let mut n = 0;
+    for dir in std::fs::read_dir(server.data_dir.join("blobs")).unwrap() {
+        n += std::fs::read_dir(dir.unwrap().path()).unwrap().count();
+    }
+    n
+}
+
+#[test]
+fn upload_returns_and_persists_the_task_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let body = b"Throughput,Jitter,Response time,Class\n1,2,3,normal\n";
+    let hash = {
+        let server = TestServer::start_in(&dir, &[]);
+        let v = server.upload(body, "SDN_data_set_raw.csv", "1001");
+        assert_eq!(v["code"], 200, "{v}");
+        assert_eq!(v["msg"], "File uploaded successfully");
+        let d = &v["data"];
+        assert_eq!(d["file_hash"], sha256_hex(body));
+        assert_eq!(d["file_size"], body.len());
+        let rec = &d["task_record"];
+        assert_eq!(rec["task_id"], "1001");
+        assert_eq!(rec["source_file_hash"], sha256_hex(body));
+        assert!(rec["timestamp"].as_i64().unwrap() > 1_700_000_000_000);
+        let steps = rec["step_status"].as_array().unwrap();
+        assert_eq!(steps.len(), 4);
+        assert_eq!(
+            steps[0],
+            json!({"step": 0, "status": "finished", "total_num": 1})
+        );
+        for (i, s) in steps.iter().enumerate().skip(1) {
+            assert_eq!(s["step"], i);
+            assert_eq!(s["status"], "pending");
+        }
+        // The stored name is the hash; the client's name never becomes a path.
+        let h = sha256_hex(body);
+        assert!(
+            server
+                .data_dir
+                .join("blobs")
+                .join(&h[..2])
+                .join(&h)
+                .is_file()
+        );
+        h
+    };
+    // After a restart the file and its task are still known.
+    let server = TestServer::start_in(&dir, &[]);
+    let v = server.features(&hash);
+    assert_eq!(v["data"], "Throughput;Jitter;Response time;Class", "{v}");
+    let again = server.upload(body, "x.csv", "1001");
+    assert_eq!(again["code"], 200, "{again}");
+    assert_eq!(again["data"]["task_record"]["task_id"], "1001");
+}
+
+#[test]
+fn same_bytes_are_stored_once_and_each_task_gets_its_record() {
+    let server = TestServer::start(&[]);
+    let body = b"a,b\n1,2\n";
+    let first = server.upload(body, "a.csv", "2001");
+    let second = server.upload(body, "b.csv", "2002");
+    assert_eq!(first["data"]["file_hash"], second["data"]["file_hash"]);
+    assert_eq!(second["data"]["task_record"]["task_id"], "2002");
+    assert_eq!(blob_count(&server), 1);
+    // A task id already used for another file is refused and nothing is stored.
+    let other = server.upload(b"c,d\n3,4\n", "c.csv", "2001");
+    assert_error(&other, "task_id \"2001\" already belongs to another file");
+    // An empty task id gets a generated one.
+    let generated = server.upload(body, "a.csv", "");
+    assert_eq!(generated["code"], 200, "{generated}");
+    assert_eq!(
+        generated["data"]["task_record"]["task_id"]
+            .as_str()
+            .unwrap()
+            .len(),
+        36
+    );
+}
+
+#[test]
+fn concurrent_uploads_of_the_same_file_corrupt_nothing() {
+    let server = TestServer::start(&[]);
+    let mut body = Vec::new();
+    for i in 0..200_000 {
+        body.extend_from_slice(format!("{i},{}\n", i * 7).as_bytes());
+    }
+    let expected = sha256_hex(&body);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let (server, body) = (&server, &body);
+                s.spawn(move || server.upload(body, "big.csv", &format!("c{i}")))
+            })
+            .collect();
+        for h in handles {
+            let v = h.join().unwrap();
+            assert_eq!(v["code"], 200, "{v}");
+            assert_eq!(v["data"]["file_hash"], expected);
+        }
+    });
+    assert_eq!(blob_count(&server), 1);
+    let stored = std::fs::read(
+        server
+            .data_dir
+            .join("blobs")
+            .join(&expected[..2])
+            .join(&expected),
+    )
+    .unwrap();
+    assert_eq!(sha256_hex(&stored), expected);
+    assert_eq!(
+        std::fs::read_dir(server.data_dir.join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+fn features_of(server: &TestServer, bytes: &[u8], name: &str) -> String {
+    let hash = server.upload_ok(bytes, name);
+    let v = server.features(&hash);
+    assert_eq!(v["code"], 200, "{name}: {v}");
+    assert_eq!(v["msg"], "Get traffic data features name successfully");
+    v["data"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn features_of_every_format() {
+    let server = TestServer::start(&[]);
+    assert_eq!(
+        features_of(&server, b"src,dst,Protocol\n1,2,TCP\n", "a.csv"),
+        "src;dst;Protocol"
+    );
+    assert_eq!(
+        features_of(
+            &server,
+            b"\xEF\xBB\xBFsrc;dst;pktcount\n10.0.0.1;10.0.0.2;3,5\n",
+            "semi.csv"
+        ),
+        "src;dst;pktcount"
+    );
+    assert_eq!(features_of(&server, b"a\tb\n1\t2\n", "tab.tsv"), "a;b");
+    assert_eq!(features_of(&server, b"a|b|c\n1|2|3\n", "pipe.txt"), "a;b;c");
+    let (gbk, _, _) =
+        encoding_rs::GBK.encode("时间,源IP,目的IP,攻击类型\n2024-01-01,1.1.1.1,2.2.2.2,扫描\n");
+    assert_eq!(
+        features_of(&server, &gbk, "gbk.csv"),
+        "时间;源IP;目的IP;攻击类型"
+    );
+
+    // XLSX written by a real library; the first worksheet counts.
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    for (c, h) in ["dt", "switch", "src", "dst", "label"].iter().enumerate() {
+        sheet.write_string(0, c as u16, *h).unwrap();
+    }
+    sheet.write_number(1, 0, 11425.0).unwrap();
+    sheet.write_string(1, 2, "10.0.0.1").unwrap();
+    book.add_worksheet()
+        .write_string(0, 0, "second sheet")
+        .unwrap();
+    let xlsx = book.save_to_buffer().unwrap();
+    assert_eq!(
+        features_of(&server, &xlsx, "sdn.xlsx"),
+        "dt;switch;src;dst;label"
+    );
+
+    // XLS (BIFF8) written by xlwt: see tests/fixtures/make_xls.py.
+    let xls = std::fs::read(fixture("sdn_small.xls")).unwrap();
+    assert_eq!(
+        features_of(&server, &xls, "sdn.xls"),
+        "dt;src;dst;Protocol;label;备注"
+    );
+
+    // JSON array: the union of keys in first-seen order.
+    assert_eq!(
+        features_of(&server, br#"[{"a":1,"b":2},{"c":3,"a":4}]"#, "rows.json"),
+        "a;b;c"
+    );
+    // JSON Lines named .txt, as the old front ends upload them.
+    assert_eq!(
+        features_of(
+            &server,
+            b"{\"time\":1,\"src\":\"1.2.3.4\"}\n{\"dst\":\"5.6.7.8\"}\n",
+            "events.txt"
+        ),
+        "time;src;dst"
+    );
+    let sample = std::fs::read(shared("data/honeypot-sample.jsonl")).unwrap();
+    assert_eq!(
+        features_of(&server, &sample, "honeypot.txt"),
+        "time;src;dst;device_type;sub_device_type;protocol;sport;dport;action;payload;url;attack"
+    );
+}
+
+#[test]
+fn feature_errors_are_handled_and_named() {
+    let server = TestServer::start(&[]);
+    let unknown = "ab".repeat(32);
+    assert_error(
+        &server.features(&unknown),
+        &format!("no uploaded file has hash {unknown}"),
+    );
+    assert_error(
+        &server.features("abc"),
+        "field `file_hash` has 3 characters",
+    );
+    assert_error(
+        &server.features(&format!("../{}", "a".repeat(61))),
+        "non-hexadecimal character '.'",
+    );
+    assert_error(&server.features(""), "field `file_hash` is empty");
+
+    let blank = server.upload_ok(b" \n\n", "blank.csv");
+    assert_error(&server.features(&blank), "the file is empty");
+    let broken_json = server.upload_ok(b"{\"a\":1}\n{\"b\":\n", "broken.jsonl");
+    assert_error(&server.features(&broken_json), "JSON error at line 2");
+    let broken_xlsx = server.upload_ok(b"PK\x03\x04not really a zip", "broken.xlsx");
+    assert_error(&server.features(&broken_xlsx), "XLSX error");
+}
+
+#[test]
+fn bad_requests_answer_the_envelope_naming_the_field() {
+    let server = TestServer::start(&[]);
+    let p = "/data/get_traffic_data_features";
+    assert_error(
+        &server.post_raw(p, b"{not json".to_vec()),
+        "malformed JSON body",
+    );
+    assert_error(&server.post_raw(p, Vec::new()), "the request body is empty");
+    assert_error(
+        &server.post_json(p, &json!({})),
+        "missing field `file_hash`",
+    );
+    assert_error(
+        &server.post_json(p, &json!({"file_hash": 12})),
+        "field `file_hash`: invalid type: integer",
+    );
+    assert_error(&server.post_json(p, &json!([1, 2])), "invalid request");
+
+    // Upload: missing parts, wrong body type, empty file.
+    let form = reqwest::blocking::multipart::Form::new().text("task_id", "1");
+    let v = json_of(
+        server
+            .client
+            .post(server.url("/data/upload_file"))
+            .multipart(form)
+            .send()
+            .unwrap(),
+    );
+    assert_error(&v, "missing field `file`");
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "file",
+        reqwest::blocking::multipart::Part::bytes(b"a\n".to_vec()).file_name("a.csv"),
+    );
+    let v = json_of(
+        server
+            .client
+            .post(server.url("/data/upload_file"))
+            .multipart(form)
+            .send()
+            .unwrap(),
+    );
+    assert_error(&v, "missing field `task_id`");
+    let v = server.post_json("/data/upload_file", &json!({"file": "x"}));
+    assert_error(&v, "expected a multipart/form-data body");
+    assert_error(
+        &server.upload(b"", "empty.csv", "9"),
+        "field `file` is empty",
+    );
+    assert_error(
+        &server.upload(b"a\n", "a.csv", &"x".repeat(200)),
+        "field `task_id` is longer than 128",
+    );
+    // Nothing of the failed uploads was kept.
+    assert!(
+        !server
+            .data_dir
+            .join("blobs")
+            .read_dir()
+            .unwrap()
+            .any(|_| true)
+    );
+
+    // Transport errors keep the envelope with their real status.
+    let resp = server.client.get(server.url("/data/nope")).send().unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(json_of(resp)["code"], 404);
+    let resp = server
+        .client
+        .get(server.url("/data/get_traffic_data_features"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(json_of(resp)["code"], 405);
+}
+
+#[test]
+fn uploads_over_the_cap_are_refused_and_leave_nothing() {
+    let server = TestServer::start(&["--max-upload-bytes", "1000"]);
+    let body = vec![b'x'; 5000];
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("task_id", "1")
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(body).file_name("big.csv"),
+        );
+    let resp = server
+        .client
+        .post(server.url("/data/upload_file"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let v = json_of(resp);
+    assert_eq!(v["code"], 413);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("upload limit of 1000 bytes"),
+        "{v}"
+    );
+    assert_eq!(server.upload(&[b'y'; 999], "ok.csv", "2")["code"], 200);
+    assert_eq!(
+        std::fs::read_dir(server.data_dir.join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn api_token_guards_the_data_api() {
+    let server = TestServer::start(&["--api-token", "s3cret-token"]);
+    let p = server.url("/data/get_traffic_data_features");
+    let body = json!({"file_hash": "ab".repeat(32)}).to_string();
+    let resp = server.client.post(&p).body(body.clone()).send().unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(json_of(resp)["code"], 401);
+    let resp = server
+        .client
+        .post(&p)
+        .bearer_auth("wrong")
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = server
+        .client
+        .post(&p)
+        .bearer_auth("s3cret-token")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_error(&json_of(resp), "no uploaded file has hash");
+    // CORS preflight is answered without the token.
+    let resp = server
+        .client
+        .request(reqwest::Method::OPTIONS, &p)
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+}
+
+#[test]
+fn cors_origins_are_configurable() {
+    let server = TestServer::start(&["--cors-origins", "http://front.example:3000"]);
+    let body = json!({"file_hash": "ab".repeat(32)}).to_string();
+    let allowed = server
+        .client
+        .post(server.url("/data/get_traffic_data_features"))
+        .header("origin", "http://front.example:3000")
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://front.example:3000"
+    );
+    let other = server
+        .client
+        .post(server.url("/data/get_traffic_data_features"))
+        .header("origin", "http://evil.example")
+        .body(body)
+        .send()
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[test]
+fn refuses_to_expose_an_unauthenticated_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(tmp.path())
+        .env_remove("BRCTI_API_TOKEN")
+        .env_remove("BRCTI_INSECURE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen on 0.0.0.0:0"), "{err}");
+    assert!(err.contains("--api-token"), "{err}");
+}
+
+#[test]
+fn features_cli_reads_files_offline() {
+    let out = Command::new(BIN)
+        .arg("features")
+        .arg(shared("data/honeypot-sample.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().next(), Some("time"));
+    assert_eq!(text.lines().count(), 12);
+    let out = Command::new(BIN)
+        .args(["features", "/nonexistent/file.csv"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open /nonexistent/file.csv"));
+}
