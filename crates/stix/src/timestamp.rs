@@ -1,0 +1,125 @@
+//! STIX timestamps: RFC 3339, UTC, `Z`; parsed leniently from what datasets hold.
+
+use std::fmt;
+
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+/// A point in time with microsecond precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    micros: i64,
+}
+
+impl Timestamp {
+    pub fn from_micros(micros: i64) -> Self {
+        Self { micros }
+    }
+
+    pub fn from_unix_seconds_f64(secs: f64) -> Option<Self> {
+        let micros = (secs * 1e6).round();
+        (micros.is_finite() && micros.abs() < 2.5e17).then(|| Self::from_micros(micros as i64))
+    }
+
+    pub fn micros(self) -> i64 {
+        self.micros
+    }
+
+    /// Parses RFC 3339 (`2024-06-01T08:00:00Z`, any offset), `YYYY-mm-dd HH:MM:SS` (with
+    /// optional fraction) read in `naive_offset`, or a Unix time: seconds (10 digits or a
+    /// decimal fraction) or milliseconds (13 digits).
+    pub fn parse(s: &str, naive_offset: UtcOffset) -> Option<Self> {
+        let s = s.trim();
+        if s.is_empty() {
+            return None;
+        }
+        if s.bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+        {
+            return Self::parse_unix(s);
+        }
+        if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+            return Some(Self::from_offset(t));
+        }
+        let naive = format_description!(
+            version = 2,
+            "[year]-[month]-[day][first [T][ ]][hour]:[minute]:[second][optional [.[subsecond]]]"
+        );
+        PrimitiveDateTime::parse(s, naive)
+            .ok()
+            .map(|t| Self::from_offset(t.assume_offset(naive_offset)))
+    }
+
+    fn parse_unix(s: &str) -> Option<Self> {
+        let digits = s.trim_start_matches('-');
+        if !s.contains('.') && digits.len() >= 13 {
+            let ms: i64 = s.parse().ok()?;
+            return Some(Self::from_micros(ms.checked_mul(1000)?));
+        }
+        Self::from_unix_seconds_f64(s.parse().ok()?)
+    }
+
+    fn from_offset(t: OffsetDateTime) -> Self {
+        Self::from_micros((t.unix_timestamp_nanos() / 1000) as i64)
+    }
+
+    pub fn to_offset(self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(self.micros as i128 * 1000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z`: no fraction for whole seconds, milliseconds when
+/// they suffice, else microseconds.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.to_offset();
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )?;
+        let micros = self.micros.rem_euclid(1_000_000);
+        if micros == 0 {
+            f.write_str("Z")
+        } else if micros % 1000 == 0 {
+            write!(f, ".{:03}Z", micros / 1000)
+        } else {
+            write!(f, ".{micros:06}Z")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> String {
+        Timestamp::parse(s, UtcOffset::UTC).unwrap().to_string()
+    }
+
+    #[test]
+    fn parses_dataset_times() {
+        assert_eq!(p("1697326037.992695"), "2023-10-14T23:27:17.992695Z");
+        assert_eq!(p("1697326037"), "2023-10-14T23:27:17Z");
+        assert_eq!(p("1697326037992"), "2023-10-14T23:27:17.992Z");
+        assert_eq!(p("2024-06-01T08:00:00+08:00"), "2024-06-01T00:00:00Z");
+        assert_eq!(p("2024-06-01 08:00:00"), "2024-06-01T08:00:00Z");
+        assert_eq!(p("2024-06-01T08:00:00.5"), "2024-06-01T08:00:00.500Z");
+        let cst = UtcOffset::from_hms(8, 0, 0).unwrap();
+        assert_eq!(
+            Timestamp::parse("2024-06-01 08:00:00", cst)
+                .unwrap()
+                .to_string(),
+            "2024-06-01T00:00:00Z"
+        );
+        assert!(Timestamp::parse("yesterday", UtcOffset::UTC).is_none());
+        assert!(Timestamp::parse("", UtcOffset::UTC).is_none());
+    }
+}
