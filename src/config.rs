@@ -52,6 +52,8 @@ pub struct ServeConfig {
     pub insecure: bool,
     pub max_upload_bytes: u64,
     pub cors: CorsOrigins,
+    /// The server's default mapping table (`--mapping`); `None`: the embedded one.
+    pub mapping: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -80,6 +82,7 @@ mod tests {
             insecure,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             cors: CorsOrigins::Any,
+            mapping: None,
         }
     }
 

@@ -4,9 +4,12 @@
 //! step. The HTTP layer (`http`) is thin: it parses requests into domain types and calls the
 //! storage (`store`) and dataset (`dataset`) layers, which know nothing about HTTP.
 
+pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod dataset;
 pub mod hash;
 pub mod http;
+pub mod jobs;
 pub mod store;
 pub mod time_util;

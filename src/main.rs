@@ -23,6 +23,31 @@ enum Command {
         /// The dataset file.
         file: PathBuf,
     },
+    /// Convert a dataset to STIX 2.1 offline: JSON Lines files named by their SHA-256, or one bundle.
+    Convert {
+        /// The dataset file (CSV, XLSX, XLS, JSON, JSON Lines).
+        file: PathBuf,
+        /// A mapping table (`dataset_field,stix_object,object_property,transformation`); default: the embedded one.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        /// Rows per STIX file.
+        #[arg(long, default_value_t = 100)]
+        compress: u64,
+        /// Observation time of rows without a time column (RFC 3339).
+        #[arg(long, default_value = "1970-01-01T00:00:00Z", value_parser = parse_time)]
+        observed_time: stix::Timestamp,
+        /// Directory for the JSON Lines files (default: ./stix-out).
+        #[arg(long, conflicts_with = "bundle")]
+        out: Option<PathBuf>,
+        /// Write one STIX bundle to this file instead.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+    },
+}
+
+fn parse_time(s: &str) -> Result<stix::Timestamp, String> {
+    stix::Timestamp::parse(s, time::UtcOffset::UTC)
+        .ok_or_else(|| format!("{s:?} is not a time (RFC 3339, e.g. 2024-06-01T00:00:00Z)"))
 }
 
 #[derive(clap::Args)]
@@ -45,6 +70,10 @@ struct ServeArgs {
     /// Browser origins allowed to call the API: `*` (any), `none`, or a comma-separated list.
     #[arg(long, env = "BRCTI_CORS_ORIGINS", default_value = "*", value_parser = CorsOrigins::parse)]
     cors_origins: CorsOrigins,
+    /// Default mapping table for conversions (`dataset_field,stix_object,object_property,transformation`);
+    /// default: the embedded table. Requests may name another one in <data-dir>/mappings/.
+    #[arg(long, env = "BRCTI_MAPPING")]
+    mapping: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +89,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Features { file } => features(&file),
+        Command::Convert {
+            file,
+            mapping,
+            compress,
+            observed_time,
+            out,
+            bundle,
+        } => br_cti::cli::convert_command(br_cti::cli::ConvertArgs {
+            file,
+            mapping,
+            compress,
+            observed_time,
+            out,
+            bundle,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +122,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         insecure: args.insecure,
         max_upload_bytes: args.max_upload_bytes,
         cors: args.cors_origins,
+        mapping: args.mapping,
     };
     tokio::runtime::Runtime::new()?.block_on(br_cti::http::serve(config))
 }

@@ -5,8 +5,10 @@
 //! The format is decided by the bytes, never by the file name: front ends upload JSON Lines as
 //! `.txt`.
 
+mod rows;
 mod sniff;
 
+pub use rows::{Cell, Row, RowResult, count_rows, for_each_row};
 pub use sniff::{CsvDialect, Format, TextEncoding, sniff};
 
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};

@@ -34,10 +34,11 @@ pub fn router() -> Router<AppState> {
             "/get_traffic_data_features",
             post(get_traffic_data_features),
         )
+        .merge(super::data_stix::router())
 }
 
 /// Runs blocking storage work off the async runtime.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     context: &'static str,
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -46,7 +47,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(context, e))?
 }
 
-fn store_error(context: &'static str, e: StoreError) -> ApiError {
+pub(crate) fn store_error(context: &'static str, e: StoreError) -> ApiError {
     match e {
         StoreError::TaskConflict { .. } => ApiError::bad_request(e.to_string()),
         other => ApiError::internal(context, other),

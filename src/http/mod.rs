@@ -1,6 +1,7 @@
 //! The HTTP layer: one router per API, composed in [`router`]; [`serve`] runs the node.
 
 mod data;
+mod data_stix;
 pub mod envelope;
 
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::config::{CorsOrigins, ServeConfig};
+use crate::convert::{DEFAULT_MAPPING, Mapping};
+use crate::jobs::Jobs;
 use crate::store::{BlobStore, FsBlobStore, MetaStore, SqliteStore};
 use envelope::ApiError;
 
@@ -25,6 +28,9 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     pub meta: Arc<dyn MetaStore>,
     pub config: Arc<ServeConfig>,
+    pub jobs: Jobs,
+    /// The text of the default mapping table (validated at start).
+    pub default_mapping: Arc<String>,
 }
 
 impl AppState {
@@ -36,12 +42,26 @@ impl AppState {
                 config.data_dir.display()
             )
         })?;
-        let meta = SqliteStore::open(&config.data_dir.join("br-cti.sqlite"))?;
-        let blobs = FsBlobStore::open(&config.data_dir)?;
+        let default_mapping = match &config.mapping {
+            None => DEFAULT_MAPPING.to_string(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read mapping {}: {e}", path.display()))?;
+                Mapping::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("mapping {}: {e}", path.display()))?;
+                text
+            }
+        };
+        let meta: Arc<dyn MetaStore> =
+            Arc::new(SqliteStore::open(&config.data_dir.join("br-cti.sqlite"))?);
+        let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&config.data_dir)?);
+        let jobs = Jobs::start(meta.clone(), blobs.clone())?;
         Ok(Self {
-            blobs: Arc::new(blobs),
-            meta: Arc::new(meta),
+            blobs,
+            meta,
             config: Arc::new(config),
+            jobs,
+            default_mapping: Arc::new(default_mapping),
         })
     }
 }

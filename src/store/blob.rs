@@ -22,6 +22,8 @@ impl FsBlobStore {
         let blobs = root.join("blobs");
         let staging = root.join("tmp");
         fs::create_dir_all(&blobs)?;
+        // Absolute, so that the locations reported to clients are usable as they are.
+        let blobs = blobs.canonicalize()?;
         fs::create_dir_all(&staging)?;
         // Staged files left by a crash are garbage: nothing refers to them.
         for entry in fs::read_dir(&staging)? {
@@ -60,6 +62,10 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn locate(&self, hash: &Sha256Hex) -> String {
+        self.path_of(hash).display().to_string()
     }
 
     fn size(&self, hash: &Sha256Hex) -> io::Result<Option<u64>> {

@@ -28,6 +28,8 @@ pub trait BlobStore: Send + Sync {
     fn open(&self, hash: &Sha256Hex) -> io::Result<Option<Box<dyn ReadSeek>>>;
     /// The size of a stored blob, or `None` when no blob has that hash.
     fn size(&self, hash: &Sha256Hex) -> io::Result<Option<u64>>;
+    /// Where the blob lives, for display (a path, or an object-store URL).
+    fn locate(&self, hash: &Sha256Hex) -> String;
 }
 
 /// A blob being written.
@@ -126,8 +128,8 @@ pub enum StoreError {
     Io(#[from] io::Error),
 }
 
-/// Metadata: files, tasks and their steps.
-pub trait MetaStore: Send + Sync {
+/// Metadata: files, tasks and their steps; jobs and records (see [`JobStore`]).
+pub trait MetaStore: JobStore + Send + Sync {
     /// Records an uploaded file and a task for it, in one transaction. Uploading the same file
     /// under the same `task_id` again returns the existing record; a `task_id` that belongs to
     /// another file is a [`StoreError::TaskConflict`].
@@ -144,4 +146,153 @@ pub trait MetaStore: Send + Sync {
         state: StepState,
         total_num: u64,
     ) -> Result<(), StoreError>;
+}
+
+/// The state of a persisted job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "canceled" => Self::Canceled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
+    }
+}
+
+/// A persisted long operation (a conversion, a CTI build) and its progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub file_hash: String,
+    pub process_id: String,
+    /// The validated request, as JSON: everything needed to run (or resume) the job.
+    pub params: String,
+    pub status: JobStatus,
+    pub total_steps: u64,
+    pub steps_done: u64,
+    pub rows_total: u64,
+    pub rows_done: u64,
+    pub rows_rejected: u64,
+    pub objects: u64,
+    pub files: u64,
+    /// The first row errors (at most 100), as `row N: reason`.
+    pub errors: Vec<String>,
+    /// The most recent finished steps (at most 100).
+    pub recent_steps: Vec<u64>,
+    pub message: Option<String>,
+    pub cancel_requested: bool,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// Run time over all runs (a resumed job adds up), milliseconds.
+    pub run_ms: i64,
+}
+
+/// The progress a job commits with each step.
+#[derive(Clone, Debug, Default)]
+pub struct JobProgress {
+    pub steps_done: u64,
+    pub rows_done: u64,
+    pub rows_rejected: u64,
+    pub objects: u64,
+    pub files: u64,
+    pub errors: Vec<String>,
+    pub recent_steps: Vec<u64>,
+    pub run_ms: i64,
+}
+
+/// A STIX file produced from a dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StixRecord {
+    pub source_file_hash: String,
+    pub stix_file_hash: String,
+    pub job_id: i64,
+    pub batch: u64,
+    pub file_size: u64,
+    pub rows: u64,
+    pub objects: u64,
+    pub stix_type: u8,
+    pub stix_tags: Vec<String>,
+    pub stix_iocs: Vec<String>,
+    /// IP address → occurrences, in address order.
+    pub ioc_ips_map: Vec<(String, u64)>,
+    pub created_at: i64,
+    pub onchain: bool,
+    pub cti_file_path: Option<String>,
+}
+
+/// Jobs and the STIX records they commit.
+pub trait JobStore: Send + Sync {
+    fn create_job(
+        &self,
+        kind: &str,
+        file_hash: &Sha256Hex,
+        process_id: &str,
+        params: &str,
+        total_steps: u64,
+        rows_total: u64,
+    ) -> Result<Job, StoreError>;
+    fn job(&self, id: i64) -> Result<Option<Job>, StoreError>;
+    /// The newest job of `kind` for a file.
+    fn latest_job(&self, kind: &str, file_hash: &Sha256Hex) -> Result<Option<Job>, StoreError>;
+    /// Queued and running jobs, oldest first (to resume after a restart).
+    fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    fn mark_job_running(&self, id: i64) -> Result<(), StoreError>;
+    fn request_cancel(&self, id: i64) -> Result<(), StoreError>;
+    /// Ends a job; `message` says why it failed or was canceled.
+    fn finish_job(
+        &self,
+        id: i64,
+        status: JobStatus,
+        message: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Commits one step: the STIX record (if the step wrote a file) and the job's progress, in
+    /// one transaction. A record that exists already (same file, same bytes) keeps its
+    /// on-chain state and CTI link; its descriptive fields are updated.
+    fn commit_stix_step(
+        &self,
+        job_id: i64,
+        record: Option<&StixRecord>,
+        progress: &JobProgress,
+    ) -> Result<(), StoreError>;
+    /// STIX records of a file, in creation order; `page` is 1-based. Returns the page and the
+    /// total count.
+    fn stix_records(
+        &self,
+        file_hash: &Sha256Hex,
+        page: Option<(u64, u64)>,
+    ) -> Result<(Vec<StixRecord>, u64), StoreError>;
+    fn stix_record(
+        &self,
+        file_hash: &Sha256Hex,
+        stix_hash: &Sha256Hex,
+    ) -> Result<Option<StixRecord>, StoreError>;
 }

@@ -8,14 +8,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
 use super::{
-    FileMeta, MetaStore, STEP_UPLOAD, STEPS, StepState, StepStatus, StoreError, TaskRecord,
+    FileMeta, Job, JobProgress, JobStatus, JobStore, MetaStore, STEP_UPLOAD, STEPS, StepState,
+    StepStatus, StixRecord, StoreError, TaskRecord,
 };
 use crate::hash::Sha256Hex;
 use crate::time_util::now_ms;
 
 /// Schema migrations, oldest first. Never edit a released migration: append a new one.
-const MIGRATIONS: &[M<'static>] = &[M::up(
-    "CREATE TABLE files (
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        "CREATE TABLE files (
          hash          TEXT PRIMARY KEY,
          size          INTEGER NOT NULL,
          original_name TEXT,
@@ -35,7 +37,52 @@ const MIGRATIONS: &[M<'static>] = &[M::up(
          updated_at INTEGER NOT NULL,
          PRIMARY KEY (task_id, step)
      ) STRICT;",
-)];
+    ),
+    M::up(
+        "CREATE TABLE jobs (
+         id              INTEGER PRIMARY KEY AUTOINCREMENT,
+         kind            TEXT NOT NULL,
+         file_hash       TEXT NOT NULL REFERENCES files(hash),
+         process_id      TEXT NOT NULL,
+         params          TEXT NOT NULL,
+         status          TEXT NOT NULL,
+         total_steps     INTEGER NOT NULL,
+         steps_done      INTEGER NOT NULL DEFAULT 0,
+         rows_total      INTEGER NOT NULL DEFAULT 0,
+         rows_done       INTEGER NOT NULL DEFAULT 0,
+         rows_rejected   INTEGER NOT NULL DEFAULT 0,
+         objects         INTEGER NOT NULL DEFAULT 0,
+         files           INTEGER NOT NULL DEFAULT 0,
+         errors          TEXT NOT NULL DEFAULT '[]',
+         recent_steps    TEXT NOT NULL DEFAULT '[]',
+         message         TEXT,
+         cancel_requested INTEGER NOT NULL DEFAULT 0,
+         created_at      INTEGER NOT NULL,
+         started_at      INTEGER,
+         finished_at     INTEGER,
+         run_ms          INTEGER NOT NULL DEFAULT 0
+     ) STRICT;
+     CREATE INDEX jobs_by_file ON jobs(kind, file_hash, id);
+     CREATE INDEX jobs_unfinished ON jobs(status) WHERE status IN ('queued', 'running');
+     CREATE TABLE stix_records (
+         source_file_hash TEXT NOT NULL REFERENCES files(hash),
+         stix_file_hash   TEXT NOT NULL,
+         job_id           INTEGER NOT NULL REFERENCES jobs(id),
+         batch            INTEGER NOT NULL,
+         file_size        INTEGER NOT NULL,
+         rows             INTEGER NOT NULL,
+         objects          INTEGER NOT NULL,
+         stix_type        INTEGER NOT NULL,
+         stix_tags        TEXT NOT NULL,
+         stix_iocs        TEXT NOT NULL,
+         ioc_ips_map      TEXT NOT NULL,
+         created_at       INTEGER NOT NULL,
+         onchain          INTEGER NOT NULL DEFAULT 0,
+         cti_file_path    TEXT,
+         PRIMARY KEY (source_file_hash, stix_file_hash)
+     ) STRICT;",
+    ),
+];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -196,6 +243,252 @@ impl MetaStore for SqliteStore {
                 params![state.as_str(), total_num as i64, now_ms(), step, hash.as_str()],
             )?;
             Ok(())
+        })
+    }
+}
+
+const JOB_COLUMNS: &str = "id, kind, file_hash, process_id, params, status, total_steps, steps_done, rows_total, \
+     rows_done, rows_rejected, objects, files, errors, recent_steps, message, cancel_requested, created_at, \
+     started_at, finished_at, run_ms";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    let status: String = r.get(5)?;
+    let errors: String = r.get(13)?;
+    let recent: String = r.get(14)?;
+    Ok(Job {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        file_hash: r.get(2)?,
+        process_id: r.get(3)?,
+        params: r.get(4)?,
+        status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
+        total_steps: r.get::<_, i64>(6)? as u64,
+        steps_done: r.get::<_, i64>(7)? as u64,
+        rows_total: r.get::<_, i64>(8)? as u64,
+        rows_done: r.get::<_, i64>(9)? as u64,
+        rows_rejected: r.get::<_, i64>(10)? as u64,
+        objects: r.get::<_, i64>(11)? as u64,
+        files: r.get::<_, i64>(12)? as u64,
+        errors: serde_json::from_str(&errors).unwrap_or_default(),
+        recent_steps: serde_json::from_str(&recent).unwrap_or_default(),
+        message: r.get(15)?,
+        cancel_requested: r.get::<_, i64>(16)? != 0,
+        created_at: r.get(17)?,
+        started_at: r.get(18)?,
+        finished_at: r.get(19)?,
+        run_ms: r.get(20)?,
+    })
+}
+
+const RECORD_COLUMNS: &str = "source_file_hash, stix_file_hash, job_id, batch, file_size, rows, objects, stix_type, \
+     stix_tags, stix_iocs, ioc_ips_map, created_at, onchain, cti_file_path";
+
+fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StixRecord> {
+    let tags: String = r.get(8)?;
+    let iocs: String = r.get(9)?;
+    let ips: String = r.get(10)?;
+    Ok(StixRecord {
+        source_file_hash: r.get(0)?,
+        stix_file_hash: r.get(1)?,
+        job_id: r.get(2)?,
+        batch: r.get::<_, i64>(3)? as u64,
+        file_size: r.get::<_, i64>(4)? as u64,
+        rows: r.get::<_, i64>(5)? as u64,
+        objects: r.get::<_, i64>(6)? as u64,
+        stix_type: r.get::<_, i64>(7)? as u8,
+        stix_tags: serde_json::from_str(&tags).unwrap_or_default(),
+        stix_iocs: serde_json::from_str(&iocs).unwrap_or_default(),
+        ioc_ips_map: serde_json::from_str::<Vec<(String, u64)>>(&ips).unwrap_or_default(),
+        created_at: r.get(11)?,
+        onchain: r.get::<_, i64>(12)? != 0,
+        cti_file_path: r.get(13)?,
+    })
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serialising plain data cannot fail")
+}
+
+impl JobStore for SqliteStore {
+    fn create_job(
+        &self,
+        kind: &str,
+        file_hash: &Sha256Hex,
+        process_id: &str,
+        params: &str,
+        total_steps: u64,
+        rows_total: u64,
+    ) -> Result<Job, StoreError> {
+        let id = self.with(|conn| {
+            conn.execute(
+                "INSERT INTO jobs (kind, file_hash, process_id, params, status, total_steps, rows_total, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
+                params![kind, file_hash.as_str(), process_id, params, total_steps as i64, rows_total as i64, now_ms()],
+            )?;
+            Ok(conn.last_insert_rowid())
+        })?;
+        Ok(self.job(id)?.expect("inserted above"))
+    }
+
+    fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                    [id],
+                    job_from_row,
+                )
+                .optional()?)
+        })
+    }
+
+    fn latest_job(&self, kind: &str, file_hash: &Sha256Hex) -> Result<Option<Job>, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE kind = ?1 AND file_hash = ?2 ORDER BY id DESC LIMIT 1"),
+                    params![kind, file_hash.as_str()],
+                    job_from_row,
+                )
+                .optional()?)
+        })
+    }
+
+    fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('queued', 'running') ORDER BY id"
+            ))?;
+            Ok(stmt
+                .query_map([], job_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn mark_job_running(&self, id: i64) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?2) WHERE id = ?1",
+                params![id, now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn request_cancel(&self, id: i64) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    fn finish_job(
+        &self,
+        id: i64,
+        status: JobStatus,
+        message: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE jobs SET status = ?2, message = ?3, finished_at = ?4 WHERE id = ?1",
+                params![id, status.as_str(), message, now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn commit_stix_step(
+        &self,
+        job_id: i64,
+        record: Option<&StixRecord>,
+        progress: &JobProgress,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            if let Some(r) = record {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO stix_records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, NULL)
+                         ON CONFLICT(source_file_hash, stix_file_hash) DO UPDATE SET
+                             stix_type = excluded.stix_type, stix_tags = excluded.stix_tags,
+                             stix_iocs = excluded.stix_iocs, ioc_ips_map = excluded.ioc_ips_map"
+                    ),
+                    params![
+                        r.source_file_hash,
+                        r.stix_file_hash,
+                        r.job_id,
+                        r.batch as i64,
+                        r.file_size as i64,
+                        r.rows as i64,
+                        r.objects as i64,
+                        r.stix_type,
+                        json_text(&r.stix_tags),
+                        json_text(&r.stix_iocs),
+                        json_text(&r.ioc_ips_map),
+                        r.created_at,
+                    ],
+                )?;
+            }
+            tx.execute(
+                "UPDATE jobs SET steps_done = ?2, rows_done = ?3, rows_rejected = ?4, objects = ?5, files = ?6,
+                     errors = ?7, recent_steps = ?8, run_ms = ?9 WHERE id = ?1",
+                params![
+                    job_id,
+                    progress.steps_done as i64,
+                    progress.rows_done as i64,
+                    progress.rows_rejected as i64,
+                    progress.objects as i64,
+                    progress.files as i64,
+                    json_text(&progress.errors),
+                    json_text(&progress.recent_steps),
+                    progress.run_ms,
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn stix_records(
+        &self,
+        file_hash: &Sha256Hex,
+        page: Option<(u64, u64)>,
+    ) -> Result<(Vec<StixRecord>, u64), StoreError> {
+        self.with(|conn| {
+            let total: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM stix_records WHERE source_file_hash = ?1",
+                [file_hash.as_str()],
+                |r| r.get(0),
+            )?;
+            let (limit, offset) = match page {
+                Some((page, size)) => (size as i64, (page.saturating_sub(1) * size) as i64),
+                None => (-1, 0),
+            };
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM stix_records WHERE source_file_hash = ?1 ORDER BY rowid LIMIT ?2 OFFSET ?3"
+            ))?;
+            let rows = stmt
+                .query_map(params![file_hash.as_str(), limit, offset], record_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((rows, total as u64))
+        })
+    }
+
+    fn stix_record(
+        &self,
+        file_hash: &Sha256Hex,
+        stix_hash: &Sha256Hex,
+    ) -> Result<Option<StixRecord>, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {RECORD_COLUMNS} FROM stix_records WHERE source_file_hash = ?1 AND stix_file_hash = ?2"
+                    ),
+                    params![file_hash.as_str(), stix_hash.as_str()],
+                    record_from_row,
+                )
+                .optional()?)
         })
     }
 }

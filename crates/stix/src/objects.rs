@@ -26,8 +26,8 @@ pub fn sco(sco_type: &str, props: Map<String, Value>) -> Object {
     o
 }
 
-/// The common head of a domain object: type, spec_version, id, created, modified, and
-/// `created_by_ref` when given.
+/// The common head of a domain object: type, spec_version, id, created, modified (both to the
+/// millisecond, as STIX requires), and `created_by_ref` when given.
 pub fn sdo(
     sdo_type: &str,
     id: String,
@@ -42,8 +42,8 @@ pub fn sdo(
     if let Some(by) = created_by_ref {
         o.insert("created_by_ref".into(), json!(by));
     }
-    o.insert("created".into(), json!(created.to_string()));
-    o.insert("modified".into(), json!(modified.to_string()));
+    o.insert("created".into(), json!(created.to_millis_string()));
+    o.insert("modified".into(), json!(modified.to_millis_string()));
     o
 }
 

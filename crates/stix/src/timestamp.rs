@@ -64,6 +64,22 @@ impl Timestamp {
         Self::from_micros((t.unix_timestamp_nanos() / 1000) as i64)
     }
 
+    /// Exactly millisecond precision (`...T00:00:00.000Z`), as STIX requires of `created` and
+    /// `modified`. Sub-millisecond digits are truncated, which keeps ordering.
+    pub fn to_millis_string(self) -> String {
+        let t = self.to_offset();
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            self.micros.rem_euclid(1_000_000) / 1000
+        )
+    }
+
     pub fn to_offset(self) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp_nanos(self.micros as i128 * 1000)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH)
@@ -120,6 +136,12 @@ mod tests {
             "2024-06-01T00:00:00Z"
         );
         assert!(Timestamp::parse("yesterday", UtcOffset::UTC).is_none());
+        let t = Timestamp::parse("1697326037.992695", UtcOffset::UTC).unwrap();
+        assert_eq!(t.to_millis_string(), "2023-10-14T23:27:17.992Z");
+        assert_eq!(
+            Timestamp::from_micros(0).to_millis_string(),
+            "1970-01-01T00:00:00.000Z"
+        );
         assert!(Timestamp::parse("", UtcOffset::UTC).is_none());
     }
 }

@@ -1,0 +1,214 @@
+//! Offline commands: the conversion engine writing to files, with a progress bar on a terminal.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use crate::convert::{self, Batch, BatchSink, Mapping, Settings};
+
+pub struct ConvertArgs {
+    pub file: PathBuf,
+    pub mapping: Option<PathBuf>,
+    pub compress: u64,
+    pub observed_time: stix::Timestamp,
+    pub out: Option<PathBuf>,
+    pub bundle: Option<PathBuf>,
+}
+
+/// SHA-256 of a file, streamed.
+pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+pub fn load_mapping(path: Option<&Path>) -> anyhow::Result<Mapping> {
+    match path {
+        None => Ok(Mapping::default_table()),
+        Some(p) => {
+            let text = fs::read_to_string(p)
+                .with_context(|| format!("cannot read mapping {}", p.display()))?;
+            Mapping::parse(&text).with_context(|| format!("mapping {}", p.display()))
+        }
+    }
+}
+
+/// Writes each batch as `<DIR>/<sha256>.jsonl` (temporary name, then rename).
+struct DirSink {
+    dir: PathBuf,
+    bar: ProgressBar,
+    errors_shown: usize,
+}
+
+/// Writes every object once into one bundle.
+struct BundleSink {
+    writer: Option<stix::BundleWriter<BufWriter<File>>>,
+    seen: HashSet<String>,
+    bar: ProgressBar,
+    errors_shown: usize,
+}
+
+fn show_rejections(bar: &ProgressBar, shown: &mut usize, batch: &Batch) {
+    for (row, reason) in &batch.rejected {
+        if *shown < 20 {
+            bar.suspend(|| eprintln!("row {}: {reason}", row + 1));
+        } else if *shown == 20 {
+            bar.suspend(|| eprintln!("(further rejected rows are counted, not shown)"));
+        }
+        *shown += 1;
+    }
+}
+
+impl BatchSink for DirSink {
+    fn batch(&mut self, batch: Batch) -> anyhow::Result<()> {
+        self.bar.inc(batch.rows_read);
+        show_rejections(&self.bar, &mut self.errors_shown, &batch);
+        if batch.bytes.is_empty() {
+            return Ok(());
+        }
+        let hash = hex::encode(Sha256::digest(&batch.bytes));
+        let dest = self.dir.join(format!("{hash}.jsonl"));
+        let tmp = self.dir.join(format!(".{hash}.jsonl.tmp"));
+        fs::write(&tmp, &batch.bytes)?;
+        fs::rename(&tmp, &dest)?;
+        Ok(())
+    }
+}
+
+/// The `"id"` of a JSON line written by the engine (it is always the third key).
+fn line_id(line: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(line).ok()?;
+    let start = text.find("\"id\":\"")? + 6;
+    let end = start + text[start..].find('"')?;
+    Some(&text[start..end])
+}
+
+impl BatchSink for BundleSink {
+    fn batch(&mut self, batch: Batch) -> anyhow::Result<()> {
+        self.bar.inc(batch.rows_read);
+        show_rejections(&self.bar, &mut self.errors_shown, &batch);
+        let writer = self.writer.as_mut().expect("open until finished");
+        for line in batch.bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let id = line_id(line).unwrap_or_default();
+            // Observations are unique per row; everything else may repeat across batches.
+            let unique = id.starts_with("observed-data--") || id.starts_with("sighting--");
+            if unique || self.seen.insert(id.to_string()) {
+                writer.write_raw(line)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn progress_bar(total: Option<u64>) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    match total {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec} eta {eta}")
+                .expect("valid template"),
+        ),
+        None => ProgressBar::new_spinner(),
+    }
+}
+
+pub fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
+    if args.out.is_some() && args.bundle.is_some() {
+        bail!("--out and --bundle are exclusive: write JSON Lines files or one bundle");
+    }
+    if args.compress == 0 {
+        bail!("--compress must be at least 1 (rows per STIX file)");
+    }
+    let start = Instant::now();
+    let source_hash = file_sha256(&args.file)?;
+    let mapping = Arc::new(load_mapping(args.mapping.as_deref())?);
+    let settings = Settings {
+        mapping,
+        compress: args.compress,
+        features: None,
+        observed_time: args.observed_time,
+        labels: Vec::new(),
+        source_hash: source_hash.clone(),
+    };
+    let open = || -> anyhow::Result<Box<dyn crate::store::ReadSeek>> {
+        Ok(Box::new(File::open(&args.file).with_context(|| {
+            format!("cannot open {}", args.file.display())
+        })?))
+    };
+    let total = if std::io::stderr().is_terminal() {
+        Some(crate::dataset::count_rows(open()?).with_context(|| args.file.display().to_string())?)
+    } else {
+        None
+    };
+    let bar = progress_bar(total);
+    let summary = match &args.bundle {
+        Some(path) => {
+            let file =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let bundle_id = stix::objects::bundle_id(
+                format!("{}|{}", settings.digest(), args.compress).as_bytes(),
+            );
+            let mut sink = BundleSink {
+                writer: Some(stix::BundleWriter::begin(BufWriter::new(file), &bundle_id)?),
+                seen: HashSet::new(),
+                bar: bar.clone(),
+                errors_shown: 0,
+            };
+            let summary = convert::convert(open()?, &settings, 0, &mut sink)
+                .with_context(|| args.file.display().to_string())?;
+            let mut out = sink.writer.take().expect("open").finish()?;
+            out.flush()?;
+            out.get_ref().sync_all()?;
+            summary
+        }
+        None => {
+            let dir = args
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("stix-out"));
+            fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            let mut sink = DirSink {
+                dir,
+                bar: bar.clone(),
+                errors_shown: 0,
+            };
+            convert::convert(open()?, &settings, 0, &mut sink)
+                .with_context(|| args.file.display().to_string())?
+        }
+    };
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let target = match (&args.bundle, &args.out) {
+        (Some(b), _) => format!("bundle {}", b.display()),
+        (None, Some(d)) => format!("directory {}", d.display()),
+        (None, None) => "directory stix-out".to_string(),
+    };
+    println!(
+        "{}: {} rows, {} converted, {} rejected; {} objects in {} files; {:.2} s ({:.0} rows/s) -> {target}",
+        args.file.display(),
+        summary.rows_read,
+        summary.rows_converted,
+        summary.rows_rejected,
+        summary.objects,
+        summary.files,
+        secs,
+        summary.rows_read as f64 / secs.max(1e-9),
+    );
+    Ok(())
+}

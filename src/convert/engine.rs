@@ -1,0 +1,977 @@
+//! The conversion engine.
+//!
+//! Each data row becomes an `observed-data` whose `object_refs` are the row's observables: the
+//! flow's end addresses (`ipv4-addr`, `ipv6-addr` or `domain-name` by value), a
+//! `network-traffic` (when the row has a protocol and an address), the payload `artifact` and
+//! the `url`. Columns with no standard home stay in one property-extension, as a list of
+//! `{"name", "value"}` pairs (any column name survives, and the validator stays silent). Attack
+//! names and threat actors become `attack-pattern`/`threat-actor` objects, and one `sighting`
+//! per file and attack links them to the observations.
+//!
+//! Rows are grouped in batches of `compress` rows (by position in the file); a batch is one JSON
+//! Lines file that holds every object its lines reference, the producer `identity` and the
+//! `extension-definition` included. Everything is a pure function of the file's bytes and the
+//! settings: ids, timestamps and bytes are reproducible.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use stix::Timestamp;
+use stix::objects::{identity, property_extension_definition, sco, sdo};
+
+use super::mapping::{End, Mapping, Target};
+use crate::dataset::{self, Cell, DatasetError, Row};
+use crate::store::ReadSeek;
+
+/// When the producer objects (identity, extension definition) were defined; also the
+/// `created` of attack patterns and threat actors, which carry no time of their own.
+const PRODUCER_EPOCH_MICROS: i64 = 1_795_392_000_000_000; // 2026-11-23T00:00:00Z
+const MAX_KEPT_ERRORS: usize = 100;
+
+fn producer_epoch() -> Timestamp {
+    Timestamp::from_micros(PRODUCER_EPOCH_MICROS)
+}
+
+/// The identity that creates br-cti's objects.
+pub fn producer_identity_id() -> String {
+    stix::sdo_id("identity", b"br-cti data node")
+}
+
+/// The property-extension that holds dataset columns.
+pub fn extension_definition_id() -> String {
+    stix::sdo_id("extension-definition", b"br-cti dataset columns v1")
+}
+
+fn producer_objects() -> [Map<String, Value>; 2] {
+    let identity_id = producer_identity_id();
+    [
+        identity(identity_id.clone(), "br-cti", "system", producer_epoch()),
+        property_extension_definition(
+            extension_definition_id(),
+            &identity_id,
+            producer_epoch(),
+            "br-cti dataset columns",
+            "Dataset columns that have no standard STIX property, kept with their original names.",
+            "A property-extension with one property, `columns`: a list of objects, each with \
+             `name` (the dataset column name, as in the source file) and `value` (the cell: a \
+             string, number or boolean; nested JSON is kept as its compact JSON text). Empty \
+             cells are left out.",
+            "1.0",
+        ),
+    ]
+}
+
+/// What a conversion is asked to do. Everything that changes the output is in [`Self::digest`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub mapping: Arc<Mapping>,
+    /// Rows per STIX file.
+    pub compress: u64,
+    /// When set, only these unmapped columns are kept in the extension (the front ends'
+    /// `stix_traffic_features`); mapped columns are always converted.
+    pub features: Option<HashSet<String>>,
+    /// The observation time of rows that have none.
+    pub observed_time: Timestamp,
+    /// Labels given to every observed-data (the front ends' `stix_label`).
+    pub labels: Vec<String>,
+    /// SHA-256 of the dataset file.
+    pub source_hash: String,
+}
+
+impl Settings {
+    /// Identifies the settings that shape the objects (not `compress`, which only groups them).
+    pub fn digest(&self) -> String {
+        let mut features: Vec<&String> = self.features.iter().flatten().collect();
+        features.sort();
+        let mut h = Sha256::new();
+        h.update(self.source_hash.as_bytes());
+        h.update([0]);
+        h.update(self.mapping.digest().as_bytes());
+        h.update([0]);
+        h.update(self.observed_time.micros().to_le_bytes());
+        for l in &self.labels {
+            h.update(l.as_bytes());
+            h.update([0]);
+        }
+        h.update([0xff]);
+        h.update([u8::from(self.features.is_some())]);
+        for f in features {
+            h.update(f.as_bytes());
+            h.update([0]);
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// Which IOC kinds (the front ends' vocabulary) a file holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IocKinds {
+    pub ip: bool,
+    pub port: bool,
+    pub flow_feature: bool,
+    pub hash: bool,
+    pub url: bool,
+    pub payload: bool,
+}
+
+impl IocKinds {
+    pub fn names(&self) -> Vec<String> {
+        [
+            (self.ip, "ip"),
+            (self.port, "port"),
+            (self.flow_feature, "flow_feature"),
+            (self.hash, "hash"),
+            (self.url, "url"),
+            (self.payload, "payload"),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| n.to_string())
+        .collect()
+    }
+
+    fn merge(&mut self, o: IocKinds) {
+        self.ip |= o.ip;
+        self.port |= o.port;
+        self.flow_feature |= o.flow_feature;
+        self.hash |= o.hash;
+        self.url |= o.url;
+        self.payload |= o.payload;
+    }
+}
+
+/// One batch of rows, converted.
+#[derive(Debug)]
+pub struct Batch {
+    /// 0-based batch number: rows `index * compress ..`.
+    pub index: u64,
+    pub rows_read: u64,
+    pub rows_converted: u64,
+    /// (0-based row index, reason) of the rows that could not be converted.
+    pub rejected: Vec<(u64, String)>,
+    /// The JSON Lines file; empty when no row of the batch was converted.
+    pub bytes: Vec<u8>,
+    pub objects: u64,
+    /// IP address value → occurrences in the batch's rows.
+    pub ip_counts: BTreeMap<String, u64>,
+    pub iocs: IocKinds,
+}
+
+/// Receives batches in order. The server's sink stores them durably; the CLI's writes files.
+pub trait BatchSink {
+    fn batch(&mut self, batch: Batch) -> anyhow::Result<()>;
+    /// Polled between rows; true stops the conversion.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ConvertSummary {
+    pub rows_read: u64,
+    pub rows_converted: u64,
+    pub rows_rejected: u64,
+    pub batches: u64,
+    pub files: u64,
+    pub objects: u64,
+    pub cancelled: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("{0}")]
+    Dataset(#[from] DatasetError),
+    #[error("{0:#}")]
+    Sink(anyhow::Error),
+}
+
+/// Converts the rows of `input` from batch `start_batch` on (earlier batches are read and
+/// skipped: they were committed by an earlier run), handing each batch to `sink`.
+pub fn convert(
+    input: Box<dyn ReadSeek>,
+    settings: &Settings,
+    start_batch: u64,
+    sink: &mut dyn BatchSink,
+) -> Result<ConvertSummary, ConvertError> {
+    let compress = settings.compress.max(1);
+    let skip_rows = start_batch * compress;
+    let mut converter = RowConverter::new(settings);
+    let mut batch = BatchBuilder::new(start_batch);
+    let mut summary = ConvertSummary::default();
+    let mut sink_error = None;
+    dataset::for_each_row(input, &mut |index, row| {
+        if index < skip_rows {
+            return ControlFlow::Continue(());
+        }
+        if index % 1024 == 0 && sink.cancelled() {
+            summary.cancelled = true;
+            return ControlFlow::Break(());
+        }
+        batch.rows_read += 1;
+        let outcome = match row {
+            Ok(row) => converter.convert(index, row, &mut batch),
+            Err(reason) => Err(reason),
+        };
+        if let Err(reason) = outcome {
+            batch.rejected.push((index, reason));
+        }
+        if (index + 1) % compress == 0 {
+            let next = BatchBuilder::new(batch.index + 1);
+            let full = std::mem::replace(&mut batch, next);
+            if let Err(e) = emit(full, &mut summary, sink) {
+                sink_error = Some(e);
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    })?;
+    if let Some(e) = sink_error {
+        return Err(ConvertError::Sink(e));
+    }
+    if !summary.cancelled && batch.rows_read > 0 {
+        emit(batch, &mut summary, sink).map_err(ConvertError::Sink)?;
+    }
+    Ok(summary)
+}
+
+fn emit(
+    builder: BatchBuilder,
+    summary: &mut ConvertSummary,
+    sink: &mut dyn BatchSink,
+) -> anyhow::Result<()> {
+    let batch = builder.finish();
+    summary.rows_read += batch.rows_read;
+    summary.rows_converted += batch.rows_converted;
+    summary.rows_rejected += batch.rejected.len() as u64;
+    summary.batches += 1;
+    summary.objects += batch.objects;
+    if !batch.bytes.is_empty() {
+        summary.files += 1;
+    }
+    sink.batch(batch)
+}
+
+/// Keeps the first [`MAX_KEPT_ERRORS`] row errors as `row N: reason` strings.
+pub fn describe_rejections(errors: &mut Vec<String>, rejected: &[(u64, String)]) {
+    for (index, reason) in rejected {
+        if errors.len() >= MAX_KEPT_ERRORS {
+            break;
+        }
+        errors.push(format!("row {}: {reason}", index + 1));
+    }
+}
+
+/// A sighted domain object (attack pattern or threat actor) and its observations in a batch.
+struct Sighted {
+    object: Map<String, Value>,
+    observed: Vec<String>,
+    first: Timestamp,
+    last: Timestamp,
+}
+
+struct BatchBuilder {
+    index: u64,
+    rows_read: u64,
+    rows_converted: u64,
+    rejected: Vec<(u64, String)>,
+    lines: Vec<u8>,
+    objects: u64,
+    written: HashSet<String>,
+    sighted: BTreeMap<String, Sighted>,
+    ip_counts: BTreeMap<String, u64>,
+    iocs: IocKinds,
+    first_row: Option<u64>,
+}
+
+impl BatchBuilder {
+    fn new(index: u64) -> Self {
+        Self {
+            index,
+            rows_read: 0,
+            rows_converted: 0,
+            rejected: Vec::new(),
+            lines: Vec::new(),
+            objects: 0,
+            written: HashSet::new(),
+            sighted: BTreeMap::new(),
+            ip_counts: BTreeMap::new(),
+            iocs: IocKinds::default(),
+            first_row: None,
+        }
+    }
+
+    fn push(&mut self, object: &Map<String, Value>) {
+        if self.lines.is_empty() {
+            for head in producer_objects() {
+                self.write_line(&head);
+            }
+        }
+        self.write_line(object);
+    }
+
+    fn write_line(&mut self, object: &Map<String, Value>) {
+        stix::write_jsonl_line(&mut self.lines, object).expect("writing to memory cannot fail");
+        self.objects += 1;
+    }
+
+    /// Writes an object unless this file already holds it.
+    fn push_once(&mut self, id: &str, object: impl FnOnce() -> Map<String, Value>) {
+        if !self.written.contains(id) {
+            self.written.insert(id.to_string());
+            let o = object();
+            self.push(&o);
+        }
+    }
+
+    fn finish(mut self) -> Batch {
+        let sighted = std::mem::take(&mut self.sighted);
+        let identity = producer_identity_id();
+        for (id, s) in sighted {
+            self.push(&s.object);
+            let seed = format!("{id}|{}", s.observed.join(","));
+            let mut sighting = sdo(
+                "sighting",
+                stix::sdo_id("sighting", seed.as_bytes()),
+                s.first,
+                s.last,
+                Some(&identity),
+            );
+            sighting.insert("first_seen".into(), json!(s.first.to_string()));
+            sighting.insert("last_seen".into(), json!(s.last.to_string()));
+            sighting.insert("count".into(), json!(s.observed.len()));
+            sighting.insert("sighting_of_ref".into(), json!(id));
+            sighting.insert("observed_data_refs".into(), json!(s.observed));
+            self.push(&sighting);
+        }
+        Batch {
+            index: self.index,
+            rows_read: self.rows_read,
+            rows_converted: self.rows_converted,
+            rejected: self.rejected,
+            bytes: self.lines,
+            objects: self.objects,
+            ip_counts: self.ip_counts,
+            iocs: self.iocs,
+        }
+    }
+}
+
+/// A mapped cell: where it goes, and where it came from (to fall back to the extension).
+struct Mapped {
+    target: Target,
+    column: String,
+    value: Value,
+}
+
+struct RowConverter<'s> {
+    settings: &'s Settings,
+    settings_digest: String,
+    extension_id: String,
+    identity_id: String,
+    address_ids: HashMap<String, (String, &'static str)>,
+    targets: HashMap<String, Option<Target>>,
+}
+
+/// Text cells become numbers when they are numbers.
+fn typed(cell: Cell<'_>) -> Value {
+    match cell {
+        Cell::Json(v) => v.clone(),
+        Cell::Text(s) => {
+            let t = s.trim();
+            if let Ok(i) = t.parse::<i64>()
+                && !(t.len() > 1
+                    && (t.starts_with('0') || t.starts_with("-0") || t.starts_with('+')))
+            {
+                return Value::from(i);
+            }
+            let numeric = t
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'e' | b'E' | b'+'))
+                && t.bytes().any(|b| b.is_ascii_digit());
+            if numeric
+                && let Ok(f) = t.parse::<f64>()
+                && let Some(n) = serde_json::Number::from_f64(f)
+            {
+                return Value::Number(n);
+            }
+            Value::String(s.to_string())
+        }
+    }
+}
+
+/// An extension cell: scalars as they are, nested JSON as its compact text.
+fn extension_value(v: Value) -> Value {
+    match v {
+        Value::Object(_) | Value::Array(_) => Value::String(v.to_string()),
+        other => other,
+    }
+}
+
+fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.trim().to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn as_int(column: &str, v: &Value, max: u64) -> Result<u64, String> {
+    let n = match v {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if n <= max => Ok(n),
+        _ => Err(format!(
+            "column `{column}`: {} is not an integer from 0 to {max}",
+            v
+        )),
+    }
+}
+
+fn is_host_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.contains('.')
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        && !s
+            .rsplit('.')
+            .next()
+            .unwrap_or("")
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+}
+
+/// The SCO type for an address value.
+fn address_type(value: &str) -> Option<&'static str> {
+    match value.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) => Some("ipv4-addr"),
+        Ok(IpAddr::V6(_)) => Some("ipv6-addr"),
+        Err(_) if is_host_name(value) => Some("domain-name"),
+        Err(_) => None,
+    }
+}
+
+/// Protocol names: split on delimiters, lower-case, placeholders dropped.
+fn protocols(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |s: &str| {
+        for p in s.split([',', ';', '/', '|', ' ', '+']) {
+            let p = p.trim().to_ascii_lowercase();
+            if !p.is_empty()
+                && !matches!(
+                    p.as_str(),
+                    "null" | "none" | "nan" | "-" | "n/a" | "unknown"
+                )
+                && !out.contains(&p)
+            {
+                out.push(p);
+            }
+        }
+    };
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| add(&as_text(i))),
+        other => add(&as_text(other)),
+    }
+    out
+}
+
+fn is_benign(v: &Value) -> bool {
+    let t = as_text(v).to_ascii_lowercase();
+    matches!(
+        t.as_str(),
+        "" | "0" | "0.0" | "false" | "benign" | "normal" | "none" | "null" | "nan"
+    )
+}
+
+impl<'s> RowConverter<'s> {
+    fn new(settings: &'s Settings) -> Self {
+        Self {
+            settings,
+            settings_digest: settings.digest(),
+            extension_id: extension_definition_id(),
+            identity_id: producer_identity_id(),
+            address_ids: HashMap::new(),
+            targets: HashMap::new(),
+        }
+    }
+
+    fn target(&mut self, column: &str) -> Option<Target> {
+        if let Some(t) = self.targets.get(column) {
+            return *t;
+        }
+        let t = self.settings.mapping.target(column);
+        self.targets.insert(column.to_string(), t);
+        t
+    }
+
+    fn convert(
+        &mut self,
+        index: u64,
+        row: &dyn Row,
+        batch: &mut BatchBuilder,
+    ) -> Result<(), String> {
+        let mut mapped: Vec<Mapped> = Vec::new();
+        let mut extension: Vec<(String, Value)> = Vec::new();
+        row.for_each_cell(&mut |column, cell| {
+            if cell.is_blank() {
+                return;
+            }
+            match self.target(column) {
+                Some(Target::Extension) | None => {
+                    if self
+                        .settings
+                        .features
+                        .as_ref()
+                        .is_none_or(|f| f.contains(column))
+                    {
+                        extension.push((column.to_string(), extension_value(typed(cell))));
+                    }
+                }
+                Some(target) => {
+                    let value = typed(cell);
+                    if mapped.iter().any(|m| m.target == target) {
+                        // A second column for the same property: keep it as data.
+                        extension.push((column.to_string(), extension_value(value)));
+                    } else {
+                        mapped.push(Mapped {
+                            target,
+                            column: column.to_string(),
+                            value,
+                        });
+                    }
+                }
+            }
+        });
+        self.build(index, mapped, extension, batch)
+    }
+
+    fn address(
+        &mut self,
+        column: &str,
+        value: &Value,
+    ) -> Result<(String, &'static str, String), String> {
+        let text = as_text(value);
+        if let Some((id, ty)) = self.address_ids.get(&text) {
+            return Ok((id.clone(), ty, text));
+        }
+        let ty = address_type(&text).ok_or_else(|| {
+            format!("column `{column}`: {text:?} is not an IP address or host name")
+        })?;
+        let id =
+            stix::id::sco_id_from_canonical(ty, &format!("{{\"value\":{}}}", json_string(&text)));
+        if self.address_ids.len() < 1_000_000 {
+            self.address_ids.insert(text.clone(), (id.clone(), ty));
+        }
+        Ok((id, ty, text))
+    }
+
+    fn build(
+        &mut self,
+        index: u64,
+        mapped: Vec<Mapped>,
+        mut extension: Vec<(String, Value)>,
+        batch: &mut BatchBuilder,
+    ) -> Result<(), String> {
+        let mut iocs = IocKinds::default();
+        let mut pending: Vec<(String, Pending)> = Vec::new(); // SCOs to write first
+        let mut refs: Vec<String> = Vec::new();
+        let mut ends: [Option<String>; 2] = [None, None];
+        let mut ips: Vec<String> = Vec::new();
+        let mut nt = Map::new();
+        let mut nt_sources: Vec<(String, Value)> = Vec::new(); // to fall back to the extension
+        let mut first: Option<Timestamp> = None;
+        let mut last: Option<Timestamp> = None;
+        let mut protos: Vec<String> = Vec::new();
+        let mut payload: Option<(String, Value)> = None;
+        let mut url: Option<(String, Value)> = None;
+        let mut sighted: Vec<(&'static str, String)> = Vec::new();
+        let mut dst_port = None;
+
+        let parse_time = |column: &str, v: &Value| -> Result<Timestamp, String> {
+            let t = match v {
+                Value::Number(n) => n.as_f64().and_then(|f| {
+                    if f.abs() >= 1e12 {
+                        Timestamp::from_unix_seconds_f64(f / 1000.0)
+                    } else {
+                        Timestamp::from_unix_seconds_f64(f)
+                    }
+                }),
+                other => Timestamp::parse(&as_text(other), time::UtcOffset::UTC),
+            };
+            t.ok_or_else(|| format!("column `{column}`: {v} is not a time"))
+        };
+
+        for Mapped {
+            target,
+            column,
+            value,
+        } in mapped
+        {
+            match target {
+                Target::Address(end) => {
+                    let (id, ty, text) = self.address(&column, &value)?;
+                    if ty != "domain-name" {
+                        ips.push(text.clone());
+                    }
+                    pending.push((id.clone(), Pending::Address(ty, text)));
+                    ends[end as usize] = Some(id);
+                    iocs.ip = true;
+                    nt_sources.push((column, value));
+                }
+                Target::Observable => {
+                    let (id, ty, text) = self.address(&column, &value)?;
+                    if ty != "domain-name" {
+                        ips.push(text.clone());
+                    }
+                    pending.push((id.clone(), Pending::Address(ty, text)));
+                    refs.push(id);
+                    iocs.ip = true;
+                }
+                Target::Port(end) => {
+                    let port = as_int(&column, &value, 65535)?;
+                    let key = if end == End::Src {
+                        "src_port"
+                    } else {
+                        "dst_port"
+                    };
+                    if end == End::Dst {
+                        dst_port = Some(port);
+                    }
+                    nt.insert(key.into(), json!(port));
+                    iocs.port = true;
+                    nt_sources.push((column, value));
+                }
+                Target::Protocols => {
+                    protos = protocols(&value);
+                    nt_sources.push((column, value));
+                }
+                Target::Packets(end) | Target::ByteCount(end) => {
+                    let n = as_int(&column, &value, i64::MAX as u64)?;
+                    let key = match (target, end) {
+                        (Target::Packets(_), End::Src) => "src_packets",
+                        (Target::Packets(_), End::Dst) => "dst_packets",
+                        (_, End::Src) => "src_byte_count",
+                        (_, End::Dst) => "dst_byte_count",
+                    };
+                    nt.insert(key.into(), json!(n));
+                    iocs.flow_feature = true;
+                    nt_sources.push((column, value));
+                }
+                Target::FlowStart | Target::FlowEnd => {
+                    let t = parse_time(&column, &value)?;
+                    let key = if target == Target::FlowStart {
+                        "start"
+                    } else {
+                        "end"
+                    };
+                    nt.insert(key.into(), json!(t.to_string()));
+                    nt_sources.push((column, value));
+                }
+                Target::FirstObserved => first = Some(parse_time(&column, &value)?),
+                Target::LastObserved => last = Some(parse_time(&column, &value)?),
+                Target::Url => url = Some((column, value)),
+                Target::Payload => payload = Some((column, value)),
+                Target::AttackPattern => {
+                    if is_benign(&value) {
+                        extension.push((column, extension_value(value)));
+                    } else {
+                        let name = match &value {
+                            Value::String(s) => s.trim().to_string(),
+                            other => format!("{column}={other}"),
+                        };
+                        sighted.push(("attack-pattern", name));
+                    }
+                }
+                Target::ThreatActor => sighted.push(("threat-actor", as_text(&value))),
+                Target::Extension => extension.push((column, extension_value(value))),
+            }
+        }
+
+        // The payload: an artifact (base64 of its bytes; JSON is kept as its compact text).
+        let mut artifact_id = None;
+        if let Some((column, value)) = payload {
+            let (bytes, mime) = match &value {
+                Value::Object(m) if m.is_empty() => (None, None),
+                Value::Array(a) if a.is_empty() => (None, None),
+                Value::Object(_) | Value::Array(_) => {
+                    (Some(value.to_string()), Some("application/json"))
+                }
+                Value::String(s) if s.is_empty() => (None, None),
+                Value::String(s) => (Some(s.clone()), None),
+                other => (Some(other.to_string()), None),
+            };
+            if let Some(bytes) = bytes {
+                let mut props = Map::new();
+                if let Some(m) = mime {
+                    props.insert("mime_type".into(), json!(m));
+                }
+                props.insert(
+                    "payload_bin".into(),
+                    json!(base64::engine::general_purpose::STANDARD.encode(bytes.as_bytes())),
+                );
+                let o = sco("artifact", props);
+                let id = o["id"].as_str().unwrap_or_default().to_string();
+                pending.push((id.clone(), Pending::Object(o)));
+                artifact_id = Some(id);
+                iocs.payload = true;
+            } else {
+                let _ = column;
+            }
+        }
+
+        // The URL: absolute as given; a path is completed with the flow's destination.
+        if let Some((column, value)) = url {
+            let text = as_text(&value);
+            let absolute = if text.contains("://") {
+                Some(text.clone())
+            } else if text.starts_with('/') {
+                ends[1]
+                    .as_ref()
+                    .and(self.dst_host(&nt_sources))
+                    .map(|host| {
+                        let (scheme, default) = if dst_port == Some(443) {
+                            ("https", 443)
+                        } else {
+                            ("http", 80)
+                        };
+                        match dst_port {
+                            Some(p) if p != default => format!("{scheme}://{host}:{p}{text}"),
+                            _ => format!("{scheme}://{host}{text}"),
+                        }
+                    })
+            } else {
+                None
+            };
+            match absolute {
+                Some(u) => {
+                    let mut props = Map::new();
+                    props.insert("value".into(), json!(u));
+                    let o = sco("url", props);
+                    let id = o["id"].as_str().unwrap_or_default().to_string();
+                    pending.push((id.clone(), Pending::Object(o)));
+                    refs.push(id);
+                    iocs.url = true;
+                }
+                None => extension.push((column, extension_value(value))),
+            }
+        }
+
+        // The flow, when the row has a protocol and at least one end.
+        let has_flow = !protos.is_empty() && (ends[0].is_some() || ends[1].is_some());
+        let extension_block = (!extension.is_empty()).then(|| {
+            let columns: Vec<Value> = extension
+                .iter()
+                .map(|(n, v)| json!({"name": n, "value": v}))
+                .collect();
+            let mut ext = Map::new();
+            ext.insert(
+                self.extension_id.clone(),
+                json!({"extension_type": "property-extension", "columns": columns}),
+            );
+            Value::Object(ext)
+        });
+        if extension_block.is_some() {
+            iocs.flow_feature = true;
+        }
+        let mut observed_extension = None;
+        let flow_id = if has_flow {
+            let mut props = Map::new();
+            if let Some(s) = &ends[0] {
+                props.insert("src_ref".into(), json!(s));
+            }
+            if let Some(d) = &ends[1] {
+                props.insert("dst_ref".into(), json!(d));
+            }
+            for key in ["start", "end", "src_port", "dst_port"] {
+                if let Some(v) = nt.remove(key) {
+                    props.insert(key.into(), v);
+                }
+            }
+            props.insert("protocols".into(), json!(protos));
+            for key in [
+                "src_byte_count",
+                "dst_byte_count",
+                "src_packets",
+                "dst_packets",
+            ] {
+                if let Some(v) = nt.remove(key) {
+                    props.insert(key.into(), v);
+                }
+            }
+            if let Some(a) = &artifact_id {
+                props.insert("src_payload_ref".into(), json!(a));
+            }
+            if let Some(ext) = extension_block {
+                props.insert("extensions".into(), ext);
+            }
+            let o = sco("network-traffic", props);
+            let id = o["id"].as_str().unwrap_or_default().to_string();
+            pending.push((id.clone(), Pending::Object(o)));
+            Some(id)
+        } else {
+            // No flow: its ends are plain observables, its other cells data.
+            for end in ends.iter().flatten() {
+                refs.push(end.clone());
+            }
+            let mut ext_cols = extension;
+            for (column, value) in nt_sources {
+                if self
+                    .target(&column)
+                    .is_some_and(|t| !matches!(t, Target::Address(_)))
+                {
+                    ext_cols.push((column, extension_value(value)));
+                }
+            }
+            if !ext_cols.is_empty() {
+                let columns: Vec<Value> = ext_cols
+                    .iter()
+                    .map(|(n, v)| json!({"name": n, "value": v}))
+                    .collect();
+                let mut ext = Map::new();
+                ext.insert(
+                    self.extension_id.clone(),
+                    json!({"extension_type": "property-extension", "columns": columns}),
+                );
+                observed_extension = Some(Value::Object(ext));
+                iocs.flow_feature = true;
+            }
+            if let Some(a) = &artifact_id {
+                refs.push(a.clone());
+            }
+            None
+        };
+        if let Some(f) = &flow_id {
+            refs.insert(0, f.clone());
+            for end in ends.iter().flatten().rev() {
+                refs.insert(0, end.clone());
+            }
+            if let Some(a) = &artifact_id {
+                refs.push(a.clone());
+            }
+        }
+        if refs.is_empty() {
+            return Err("no observable in this row (no address, URL or payload)".into());
+        }
+        let first = first.unwrap_or(self.settings.observed_time);
+        let last = last.unwrap_or(first);
+        if last < first {
+            return Err(format!(
+                "last_observed {last} is before first_observed {first}"
+            ));
+        }
+
+        // Committed: write the row's objects.
+        let observed_id = stix::sdo_id(
+            "observed-data",
+            format!("{}|{index}", self.settings_digest).as_bytes(),
+        );
+        for (id, object) in pending {
+            batch.push_once(&id, || match object {
+                Pending::Object(o) => o,
+                Pending::Address(ty, value) => address_object(ty, &id, &value),
+            });
+        }
+        let mut od = sdo(
+            "observed-data",
+            observed_id.clone(),
+            first,
+            last,
+            Some(&self.identity_id),
+        );
+        od.insert("first_observed".into(), json!(first.to_string()));
+        od.insert("last_observed".into(), json!(last.to_string()));
+        od.insert("number_observed".into(), json!(1));
+        if !self.settings.labels.is_empty() {
+            od.insert("labels".into(), json!(self.settings.labels));
+        }
+        refs.dedup();
+        od.insert("object_refs".into(), json!(refs));
+        if let Some(ext) = observed_extension {
+            od.insert("extensions".into(), ext);
+        }
+        batch.push(&od);
+        for (kind, name) in sighted {
+            let id = stix::sdo_id(kind, name.as_bytes());
+            let entry = batch.sighted.entry(id.clone()).or_insert_with(|| {
+                let mut o = sdo(
+                    kind,
+                    id.clone(),
+                    producer_epoch(),
+                    producer_epoch(),
+                    Some(&self.identity_id),
+                );
+                o.insert("name".into(), json!(name));
+                Sighted {
+                    object: o,
+                    observed: Vec::new(),
+                    first,
+                    last,
+                }
+            });
+            entry.observed.push(observed_id.clone());
+            entry.first = entry.first.min(first);
+            entry.last = entry.last.max(last);
+        }
+        for ip in ips {
+            *batch.ip_counts.entry(ip).or_insert(0) += 1;
+        }
+        batch.iocs.merge(iocs);
+        batch.rows_converted += 1;
+        batch.first_row.get_or_insert(index);
+        Ok(())
+    }
+
+    /// The destination host text of the row (for completing relative URLs).
+    fn dst_host(&mut self, sources: &[(String, Value)]) -> Option<String> {
+        sources
+            .iter()
+            .find_map(|(column, value)| match self.target(column) {
+                Some(Target::Address(End::Dst)) => {
+                    let t = as_text(value);
+                    Some(if t.contains(':') { format!("[{t}]") } else { t })
+                }
+                _ => None,
+            })
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    stix::jcs::write_string(s, &mut out);
+    out
+}
+
+/// An SCO of the row, built only if the file does not hold it yet.
+enum Pending {
+    Address(&'static str, String),
+    Object(Map<String, Value>),
+}
+
+/// An address SCO whose id is already known (computed once per distinct value).
+fn address_object(ty: &str, id: &str, value: &str) -> Map<String, Value> {
+    let mut o = Map::with_capacity(4);
+    o.insert("type".into(), json!(ty));
+    o.insert("spec_version".into(), json!("2.1"));
+    o.insert("id".into(), json!(id));
+    o.insert("value".into(), json!(value));
+    o
+}

@@ -1,0 +1,12 @@
+//! Dataset rows to STIX 2.1: the mapping table, the row converter and batching into JSON Lines
+//! files. Pure computation over readers and a [`BatchSink`]: the server (durable jobs) and the
+//! CLI (files on disk) supply their own sinks.
+
+mod engine;
+pub mod mapping;
+
+pub use engine::{
+    Batch, BatchSink, ConvertError, ConvertSummary, IocKinds, Settings, convert,
+    describe_rejections, extension_definition_id, producer_identity_id,
+};
+pub use mapping::{DEFAULT_MAPPING, Mapping, MappingError};

@@ -1,0 +1,507 @@
+//! Streaming rows of a dataset, one at a time and in constant memory (CSV, JSON Lines, JSON
+//! arrays; XLSX cell by cell; XLS as a whole sheet, as the format requires).
+
+use std::io::{BufReader, SeekFrom};
+use std::ops::ControlFlow;
+
+use calamine::{Data, Reader, Xls, Xlsx};
+use serde_json::{Map, Value};
+
+use super::{
+    DatasetError, Format, SkipBom, csv_error, csv_reader, for_each_json_line, sniff,
+    spreadsheet_error,
+};
+use crate::store::ReadSeek;
+
+/// One cell of a row: text as read (CSV), or a JSON value (JSON, spreadsheets).
+#[derive(Clone, Copy, Debug)]
+pub enum Cell<'a> {
+    Text(&'a str),
+    Json(&'a Value),
+}
+
+impl Cell<'_> {
+    /// True for an empty string, a blank text cell or JSON null.
+    pub fn is_blank(&self) -> bool {
+        match self {
+            Cell::Text(s) => s.trim().is_empty(),
+            Cell::Json(Value::Null) => true,
+            Cell::Json(Value::String(s)) => s.trim().is_empty(),
+            Cell::Json(_) => false,
+        }
+    }
+}
+
+/// A row: its cells with their column names, in column order.
+pub trait Row {
+    fn for_each_cell(&self, f: &mut dyn FnMut(&str, Cell<'_>));
+}
+
+struct TextRow<'a> {
+    header: &'a [String],
+    record: &'a csv::StringRecord,
+}
+
+impl Row for TextRow<'_> {
+    fn for_each_cell(&self, f: &mut dyn FnMut(&str, Cell<'_>)) {
+        for (name, value) in self.header.iter().zip(self.record.iter()) {
+            f(name, Cell::Text(value));
+        }
+    }
+}
+
+struct ObjectRow<'a>(&'a Map<String, Value>);
+
+impl Row for ObjectRow<'_> {
+    fn for_each_cell(&self, f: &mut dyn FnMut(&str, Cell<'_>)) {
+        for (name, value) in self.0 {
+            f(name, Cell::Json(value));
+        }
+    }
+}
+
+struct SheetRow<'a> {
+    header: &'a [String],
+    values: &'a [Value],
+}
+
+impl Row for SheetRow<'_> {
+    fn for_each_cell(&self, f: &mut dyn FnMut(&str, Cell<'_>)) {
+        for (name, value) in self.header.iter().zip(self.values) {
+            f(name, Cell::Json(value));
+        }
+    }
+}
+
+/// What the row callback receives: a row, or why the row at that position cannot be read.
+pub type RowResult<'a> = Result<&'a dyn Row, String>;
+
+/// Reads every data row of `input` in order, calling `f(index, row)` with 0-based data row
+/// indexes. Unreadable rows (a malformed JSON line, a CSV row with the wrong number of fields)
+/// are passed as `Err(reason)` and reading goes on; only errors that make the rest of the file
+/// unreadable end it. `f` returns `ControlFlow::Break` to stop early.
+pub fn for_each_row(
+    mut input: Box<dyn ReadSeek>,
+    f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+) -> Result<Format, DatasetError> {
+    let format = sniff(&mut input)?;
+    input.seek(SeekFrom::Start(0))?;
+    match format {
+        Format::Csv(dialect) => csv_rows(csv_reader(input, dialect), f)?,
+        Format::JsonLines => json_lines_rows(input, f)?,
+        Format::JsonArray => json_array_rows(input, f)?,
+        Format::Xlsx => xlsx_rows(input, f)?,
+        Format::Xls => xls_rows(input, f)?,
+    }
+    Ok(format)
+}
+
+fn csv_rows(
+    mut reader: csv::Reader<Box<dyn std::io::Read + Send>>,
+    f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+) -> Result<(), DatasetError> {
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(csv_error)?
+        .iter()
+        .enumerate()
+        .map(|(i, h)| super::name_column(h, i))
+        .collect();
+    let mut record = csv::StringRecord::new();
+    let mut index = 0u64;
+    loop {
+        let outcome = match reader.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) if record.len() == 1 && record[0].trim().is_empty() && header.len() > 1 => {
+                continue;
+            }
+            Ok(true) if record.len() != header.len() => {
+                let line = record.position().map(|p| p.line()).unwrap_or(0);
+                f(
+                    index,
+                    Err(format!(
+                        "line {line}: {} fields where the header has {}",
+                        record.len(),
+                        header.len()
+                    )),
+                )
+            }
+            Ok(true) => f(
+                index,
+                Ok(&TextRow {
+                    header: &header,
+                    record: &record,
+                }),
+            ),
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => {
+                f(index, Err(csv_error(e).to_string()))
+            }
+            Err(e) => return Err(csv_error(e)),
+        };
+        index += 1;
+        if outcome.is_break() {
+            return Ok(());
+        }
+    }
+}
+
+fn json_lines_rows(
+    input: Box<dyn ReadSeek>,
+    f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+) -> Result<(), DatasetError> {
+    let mut index = 0u64;
+    let mut stop = false;
+    let result = for_each_json_line(input, |line_no, bytes| {
+        if stop {
+            return Ok(());
+        }
+        let outcome = match serde_json::from_slice::<Map<String, Value>>(bytes) {
+            Ok(map) => f(index, Ok(&ObjectRow(&map))),
+            Err(e) => f(
+                index,
+                Err(format!(
+                    "line {line_no}: {}",
+                    super::strip_position(&e.to_string())
+                )),
+            ),
+        };
+        index += 1;
+        stop = outcome.is_break();
+        Ok(())
+    });
+    result
+}
+
+/// Streams the elements of a top-level JSON array; an element that is not an object is a row
+/// error, malformed JSON ends the file.
+fn json_array_rows(
+    input: Box<dyn ReadSeek>,
+    f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+) -> Result<(), DatasetError> {
+    struct Rows<'f> {
+        f: &'f mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+    }
+    impl<'de> serde::de::Visitor<'de> for Rows<'_> {
+        type Value = ();
+        fn expecting(&self, fmt: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fmt.write_str("a JSON array of objects")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut index = 0u64;
+            while let Some(value) = seq.next_element::<Value>()? {
+                let outcome = match &value {
+                    Value::Object(map) => (self.f)(index, Ok(&ObjectRow(map))),
+                    other => (self.f)(
+                        index,
+                        Err(format!(
+                            "element {} is not an object but {}",
+                            index + 1,
+                            json_kind(other)
+                        )),
+                    ),
+                };
+                index += 1;
+                if outcome.is_break() {
+                    // Stop reading: the remaining elements are not needed.
+                    return Err(serde::de::Error::custom(STOPPED));
+                }
+            }
+            Ok(())
+        }
+    }
+    const STOPPED: &str = "br-cti: stopped by the caller";
+    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(
+        256 * 1024,
+        SkipBom::new(input),
+    ));
+    match serde::Deserializer::deserialize_seq(&mut de, Rows { f }) {
+        Ok(()) => de.end().map_err(|e| super::json_error(e, 0)),
+        Err(e) if e.to_string().starts_with(STOPPED) => Ok(()),
+        Err(e) => Err(super::json_error(e, 0)),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A spreadsheet cell as JSON: integral floats become integers (spreadsheets do not tell
+/// `3` from `3.0`), dates their ISO text.
+fn sheet_value(d: &Data) -> Value {
+    match d {
+        Data::Empty => Value::Null,
+        Data::Int(i) => Value::from(*i),
+        Data::Float(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Value::from(*x as i64),
+        Data::Float(x) => serde_json::Number::from_f64(*x)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        Data::Bool(b) => Value::Bool(*b),
+        Data::String(s) => Value::String(s.clone()),
+        // Serial days since 1899-12-30 (the 1900 date system).
+        Data::DateTime(dt) if dt.is_datetime() => {
+            match stix::Timestamp::from_unix_seconds_f64((dt.as_f64() - 25569.0) * 86400.0) {
+                Some(t) => Value::String(t.to_string()),
+                None => Value::from(dt.as_f64()),
+            }
+        }
+        Data::DateTime(dt) => Value::from(dt.as_f64()),
+        Data::DateTimeIso(s) | Data::DurationIso(s) => Value::String(s.clone()),
+        Data::Error(e) => Value::String(format!("#{e:?}")),
+    }
+}
+
+/// Header from the first non-empty row, data rows after it. Positions are absolute columns.
+struct SheetAssembler {
+    header: Option<Vec<String>>,
+    first_col: u32,
+    current_row: Option<u32>,
+    cells: Vec<(u32, Value)>,
+    values: Vec<Value>,
+    index: u64,
+}
+
+impl SheetAssembler {
+    fn new() -> Self {
+        Self {
+            header: None,
+            first_col: 0,
+            current_row: None,
+            cells: Vec::new(),
+            values: Vec::new(),
+            index: 0,
+        }
+    }
+
+    fn push(
+        &mut self,
+        row: u32,
+        col: u32,
+        value: Value,
+        f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        if self.current_row.is_some_and(|r| r != row) {
+            self.flush(f)?;
+        }
+        self.current_row = Some(row);
+        if !value.is_null() {
+            self.cells.push((col, value));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn flush(
+        &mut self,
+        f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        let cells = std::mem::take(&mut self.cells);
+        if cells.is_empty() {
+            return ControlFlow::Continue(());
+        }
+        let Some(header) = &self.header else {
+            let names: Vec<(u32, String)> = cells
+                .into_iter()
+                .map(|(c, v)| {
+                    (
+                        c,
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect();
+            self.first_col = names.iter().map(|(c, _)| *c).min().unwrap_or(0);
+            self.header = Some(super::spread_header(names));
+            return ControlFlow::Continue(());
+        };
+        self.values.clear();
+        self.values.resize(header.len(), Value::Null);
+        let mut outside = None;
+        for (col, v) in cells {
+            match col.checked_sub(self.first_col).map(|c| c as usize) {
+                Some(i) if i < header.len() => self.values[i] = v,
+                _ => outside = Some(col + 1),
+            }
+        }
+        let index = self.index;
+        self.index += 1;
+        match outside {
+            Some(col) => f(
+                index,
+                Err(format!(
+                    "a value in column {col}, outside the header's columns"
+                )),
+            ),
+            None => f(
+                index,
+                Ok(&SheetRow {
+                    header,
+                    values: &self.values,
+                }),
+            ),
+        }
+    }
+}
+
+fn xlsx_rows(
+    input: Box<dyn ReadSeek>,
+    f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+) -> Result<(), DatasetError> {
+    let mut book: Xlsx<_> = Xlsx::new(BufReader::with_capacity(256 * 1024, input))
+        .map_err(|e| spreadsheet_error("XLSX", e))?;
+    let Some(sheet) = book.sheet_names().first().cloned() else {
+        return Err(DatasetError::NoColumns(
+            "the workbook has no worksheet".into(),
+        ));
+    };
+    let mut cells = book
+        .worksheet_cells_reader(&sheet)
+        .map_err(|e| spreadsheet_error("XLSX", e))?;
+    let mut rows = SheetAssembler::new();
+    while let Some(cell) = cells
+        .next_cell()
+        .map_err(|e| spreadsheet_error("XLSX", e))?
+    {
+        let (row, col) = cell.get_position();
+        let value = sheet_value(&Data::from(cell.get_value().clone()));
+        if rows.push(row, col, value, f).is_break() {
+            return Ok(());
+        }
+    }
+    let _ = rows.flush(f);
+    Ok(())
+}
+
+fn xls_rows(
+    input: Box<dyn ReadSeek>,
+    f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+) -> Result<(), DatasetError> {
+    let mut book: Xls<_> =
+        Xls::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLS", e))?;
+    let range = book
+        .worksheet_range_at(0)
+        .ok_or_else(|| DatasetError::NoColumns("the workbook has no worksheet".into()))?
+        .map_err(|e| spreadsheet_error("XLS", e))?;
+    let (start_row, start_col) = range.start().unwrap_or((0, 0));
+    let mut rows = SheetAssembler::new();
+    for (r, row) in range.rows().enumerate() {
+        for (c, d) in row.iter().enumerate() {
+            if rows
+                .push(
+                    start_row + r as u32,
+                    start_col + c as u32,
+                    sheet_value(d),
+                    f,
+                )
+                .is_break()
+            {
+                return Ok(());
+            }
+        }
+    }
+    let _ = rows.flush(f);
+    Ok(())
+}
+
+/// Counts data rows (header excluded), including unreadable ones: what `for_each_row` would
+/// pass to its callback.
+pub fn count_rows(input: Box<dyn ReadSeek>) -> Result<u64, DatasetError> {
+    let mut n = 0u64;
+    for_each_row(input, &mut |_, _| {
+        n += 1;
+        ControlFlow::Continue(())
+    })?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn collect(bytes: &[u8]) -> Vec<Result<Vec<(String, String)>, String>> {
+        let mut out = Vec::new();
+        for_each_row(Box::new(Cursor::new(bytes.to_vec())), &mut |i, row| {
+            assert_eq!(i as usize, out.len());
+            out.push(row.map(|r| {
+                let mut cells = Vec::new();
+                r.for_each_cell(&mut |name, cell| {
+                    let v = match cell {
+                        Cell::Text(s) => s.to_string(),
+                        Cell::Json(v) => v.to_string(),
+                    };
+                    cells.push((name.to_string(), v));
+                });
+                cells
+            }));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn csv_rows_with_bad_ones() {
+        let rows = collect(b"a,b\n1,2\n3\n\n5,6\n");
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            rows[0].as_ref().unwrap(),
+            &[("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+        assert_eq!(
+            rows[1].as_ref().unwrap_err(),
+            "line 3: 1 fields where the header has 2"
+        );
+        assert!(rows[2].is_ok());
+    }
+
+    #[test]
+    fn json_rows() {
+        let rows = collect(b"{\"a\":1}\nnot json\n[1]\n{\"b\":\"x\"}\n");
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[0].as_ref().unwrap(), &[("a".into(), "1".into())]);
+        assert!(
+            rows[1]
+                .as_ref()
+                .unwrap_err()
+                .starts_with("line 2: expected"),
+            "{:?}",
+            rows[1]
+        );
+        assert!(rows[2].is_err());
+        let rows = collect(b"[{\"a\":1}, 2, {\"b\":null}]");
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            rows[1].as_ref().unwrap_err(),
+            "element 2 is not an object but a number"
+        );
+    }
+
+    #[test]
+    fn counts_and_stops() {
+        assert_eq!(
+            count_rows(Box::new(Cursor::new(b"a\n1\n2\n3\n".to_vec()))).unwrap(),
+            3
+        );
+        let mut seen = 0;
+        for_each_row(
+            Box::new(Cursor::new(b"[{\"a\":1},{\"a\":2},{\"a\":3}]".to_vec())),
+            &mut |_, _| {
+                seen += 1;
+                if seen == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, 2);
+    }
+}

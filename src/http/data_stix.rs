@@ -1,0 +1,695 @@
+//! The STIX part of the data API: start a conversion, follow it, cancel it, list the STIX
+//! records of a file and read their files.
+
+use std::io::{BufRead, BufReader, Write};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::data::{blocking, parse_hash, store_error};
+use super::envelope::{ApiError, JsonBody, ok};
+use crate::convert::Mapping;
+use crate::dataset;
+use crate::hash::Sha256Hex;
+use crate::jobs::KIND_STIX;
+use crate::jobs::stix_job::StixParams;
+use crate::store::{Job, JobStatus, STEP_STIX, StepState, StixRecord};
+use crate::time_util::ms_to_display;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/process_data_to_stix", post(process_data_to_stix))
+        .route(
+            "/get_stix_process_progress",
+            post(get_stix_process_progress),
+        )
+        .route("/cancel_stix_process", post(cancel_stix_process))
+        .route(
+            "/get_local_stix_records",
+            post(stix_records_post).get(stix_records_get),
+        )
+        .route(
+            "/get_stix_file_content/{source_file_hash}/{stix_file_hash}",
+            get(stix_file_content),
+        )
+}
+
+pub const STIX_TYPES: [(u8, &str); 5] = [
+    (1, "恶意流量"),
+    (2, "蜜罐情报"),
+    (3, "僵尸网络"),
+    (4, "应用层攻击"),
+    (5, "开源情报"),
+];
+pub const TAGS: [&str; 11] = [
+    "honeypot",
+    "satellite",
+    "sdn",
+    "5g",
+    "malware",
+    "ddos",
+    "phishing",
+    "botnet",
+    "apt",
+    "iot",
+    "other",
+];
+pub const IOCS: [&str; 6] = ["ip", "port", "flow_feature", "hash", "url", "payload"];
+const DEFAULT_COMPRESS: u64 = 100;
+const MAX_COMPRESS: u64 = 1_000_000;
+
+pub fn stix_type_name(t: u8) -> &'static str {
+    STIX_TYPES
+        .iter()
+        .find(|(n, _)| *n == t)
+        .map(|(_, s)| *s)
+        .unwrap_or("")
+}
+
+// ------------------------------------------------------------------ lenient request fields
+
+/// A number sent as a JSON number, a numeric string, `""` or `null` (the front ends send all).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Num(pub Option<f64>);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(Num(None)),
+            Value::Number(n) => Ok(Num(n.as_f64())),
+            Value::String(s) if s.trim().is_empty() => Ok(Num(None)),
+            Value::String(s) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(|f| Num(Some(f)))
+                .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a number"))),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a number, got {other}"
+            ))),
+        }
+    }
+}
+
+impl Num {
+    /// A whole number in `min..=max`, or `None` when absent.
+    pub fn int(self, field: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+        match self.0 {
+            None => Ok(None),
+            Some(f) if f.fract() == 0.0 && f >= min as f64 && f <= max as f64 => Ok(Some(f as i64)),
+            Some(f) => Err(ApiError::bad_request(format!(
+                "field `{field}`: {f} is not a whole number from {min} to {max}"
+            ))),
+        }
+    }
+}
+
+/// Text sent as a string or a number.
+#[derive(Debug, Clone, Default)]
+pub struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(Text(String::new())),
+            Value::String(s) => Ok(Text(s)),
+            Value::Number(n) => Ok(Text(n.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a string, got {other}"
+            ))),
+        }
+    }
+}
+
+/// A list sent as an array of strings or as one string separated by `;` or `,`.
+#[derive(Debug, Clone, Default)]
+pub struct List(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for List {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let items = match Value::deserialize(d)? {
+            Value::Null => Vec::new(),
+            Value::String(s) => s.split([';', ',']).map(str::to_string).collect(),
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(serde::de::Error::custom(format!(
+                        "expected strings, got {other}"
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
+            other => Err(serde::de::Error::custom(format!(
+                "expected a string or an array of strings, got {other}"
+            )))?,
+        };
+        Ok(List(
+            items
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        ))
+    }
+}
+
+/// Checks every item against a vocabulary (case-insensitively), normalising to its spelling.
+pub fn check_vocabulary(
+    field: &str,
+    items: &[String],
+    vocabulary: &[&str],
+) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        let Some(word) = vocabulary.iter().find(|w| w.eq_ignore_ascii_case(item)) else {
+            return Err(ApiError::bad_request(format!(
+                "field `{field}`: {item:?} is not one of {}",
+                vocabulary.join(", ")
+            )));
+        };
+        if !out.iter().any(|o| o == word) {
+            out.push(word.to_string());
+        }
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------- conversion
+
+#[derive(Deserialize)]
+struct StixRequest {
+    file_hash: String,
+    #[serde(default)]
+    process_id: Text,
+    #[serde(default = "absent")]
+    stix_type: Num,
+    #[serde(default)]
+    stix_iocs: Option<List>,
+    #[serde(default)]
+    stix_tags: Option<List>,
+    #[serde(default = "absent")]
+    stix_compress: Num,
+    #[serde(default)]
+    stix_traffic_features: Option<List>,
+    #[serde(default)]
+    stix_label: Option<List>,
+    #[serde(default)]
+    mapping: Option<String>,
+    #[serde(default)]
+    observed_time: Option<String>,
+}
+
+fn absent() -> Num {
+    Num(None)
+}
+
+/// A mapping named in a request: a plain file name in `<data-dir>/mappings/`.
+fn named_mapping(state: &AppState, name: &str) -> Result<String, ApiError> {
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !valid {
+        return Err(ApiError::bad_request(format!(
+            "field `mapping`: {name:?} is not a mapping file name (letters, digits, '.', '_', '-')"
+        )));
+    }
+    let path = state.config.data_dir.join("mappings").join(name);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ApiError::bad_request(format!(
+            "field `mapping`: cannot read {name:?} from {}: {e}",
+            state.config.data_dir.join("mappings").display()
+        ))
+    })?;
+    Mapping::parse(&text)
+        .map_err(|e| ApiError::bad_request(format!("field `mapping`: {name}: {e}")))?;
+    Ok(text)
+}
+
+async fn process_data_to_stix(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<StixRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let hash = parse_hash("file_hash", &req.file_hash)?;
+    let stix_type = req.stix_type.int("stix_type", 1, 5)?.unwrap_or(1) as u8;
+    let compress = match req
+        .stix_compress
+        .int("stix_compress", 0, MAX_COMPRESS as i64)?
+    {
+        None | Some(0) => DEFAULT_COMPRESS,
+        Some(n) => n as u64,
+    };
+    let stix_iocs = req
+        .stix_iocs
+        .map(|l| check_vocabulary("stix_iocs", &l.0, &IOCS))
+        .transpose()?
+        .filter(|l| !l.is_empty());
+    let stix_tags = match req.stix_tags {
+        Some(l) => check_vocabulary("stix_tags", &l.0, &TAGS)?,
+        None => default_tags(stix_type),
+    };
+    let observed_time = match req
+        .observed_time
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        None => stix::Timestamp::from_micros(0),
+        Some(s) => stix::Timestamp::parse(s, time::UtcOffset::UTC).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "field `observed_time`: {s:?} is not a time (RFC 3339)"
+            ))
+        })?,
+    };
+    let mapping_text = match req
+        .mapping
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(name) => named_mapping(&state, name)?,
+        None => state.default_mapping.to_string(),
+    };
+    let features = req
+        .stix_traffic_features
+        .map(|l| l.0)
+        .filter(|l| !l.is_empty());
+    let params = StixParams {
+        stix_type,
+        stix_iocs,
+        stix_tags,
+        compress,
+        features,
+        labels: req.stix_label.map(|l| l.0).unwrap_or_default(),
+        observed_time_micros: observed_time.micros(),
+        mapping_name: req.mapping.filter(|m| !m.trim().is_empty()),
+        mapping_text,
+    };
+    let process_id = req.process_id.0;
+    let job = blocking("starting the conversion", move || {
+        let meta = &state.meta;
+        if meta.file(&hash).map_err(|e| store_error("looking up the file", e))?.is_none() {
+            return Err(ApiError::bad_request(format!("no uploaded file has hash {hash}")));
+        }
+        if let Some(job) = meta.latest_job(KIND_STIX, &hash).map_err(|e| store_error("reading jobs", e))?
+            && !job.status.is_finished()
+        {
+            return Err(ApiError::bad_request(format!(
+                "a conversion of file {hash} is already {} (job {}); wait for it or cancel it with /data/cancel_stix_process",
+                job.status.as_str(),
+                job.id
+            )));
+        }
+        let open = || {
+            state
+                .blobs
+                .open(&hash)
+                .map_err(|e| ApiError::internal("opening the dataset", e))?
+                .ok_or_else(|| ApiError::internal("opening the dataset", format!("blob {hash} is missing")))
+        };
+        let unreadable = |e: dataset::DatasetError| ApiError::bad_request(format!("cannot read file {hash}: {e}"));
+        if let Some(features) = &params.features {
+            let columns = dataset::features(open()?).map_err(unreadable)?;
+            let unknown: Vec<&String> = features.iter().filter(|f| !columns.contains(f)).collect();
+            if !unknown.is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "field `stix_traffic_features`: {} not a column of this file (its columns: {})",
+                    unknown.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", "),
+                    columns.join(";")
+                )));
+            }
+        }
+        let rows = dataset::count_rows(open()?).map_err(unreadable)?;
+        let total_steps = rows.div_ceil(params.compress);
+        let params_json = serde_json::to_string(&params).map_err(|e| ApiError::internal("saving the job", e))?;
+        let job = meta
+            .create_job(KIND_STIX, &hash, &process_id, &params_json, total_steps, rows)
+            .map_err(|e| store_error("saving the job", e))?;
+        meta.set_step_for_file(&hash, STEP_STIX, StepState::Running, total_steps)
+            .map_err(|e| store_error("updating the task", e))?;
+        state.jobs.enqueue(job.id);
+        Ok(job)
+    })
+    .await?;
+    tracing::info!(job = job.id, file = %job.file_hash, rows = job.rows_total, files = job.total_steps, "conversion queued");
+    Ok(ok(
+        "Process data to stix successfully",
+        json!({"current_step": 0, "total_step": job.total_steps, "job_id": job.id}),
+    ))
+}
+
+fn default_tags(stix_type: u8) -> Vec<String> {
+    match stix_type {
+        2 => vec!["honeypot".to_string()],
+        3 => vec!["botnet".to_string()],
+        _ => Vec::new(),
+    }
+}
+
+#[derive(Deserialize)]
+struct FileHashRequest {
+    file_hash: String,
+}
+
+fn iso_ms(ms: Option<i64>) -> Value {
+    ms.map(|m| json!(stix::Timestamp::from_micros(m * 1000).to_millis_string()))
+        .unwrap_or(Value::Null)
+}
+
+/// The compat progress shape plus status, rows and times.
+pub fn progress_json(job: &Job) -> Value {
+    let progress = if job.status == JobStatus::Succeeded {
+        100
+    } else if job.total_steps == 0 {
+        0
+    } else {
+        // 100 is the front ends' only "done" signal: never shown before the end.
+        ((job.steps_done * 100) / job.total_steps).min(99)
+    };
+    let use_time = job.run_ms as f64 / 1000.0;
+    let eta =
+        (job.status == JobStatus::Running && job.rows_done > 0 && job.run_ms > 0).then(|| {
+            let rate = job.rows_done as f64 / (job.run_ms as f64 / 1000.0);
+            (job.rows_total.saturating_sub(job.rows_done) as f64 / rate * 10.0).round() / 10.0
+        });
+    let mut errors = job.errors.clone();
+    if let Some(m) = &job.message {
+        errors.push(m.clone());
+    }
+    json!({
+        "progress": progress,
+        "current_step": job.steps_done,
+        "total_step": job.total_steps,
+        "current_task_id": job.steps_done,
+        "total_task_list": job.recent_steps,
+        "errors": errors,
+        "result": {"use_time": use_time},
+        "status": job.status.as_str(),
+        "job_id": job.id,
+        "process_id": job.process_id,
+        "rows_total": job.rows_total,
+        "rows_done": job.rows_done,
+        "rows_rejected": job.rows_rejected,
+        "rows_converted": job.rows_done - job.rows_rejected,
+        "objects": job.objects,
+        "files": job.files,
+        "created_at": iso_ms(Some(job.created_at)),
+        "started_at": iso_ms(job.started_at),
+        "finished_at": iso_ms(job.finished_at),
+        "eta_seconds": eta,
+    })
+}
+
+async fn get_stix_process_progress(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<FileHashRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let hash = parse_hash("file_hash", &req.file_hash)?;
+    let job = blocking("reading the progress", move || {
+        state
+            .meta
+            .latest_job(KIND_STIX, &hash)
+            .map_err(|e| store_error("reading the progress", e))
+    })
+    .await?;
+    Ok(ok(
+        "Get stix process progress successfully",
+        progress_or_failure(job.as_ref(), "conversion")?,
+    ))
+}
+
+/// The progress of a job; `null` when there is none. A failed or canceled job answers the
+/// error envelope (`data: null` is the front ends' "failed" signal) with the reason.
+pub fn progress_or_failure(job: Option<&Job>, what: &str) -> Result<Value, ApiError> {
+    let Some(job) = job else {
+        return Ok(Value::Null);
+    };
+    match job.status {
+        JobStatus::Failed | JobStatus::Canceled => {
+            let verb = if job.status == JobStatus::Failed {
+                "failed"
+            } else {
+                "was canceled"
+            };
+            Err(ApiError::bad_request(format!(
+                "the {what} (job {}) {verb}: {} ({} of {} steps done, {} rows rejected)",
+                job.id,
+                job.message.as_deref().unwrap_or("no reason recorded"),
+                job.steps_done,
+                job.total_steps,
+                job.rows_rejected
+            )))
+        }
+        _ => Ok(progress_json(job)),
+    }
+}
+
+async fn cancel_stix_process(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<FileHashRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let hash = parse_hash("file_hash", &req.file_hash)?;
+    let job = blocking("canceling the conversion", move || {
+        let job = state
+            .meta
+            .latest_job(KIND_STIX, &hash)
+            .map_err(|e| store_error("reading jobs", e))?
+            .filter(|j| !j.status.is_finished())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("no conversion of file {hash} is queued or running"))
+            })?;
+        state
+            .jobs
+            .cancel(job.id)
+            .map_err(|e| store_error("canceling the job", e))?;
+        Ok(job)
+    })
+    .await?;
+    Ok(ok(
+        "Cancel requested: the conversion stops after its current file",
+        json!({"job_id": job.id}),
+    ))
+}
+
+// ---------------------------------------------------------------------------- records
+
+#[derive(Deserialize)]
+struct RecordsRequest {
+    file_hash: String,
+    #[serde(default = "absent")]
+    page: Num,
+    #[serde(default = "absent")]
+    page_size: Num,
+}
+
+pub fn record_json(state: &AppState, r: &StixRecord) -> Value {
+    let ips: serde_json::Map<String, Value> = r
+        .ioc_ips_map
+        .iter()
+        .map(|(ip, n)| (ip.clone(), json!(n)))
+        .collect();
+    let path = Sha256Hex::parse(&r.stix_file_hash)
+        .map(|h| state.blobs.locate(&h))
+        .unwrap_or_default();
+    json!({
+        "source_file_hash": r.source_file_hash,
+        "stix_file_hash": r.stix_file_hash,
+        "stix_file_path": path,
+        "stix_file_size": r.file_size,
+        "stix_type": r.stix_type,
+        "stix_type_name": stix_type_name(r.stix_type),
+        "stix_tags": r.stix_tags,
+        "stix_iocs": r.stix_iocs,
+        "ioc_ips_map": ips,
+        "create_time": ms_to_display(r.created_at),
+        "onchain": r.onchain,
+        "cti_file_path": r.cti_file_path,
+        "rows": r.rows,
+        "objects": r.objects,
+        "batch": r.batch,
+    })
+}
+
+async fn stix_records(state: AppState, req: RecordsRequest) -> Result<Response, ApiError> {
+    let hash = parse_hash("file_hash", &req.file_hash)?;
+    let page = req.page.int("page", 1, i64::MAX)?;
+    let size = req.page_size.int("page_size", 1, 10_000)?;
+    let paging = match (page, size) {
+        (None, None) => None,
+        (p, s) => Some((p.unwrap_or(1) as u64, s.unwrap_or(100) as u64)),
+    };
+    let st = state.clone();
+    let (records, total) = blocking("listing STIX records", move || {
+        if st
+            .meta
+            .file(&hash)
+            .map_err(|e| store_error("looking up the file", e))?
+            .is_none()
+        {
+            return Err(ApiError::bad_request(format!(
+                "no uploaded file has hash {hash}"
+            )));
+        }
+        st.meta
+            .stix_records(&hash, paging)
+            .map_err(|e| store_error("listing STIX records", e))
+    })
+    .await?;
+    let data: Vec<Value> = records.iter().map(|r| record_json(&state, r)).collect();
+    let mut resp = ok("Get stix records successfully", data).into_response();
+    resp.headers_mut()
+        .insert("x-total-count", HeaderValue::from(total));
+    Ok(resp)
+}
+
+async fn stix_records_post(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<RecordsRequest>,
+) -> Result<Response, ApiError> {
+    stix_records(state, req).await
+}
+
+async fn stix_records_get(
+    State(state): State<AppState>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let body =
+        serde_json::to_vec(&query).map_err(|e| ApiError::internal("reading the query", e))?;
+    let req: RecordsRequest = super::envelope::parse_json(&body)?;
+    stix_records(state, req).await
+}
+
+// ------------------------------------------------------------------------------ files
+
+#[derive(Deserialize)]
+struct ContentQuery {
+    format: Option<String>,
+}
+
+/// An `io::Write` that sends 64 KiB chunks to an HTTP body.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 64 * 1024 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = Bytes::from(std::mem::take(&mut self.buf));
+            self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A response body produced by blocking code, streamed as it is written.
+fn blocking_body(
+    produce: impl FnOnce(&mut ChannelWriter) -> std::io::Result<()> + Send + 'static,
+) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(64 * 1024),
+        };
+        if let Err(e) = produce(&mut w).and_then(|_| w.flush()) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+async fn stix_file_content(
+    State(state): State<AppState>,
+    Path((source, stix_hash)): Path<(String, String)>,
+    Query(query): Query<ContentQuery>,
+) -> Result<Response, ApiError> {
+    let source = parse_hash("source_file_hash", &source)?;
+    let stix_hash = parse_hash("stix_file_hash", &stix_hash)?;
+    let bundle = match query.format.as_deref() {
+        None | Some("") | Some("jsonl") => false,
+        Some("bundle") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "query `format`: {other:?} is not one of jsonl, bundle"
+            )));
+        }
+    };
+    let st = state.clone();
+    let (record, input) = blocking("reading the STIX file", move || {
+        let record = st
+            .meta
+            .stix_record(&source, &stix_hash)
+            .map_err(|e| store_error("reading the STIX record", e))?
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("file {source} has no STIX file {stix_hash}"))
+            })?;
+        let input = st
+            .blobs
+            .open(&stix_hash)
+            .map_err(|e| ApiError::internal("opening the STIX file", e))?
+            .ok_or_else(|| {
+                ApiError::internal(
+                    "opening the STIX file",
+                    format!("blob {stix_hash} is missing"),
+                )
+            })?;
+        Ok((record, input))
+    })
+    .await?;
+    let name = format!(
+        "{}.{}",
+        record.stix_file_hash,
+        if bundle { "json" } else { "jsonl" }
+    );
+    let (content_type, body) = if bundle {
+        let bundle_id = stix::objects::bundle_id(record.stix_file_hash.as_bytes());
+        let body = blocking_body(move |w| {
+            let mut out = stix::BundleWriter::begin(w, &bundle_id)?;
+            for line in BufReader::new(input).split(b'\n') {
+                let line = line?;
+                if !line.trim_ascii().is_empty() {
+                    out.write_raw(&line)?;
+                }
+            }
+            out.finish().map(|_| ())
+        });
+        ("application/stix+json;version=2.1", body)
+    } else {
+        let body = blocking_body(move |w| {
+            let mut input = input;
+            std::io::copy(&mut input, w).map(|_| ())
+        });
+        ("application/jsonl; charset=utf-8", body)
+    };
+    let mut resp = Response::new(body);
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}

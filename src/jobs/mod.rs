@@ -1,0 +1,151 @@
+//! Durable jobs: every long operation is a row in the `jobs` table with its parameters and
+//! progress. A worker thread runs queued jobs one at a time; at start, jobs left queued or
+//! running by a previous process (a restart, a crash, `kill -9`) are queued again and resume
+//! from their last committed step.
+
+pub mod stix_job;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use crate::store::{BlobStore, Job, JobStatus, MetaStore, StoreError};
+
+pub const KIND_STIX: &str = "stix";
+
+/// Handle to the job worker. Cloning shares it.
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    meta: Arc<dyn MetaStore>,
+    blobs: Arc<dyn BlobStore>,
+    queue: Mutex<mpsc::Sender<i64>>,
+    cancels: Mutex<HashMap<i64, Arc<AtomicBool>>>,
+}
+
+impl Jobs {
+    /// Starts the worker and queues the jobs an earlier process left unfinished.
+    pub fn start(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel::<i64>();
+        let jobs = Jobs {
+            inner: Arc::new(Inner {
+                meta,
+                blobs,
+                queue: Mutex::new(tx),
+                cancels: Mutex::new(HashMap::new()),
+            }),
+        };
+        let worker = jobs.clone();
+        std::thread::Builder::new()
+            .name("br-cti-jobs".into())
+            .spawn(move || {
+                while let Ok(id) = rx.recv() {
+                    worker.run(id);
+                }
+            })
+            .expect("spawning the job worker");
+        for job in jobs.inner.meta.unfinished_jobs()? {
+            tracing::info!(job = job.id, kind = %job.kind, file = %job.file_hash, steps_done = job.steps_done, "resuming job");
+            jobs.enqueue(job.id);
+        }
+        Ok(jobs)
+    }
+
+    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+        &self.inner.meta
+    }
+
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.inner.blobs
+    }
+
+    pub fn enqueue(&self, id: i64) {
+        self.flag(id);
+        let _ = self
+            .inner
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(id);
+    }
+
+    fn flag(&self, id: i64) -> Arc<AtomicBool> {
+        self.inner
+            .cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+
+    /// Asks a queued or running job to stop; it ends as `canceled` after its current step.
+    pub fn cancel(&self, id: i64) -> Result<(), StoreError> {
+        self.inner.meta.request_cancel(id)?;
+        self.flag(id).store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn run(&self, id: i64) {
+        let flag = self.flag(id);
+        let outcome = (|| -> Result<(), String> {
+            let job = self
+                .inner
+                .meta
+                .job(id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("job {id} does not exist"))?;
+            if job.status.is_finished() {
+                return Ok(());
+            }
+            if job.cancel_requested || flag.load(Ordering::SeqCst) {
+                return self.end(
+                    &job,
+                    JobStatus::Canceled,
+                    Some("canceled before it started"),
+                );
+            }
+            self.inner
+                .meta
+                .mark_job_running(id)
+                .map_err(|e| e.to_string())?;
+            tracing::info!(job = id, kind = %job.kind, file = %job.file_hash, "job running");
+            let result = match job.kind.as_str() {
+                KIND_STIX => stix_job::run(self, &job, &flag),
+                other => Err(format!("unknown job kind {other:?}")),
+            };
+            match result {
+                Ok(JobStatus::Canceled) => {
+                    self.end(&job, JobStatus::Canceled, Some("canceled on request"))
+                }
+                Ok(status) => self.end(&job, status, None),
+                Err(message) => self.end(&job, JobStatus::Failed, Some(&message)),
+            }
+        })();
+        if let Err(e) = outcome {
+            tracing::error!(job = id, "job bookkeeping failed: {e}");
+        }
+        self.inner
+            .cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    fn end(&self, job: &Job, status: JobStatus, message: Option<&str>) -> Result<(), String> {
+        match message {
+            Some(m) => tracing::warn!(job = job.id, status = status.as_str(), "job ended: {m}"),
+            None => tracing::info!(job = job.id, status = status.as_str(), "job ended"),
+        }
+        if job.kind == KIND_STIX {
+            stix_job::on_end(self, job, status).map_err(|e| e.to_string())?;
+        }
+        self.inner
+            .meta
+            .finish_job(job.id, status, message)
+            .map_err(|e| e.to_string())
+    }
+}

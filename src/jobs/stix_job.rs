@@ -1,0 +1,168 @@
+//! The dataset → STIX conversion job: runs the engine with a sink that commits each file and
+//! its record together with the job's progress.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::Jobs;
+use crate::convert::{self, Batch, BatchSink, Mapping, Settings};
+use crate::hash::Sha256Hex;
+use crate::store::{Job, JobProgress, JobStatus, STEP_STIX, StepState, StixRecord, StoreError};
+use crate::time_util::now_ms;
+
+/// At most this many finished steps are listed in `total_task_list`.
+const RECENT_STEPS: usize = 100;
+
+/// A validated conversion request, stored with the job (the mapping's text included, so that a
+/// resumed job converts exactly as it started).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StixParams {
+    pub stix_type: u8,
+    /// The IOC kinds the request named; `None`: the kinds found in each file.
+    pub stix_iocs: Option<Vec<String>>,
+    pub stix_tags: Vec<String>,
+    pub compress: u64,
+    pub features: Option<Vec<String>>,
+    pub labels: Vec<String>,
+    pub observed_time_micros: i64,
+    pub mapping_name: Option<String>,
+    pub mapping_text: String,
+}
+
+impl StixParams {
+    pub fn settings(&self, source_hash: &str) -> Result<Settings, String> {
+        let mapping = Mapping::parse(&self.mapping_text).map_err(|e| e.to_string())?;
+        Ok(Settings {
+            mapping: Arc::new(mapping),
+            compress: self.compress,
+            features: self.features.as_ref().map(|f| f.iter().cloned().collect()),
+            labels: self.labels.clone(),
+            observed_time: stix::Timestamp::from_micros(self.observed_time_micros),
+            source_hash: source_hash.to_string(),
+        })
+    }
+}
+
+struct StixSink<'a> {
+    jobs: &'a Jobs,
+    job: &'a Job,
+    params: &'a StixParams,
+    progress: JobProgress,
+    cancel: &'a AtomicBool,
+    started: Instant,
+    base_run_ms: i64,
+}
+
+impl BatchSink for StixSink<'_> {
+    fn batch(&mut self, batch: Batch) -> anyhow::Result<()> {
+        let p = &mut self.progress;
+        p.rows_done += batch.rows_read;
+        p.rows_rejected += batch.rejected.len() as u64;
+        convert::describe_rejections(&mut p.errors, &batch.rejected);
+        p.objects += batch.objects;
+        let record = if batch.bytes.is_empty() {
+            None
+        } else {
+            // The file first (temporary name, fsync, rename), then its record: a crash in
+            // between leaves a file that the resumed job writes again, byte for byte.
+            let mut staged = self.jobs.blobs().stage()?;
+            staged.write_all(&batch.bytes)?;
+            let blob = staged.commit()?;
+            p.files += 1;
+            Some(StixRecord {
+                source_file_hash: self.job.file_hash.clone(),
+                stix_file_hash: blob.hash.to_string(),
+                job_id: self.job.id,
+                batch: batch.index,
+                file_size: blob.size,
+                rows: batch.rows_converted,
+                objects: batch.objects,
+                stix_type: self.params.stix_type,
+                stix_tags: self.params.stix_tags.clone(),
+                stix_iocs: self
+                    .params
+                    .stix_iocs
+                    .clone()
+                    .unwrap_or_else(|| batch.iocs.names()),
+                ioc_ips_map: batch.ip_counts.into_iter().collect(),
+                created_at: now_ms(),
+                onchain: false,
+                cti_file_path: None,
+            })
+        };
+        p.steps_done = batch.index + 1;
+        p.recent_steps.push(batch.index + 1);
+        if p.recent_steps.len() > RECENT_STEPS {
+            let excess = p.recent_steps.len() - RECENT_STEPS;
+            p.recent_steps.drain(..excess);
+        }
+        p.run_ms = self.base_run_ms + self.started.elapsed().as_millis() as i64;
+        self.jobs
+            .meta()
+            .commit_stix_step(self.job.id, record.as_ref(), &self.progress)?;
+        Ok(())
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStatus, String> {
+    let params: StixParams =
+        serde_json::from_str(&job.params).map_err(|e| format!("unreadable job parameters: {e}"))?;
+    let settings = params.settings(&job.file_hash)?;
+    let hash = Sha256Hex::parse(&job.file_hash).map_err(|e| format!("file hash {e}"))?;
+    let input = jobs
+        .blobs()
+        .open(&hash)
+        .map_err(|e| format!("cannot open the dataset: {e}"))?
+        .ok_or_else(|| format!("the dataset {hash} is missing from the blob store"))?;
+    let mut sink = StixSink {
+        jobs,
+        job,
+        params: &params,
+        progress: JobProgress {
+            steps_done: job.steps_done,
+            rows_done: job.rows_done,
+            rows_rejected: job.rows_rejected,
+            objects: job.objects,
+            files: job.files,
+            errors: job.errors.clone(),
+            recent_steps: job.recent_steps.clone(),
+            run_ms: job.run_ms,
+        },
+        cancel,
+        started: Instant::now(),
+        base_run_ms: job.run_ms,
+    };
+    let summary =
+        convert::convert(input, &settings, job.steps_done, &mut sink).map_err(|e| e.to_string())?;
+    Ok(if summary.cancelled {
+        JobStatus::Canceled
+    } else {
+        JobStatus::Succeeded
+    })
+}
+
+/// Reflects the end of a conversion in the file's task records (step 1).
+pub(super) fn on_end(jobs: &Jobs, job: &Job, status: JobStatus) -> Result<(), StoreError> {
+    let hash =
+        Sha256Hex::parse(&job.file_hash).map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+    let files = jobs
+        .meta()
+        .job(job.id)?
+        .map(|j| j.files)
+        .unwrap_or(job.files);
+    let state = match status {
+        JobStatus::Succeeded => StepState::Finished,
+        JobStatus::Canceled => StepState::Pending,
+        _ => StepState::Failed,
+    };
+    jobs.meta()
+        .set_step_for_file(&hash, STEP_STIX, state, files)
+}
