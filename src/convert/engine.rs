@@ -373,7 +373,8 @@ struct RowConverter<'s> {
     settings_digest: String,
     extension_id: String,
     identity_id: String,
-    address_ids: HashMap<String, (String, &'static str)>,
+    /// Cell text → (id, SCO type, STIX value), so that repeated addresses are hashed once.
+    address_ids: HashMap<String, (String, &'static str, String)>,
     targets: HashMap<String, Option<Target>>,
 }
 
@@ -460,13 +461,30 @@ fn is_host_name(s: &str) -> bool {
             .all(|b| b.is_ascii_digit())
 }
 
-/// The SCO type for an address value.
-fn address_type(value: &str) -> Option<&'static str> {
+/// A MAC address in STIX form (lower case, colon-delimited), from `aa:bb:..`, `AA-BB-..`.
+fn mac_address(value: &str) -> Option<String> {
+    let parts: Vec<&str> = value.split([':', '-']).collect();
+    (parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit())))
+    .then(|| parts.join(":").to_ascii_lowercase())
+}
+
+/// The SCO type of an address value, and the value as STIX writes it.
+fn address_type(value: &str) -> Option<(&'static str, String)> {
     match value.parse::<IpAddr>() {
-        Ok(IpAddr::V4(_)) => Some("ipv4-addr"),
-        Ok(IpAddr::V6(_)) => Some("ipv6-addr"),
-        Err(_) if is_host_name(value) => Some("domain-name"),
-        Err(_) => None,
+        Ok(IpAddr::V4(_)) => Some(("ipv4-addr", value.to_string())),
+        Ok(IpAddr::V6(_)) => Some(("ipv6-addr", value.to_string())),
+        Err(_) => {
+            if let Some(mac) = mac_address(value) {
+                Some(("mac-addr", mac))
+            } else if is_host_name(value) {
+                Some(("domain-name", value.to_ascii_lowercase()))
+            } else {
+                None
+            }
+        }
     }
 }
 
@@ -492,6 +510,30 @@ fn protocols(v: &Value) -> Vec<String> {
         other => add(&as_text(other)),
     }
     out
+}
+
+/// `type/subtype` with RFC 6838 characters (the validator wants IANA media types; this keeps
+/// values such as `HTTP_GET` out of `mime_type`).
+fn is_media_type(s: &str) -> bool {
+    const TOP: [&str; 9] = [
+        "application",
+        "audio",
+        "font",
+        "image",
+        "message",
+        "model",
+        "multipart",
+        "text",
+        "video",
+    ];
+    let Some((top, sub)) = s.split_once('/') else {
+        return false;
+    };
+    TOP.contains(&top)
+        && !sub.is_empty()
+        && sub
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
 }
 
 fn is_benign(v: &Value) -> bool {
@@ -570,18 +612,19 @@ impl<'s> RowConverter<'s> {
         value: &Value,
     ) -> Result<(String, &'static str, String), String> {
         let text = as_text(value);
-        if let Some((id, ty)) = self.address_ids.get(&text) {
-            return Ok((id.clone(), ty, text));
+        if let Some((id, ty, value)) = self.address_ids.get(&text) {
+            return Ok((id.clone(), ty, value.clone()));
         }
-        let ty = address_type(&text).ok_or_else(|| {
-            format!("column `{column}`: {text:?} is not an IP address or host name")
+        let (ty, value) = address_type(&text).ok_or_else(|| {
+            format!("column `{column}`: {text:?} is not an IP address, MAC address or host name")
         })?;
         let id =
-            stix::id::sco_id_from_canonical(ty, &format!("{{\"value\":{}}}", json_string(&text)));
+            stix::id::sco_id_from_canonical(ty, &format!("{{\"value\":{}}}", json_string(&value)));
         if self.address_ids.len() < 1_000_000 {
-            self.address_ids.insert(text.clone(), (id.clone(), ty));
+            self.address_ids
+                .insert(text, (id.clone(), ty, value.clone()));
         }
-        Ok((id, ty, text))
+        Ok((id, ty, value))
     }
 
     fn build(
@@ -605,6 +648,7 @@ impl<'s> RowConverter<'s> {
         let mut url: Option<(String, Value)> = None;
         let mut sighted: Vec<(&'static str, String)> = Vec::new();
         let mut dst_port = None;
+        let mut mime_override: Option<String> = None;
 
         let parse_time = |column: &str, v: &Value| -> Result<Timestamp, String> {
             let t = match v {
@@ -629,7 +673,7 @@ impl<'s> RowConverter<'s> {
             match target {
                 Target::Address(end) => {
                     let (id, ty, text) = self.address(&column, &value)?;
-                    if ty != "domain-name" {
+                    if ty.starts_with("ipv") {
                         ips.push(text.clone());
                     }
                     pending.push((id.clone(), Pending::Address(ty, text)));
@@ -639,7 +683,7 @@ impl<'s> RowConverter<'s> {
                 }
                 Target::Observable => {
                     let (id, ty, text) = self.address(&column, &value)?;
-                    if ty != "domain-name" {
+                    if ty.starts_with("ipv") {
                         ips.push(text.clone());
                     }
                     pending.push((id.clone(), Pending::Address(ty, text)));
@@ -690,6 +734,14 @@ impl<'s> RowConverter<'s> {
                 Target::LastObserved => last = Some(parse_time(&column, &value)?),
                 Target::Url => url = Some((column, value)),
                 Target::Payload => payload = Some((column, value)),
+                Target::MimeType => {
+                    let t = as_text(&value).to_ascii_lowercase();
+                    if is_media_type(&t) {
+                        mime_override = Some(t);
+                    } else {
+                        extension.push((column, extension_value(value)));
+                    }
+                }
                 Target::AttackPattern => {
                     if is_benign(&value) {
                         extension.push((column, extension_value(value)));
@@ -721,7 +773,7 @@ impl<'s> RowConverter<'s> {
             };
             if let Some(bytes) = bytes {
                 let mut props = Map::new();
-                if let Some(m) = mime {
+                if let Some(m) = mime_override.as_deref().or(mime) {
                     props.insert("mime_type".into(), json!(m));
                 }
                 props.insert(
@@ -974,4 +1026,195 @@ fn address_object(ty: &str, id: &str, value: &str) -> Map<String, Value> {
     o.insert("id".into(), json!(id));
     o.insert("value".into(), json!(value));
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    #[derive(Default)]
+    struct Collect(Vec<Batch>);
+
+    impl BatchSink for Collect {
+        fn batch(&mut self, batch: Batch) -> anyhow::Result<()> {
+            self.0.push(batch);
+            Ok(())
+        }
+    }
+
+    fn settings(compress: u64) -> Settings {
+        Settings {
+            mapping: Arc::new(Mapping::default_table()),
+            compress,
+            features: None,
+            observed_time: Timestamp::from_micros(0),
+            labels: Vec::new(),
+            source_hash: "ab".repeat(32),
+        }
+    }
+
+    fn run(data: &str, compress: u64) -> (ConvertSummary, Vec<Batch>) {
+        let mut sink = Collect::default();
+        let summary = convert(
+            Box::new(Cursor::new(data.as_bytes().to_vec())),
+            &settings(compress),
+            0,
+            &mut sink,
+        )
+        .unwrap();
+        (summary, sink.0)
+    }
+
+    fn objects(batch: &Batch) -> Vec<Value> {
+        batch
+            .bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    fn of_type<'a>(objs: &'a [Value], ty: &str) -> Vec<&'a Value> {
+        objs.iter().filter(|o| o["type"] == ty).collect()
+    }
+
+    #[test]
+    fn every_row_is_converted_or_rejected_and_the_last_batch_is_kept() {
+        let mut csv = String::from("src,dst,Protocol,sport,label\n");
+        for i in 0..150 {
+            match i {
+                10 => csv.push_str("10.0.0.1,not an ip!,TCP,80,0\n"),
+                20 => csv.push_str("10.0.0.1,10.0.0.2,TCP,99999,0\n"),
+                30 => csv.push_str("10.0.0.1,10.0.0.2\n"),
+                _ => csv.push_str(&format!(
+                    "10.0.0.{},10.0.0.2,TCP,{},0\n",
+                    i % 20 + 1,
+                    1000 + i
+                )),
+            }
+        }
+        let (summary, batches) = run(&csv, 100);
+        assert_eq!(summary.rows_read, 150);
+        assert_eq!(summary.rows_converted, 147);
+        assert_eq!(summary.rows_rejected, 3);
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[1].rows_read, 50);
+        let reasons: Vec<&str> = batches[0]
+            .rejected
+            .iter()
+            .map(|(_, r)| r.as_str())
+            .collect();
+        assert_eq!(batches[0].rejected[0].0, 10);
+        assert!(reasons[0].contains("column `dst`"), "{reasons:?}");
+        assert!(reasons[1].contains("column `sport`: 99999"), "{reasons:?}");
+        assert!(
+            reasons[2].contains("2 fields where the header has 5"),
+            "{reasons:?}"
+        );
+        let objs = objects(&batches[1]);
+        assert_eq!(of_type(&objs, "observed-data").len(), 50);
+        // Each address once per file; the producer objects lead every file.
+        assert_eq!(objs[0]["type"], "identity");
+        assert_eq!(objs[1]["type"], "extension-definition");
+        let mut ids: Vec<&str> = objs.iter().map(|o| o["id"].as_str().unwrap()).collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "no object twice in a file");
+    }
+
+    #[test]
+    fn protocols_labels_and_placeholders() {
+        let (_, batches) = run(
+            "src,dst,protocol,label\n1.2.3.4,5.6.7.8,TCP/HTTP,DDoS\n1.2.3.4,5.6.7.8,NULL,0\n",
+            10,
+        );
+        let objs = objects(&batches[0]);
+        let flows = of_type(&objs, "network-traffic");
+        assert_eq!(flows.len(), 1, "a row without a protocol has no flow");
+        assert_eq!(flows[0]["protocols"], json!(["tcp", "http"]));
+        let aps = of_type(&objs, "attack-pattern");
+        assert_eq!(aps.len(), 1);
+        assert_eq!(aps[0]["name"], "DDoS");
+        let sightings = of_type(&objs, "sighting");
+        assert_eq!(sightings[0]["count"], 1);
+        assert_eq!(sightings[0]["sighting_of_ref"], aps[0]["id"]);
+        // The benign label and the placeholder protocol stay as data on the second row.
+        let od = of_type(&objs, "observed-data");
+        let ext = &od[1]["extensions"][extension_definition_id()];
+        assert_eq!(ext["extension_type"], "property-extension");
+        assert_eq!(
+            ext["columns"],
+            json!([{"name": "label", "value": 0}, {"name": "protocol", "value": "NULL"}])
+        );
+    }
+
+    #[test]
+    fn addresses_by_value() {
+        let (summary, batches) = run(
+            "src,dst,protocol\n2001:db8::1,example.com,udp\nAA-BB-CC-DD-EE-FF,10.0.0.1,tcp\n",
+            10,
+        );
+        assert_eq!(summary.rows_rejected, 0);
+        let objs = objects(&batches[0]);
+        assert_eq!(of_type(&objs, "ipv6-addr").len(), 1);
+        assert_eq!(of_type(&objs, "domain-name")[0]["value"], "example.com");
+        assert_eq!(of_type(&objs, "mac-addr")[0]["value"], "aa:bb:cc:dd:ee:ff");
+        assert_eq!(batches[0].ip_counts.get("2001:db8::1"), Some(&1));
+        assert!(!batches[0].ip_counts.contains_key("example.com"));
+    }
+
+    #[test]
+    fn honeypot_rows() {
+        let line = r#"{"time": 1697326037.9948566, "src": "173.214.166.170", "dst": "101.33.192.242", "protocol": "HTTP", "sport": 49420, "dport": 8080, "action": "HTTP_GET", "payload": {"GET": "/"}, "url": "/x?y=1", "attack": "HTTP GET请求访问"}"#;
+        let empty = r#"{"time": 1697326037.992695, "src": "173.214.166.170", "dst": "101.33.192.242", "protocol": "TCP", "payload": {}, "url": null}"#;
+        let (_, batches) = run(&format!("{line}\n{empty}\n"), 10);
+        let objs = objects(&batches[0]);
+        assert_eq!(
+            of_type(&objs, "url")[0]["value"],
+            "http://101.33.192.242:8080/x?y=1"
+        );
+        let artifacts = of_type(&objs, "artifact");
+        assert_eq!(artifacts.len(), 1, "an empty payload is no artifact");
+        assert_eq!(artifacts[0]["mime_type"], "application/json");
+        let od = of_type(&objs, "observed-data");
+        assert_eq!(od[0]["first_observed"], "2023-10-14T23:27:17.994857Z");
+        assert_eq!(od[0]["created"], "2023-10-14T23:27:17.994Z");
+        let flow = of_type(&objs, "network-traffic")[0];
+        assert_eq!(flow["src_payload_ref"], artifacts[0]["id"]);
+        assert_eq!(flow["dst_port"], 8080);
+    }
+
+    #[test]
+    fn output_is_reproducible_and_resumable() {
+        let mut csv = String::from("src,dst,Protocol,tot_dur\n");
+        for i in 0..250 {
+            csv.push_str(&format!(
+                "10.0.0.{},10.0.0.{},UDP,{}.0\n",
+                i % 7 + 1,
+                i % 5 + 1,
+                45006000000u64 + i
+            ));
+        }
+        let (_, a) = run(&csv, 100);
+        let (_, b) = run(&csv, 100);
+        assert_eq!(a.len(), 3);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.bytes, y.bytes);
+        }
+        // Resuming from batch 1 gives the same later batches.
+        let mut sink = Collect::default();
+        convert(
+            Box::new(Cursor::new(csv.into_bytes())),
+            &settings(100),
+            1,
+            &mut sink,
+        )
+        .unwrap();
+        assert_eq!(sink.0.len(), 2);
+        assert_eq!(sink.0[0].index, 1);
+        assert_eq!(sink.0[0].bytes, a[1].bytes);
+        assert_eq!(sink.0[1].bytes, a[2].bytes);
+    }
 }

@@ -35,6 +35,8 @@ pub enum Target {
     LastObserved,
     Url,
     Payload,
+    /// The payload artifact's `mime_type`, when the value is a media type (else data).
+    MimeType,
     AttackPattern,
     ThreatActor,
     /// Kept in the property-extension (explicitly).
@@ -96,6 +98,7 @@ fn target_of(field: &str, object: &str, property: &str) -> Result<Target, String
         }
         ("url", "value") => Target::Url,
         ("artifact", "payload_bin") => Target::Payload,
+        ("artifact", "mime_type") => Target::MimeType,
         ("attackpattern", "name") => Target::AttackPattern,
         ("threatactor", "name") => Target::ThreatActor,
         ("observeddata", "first_observed") => Target::FirstObserved,
