@@ -151,7 +151,7 @@ fn json_lines_rows(
 ) -> Result<(), DatasetError> {
     let mut index = 0u64;
     let mut stop = false;
-    let result = for_each_json_line(input, |line_no, bytes| {
+    for_each_json_line(input, |line_no, bytes| {
         if stop {
             return Ok(());
         }
@@ -168,8 +168,7 @@ fn json_lines_rows(
         index += 1;
         stop = outcome.is_break();
         Ok(())
-    });
-    result
+    })
 }
 
 /// Streams the elements of a top-level JSON array; an element that is not an object is a row

@@ -371,11 +371,12 @@ fn iso_ms(ms: Option<i64>) -> Value {
 pub fn progress_json(job: &Job) -> Value {
     let progress = if job.status == JobStatus::Succeeded {
         100
-    } else if job.total_steps == 0 {
-        0
     } else {
         // 100 is the front ends' only "done" signal: never shown before the end.
-        ((job.steps_done * 100) / job.total_steps).min(99)
+        (job.steps_done * 100)
+            .checked_div(job.total_steps)
+            .unwrap_or(0)
+            .min(99)
     };
     let use_time = job.run_ms as f64 / 1000.0;
     let eta =

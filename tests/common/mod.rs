@@ -189,3 +189,102 @@ pub fn shared(path: &str) -> PathBuf {
         .join("../shared")
         .join(path)
 }
+
+impl TestServer {
+    pub fn start_stix(&self, body: &Value) -> Value {
+        self.post_json("/data/process_data_to_stix", body)
+    }
+
+    pub fn stix_progress(&self, hash: &str) -> Value {
+        self.post_json(
+            "/data/get_stix_process_progress",
+            &serde_json::json!({"file_hash": hash}),
+        )
+    }
+
+    /// Polls the conversion progress until it reaches 100 (panics on failure or timeout).
+    pub fn wait_stix(&self, hash: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let v = self.stix_progress(hash);
+            assert_eq!(v["code"], 200, "conversion failed: {v}");
+            if v["data"]["progress"] == 100 {
+                return v["data"].clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "conversion did not finish: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn stix_records(&self, hash: &str) -> Vec<Value> {
+        let v = self.post_json(
+            "/data/get_local_stix_records",
+            &serde_json::json!({"file_hash": hash}),
+        );
+        assert_eq!(v["code"], 200, "{v}");
+        v["data"].as_array().unwrap().clone()
+    }
+
+    pub fn stix_file(&self, source: &str, stix: &str) -> Vec<u8> {
+        let resp = self
+            .client
+            .get(self.url(&format!("/data/get_stix_file_content/{source}/{stix}")))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.bytes().unwrap().to_vec()
+    }
+}
+
+/// The Python of the oracle virtual environment (`scripts/test.sh` creates it).
+pub fn oracle_python() -> PathBuf {
+    if let Ok(p) = std::env::var("BRCTI_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the oracle tests need the Python virtual environment: run `bash scripts/test.sh` once (it creates .venv)"
+    );
+    venv
+}
+
+/// Generates datasets with the shared deterministic generator; returns the output folder.
+pub fn generate(rows: u64, formats: &[&str]) -> PathBuf {
+    // One folder per call shape: tests running in parallel never write the same file.
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("datasets-{rows}-{}", formats.join("-")));
+    let status = Command::new(oracle_python())
+        .arg(shared("tools/gen_datasets.py"))
+        .arg("--rows")
+        .arg(rows.to_string())
+        .arg("--formats")
+        .args(formats)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "gen_datasets.py failed");
+    out
+}
+
+/// Runs the stix2-validator oracle over files; returns its JSON summary.
+pub fn validate_stix(files: &[PathBuf]) -> Value {
+    assert!(!files.is_empty(), "nothing to validate");
+    let out = Command::new(oracle_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/validate.py"))
+        .args(files)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "validator output is not JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}

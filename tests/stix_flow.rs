@@ -1,0 +1,447 @@
+//! The STIX conversion over real HTTP: the full flow, row accounting, validation, determinism,
+//! idempotence, cancel, restart after `kill -9`, and every request error.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn hashes(records: &[Value]) -> BTreeSet<String> {
+    records
+        .iter()
+        .map(|r| r["stix_file_hash"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn full_flow_on_the_honeypot_sample() {
+    let server = TestServer::start(&[]);
+    let sample = std::fs::read(shared("data/honeypot-sample.jsonl")).unwrap();
+    let up = server.upload(&sample, "honeypot.txt", "1733665039112");
+    let hash = up["data"]["file_hash"].as_str().unwrap().to_string();
+    let started = server.start_stix(&json!({
+        "process_id": "1733665039999", "file_hash": hash, "stix_type": 2,
+        "stix_iocs": ["ip", "port", "payload"], "stix_compress": 3,
+        "stix_traffic_features": "", "stix_label": ["honeypot"], "unknown_key": true
+    }));
+    assert_eq!(started["code"], 200, "{started}");
+    assert_eq!(started["msg"], "Process data to stix successfully");
+    assert_eq!(started["data"]["current_step"], 0);
+    assert_eq!(started["data"]["total_step"], 3); // 8 rows, 3 per file
+    let done = server.wait_stix(&hash);
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(done["current_step"], 3);
+    assert_eq!(done["total_step"], 3);
+    assert_eq!(done["rows_done"], 8);
+    assert_eq!(done["rows_rejected"], 0);
+    assert_eq!(done["errors"], json!([]));
+    assert_eq!(done["total_task_list"], json!([1, 2, 3]));
+    assert!(done["result"]["use_time"].as_f64().unwrap() >= 0.0);
+    assert!(done["finished_at"].is_string());
+
+    let records = server.stix_records(&hash);
+    assert_eq!(records.len(), 3);
+    let mut objects = 0;
+    for r in &records {
+        assert_eq!(r["source_file_hash"], hash);
+        assert_eq!(r["stix_type"], 2);
+        assert_eq!(r["stix_type_name"], "蜜罐情报");
+        assert_eq!(r["stix_iocs"], json!(["ip", "port", "payload"]));
+        assert_eq!(r["stix_tags"], json!(["honeypot"]));
+        assert_eq!(r["onchain"], false);
+        assert!(r["create_time"].as_str().unwrap().len() == 19);
+        assert!(r["ioc_ips_map"]["101.33.192.242"].as_u64().unwrap() >= 1);
+        let stix = r["stix_file_hash"].as_str().unwrap();
+        let body = server.stix_file(&hash, stix);
+        assert_eq!(
+            sha256_hex(&body),
+            stix,
+            "the file is named by the SHA-256 of its bytes"
+        );
+        assert_eq!(body.len() as u64, r["stix_file_size"].as_u64().unwrap());
+        assert!(std::fs::read(r["stix_file_path"].as_str().unwrap()).unwrap() == body);
+        // JSON Lines: one compact object per line.
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.ends_with('\n'));
+        for line in text.lines() {
+            let o: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(o["spec_version"], "2.1");
+            objects += 1;
+        }
+        // The same objects as a bundle.
+        let resp = server
+            .client
+            .get(server.url(&format!(
+                "/data/get_stix_file_content/{hash}/{stix}?format=bundle"
+            )))
+            .send()
+            .unwrap();
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/stix+json;version=2.1"
+        );
+        let bundle: Value = resp.json().unwrap();
+        assert_eq!(bundle["type"], "bundle");
+        assert_eq!(
+            bundle["objects"].as_array().unwrap().len(),
+            text.lines().count()
+        );
+        let od = bundle["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["type"] == "observed-data")
+            .unwrap();
+        assert_eq!(od["labels"], json!(["honeypot"]));
+    }
+    assert_eq!(done["objects"], objects);
+
+    // Paging keeps the array shape and gives the total in a header.
+    let resp = server
+        .client
+        .get(server.url(&format!(
+            "/data/get_local_stix_records?file_hash={hash}&page=2&page_size=2"
+        )))
+        .send()
+        .unwrap();
+    assert_eq!(resp.headers()["x-total-count"], "3");
+    let page: Value = resp.json().unwrap();
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    assert_eq!(page["data"][0], records[2]);
+
+    // The task record now has step 1 finished.
+    let again = server.upload(&sample, "honeypot.txt", "1733665039112");
+    let steps = &again["data"]["task_record"]["step_status"];
+    assert_eq!(
+        steps[1],
+        json!({"step": 1, "status": "finished", "total_num": 3})
+    );
+}
+
+#[test]
+fn rows_are_accounted_and_bad_ones_reported() {
+    let server = TestServer::start(&[]);
+    let mut csv = String::from("src,dst,Protocol,sport,pktcount\n");
+    for i in 0..150 {
+        match i {
+            7 => csv.push_str("10.0.0.1,999.1.1.1,TCP,80,5\n"),
+            42 => csv.push_str("10.0.0.1,10.0.0.2,TCP,70000,5\n"),
+            99 => csv.push_str("10.0.0.1,10.0.0.2,TCP\n"),
+            120 => csv.push_str("10.0.0.1,10.0.0.2,TCP,80,-4\n"),
+            _ => csv.push_str(&format!(
+                "10.0.0.{},10.0.0.9,TCP,{},{}\n",
+                i % 9 + 1,
+                1024 + i,
+                i
+            )),
+        }
+    }
+    let hash = server.upload_ok(csv.as_bytes(), "flows.csv");
+    let started =
+        server.start_stix(&json!({"file_hash": hash, "process_id": 1, "stix_compress": null}));
+    assert_eq!(started["data"]["total_step"], 2, "{started}");
+    let done = server.wait_stix(&hash);
+    assert_eq!(done["rows_total"], 150);
+    assert_eq!(done["rows_done"], 150);
+    assert_eq!(done["rows_rejected"], 4);
+    assert_eq!(done["rows_converted"], 146);
+    let errors: Vec<&str> = done["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 4);
+    assert!(
+        errors[0].starts_with("row 8: column `dst`: \"999.1.1.1\""),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].starts_with("row 43: column `sport`: 70000"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[2].starts_with("row 100: line 101: 3 fields where the header has 5"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[3].starts_with("row 121: column `pktcount`: -4"),
+        "{errors:?}"
+    );
+    // The partial last batch is converted too: 50 rows in the second file.
+    let records = server.stix_records(&hash);
+    let rows: Vec<u64> = records
+        .iter()
+        .map(|r| r["rows"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rows, vec![97, 49]);
+}
+
+#[test]
+fn conversions_are_reproducible_and_idempotent() {
+    let csv = std::fs::read(shared("data/honeypot-sample.jsonl")).unwrap();
+    let a = TestServer::start(&[]);
+    let b = TestServer::start(&[]);
+    let ha = a.upload_ok(&csv, "x.jsonl");
+    let hb = b.upload_ok(&csv, "y.jsonl");
+    assert_eq!(ha, hb);
+    for s in [&a, &b] {
+        assert_eq!(
+            s.start_stix(&json!({"file_hash": ha, "stix_compress": 2}))["code"],
+            200
+        );
+        s.wait_stix(&ha);
+    }
+    let ra = a.stix_records(&ha);
+    let rb = b.stix_records(&hb);
+    assert_eq!(ra.len(), 4);
+    assert_eq!(
+        hashes(&ra),
+        hashes(&rb),
+        "same file, same settings: same files on any node"
+    );
+    for r in &ra {
+        let h = r["stix_file_hash"].as_str().unwrap();
+        assert_eq!(a.stix_file(&ha, h), b.stix_file(&hb, h));
+    }
+    // Converting again with the same settings creates no new record.
+    assert_eq!(
+        a.start_stix(&json!({"file_hash": ha, "stix_compress": 2, "stix_type": 5}))["code"],
+        200
+    );
+    a.wait_stix(&ha);
+    let again = a.stix_records(&ha);
+    assert_eq!(hashes(&again), hashes(&ra));
+    assert!(
+        again.iter().all(|r| r["stix_type"] == 5),
+        "descriptive fields follow the last run"
+    );
+    // Other settings give other files.
+    assert_eq!(
+        a.start_stix(&json!({"file_hash": ha, "stix_compress": 4}))["code"],
+        200
+    );
+    a.wait_stix(&ha);
+    assert_eq!(a.stix_records(&ha).len(), 6);
+}
+
+fn big_csv(rows: usize) -> Vec<u8> {
+    let mut csv = String::from("dt,src,dst,pktcount,bytecount,Protocol,tot_dur,label\n");
+    for i in 0..rows {
+        csv.push_str(&format!(
+            "{},10.0.{}.{},10.0.0.{},{},{},{},{}.0,{}\n",
+            3000 + i,
+            i % 3,
+            i % 200 + 1,
+            i % 20 + 1,
+            i * 3,
+            i * 1066,
+            ["UDP", "TCP", "ICMP"][i % 3],
+            45_006_000_000u64 + i as u64,
+            i % 2
+        ));
+    }
+    csv.into_bytes()
+}
+
+#[test]
+fn a_killed_server_resumes_and_ends_with_the_same_files() {
+    let csv = big_csv(60_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut server = TestServer::start_in(&dir, &[]);
+    let hash = server.upload_ok(&csv, "big.csv");
+    let body = json!({"file_hash": hash, "stix_compress": 500});
+    assert_eq!(server.start_stix(&body)["data"]["total_step"], 120);
+    // Kill -9 once some files are committed and the job is not finished.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let p = server.stix_progress(&hash);
+        let done = p["data"]["current_step"].as_u64().unwrap_or(0);
+        assert!(
+            p["data"]["progress"] != 100,
+            "the job ended before it could be interrupted: {p}"
+        );
+        if done >= 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.kill();
+    let server = TestServer::start_in(&dir, &[]);
+    let done = server.wait_stix(&hash);
+    assert_eq!(
+        done["rows_done"], 60_000,
+        "no row counted twice or lost: {done}"
+    );
+    assert_eq!(done["files"], 120);
+    let resumed = server.stix_records(&hash);
+    assert_eq!(resumed.len(), 120);
+
+    // An uninterrupted run elsewhere writes exactly the same files.
+    let other = TestServer::start(&[]);
+    other.upload_ok(&csv, "big.csv");
+    other.start_stix(&body);
+    other.wait_stix(&hash);
+    assert_eq!(hashes(&other.stix_records(&hash)), hashes(&resumed));
+}
+
+#[test]
+fn a_conversion_can_be_canceled() {
+    let server = TestServer::start(&[]);
+    let hash = server.upload_ok(&big_csv(60_000), "big.csv");
+    assert_eq!(
+        server.start_stix(&json!({"file_hash": hash, "stix_compress": 100}))["code"],
+        200
+    );
+    // A second start while it runs is refused.
+    assert_error(
+        &server.start_stix(&json!({"file_hash": hash})),
+        "is already",
+    );
+    let v = server.post_json("/data/cancel_stix_process", &json!({"file_hash": hash}));
+    assert_eq!(v["code"], 200, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let p = server.stix_progress(&hash);
+        if p["code"] == 400 {
+            assert_error(&p, "was canceled");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{p}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_error(
+        &server.post_json("/data/cancel_stix_process", &json!({"file_hash": hash})),
+        "no conversion of file",
+    );
+}
+
+#[test]
+fn request_errors_name_the_field() {
+    let server = TestServer::start(&[]);
+    let hash = server.upload_ok(b"src,dst,Protocol\n1.1.1.1,2.2.2.2,tcp\n", "a.csv");
+    let start = |body: Value| server.start_stix(&body);
+    assert_error(
+        &start(json!({"file_hash": "ab".repeat(32)})),
+        "no uploaded file has hash",
+    );
+    assert_error(&start(json!({"file_hash": "xyz"})), "field `file_hash`");
+    assert_error(&start(json!({})), "missing field `file_hash`");
+    assert_error(
+        &start(json!({"file_hash": hash, "stix_type": 7})),
+        "field `stix_type`: 7 is not a whole number from 1 to 5",
+    );
+    assert_error(
+        &start(json!({"file_hash": hash, "stix_type": "abc"})),
+        "field `stix_type`",
+    );
+    assert_error(
+        &start(json!({"file_hash": hash, "stix_compress": -1})),
+        "field `stix_compress`",
+    );
+    assert_error(
+        &start(json!({"file_hash": hash, "stix_compress": 2.5})),
+        "field `stix_compress`",
+    );
+    assert_error(
+        &start(json!({"file_hash": hash, "stix_iocs": ["ip", "bogus"]})),
+        "field `stix_iocs`: \"bogus\"",
+    );
+    assert_error(
+        &start(json!({"file_hash": hash, "stix_iocs": 5})),
+        "field `stix_iocs`",
+    );
+    assert_error(
+        &start(json!({"file_hash": hash, "stix_tags": ["cats"]})),
+        "field `stix_tags`",
+    );
+    assert_error(
+        &start(json!({"file_hash": hash, "stix_traffic_features": "src;nope"})),
+        "field `stix_traffic_features`: \"nope\" not a column",
+    );
+    assert_error(
+        &start(json!({"file_hash": hash, "mapping": "../etc/passwd"})),
+        "field `mapping`",
+    );
+    assert_error(
+        &start(json!({"file_hash": hash, "mapping": "absent.csv"})),
+        "cannot read \"absent.csv\"",
+    );
+    assert_error(
+        &start(json!({"file_hash": hash, "observed_time": "soon"})),
+        "field `observed_time`",
+    );
+    // Nothing was started by the bad requests.
+    assert!(server.stix_progress(&hash)["data"].is_null());
+    // Records and file content check their hashes before touching anything.
+    assert_error(
+        &server.post_json(
+            "/data/get_local_stix_records",
+            &json!({"file_hash": "../x"}),
+        ),
+        "field `file_hash`",
+    );
+    assert_error(
+        &server.post_json(
+            "/data/get_local_stix_records",
+            &json!({"file_hash": hash, "page": 0}),
+        ),
+        "field `page`",
+    );
+    assert_eq!(
+        server.stix_records(&hash),
+        Vec::<Value>::new(),
+        "no records yet is an empty list, not an error"
+    );
+    let v = server.get_json(&format!(
+        "/data/get_stix_file_content/{hash}/{}",
+        "0".repeat(64)
+    ));
+    assert_error(&v, "has no STIX file");
+    let v = server.get_json(&format!("/data/get_stix_file_content/{hash}/..%2F..%2Fetc"));
+    assert_error(&v, "field `stix_file_hash`");
+}
+
+#[test]
+fn a_named_mapping_and_features_shape_the_output() {
+    let server = TestServer::start(&[]);
+    let mappings = server.data_dir.join("mappings");
+    std::fs::create_dir_all(&mappings).unwrap();
+    std::fs::write(
+        mappings.join("mine.csv"),
+        "dataset_field,stix_object,object_property,transformation\n源IP,NetworkTraffic,src_ref,ip\n目的IP,NetworkTraffic,dst_ref,ip\n协议,NetworkTraffic,protocols,list\n",
+    )
+    .unwrap();
+    let (gbk, _, _) =
+        encoding_rs::GBK.encode("源IP,目的IP,协议,备注,多余\n1.1.1.1,2.2.2.2,TCP,扫描,x\n");
+    let hash = server.upload_ok(&gbk, "gbk.csv");
+    let v = server.start_stix(
+        &json!({"file_hash": hash, "mapping": "mine.csv", "stix_traffic_features": ["备注"]}),
+    );
+    assert_eq!(v["code"], 200, "{v}");
+    server.wait_stix(&hash);
+    let records = server.stix_records(&hash);
+    let body = server.stix_file(&hash, records[0]["stix_file_hash"].as_str().unwrap());
+    let text = String::from_utf8(body).unwrap();
+    let flow: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|o| o["type"] == "network-traffic")
+        .unwrap();
+    assert_eq!(flow["protocols"], json!(["tcp"]));
+    let ext = flow["extensions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap();
+    assert_eq!(
+        ext["columns"],
+        json!([{"name": "备注", "value": "扫描"}]),
+        "only the selected feature is kept"
+    );
+}
