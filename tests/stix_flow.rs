@@ -248,13 +248,14 @@ fn big_csv(rows: usize) -> Vec<u8> {
 
 #[test]
 fn a_killed_server_resumes_and_ends_with_the_same_files() {
-    let csv = big_csv(60_000);
+    // 1,500 files, each made durable (fsync) before its record: long enough to be interrupted.
+    let csv = big_csv(150_000);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let mut server = TestServer::start_in(&dir, &[]);
     let hash = server.upload_ok(&csv, "big.csv");
-    let body = json!({"file_hash": hash, "stix_compress": 500});
-    assert_eq!(server.start_stix(&body)["data"]["total_step"], 120);
+    let body = json!({"file_hash": hash, "stix_compress": 100});
+    assert_eq!(server.start_stix(&body)["data"]["total_step"], 1500);
     // Kill -9 once some files are committed and the job is not finished.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {

@@ -13,10 +13,13 @@
 //! `extension-definition` included. Everything is a pure function of the file's bytes and the
 //! settings: ids, timestamps and bytes are reproducible.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -24,6 +27,7 @@ use sha2::{Digest, Sha256};
 use stix::Timestamp;
 use stix::objects::{identity, property_extension_definition, sco, sdo};
 
+use super::json_out::{Flow, Obj};
 use super::mapping::{End, Mapping, Target};
 use crate::dataset::{self, Cell, DatasetError, Row};
 use crate::store::ReadSeek;
@@ -200,51 +204,103 @@ pub fn convert(
 ) -> Result<ConvertSummary, ConvertError> {
     let compress = settings.compress.max(1);
     let skip_rows = start_batch * compress;
-    let mut converter = RowConverter::new(settings);
-    let mut batch = BatchBuilder::new(start_batch);
+    // Batches are independent, so they are converted in parallel and handed to the sink in
+    // order. Large batches are converted one at a time to bound memory.
+    let workers = if compress > 20_000 {
+        1
+    } else {
+        CONVERT_THREADS
+    };
+    let stop = AtomicBool::new(false);
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<RowBatch>(workers);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<Batch>(workers * 2);
     let mut summary = ConvertSummary::default();
     let mut sink_error = None;
-    dataset::for_each_row(input, &mut |index, row| {
-        if index < skip_rows {
-            return ControlFlow::Continue(());
+    let read_result = std::thread::scope(|scope| {
+        let stop = &stop;
+        let reader = scope.spawn(move || {
+            let mut current = RowBatch {
+                index: start_batch,
+                rows: Vec::new(),
+            };
+            let result = dataset::for_each_row(input, &mut |index, row| {
+                if stop.load(Ordering::Relaxed) {
+                    return ControlFlow::Break(());
+                }
+                if index < skip_rows {
+                    return ControlFlow::Continue(());
+                }
+                current.rows.push((index, row));
+                if (index + 1) % compress == 0 {
+                    let next = RowBatch {
+                        index: current.index + 1,
+                        rows: Vec::with_capacity(current.rows.len()),
+                    };
+                    if work_tx.send(std::mem::replace(&mut current, next)).is_err() {
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            });
+            if result.is_ok() && !current.rows.is_empty() && !stop.load(Ordering::Relaxed) {
+                let _ = work_tx.send(current);
+            }
+            result
+        });
+        for _ in 0..workers {
+            let (work_rx, done_tx) = (work_rx.clone(), done_tx.clone());
+            scope.spawn(move || {
+                let mut converter = RowConverter::new(settings);
+                for rows in work_rx {
+                    let batch = converter.convert_batch(rows);
+                    if done_tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
         }
-        if index % 1024 == 0 && sink.cancelled() {
-            summary.cancelled = true;
-            return ControlFlow::Break(());
-        }
-        batch.rows_read += 1;
-        let outcome = match row {
-            Ok(row) => converter.convert(index, row, &mut batch),
-            Err(reason) => Err(reason),
-        };
-        if let Err(reason) = outcome {
-            batch.rejected.push((index, reason));
-        }
-        if (index + 1) % compress == 0 {
-            let next = BatchBuilder::new(batch.index + 1);
-            let full = std::mem::replace(&mut batch, next);
-            if let Err(e) = emit(full, &mut summary, sink) {
-                sink_error = Some(e);
-                return ControlFlow::Break(());
+        drop((work_rx, done_tx));
+        let mut ready: BTreeMap<u64, Batch> = BTreeMap::new();
+        let mut next = start_batch;
+        for batch in done_rx.iter() {
+            ready.insert(batch.index, batch);
+            while let Some(batch) = ready.remove(&next) {
+                next += 1;
+                if stop.load(Ordering::Relaxed) {
+                    continue; // draining after a stop
+                }
+                if sink.cancelled() {
+                    summary.cancelled = true;
+                    stop.store(true, Ordering::Relaxed);
+                } else if let Err(e) = emit(batch, &mut summary, sink) {
+                    sink_error = Some(e);
+                    stop.store(true, Ordering::Relaxed);
+                }
             }
         }
-        ControlFlow::Continue(())
-    })?;
+        reader.join().expect("the dataset reader panicked")
+    });
     if let Some(e) = sink_error {
         return Err(ConvertError::Sink(e));
     }
-    if !summary.cancelled && batch.rows_read > 0 {
-        emit(batch, &mut summary, sink).map_err(ConvertError::Sink)?;
-    }
+    read_result?;
     Ok(summary)
 }
 
+/// Threads converting batches (the reader and the sink run beside them).
+const CONVERT_THREADS: usize = 2;
+
+/// The rows of one batch, read and not yet converted.
+struct RowBatch {
+    index: u64,
+    rows: Vec<(u64, dataset::RowResult)>,
+}
+
 fn emit(
-    builder: BatchBuilder,
+    batch: Batch,
     summary: &mut ConvertSummary,
     sink: &mut dyn BatchSink,
 ) -> anyhow::Result<()> {
-    let batch = builder.finish();
     summary.rows_read += batch.rows_read;
     summary.rows_converted += batch.rows_converted;
     summary.rows_rejected += batch.rejected.len() as u64;
@@ -297,7 +353,7 @@ impl BatchBuilder {
             rejected: Vec::new(),
             lines: Vec::new(),
             objects: 0,
-            written: HashSet::new(),
+            written: HashSet::default(),
             sighted: BTreeMap::new(),
             ip_counts: BTreeMap::new(),
             iocs: IocKinds::default(),
@@ -319,12 +375,22 @@ impl BatchBuilder {
         self.objects += 1;
     }
 
-    /// Writes an object unless this file already holds it.
-    fn push_once(&mut self, id: &str, object: impl FnOnce() -> Map<String, Value>) {
+    /// Writes a serialised object line (ending in `\n`).
+    fn push_line(&mut self, line: &[u8]) {
+        if self.lines.is_empty() {
+            for head in producer_objects() {
+                self.write_line(&head);
+            }
+        }
+        self.lines.extend_from_slice(line);
+        self.objects += 1;
+    }
+
+    /// Writes an object line unless this file already holds the object.
+    fn push_line_once(&mut self, id: &str, line: impl FnOnce() -> Vec<u8>) {
         if !self.written.contains(id) {
             self.written.insert(id.to_string());
-            let o = object();
-            self.push(&o);
+            self.push_line(&line());
         }
     }
 
@@ -376,6 +442,10 @@ struct RowConverter<'s> {
     /// Cell text → (id, SCO type, STIX value), so that repeated addresses are hashed once.
     address_ids: HashMap<String, (String, &'static str, String)>,
     targets: HashMap<String, Option<Target>>,
+    /// Reused buffer for canonical JSON.
+    canon: String,
+    /// The last (first, last) observation times and their text (many rows share them).
+    times: Option<((Timestamp, Timestamp), [String; 4])>,
 }
 
 /// Text cells become numbers when they are numbers.
@@ -551,8 +621,10 @@ impl<'s> RowConverter<'s> {
             settings_digest: settings.digest(),
             extension_id: extension_definition_id(),
             identity_id: producer_identity_id(),
-            address_ids: HashMap::new(),
-            targets: HashMap::new(),
+            address_ids: HashMap::default(),
+            targets: HashMap::default(),
+            times: None,
+            canon: String::with_capacity(1024),
         }
     }
 
@@ -563,6 +635,21 @@ impl<'s> RowConverter<'s> {
         let t = self.settings.mapping.target(column);
         self.targets.insert(column.to_string(), t);
         t
+    }
+
+    fn convert_batch(&mut self, rows: RowBatch) -> Batch {
+        let mut batch = BatchBuilder::new(rows.index);
+        for (index, row) in rows.rows {
+            batch.rows_read += 1;
+            let outcome = match row {
+                Ok(row) => self.convert(index, &row, &mut batch),
+                Err(reason) => Err(reason),
+            };
+            if let Err(reason) = outcome {
+                batch.rejected.push((index, reason));
+            }
+        }
+        batch.finish()
     }
 
     fn convert(
@@ -782,7 +869,7 @@ impl<'s> RowConverter<'s> {
                 );
                 let o = sco("artifact", props);
                 let id = o["id"].as_str().unwrap_or_default().to_string();
-                pending.push((id.clone(), Pending::Object(o)));
+                pending.push((id.clone(), Pending::object(&o)));
                 artifact_id = Some(id);
                 iocs.payload = true;
             } else {
@@ -819,7 +906,7 @@ impl<'s> RowConverter<'s> {
                     props.insert("value".into(), json!(u));
                     let o = sco("url", props);
                     let id = o["id"].as_str().unwrap_or_default().to_string();
-                    pending.push((id.clone(), Pending::Object(o)));
+                    pending.push((id.clone(), Pending::object(&o)));
                     refs.push(id);
                     iocs.url = true;
                 }
@@ -829,81 +916,48 @@ impl<'s> RowConverter<'s> {
 
         // The flow, when the row has a protocol and at least one end.
         let has_flow = !protos.is_empty() && (ends[0].is_some() || ends[1].is_some());
-        let extension_block = (!extension.is_empty()).then(|| {
-            let columns: Vec<Value> = extension
-                .iter()
-                .map(|(n, v)| json!({"name": n, "value": v}))
-                .collect();
-            let mut ext = Map::new();
-            ext.insert(
-                self.extension_id.clone(),
-                json!({"extension_type": "property-extension", "columns": columns}),
-            );
-            Value::Object(ext)
-        });
-        if extension_block.is_some() {
-            iocs.flow_feature = true;
-        }
-        let mut observed_extension = None;
+        let mut observed_columns: Vec<(String, Value)> = Vec::new();
         let flow_id = if has_flow {
-            let mut props = Map::new();
-            if let Some(s) = &ends[0] {
-                props.insert("src_ref".into(), json!(s));
+            let u = |k: &str| nt.get(k).and_then(Value::as_u64);
+            let t = |k: &str| nt.get(k).and_then(Value::as_str).map(str::to_string);
+            let flow = Flow {
+                src_ref: ends[0].as_deref(),
+                dst_ref: ends[1].as_deref(),
+                start: t("start"),
+                end: t("end"),
+                src_port: u("src_port"),
+                dst_port: u("dst_port"),
+                protocols: &protos,
+                src_byte_count: u("src_byte_count"),
+                dst_byte_count: u("dst_byte_count"),
+                src_packets: u("src_packets"),
+                dst_packets: u("dst_packets"),
+                src_payload_ref: artifact_id.as_deref(),
+                columns: &extension,
+            };
+            let id = flow.id(&self.extension_id, &mut self.canon);
+            let mut line = Vec::with_capacity(512);
+            flow.write(&id, &self.extension_id, &mut line);
+            pending.push((id.clone(), Pending::Line(line)));
+            if !extension.is_empty() {
+                iocs.flow_feature = true;
             }
-            if let Some(d) = &ends[1] {
-                props.insert("dst_ref".into(), json!(d));
-            }
-            for key in ["start", "end", "src_port", "dst_port"] {
-                if let Some(v) = nt.remove(key) {
-                    props.insert(key.into(), v);
-                }
-            }
-            props.insert("protocols".into(), json!(protos));
-            for key in [
-                "src_byte_count",
-                "dst_byte_count",
-                "src_packets",
-                "dst_packets",
-            ] {
-                if let Some(v) = nt.remove(key) {
-                    props.insert(key.into(), v);
-                }
-            }
-            if let Some(a) = &artifact_id {
-                props.insert("src_payload_ref".into(), json!(a));
-            }
-            if let Some(ext) = extension_block {
-                props.insert("extensions".into(), ext);
-            }
-            let o = sco("network-traffic", props);
-            let id = o["id"].as_str().unwrap_or_default().to_string();
-            pending.push((id.clone(), Pending::Object(o)));
             Some(id)
         } else {
             // No flow: its ends are plain observables, its other cells data.
             for end in ends.iter().flatten() {
                 refs.push(end.clone());
             }
-            let mut ext_cols = extension;
+            observed_columns = extension;
             for (column, value) in nt_sources {
                 if self
                     .target(&column)
                     .is_some_and(|t| !matches!(t, Target::Address(_)))
                 {
-                    ext_cols.push((column, extension_value(value)));
+                    observed_columns.push((column, extension_value(value)));
                 }
             }
-            if !ext_cols.is_empty() {
-                let columns: Vec<Value> = ext_cols
-                    .iter()
-                    .map(|(n, v)| json!({"name": n, "value": v}))
-                    .collect();
-                let mut ext = Map::new();
-                ext.insert(
-                    self.extension_id.clone(),
-                    json!({"extension_type": "property-extension", "columns": columns}),
-                );
-                observed_extension = Some(Value::Object(ext));
+            if !observed_columns.is_empty() {
                 iocs.flow_feature = true;
             }
             if let Some(a) = &artifact_id {
@@ -937,30 +991,43 @@ impl<'s> RowConverter<'s> {
             format!("{}|{index}", self.settings_digest).as_bytes(),
         );
         for (id, object) in pending {
-            batch.push_once(&id, || match object {
-                Pending::Object(o) => o,
-                Pending::Address(ty, value) => address_object(ty, &id, &value),
+            batch.push_line_once(&id, || match object {
+                Pending::Line(line) => line,
+                Pending::Address(ty, value) => address_line(ty, &id, &value),
             });
         }
-        let mut od = sdo(
-            "observed-data",
-            observed_id.clone(),
-            first,
-            last,
-            Some(&self.identity_id),
-        );
-        od.insert("first_observed".into(), json!(first.to_string()));
-        od.insert("last_observed".into(), json!(last.to_string()));
-        od.insert("number_observed".into(), json!(1));
-        if !self.settings.labels.is_empty() {
-            od.insert("labels".into(), json!(self.settings.labels));
-        }
         refs.dedup();
-        od.insert("object_refs".into(), json!(refs));
-        if let Some(ext) = observed_extension {
-            od.insert("extensions".into(), ext);
+        if self.times.as_ref().is_none_or(|(k, _)| *k != (first, last)) {
+            let text = [
+                first.to_millis_string(),
+                last.to_millis_string(),
+                first.to_string(),
+                last.to_string(),
+            ];
+            self.times = Some(((first, last), text));
         }
-        batch.push(&od);
+        let times = &self.times.as_ref().expect("set above").1;
+        let mut line = Vec::with_capacity(512);
+        let mut od = Obj::new(&mut line);
+        od.str("type", "observed-data")
+            .str("spec_version", "2.1")
+            .str("id", &observed_id)
+            .str("created_by_ref", &self.identity_id)
+            .str("created", &times[0])
+            .str("modified", &times[1])
+            .str("first_observed", &times[2])
+            .str("last_observed", &times[3])
+            .u64("number_observed", 1);
+        if !self.settings.labels.is_empty() {
+            od.strs("labels", &self.settings.labels);
+        }
+        od.strs("object_refs", &refs);
+        if !observed_columns.is_empty() {
+            od.columns_extension(&self.extension_id, &observed_columns);
+        }
+        od.end();
+        line.push(b'\n');
+        batch.push_line(&line);
         for (kind, name) in sighted {
             let id = stix::sdo_id(kind, name.as_bytes());
             let entry = batch.sighted.entry(id.clone()).or_insert_with(|| {
@@ -1012,20 +1079,31 @@ fn json_string(s: &str) -> String {
     out
 }
 
-/// An SCO of the row, built only if the file does not hold it yet.
+/// An SCO of the row, written only if the file does not hold it yet.
 enum Pending {
     Address(&'static str, String),
-    Object(Map<String, Value>),
+    Line(Vec<u8>),
+}
+
+impl Pending {
+    fn object(o: &Map<String, Value>) -> Self {
+        let mut line = serde_json::to_vec(o).expect("serialising a map cannot fail");
+        line.push(b'\n');
+        Pending::Line(line)
+    }
 }
 
 /// An address SCO whose id is already known (computed once per distinct value).
-fn address_object(ty: &str, id: &str, value: &str) -> Map<String, Value> {
-    let mut o = Map::with_capacity(4);
-    o.insert("type".into(), json!(ty));
-    o.insert("spec_version".into(), json!("2.1"));
-    o.insert("id".into(), json!(id));
-    o.insert("value".into(), json!(value));
-    o
+fn address_line(ty: &str, id: &str, value: &str) -> Vec<u8> {
+    let mut line = Vec::with_capacity(128);
+    let mut o = Obj::new(&mut line);
+    o.str("type", ty)
+        .str("spec_version", "2.1")
+        .str("id", id)
+        .str("value", value);
+    o.end();
+    line.push(b'\n');
+    line
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::io::{BufReader, SeekFrom};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use calamine::{Data, Reader, Xls, Xlsx};
 use serde_json::{Map, Value};
@@ -37,44 +38,47 @@ pub trait Row {
     fn for_each_cell(&self, f: &mut dyn FnMut(&str, Cell<'_>));
 }
 
-struct TextRow<'a> {
-    header: &'a [String],
-    record: &'a csv::StringRecord,
+/// A row that owns its cells, so that it can be handed to another thread.
+#[derive(Debug, Clone)]
+pub enum OwnedRow {
+    /// CSV: the record and the shared header.
+    Text {
+        header: Arc<[String]>,
+        record: csv::StringRecord,
+    },
+    /// JSON and JSON Lines: the row object.
+    Object(Map<String, Value>),
+    /// Spreadsheets: cell values in header order.
+    Sheet {
+        header: Arc<[String]>,
+        values: Vec<Value>,
+    },
 }
 
-impl Row for TextRow<'_> {
+impl Row for OwnedRow {
     fn for_each_cell(&self, f: &mut dyn FnMut(&str, Cell<'_>)) {
-        for (name, value) in self.header.iter().zip(self.record.iter()) {
-            f(name, Cell::Text(value));
-        }
-    }
-}
-
-struct ObjectRow<'a>(&'a Map<String, Value>);
-
-impl Row for ObjectRow<'_> {
-    fn for_each_cell(&self, f: &mut dyn FnMut(&str, Cell<'_>)) {
-        for (name, value) in self.0 {
-            f(name, Cell::Json(value));
-        }
-    }
-}
-
-struct SheetRow<'a> {
-    header: &'a [String],
-    values: &'a [Value],
-}
-
-impl Row for SheetRow<'_> {
-    fn for_each_cell(&self, f: &mut dyn FnMut(&str, Cell<'_>)) {
-        for (name, value) in self.header.iter().zip(self.values) {
-            f(name, Cell::Json(value));
+        match self {
+            OwnedRow::Text { header, record } => {
+                for (name, value) in header.iter().zip(record.iter()) {
+                    f(name, Cell::Text(value));
+                }
+            }
+            OwnedRow::Object(map) => {
+                for (name, value) in map {
+                    f(name, Cell::Json(value));
+                }
+            }
+            OwnedRow::Sheet { header, values } => {
+                for (name, value) in header.iter().zip(values) {
+                    f(name, Cell::Json(value));
+                }
+            }
         }
     }
 }
 
 /// What the row callback receives: a row, or why the row at that position cannot be read.
-pub type RowResult<'a> = Result<&'a dyn Row, String>;
+pub type RowResult = Result<OwnedRow, String>;
 
 /// Reads every data row of `input` in order, calling `f(index, row)` with 0-based data row
 /// indexes. Unreadable rows (a malformed JSON line, a CSV row with the wrong number of fields)
@@ -82,7 +86,7 @@ pub type RowResult<'a> = Result<&'a dyn Row, String>;
 /// unreadable end it. `f` returns `ControlFlow::Break` to stop early.
 pub fn for_each_row(
     mut input: Box<dyn ReadSeek>,
-    f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+    f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<Format, DatasetError> {
     let format = sniff(&mut input)?;
     input.seek(SeekFrom::Start(0))?;
@@ -98,9 +102,9 @@ pub fn for_each_row(
 
 fn csv_rows(
     mut reader: csv::Reader<Box<dyn std::io::Read + Send>>,
-    f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+    f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<(), DatasetError> {
-    let header: Vec<String> = reader
+    let header: Arc<[String]> = reader
         .headers()
         .map_err(csv_error)?
         .iter()
@@ -128,9 +132,9 @@ fn csv_rows(
             }
             Ok(true) => f(
                 index,
-                Ok(&TextRow {
-                    header: &header,
-                    record: &record,
+                Ok(OwnedRow::Text {
+                    header: header.clone(),
+                    record: record.clone(),
                 }),
             ),
             Err(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => {
@@ -147,7 +151,7 @@ fn csv_rows(
 
 fn json_lines_rows(
     input: Box<dyn ReadSeek>,
-    f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+    f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<(), DatasetError> {
     let mut index = 0u64;
     let mut stop = false;
@@ -156,7 +160,7 @@ fn json_lines_rows(
             return Ok(());
         }
         let outcome = match serde_json::from_slice::<Map<String, Value>>(bytes) {
-            Ok(map) => f(index, Ok(&ObjectRow(&map))),
+            Ok(map) => f(index, Ok(OwnedRow::Object(map))),
             Err(e) => f(
                 index,
                 Err(format!(
@@ -175,10 +179,10 @@ fn json_lines_rows(
 /// error, malformed JSON ends the file.
 fn json_array_rows(
     input: Box<dyn ReadSeek>,
-    f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+    f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<(), DatasetError> {
     struct Rows<'f> {
-        f: &'f mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+        f: &'f mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
     }
     impl<'de> serde::de::Visitor<'de> for Rows<'_> {
         type Value = ();
@@ -188,14 +192,14 @@ fn json_array_rows(
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             let mut index = 0u64;
             while let Some(value) = seq.next_element::<Value>()? {
-                let outcome = match &value {
-                    Value::Object(map) => (self.f)(index, Ok(&ObjectRow(map))),
+                let outcome = match value {
+                    Value::Object(map) => (self.f)(index, Ok(OwnedRow::Object(map))),
                     other => (self.f)(
                         index,
                         Err(format!(
                             "element {} is not an object but {}",
                             index + 1,
-                            json_kind(other)
+                            json_kind(&other)
                         )),
                     ),
                 };
@@ -258,7 +262,7 @@ fn sheet_value(d: &Data) -> Value {
 
 /// Header from the first non-empty row, data rows after it. Positions are absolute columns.
 struct SheetAssembler {
-    header: Option<Vec<String>>,
+    header: Option<Arc<[String]>>,
     first_col: u32,
     current_row: Option<u32>,
     cells: Vec<(u32, Value)>,
@@ -283,7 +287,7 @@ impl SheetAssembler {
         row: u32,
         col: u32,
         value: Value,
-        f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+        f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
         if self.current_row.is_some_and(|r| r != row) {
             self.flush(f)?;
@@ -295,10 +299,7 @@ impl SheetAssembler {
         ControlFlow::Continue(())
     }
 
-    fn flush(
-        &mut self,
-        f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
-    ) -> ControlFlow<()> {
+    fn flush(&mut self, f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>) -> ControlFlow<()> {
         let cells = std::mem::take(&mut self.cells);
         if cells.is_empty() {
             return ControlFlow::Continue(());
@@ -316,7 +317,7 @@ impl SheetAssembler {
                 })
                 .collect();
             self.first_col = names.iter().map(|(c, _)| *c).min().unwrap_or(0);
-            self.header = Some(super::spread_header(names));
+            self.header = Some(super::spread_header(names).into());
             return ControlFlow::Continue(());
         };
         self.values.clear();
@@ -339,9 +340,9 @@ impl SheetAssembler {
             ),
             None => f(
                 index,
-                Ok(&SheetRow {
-                    header,
-                    values: &self.values,
+                Ok(OwnedRow::Sheet {
+                    header: header.clone(),
+                    values: std::mem::take(&mut self.values),
                 }),
             ),
         }
@@ -350,7 +351,7 @@ impl SheetAssembler {
 
 fn xlsx_rows(
     input: Box<dyn ReadSeek>,
-    f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+    f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<(), DatasetError> {
     let mut book: Xlsx<_> = Xlsx::new(BufReader::with_capacity(256 * 1024, input))
         .map_err(|e| spreadsheet_error("XLSX", e))?;
@@ -379,7 +380,7 @@ fn xlsx_rows(
 
 fn xls_rows(
     input: Box<dyn ReadSeek>,
-    f: &mut dyn FnMut(u64, RowResult<'_>) -> ControlFlow<()>,
+    f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<(), DatasetError> {
     let mut book: Xls<_> =
         Xls::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLS", e))?;
