@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use stix::Timestamp;
 use stix::objects::{identity, property_extension_definition, sco, sdo};
 
-use super::json_out::{Flow, Obj};
+use super::json_out::{Column, Flow, Name, Obj};
 use super::mapping::{End, Mapping, Target};
 use crate::dataset::{self, Cell, DatasetError, Row};
 use crate::store::ReadSeek;
@@ -430,7 +430,7 @@ impl BatchBuilder {
 /// A mapped cell: where it goes, and where it came from (to fall back to the extension).
 struct Mapped {
     target: Target,
-    column: String,
+    column: Name,
     value: Value,
 }
 
@@ -441,7 +441,9 @@ struct RowConverter<'s> {
     identity_id: String,
     /// Cell text → (id, SCO type, STIX value), so that repeated addresses are hashed once.
     address_ids: HashMap<String, (String, &'static str, String)>,
-    targets: HashMap<String, Option<Target>>,
+    /// Column name → its target and a shared copy of the name (one allocation per column,
+    /// not per cell).
+    targets: HashMap<String, (Option<Target>, Name)>,
     /// Reused buffer for canonical JSON.
     canon: String,
     /// The last (first, last) observation times and their text (many rows share them).
@@ -629,12 +631,17 @@ impl<'s> RowConverter<'s> {
     }
 
     fn target(&mut self, column: &str) -> Option<Target> {
-        if let Some(t) = self.targets.get(column) {
-            return *t;
+        self.column(column).0
+    }
+
+    fn column(&mut self, column: &str) -> (Option<Target>, Name) {
+        if let Some((t, name)) = self.targets.get(column) {
+            return (*t, name.clone());
         }
         let t = self.settings.mapping.target(column);
-        self.targets.insert(column.to_string(), t);
-        t
+        let name: Name = Arc::from(column);
+        self.targets.insert(column.to_string(), (t, name.clone()));
+        (t, name)
     }
 
     fn convert_batch(&mut self, rows: RowBatch) -> Batch {
@@ -659,12 +666,13 @@ impl<'s> RowConverter<'s> {
         batch: &mut BatchBuilder,
     ) -> Result<(), String> {
         let mut mapped: Vec<Mapped> = Vec::new();
-        let mut extension: Vec<(String, Value)> = Vec::new();
+        let mut extension: Vec<Column> = Vec::new();
         row.for_each_cell(&mut |column, cell| {
             if cell.is_blank() {
                 return;
             }
-            match self.target(column) {
+            let (target, name) = self.column(column);
+            match target {
                 Some(Target::Extension) | None => {
                     if self
                         .settings
@@ -672,18 +680,18 @@ impl<'s> RowConverter<'s> {
                         .as_ref()
                         .is_none_or(|f| f.contains(column))
                     {
-                        extension.push((column.to_string(), extension_value(typed(cell))));
+                        extension.push((name, extension_value(typed(cell))));
                     }
                 }
                 Some(target) => {
                     let value = typed(cell);
                     if mapped.iter().any(|m| m.target == target) {
                         // A second column for the same property: keep it as data.
-                        extension.push((column.to_string(), extension_value(value)));
+                        extension.push((name, extension_value(value)));
                     } else {
                         mapped.push(Mapped {
                             target,
-                            column: column.to_string(),
+                            column: name,
                             value,
                         });
                     }
@@ -718,7 +726,7 @@ impl<'s> RowConverter<'s> {
         &mut self,
         index: u64,
         mapped: Vec<Mapped>,
-        mut extension: Vec<(String, Value)>,
+        mut extension: Vec<Column>,
         batch: &mut BatchBuilder,
     ) -> Result<(), String> {
         let mut iocs = IocKinds::default();
@@ -727,12 +735,12 @@ impl<'s> RowConverter<'s> {
         let mut ends: [Option<String>; 2] = [None, None];
         let mut ips: Vec<String> = Vec::new();
         let mut nt = Map::new();
-        let mut nt_sources: Vec<(String, Value)> = Vec::new(); // to fall back to the extension
+        let mut nt_sources: Vec<Column> = Vec::new(); // to fall back to the extension
         let mut first: Option<Timestamp> = None;
         let mut last: Option<Timestamp> = None;
         let mut protos: Vec<String> = Vec::new();
-        let mut payload: Option<(String, Value)> = None;
-        let mut url: Option<(String, Value)> = None;
+        let mut payload: Option<Column> = None;
+        let mut url: Option<Column> = None;
         let mut sighted: Vec<(&'static str, String)> = Vec::new();
         let mut dst_port = None;
         let mut mime_override: Option<String> = None;
@@ -916,7 +924,7 @@ impl<'s> RowConverter<'s> {
 
         // The flow, when the row has a protocol and at least one end.
         let has_flow = !protos.is_empty() && (ends[0].is_some() || ends[1].is_some());
-        let mut observed_columns: Vec<(String, Value)> = Vec::new();
+        let mut observed_columns: Vec<Column> = Vec::new();
         let flow_id = if has_flow {
             let u = |k: &str| nt.get(k).and_then(Value::as_u64);
             let t = |k: &str| nt.get(k).and_then(Value::as_str).map(str::to_string);
@@ -1060,7 +1068,7 @@ impl<'s> RowConverter<'s> {
     }
 
     /// The destination host text of the row (for completing relative URLs).
-    fn dst_host(&mut self, sources: &[(String, Value)]) -> Option<String> {
+    fn dst_host(&mut self, sources: &[Column]) -> Option<String> {
         sources
             .iter()
             .find_map(|(column, value)| match self.target(column) {

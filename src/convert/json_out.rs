@@ -1,13 +1,44 @@
 //! Writing the hot objects (flows, observations) straight to JSON bytes, and their canonical
 //! form for ids, without building `serde_json` maps: the conversion's inner loop.
 
+use std::sync::Arc;
+
 use serde_json::Value;
+
+/// A column name, shared by all the cells of that column.
+pub type Name = Arc<str>;
+/// A dataset cell kept as data: (column name, value).
+pub type Column = (Name, Value);
 
 /// Appends `s` as a JSON string (RFC 8785 escaping, which is also valid plain JSON).
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
-    let mut tmp = String::with_capacity(s.len() + 2);
-    stix::jcs::write_string(s, &mut tmp);
-    out.extend_from_slice(tmp.as_bytes());
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// An object being written: `{"k":v,...}`. Keys are trusted ASCII names.
@@ -61,7 +92,7 @@ impl<'a> Obj<'a> {
     pub fn columns_extension(
         &mut self,
         extension_id: &str,
-        columns: &[(String, Value)],
+        columns: &[Column],
     ) -> &mut Self {
         self.key("extensions");
         self.out.push(b'{');
@@ -91,7 +122,7 @@ impl<'a> Obj<'a> {
 pub fn canonical_columns_extension(
     out: &mut String,
     extension_id: &str,
-    columns: &[(String, Value)],
+    columns: &[Column],
 ) {
     out.push('{');
     stix::jcs::write_string(extension_id, out);
@@ -124,7 +155,7 @@ pub struct Flow<'a> {
     pub src_packets: Option<u64>,
     pub dst_packets: Option<u64>,
     pub src_payload_ref: Option<&'a str>,
-    pub columns: &'a [(String, Value)],
+    pub columns: &'a [Column],
 }
 
 impl Flow<'_> {
@@ -235,12 +266,24 @@ mod tests {
     use serde_json::{Map, json};
 
     #[test]
+    fn strings_escape_as_jcs_does() {
+        for s in ["plain", "q\"uote", "back\\slash", "line\nbreak\t\r\u{8}\u{c}", "\u{1}\u{1f}", "中文"] {
+            let mut ours = Vec::new();
+            push_str(&mut ours, s);
+            let mut jcs = String::new();
+            stix::jcs::write_string(s, &mut jcs);
+            assert_eq!(String::from_utf8(ours).unwrap(), jcs);
+            assert_eq!(serde_json::from_str::<String>(&jcs).unwrap(), s);
+        }
+    }
+
+    #[test]
     fn flow_matches_the_generic_path() {
         let protocols = vec!["udp".to_string(), "dns".to_string()];
         let columns = vec![
-            ("tot_dur".to_string(), json!(45006000000.0)),
-            ("备注".to_string(), json!("a \"b\"\n")),
-            ("n".to_string(), json!(3)),
+            (Name::from("tot_dur"), json!(45006000000.0)),
+            (Name::from("备注"), json!("a \"b\"\n")),
+            (Name::from("n"), json!(3)),
         ];
         let flow = Flow {
             src_ref: Some("ipv4-addr--28bb3599-77cd-5a82-a950-b5bc3caf07c4"),

@@ -123,6 +123,14 @@ mod tests {
     }
 
     #[test]
+    fn v5_matches_the_uuid_crate() {
+        for name in ["{\"value\":\"a\"}", "", "{\"value\":\"\u{4e2d}\"}"] {
+            let ours = sco_id_from_canonical("url", name);
+            assert_eq!(ours, format!("url--{}", Uuid::new_v5(&SCO_NAMESPACE, name.as_bytes())));
+        }
+    }
+
+    #[test]
     fn only_one_hash_counts() {
         let a = sco_id(
             "artifact",

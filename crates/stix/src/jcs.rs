@@ -76,6 +76,11 @@ pub fn write_f64(f: f64, out: &mut String) {
 /// control characters as `\u00xx`; everything else as itself.
 pub fn write_string(s: &str, out: &mut String) {
     out.push('"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc: Option<&str> = match b {

@@ -1,0 +1,97 @@
+//! Conversion benchmark, end to end through a real release server: upload a generated dataset,
+//! start `process_data_to_stix`, and time from that request to the last record committed
+//! (progress 100). Prints rows/s and the server's peak RSS (VmHWM) per run, then the median
+//! and range.
+//!
+//!     cargo bench --bench convert
+//!     BENCH_ROWS=1000000 BENCH_FORMATS=csv,jsonl,xlsx BENCH_COMPRESS=1000 BENCH_RUNS=3 cargo bench --bench convert
+//!
+//! Datasets come from ../shared/tools/gen_datasets.py (run with the test virtualenv's Python)
+//! and are cached in target/bench-data.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{TestServer, oracle_python, shared};
+use serde_json::json;
+
+fn env_str(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rows: u64 = env_str("BENCH_ROWS", "1000000").parse().expect("BENCH_ROWS");
+    let compress: u64 = env_str("BENCH_COMPRESS", "1000").parse().expect("BENCH_COMPRESS");
+    let runs: usize = env_str("BENCH_RUNS", "3").parse().expect("BENCH_RUNS");
+    let formats = env_str("BENCH_FORMATS", "csv,jsonl,xlsx");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    for format in formats.split(',') {
+        let status = std::process::Command::new(oracle_python())
+            .arg(shared("tools/gen_datasets.py"))
+            .args(["--rows", &rows.to_string(), "--formats", format, "--out"])
+            .arg(&data)
+            .status()
+            .expect("gen_datasets.py");
+        assert!(status.success());
+        let name = match format {
+            "jsonl" => format!("honeypot_{rows}.jsonl"),
+            other => format!("sdn_{rows}.{other}"),
+        };
+        let bytes = std::fs::read(data.join(&name)).expect("dataset");
+        let mut speeds = Vec::new();
+        let mut rss = Vec::new();
+        for run in 1..=runs {
+            let server = TestServer::start(&["--max-upload-bytes", &(bytes.len() as u64 + 1).to_string()]);
+            let hash = server.upload_ok(&bytes, &name);
+            let start = Instant::now();
+            let v = server.start_stix(&json!({"file_hash": hash, "stix_compress": compress, "stix_type": 1}));
+            assert_eq!(v["code"], 200, "{v}");
+            let done = loop {
+                let p = server.stix_progress(&hash);
+                assert_eq!(p["code"], 200, "{p}");
+                if p["data"]["progress"] == 100 {
+                    break p["data"].clone();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let secs = start.elapsed().as_secs_f64();
+            assert_eq!(done["rows_done"], rows);
+            let rate = rows as f64 / secs;
+            let peak = peak_rss_mib(server.pid());
+            println!(
+                "{name} run {run}: {rows} rows in {secs:.2} s = {rate:.0} rows/s ({:.0} objects/s, {} files), server peak RSS {peak:.1} MiB",
+                done["objects"].as_f64().unwrap_or(0.0) / secs,
+                done["files"],
+            );
+            speeds.push(rate);
+            rss.push(peak);
+        }
+        speeds.sort_by(f64::total_cmp);
+        rss.sort_by(f64::total_cmp);
+        println!(
+            "{name}: median {:.0} rows/s (range {:.0}-{:.0}) over {runs} runs, compress {compress}; peak RSS median {:.1} MiB (max {:.1})",
+            speeds[speeds.len() / 2],
+            speeds[0],
+            speeds[speeds.len() - 1],
+            rss[rss.len() / 2],
+            rss[rss.len() - 1]
+        );
+    }
+}
