@@ -37,8 +37,12 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rows: u64 = env_str("BENCH_ROWS", "1000000").parse().expect("BENCH_ROWS");
-    let compress: u64 = env_str("BENCH_COMPRESS", "1000").parse().expect("BENCH_COMPRESS");
+    let rows: u64 = env_str("BENCH_ROWS", "1000000")
+        .parse()
+        .expect("BENCH_ROWS");
+    let compress: u64 = env_str("BENCH_COMPRESS", "1000")
+        .parse()
+        .expect("BENCH_COMPRESS");
     let runs: usize = env_str("BENCH_RUNS", "3").parse().expect("BENCH_RUNS");
     let formats = env_str("BENCH_FORMATS", "csv,jsonl,xlsx");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
@@ -58,10 +62,12 @@ fn main() {
         let mut speeds = Vec::new();
         let mut rss = Vec::new();
         for run in 1..=runs {
-            let server = TestServer::start(&["--max-upload-bytes", &(bytes.len() as u64 + 1).to_string()]);
+            let server =
+                TestServer::start(&["--max-upload-bytes", &(bytes.len() as u64 + 1).to_string()]);
             let hash = server.upload_ok(&bytes, &name);
             let start = Instant::now();
-            let v = server.start_stix(&json!({"file_hash": hash, "stix_compress": compress, "stix_type": 1}));
+            let v = server
+                .start_stix(&json!({"file_hash": hash, "stix_compress": compress, "stix_type": 1}));
             assert_eq!(v["code"], 200, "{v}");
             let done = loop {
                 let p = server.stix_progress(&hash);

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::convert::{self, Batch, BatchSink, Mapping, Settings};
+use crate::convert::{self, Batch, BatchSink, FileStore, Mapping, Settings, StoredFile};
 
 pub struct ConvertArgs {
     pub file: PathBuf,
@@ -48,9 +48,40 @@ pub fn load_mapping(path: Option<&Path>) -> anyhow::Result<Mapping> {
     }
 }
 
-/// Writes each batch as `<DIR>/<sha256>.jsonl` (temporary name, then rename).
-struct DirSink {
+/// Writes each file as `<DIR>/<sha256>.jsonl` (temporary name, then rename), on the
+/// converting threads.
+struct DirFiles {
     dir: PathBuf,
+}
+
+impl FileStore for DirFiles {
+    fn store(&self, bytes: &[u8]) -> anyhow::Result<StoredFile> {
+        let hash = hex::encode(Sha256::digest(bytes));
+        let dest = self.dir.join(format!("{hash}.jsonl"));
+        let tmp = self.dir.join(format!(".{hash}.jsonl.tmp"));
+        fs::write(&tmp, bytes)?;
+        fs::rename(&tmp, &dest)?;
+        Ok(StoredFile {
+            hash,
+            size: bytes.len() as u64,
+        })
+    }
+}
+
+/// For a bundle, the files are not written: their bytes go into the bundle in order.
+struct NoFiles;
+
+impl FileStore for NoFiles {
+    fn store(&self, bytes: &[u8]) -> anyhow::Result<StoredFile> {
+        Ok(StoredFile {
+            hash: String::new(),
+            size: bytes.len() as u64,
+        })
+    }
+}
+
+/// Reports progress and rejected rows.
+struct DirSink {
     bar: ProgressBar,
     errors_shown: usize,
 }
@@ -78,14 +109,6 @@ impl BatchSink for DirSink {
     fn batch(&mut self, batch: Batch) -> anyhow::Result<()> {
         self.bar.inc(batch.rows_read);
         show_rejections(&self.bar, &mut self.errors_shown, &batch);
-        if batch.bytes.is_empty() {
-            return Ok(());
-        }
-        let hash = hex::encode(Sha256::digest(&batch.bytes));
-        let dest = self.dir.join(format!("{hash}.jsonl"));
-        let tmp = self.dir.join(format!(".{hash}.jsonl.tmp"));
-        fs::write(&tmp, &batch.bytes)?;
-        fs::rename(&tmp, &dest)?;
         Ok(())
     }
 }
@@ -170,7 +193,7 @@ pub fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
                 bar: bar.clone(),
                 errors_shown: 0,
             };
-            let summary = convert::convert(open()?, &settings, 0, &mut sink)
+            let summary = convert::convert(open()?, &settings, 0, &NoFiles, &mut sink)
                 .with_context(|| args.file.display().to_string())?;
             let mut out = sink.writer.take().expect("open").finish()?;
             out.flush()?;
@@ -184,11 +207,10 @@ pub fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| PathBuf::from("stix-out"));
             fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             let mut sink = DirSink {
-                dir,
                 bar: bar.clone(),
                 errors_shown: 0,
             };
-            convert::convert(open()?, &settings, 0, &mut sink)
+            convert::convert(open()?, &settings, 0, &DirFiles { dir }, &mut sink)
                 .with_context(|| args.file.display().to_string())?
         }
     };

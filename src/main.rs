@@ -4,11 +4,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc: the conversion allocates many small objects; the system allocator spent a third
-/// of the run time in malloc/free (perf, SDN CSV).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use br_cti::config::{CorsOrigins, DEFAULT_MAX_UPLOAD_BYTES, ServeConfig};
 
 /// br-cti: a cyber-threat-intelligence data node.

@@ -164,11 +164,34 @@ pub struct Batch {
     /// IP address value → occurrences in the batch's rows.
     pub ip_counts: BTreeMap<String, u64>,
     pub iocs: IocKinds,
+    /// Where [`FileStore::store`] put `bytes` (set before the batch reaches the sink).
+    pub file: Option<StoredFile>,
 }
 
-/// Receives batches in order. The server's sink stores them durably; the CLI's writes files.
+/// A STIX file made durable under its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// SHA-256 of the bytes: the file's name.
+    pub hash: String,
+    pub size: u64,
+}
+
+/// Stores the JSON Lines files. Called on the converting threads, in any order, so that
+/// hashing, writing and syncing files run in parallel; a stored file is only *counted* when
+/// its batch reaches the [`BatchSink`], in order. Files are content-addressed: storing the same
+/// bytes twice (a resumed job) is harmless.
+pub trait FileStore: Sync {
+    fn store(&self, bytes: &[u8]) -> anyhow::Result<StoredFile>;
+}
+
+/// Receives batches in order. The server's sink records them durably; the CLI's reports them.
 pub trait BatchSink {
     fn batch(&mut self, batch: Batch) -> anyhow::Result<()>;
+    /// Called when no further batch is ready yet, and at the end: a sink may group its
+    /// commits (one database transaction for several files).
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Polled between rows; true stops the conversion.
     fn cancelled(&self) -> bool {
         false
@@ -200,6 +223,7 @@ pub fn convert(
     input: Box<dyn ReadSeek>,
     settings: &Settings,
     start_batch: u64,
+    files: &dyn FileStore,
     sink: &mut dyn BatchSink,
 ) -> Result<ConvertSummary, ConvertError> {
     let compress = settings.compress.max(1);
@@ -213,7 +237,7 @@ pub fn convert(
     };
     let stop = AtomicBool::new(false);
     let (work_tx, work_rx) = crossbeam_channel::bounded::<RowBatch>(workers);
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<Batch>(workers * 2);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<anyhow::Result<Batch>>(workers * 2);
     let mut summary = ConvertSummary::default();
     let mut sink_error = None;
     let read_result = std::thread::scope(|scope| {
@@ -252,8 +276,13 @@ pub fn convert(
             scope.spawn(move || {
                 let mut converter = RowConverter::new(settings);
                 for rows in work_rx {
-                    let batch = converter.convert_batch(rows);
-                    if done_tx.send(batch).is_err() {
+                    let mut batch = converter.convert_batch(rows);
+                    let stored = if batch.bytes.is_empty() {
+                        Ok(())
+                    } else {
+                        files.store(&batch.bytes).map(|f| batch.file = Some(f))
+                    };
+                    if done_tx.send(stored.map(|_| batch)).is_err() {
                         break;
                     }
                 }
@@ -262,8 +291,19 @@ pub fn convert(
         drop((work_rx, done_tx));
         let mut ready: BTreeMap<u64, Batch> = BTreeMap::new();
         let mut next = start_batch;
+        let fail = |e: anyhow::Error, sink_error: &mut Option<anyhow::Error>| {
+            if sink_error.is_none() {
+                *sink_error = Some(e);
+            }
+            stop.store(true, Ordering::Relaxed);
+        };
         for batch in done_rx.iter() {
-            ready.insert(batch.index, batch);
+            match batch {
+                Ok(batch) => {
+                    ready.insert(batch.index, batch);
+                }
+                Err(e) => fail(e, &mut sink_error),
+            }
             while let Some(batch) = ready.remove(&next) {
                 next += 1;
                 if stop.load(Ordering::Relaxed) {
@@ -273,10 +313,17 @@ pub fn convert(
                     summary.cancelled = true;
                     stop.store(true, Ordering::Relaxed);
                 } else if let Err(e) = emit(batch, &mut summary, sink) {
-                    sink_error = Some(e);
-                    stop.store(true, Ordering::Relaxed);
+                    fail(e, &mut sink_error);
                 }
             }
+            if done_rx.is_empty()
+                && let Err(e) = sink.flush()
+            {
+                fail(e, &mut sink_error);
+            }
+        }
+        if let Err(e) = sink.flush() {
+            fail(e, &mut sink_error);
         }
         reader.join().expect("the dataset reader panicked")
     });
@@ -423,6 +470,7 @@ impl BatchBuilder {
             objects: self.objects,
             ip_counts: self.ip_counts,
             iocs: self.iocs,
+            file: None,
         }
     }
 }
@@ -444,8 +492,9 @@ struct RowConverter<'s> {
     /// Column name → its target and a shared copy of the name (one allocation per column,
     /// not per cell).
     targets: HashMap<String, (Option<Target>, Name)>,
-    /// Reused buffer for canonical JSON.
+    /// Reused buffers for canonical JSON and id seeds.
     canon: String,
+    seed: String,
     /// The last (first, last) observation times and their text (many rows share them).
     times: Option<((Timestamp, Timestamp), [String; 4])>,
 }
@@ -627,6 +676,7 @@ impl<'s> RowConverter<'s> {
             targets: HashMap::default(),
             times: None,
             canon: String::with_capacity(1024),
+            seed: String::with_capacity(96),
         }
     }
 
@@ -734,7 +784,11 @@ impl<'s> RowConverter<'s> {
         let mut refs: Vec<String> = Vec::new();
         let mut ends: [Option<String>; 2] = [None, None];
         let mut ips: Vec<String> = Vec::new();
-        let mut nt = Map::new();
+        // Flow properties: ports [src, dst], counts [src bytes, dst bytes, src packets, dst
+        // packets], times [start, end].
+        let mut ports: [Option<u64>; 2] = [None, None];
+        let mut counts: [Option<u64>; 4] = [None; 4];
+        let mut flow_times: [Option<String>; 2] = [None, None];
         let mut nt_sources: Vec<Column> = Vec::new(); // to fall back to the extension
         let mut first: Option<Timestamp> = None;
         let mut last: Option<Timestamp> = None;
@@ -787,15 +841,10 @@ impl<'s> RowConverter<'s> {
                 }
                 Target::Port(end) => {
                     let port = as_int(&column, &value, 65535)?;
-                    let key = if end == End::Src {
-                        "src_port"
-                    } else {
-                        "dst_port"
-                    };
                     if end == End::Dst {
                         dst_port = Some(port);
                     }
-                    nt.insert(key.into(), json!(port));
+                    ports[end as usize] = Some(port);
                     iocs.port = true;
                     nt_sources.push((column, value));
                 }
@@ -805,24 +854,19 @@ impl<'s> RowConverter<'s> {
                 }
                 Target::Packets(end) | Target::ByteCount(end) => {
                     let n = as_int(&column, &value, i64::MAX as u64)?;
-                    let key = match (target, end) {
-                        (Target::Packets(_), End::Src) => "src_packets",
-                        (Target::Packets(_), End::Dst) => "dst_packets",
-                        (_, End::Src) => "src_byte_count",
-                        (_, End::Dst) => "dst_byte_count",
+                    let slot = match (target, end) {
+                        (Target::Packets(_), End::Src) => 2,
+                        (Target::Packets(_), End::Dst) => 3,
+                        (_, End::Src) => 0,
+                        (_, End::Dst) => 1,
                     };
-                    nt.insert(key.into(), json!(n));
+                    counts[slot] = Some(n);
                     iocs.flow_feature = true;
                     nt_sources.push((column, value));
                 }
                 Target::FlowStart | Target::FlowEnd => {
                     let t = parse_time(&column, &value)?;
-                    let key = if target == Target::FlowStart {
-                        "start"
-                    } else {
-                        "end"
-                    };
-                    nt.insert(key.into(), json!(t.to_string()));
+                    flow_times[usize::from(target == Target::FlowEnd)] = Some(t.to_string());
                     nt_sources.push((column, value));
                 }
                 Target::FirstObserved => first = Some(parse_time(&column, &value)?),
@@ -926,20 +970,19 @@ impl<'s> RowConverter<'s> {
         let has_flow = !protos.is_empty() && (ends[0].is_some() || ends[1].is_some());
         let mut observed_columns: Vec<Column> = Vec::new();
         let flow_id = if has_flow {
-            let u = |k: &str| nt.get(k).and_then(Value::as_u64);
-            let t = |k: &str| nt.get(k).and_then(Value::as_str).map(str::to_string);
+            let [start, end] = flow_times;
             let flow = Flow {
                 src_ref: ends[0].as_deref(),
                 dst_ref: ends[1].as_deref(),
-                start: t("start"),
-                end: t("end"),
-                src_port: u("src_port"),
-                dst_port: u("dst_port"),
+                start,
+                end,
+                src_port: ports[0],
+                dst_port: ports[1],
                 protocols: &protos,
-                src_byte_count: u("src_byte_count"),
-                dst_byte_count: u("dst_byte_count"),
-                src_packets: u("src_packets"),
-                dst_packets: u("dst_packets"),
+                src_byte_count: counts[0],
+                dst_byte_count: counts[1],
+                src_packets: counts[2],
+                dst_packets: counts[3],
                 src_payload_ref: artifact_id.as_deref(),
                 columns: &extension,
             };
@@ -994,10 +1037,11 @@ impl<'s> RowConverter<'s> {
         }
 
         // Committed: write the row's objects.
-        let observed_id = stix::sdo_id(
-            "observed-data",
-            format!("{}|{index}", self.settings_digest).as_bytes(),
-        );
+        self.seed.clear();
+        self.seed.push_str(&self.settings_digest);
+        self.seed.push('|');
+        self.seed.push_str(itoa::Buffer::new().format(index));
+        let observed_id = stix::sdo_id("observed-data", self.seed.as_bytes());
         for (id, object) in pending {
             batch.push_line_once(&id, || match object {
                 Pending::Line(line) => line,
@@ -1122,6 +1166,17 @@ mod tests {
     #[derive(Default)]
     struct Collect(Vec<Batch>);
 
+    struct HashOnly;
+
+    impl FileStore for HashOnly {
+        fn store(&self, bytes: &[u8]) -> anyhow::Result<StoredFile> {
+            Ok(StoredFile {
+                hash: hex::encode(Sha256::digest(bytes)),
+                size: bytes.len() as u64,
+            })
+        }
+    }
+
     impl BatchSink for Collect {
         fn batch(&mut self, batch: Batch) -> anyhow::Result<()> {
             self.0.push(batch);
@@ -1146,6 +1201,7 @@ mod tests {
             Box::new(Cursor::new(data.as_bytes().to_vec())),
             &settings(compress),
             0,
+            &HashOnly,
             &mut sink,
         )
         .unwrap();
@@ -1295,6 +1351,7 @@ mod tests {
             Box::new(Cursor::new(csv.into_bytes())),
             &settings(100),
             1,
+            &HashOnly,
             &mut sink,
         )
         .unwrap();

@@ -89,11 +89,7 @@ impl<'a> Obj<'a> {
     }
 
     /// `"extensions":{"<id>":{"extension_type":"property-extension","columns":[...]}}`
-    pub fn columns_extension(
-        &mut self,
-        extension_id: &str,
-        columns: &[Column],
-    ) -> &mut Self {
+    pub fn columns_extension(&mut self, extension_id: &str, columns: &[Column]) -> &mut Self {
         self.key("extensions");
         self.out.push(b'{');
         push_str(self.out, extension_id);
@@ -119,11 +115,7 @@ impl<'a> Obj<'a> {
 }
 
 /// The canonical (RFC 8785) form of the same extension, keys sorted.
-pub fn canonical_columns_extension(
-    out: &mut String,
-    extension_id: &str,
-    columns: &[Column],
-) {
+pub fn canonical_columns_extension(out: &mut String, extension_id: &str, columns: &[Column]) {
     out.push('{');
     stix::jcs::write_string(extension_id, out);
     out.push_str(":{\"columns\":[");
@@ -267,7 +259,14 @@ mod tests {
 
     #[test]
     fn strings_escape_as_jcs_does() {
-        for s in ["plain", "q\"uote", "back\\slash", "line\nbreak\t\r\u{8}\u{c}", "\u{1}\u{1f}", "中文"] {
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "line\nbreak\t\r\u{8}\u{c}",
+            "\u{1}\u{1f}",
+            "中文",
+        ] {
             let mut ours = Vec::new();
             push_str(&mut ours, s);
             let mut jcs = String::new();

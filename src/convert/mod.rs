@@ -7,7 +7,7 @@ mod json_out;
 pub mod mapping;
 
 pub use engine::{
-    Batch, BatchSink, ConvertError, ConvertSummary, IocKinds, Settings, convert,
-    describe_rejections, extension_definition_id, producer_identity_id,
+    Batch, BatchSink, ConvertError, ConvertSummary, FileStore, IocKinds, Settings, StoredFile,
+    convert, describe_rejections, extension_definition_id, producer_identity_id,
 };
 pub use mapping::{DEFAULT_MAPPING, Mapping, MappingError};

@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::Jobs;
-use crate::convert::{self, Batch, BatchSink, Mapping, Settings};
+use crate::convert::{self, Batch, BatchSink, FileStore, Mapping, Settings, StoredFile};
 use crate::hash::Sha256Hex;
 use crate::store::{Job, JobProgress, JobStatus, STEP_STIX, StepState, StixRecord, StoreError};
 use crate::time_util::now_ms;
@@ -47,11 +47,29 @@ impl StixParams {
     }
 }
 
+/// Files go to the blob store (temporary name, fsync, rename): on the converting threads.
+struct BlobFiles<'a>(&'a Jobs);
+
+impl FileStore for BlobFiles<'_> {
+    fn store(&self, bytes: &[u8]) -> anyhow::Result<StoredFile> {
+        let mut staged = self.0.blobs().stage()?;
+        staged.write_all(bytes)?;
+        let blob = staged.commit()?;
+        Ok(StoredFile {
+            hash: blob.hash.to_string(),
+            size: blob.size,
+        })
+    }
+}
+
 struct StixSink<'a> {
     jobs: &'a Jobs,
     job: &'a Job,
     params: &'a StixParams,
     progress: JobProgress,
+    /// Records of files that are durable but not yet committed.
+    pending: Vec<StixRecord>,
+    dirty: bool,
     cancel: &'a AtomicBool,
     started: Instant,
     base_run_ms: i64,
@@ -64,21 +82,17 @@ impl BatchSink for StixSink<'_> {
         p.rows_rejected += batch.rejected.len() as u64;
         convert::describe_rejections(&mut p.errors, &batch.rejected);
         p.objects += batch.objects;
-        let record = if batch.bytes.is_empty() {
-            None
-        } else {
-            // The file first (temporary name, fsync, rename), then its record: a crash in
-            // between leaves a file that the resumed job writes again, byte for byte.
-            let mut staged = self.jobs.blobs().stage()?;
-            staged.write_all(&batch.bytes)?;
-            let blob = staged.commit()?;
+        // The file is already durable (BlobFiles); its record is committed with the progress
+        // in `flush`. A crash in between leaves a file that the resumed job writes again, byte
+        // for byte, and records then.
+        if let Some(file) = &batch.file {
             p.files += 1;
-            Some(StixRecord {
+            self.pending.push(StixRecord {
                 source_file_hash: self.job.file_hash.clone(),
-                stix_file_hash: blob.hash.to_string(),
+                stix_file_hash: file.hash.clone(),
                 job_id: self.job.id,
                 batch: batch.index,
-                file_size: blob.size,
+                file_size: file.size,
                 rows: batch.rows_converted,
                 objects: batch.objects,
                 stix_type: self.params.stix_type,
@@ -92,18 +106,28 @@ impl BatchSink for StixSink<'_> {
                 created_at: now_ms(),
                 onchain: false,
                 cti_file_path: None,
-            })
-        };
+            });
+        }
         p.steps_done = batch.index + 1;
         p.recent_steps.push(batch.index + 1);
         if p.recent_steps.len() > RECENT_STEPS {
             let excess = p.recent_steps.len() - RECENT_STEPS;
             p.recent_steps.drain(..excess);
         }
-        p.run_ms = self.base_run_ms + self.started.elapsed().as_millis() as i64;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        self.progress.run_ms = self.base_run_ms + self.started.elapsed().as_millis() as i64;
         self.jobs
             .meta()
-            .commit_stix_step(self.job.id, record.as_ref(), &self.progress)?;
+            .commit_stix_steps(self.job.id, &self.pending, &self.progress)?;
+        self.pending.clear();
+        self.dirty = false;
         Ok(())
     }
 
@@ -136,12 +160,20 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
             recent_steps: job.recent_steps.clone(),
             run_ms: job.run_ms,
         },
+        pending: Vec::new(),
+        dirty: false,
         cancel,
         started: Instant::now(),
         base_run_ms: job.run_ms,
     };
-    let summary =
-        convert::convert(input, &settings, job.steps_done, &mut sink).map_err(|e| e.to_string())?;
+    let summary = convert::convert(
+        input,
+        &settings,
+        job.steps_done,
+        &BlobFiles(jobs),
+        &mut sink,
+    )
+    .map_err(|e| e.to_string())?;
     Ok(if summary.cancelled {
         JobStatus::Canceled
     } else {

@@ -274,13 +274,13 @@ pub trait JobStore: Send + Sync {
         status: JobStatus,
         message: Option<&str>,
     ) -> Result<(), StoreError>;
-    /// Commits one step: the STIX record (if the step wrote a file) and the job's progress, in
-    /// one transaction. A record that exists already (same file, same bytes) keeps its
-    /// on-chain state and CTI link; its descriptive fields are updated.
-    fn commit_stix_step(
+    /// Commits steps: the STIX records of the files they wrote and the job's progress, in one
+    /// transaction. A record that exists already (same file, same bytes) keeps its on-chain
+    /// state and CTI link; its descriptive fields are updated.
+    fn commit_stix_steps(
         &self,
         job_id: i64,
-        record: Option<&StixRecord>,
+        records: &[StixRecord],
         progress: &JobProgress,
     ) -> Result<(), StoreError>;
     /// STIX records of a file, in creation order; `page` is 1-based. Returns the page and the

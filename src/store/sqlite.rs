@@ -397,15 +397,15 @@ impl JobStore for SqliteStore {
         })
     }
 
-    fn commit_stix_step(
+    fn commit_stix_steps(
         &self,
         job_id: i64,
-        record: Option<&StixRecord>,
+        records: &[StixRecord],
         progress: &JobProgress,
     ) -> Result<(), StoreError> {
         self.with(|conn| {
             let tx = conn.transaction()?;
-            if let Some(r) = record {
+            for r in records {
                 tx.execute(
                     &format!(
                         "INSERT INTO stix_records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, NULL)

@@ -85,10 +85,17 @@ pub fn sco_id(sco_type: &str, props: &Map<String, Value>) -> Option<String> {
 /// The id of an SCO whose streamlined canonical JSON is already known (a fast path for
 /// callers that build it directly, e.g. `{"value":"198.51.100.3"}`).
 pub fn sco_id_from_canonical(sco_type: &str, canonical: &str) -> String {
-    format!(
-        "{sco_type}--{}",
-        Uuid::new_v5(&SCO_NAMESPACE, canonical.as_bytes())
-    )
+    // UUIDv5 = SHA-1(namespace || name) with version and variant bits set. Computed with the
+    // `sha1` crate, which uses the CPU's SHA instructions (the `uuid` crate's portable SHA-1
+    // took a tenth of the conversion's run time).
+    let mut h = <sha1::Sha1 as sha1::Digest>::new();
+    sha1::Digest::update(&mut h, SCO_NAMESPACE.as_bytes());
+    sha1::Digest::update(&mut h, canonical.as_bytes());
+    let digest = sha1::Digest::finalize(h);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    let uuid = uuid::Builder::from_sha1_bytes(bytes).into_uuid();
+    format!("{sco_type}--{uuid}")
 }
 
 /// A reproducible version-4 UUID id for a domain object (SDO, SRO, bundle, ...): the UUID's
@@ -126,7 +133,10 @@ mod tests {
     fn v5_matches_the_uuid_crate() {
         for name in ["{\"value\":\"a\"}", "", "{\"value\":\"\u{4e2d}\"}"] {
             let ours = sco_id_from_canonical("url", name);
-            assert_eq!(ours, format!("url--{}", Uuid::new_v5(&SCO_NAMESPACE, name.as_bytes())));
+            assert_eq!(
+                ours,
+                format!("url--{}", Uuid::new_v5(&SCO_NAMESPACE, name.as_bytes()))
+            );
         }
     }
 
