@@ -424,13 +424,18 @@ impl BatchBuilder {
 
     /// Writes a serialised object line (ending in `\n`).
     fn push_line(&mut self, line: &[u8]) {
+        self.begin_line().extend_from_slice(line);
+    }
+
+    /// The file's buffer, for one more object line to be written into it.
+    fn begin_line(&mut self) -> &mut Vec<u8> {
         if self.lines.is_empty() {
             for head in producer_objects() {
                 self.write_line(&head);
             }
         }
-        self.lines.extend_from_slice(line);
         self.objects += 1;
+        &mut self.lines
     }
 
     /// Writes an object line unless this file already holds the object.
@@ -495,6 +500,8 @@ struct RowConverter<'s> {
     /// Reused buffers for canonical JSON and id seeds.
     canon: String,
     seed: String,
+    /// Size of the last file, to reserve the next one's buffer at once.
+    last_size: usize,
     /// The last (first, last) observation times and their text (many rows share them).
     times: Option<((Timestamp, Timestamp), [String; 4])>,
 }
@@ -677,6 +684,7 @@ impl<'s> RowConverter<'s> {
             times: None,
             canon: String::with_capacity(1024),
             seed: String::with_capacity(96),
+            last_size: 0,
         }
     }
 
@@ -696,6 +704,8 @@ impl<'s> RowConverter<'s> {
 
     fn convert_batch(&mut self, rows: RowBatch) -> Batch {
         let mut batch = BatchBuilder::new(rows.index);
+        // Files of a dataset are alike in size: reserve what the last one took.
+        batch.lines.reserve(self.last_size + self.last_size / 8);
         for (index, row) in rows.rows {
             batch.rows_read += 1;
             let outcome = match row {
@@ -706,7 +716,9 @@ impl<'s> RowConverter<'s> {
                 batch.rejected.push((index, reason));
             }
         }
-        batch.finish()
+        let batch = batch.finish();
+        self.last_size = batch.bytes.len();
+        batch
     }
 
     fn convert(
@@ -969,6 +981,7 @@ impl<'s> RowConverter<'s> {
         // The flow, when the row has a protocol and at least one end.
         let has_flow = !protos.is_empty() && (ends[0].is_some() || ends[1].is_some());
         let mut observed_columns: Vec<Column> = Vec::new();
+        let mut flow_object: Option<Flow> = None;
         let flow_id = if has_flow {
             let [start, end] = flow_times;
             let flow = Flow {
@@ -987,9 +1000,7 @@ impl<'s> RowConverter<'s> {
                 columns: &extension,
             };
             let id = flow.id(&self.extension_id, &mut self.canon);
-            let mut line = Vec::with_capacity(512);
-            flow.write(&id, &self.extension_id, &mut line);
-            pending.push((id.clone(), Pending::Line(line)));
+            flow_object = Some(flow);
             if !extension.is_empty() {
                 iocs.flow_feature = true;
             }
@@ -1048,6 +1059,12 @@ impl<'s> RowConverter<'s> {
                 Pending::Address(ty, value) => address_line(ty, &id, &value),
             });
         }
+        // The flow and the observation are written straight into the file.
+        if let (Some(flow), Some(id)) = (&flow_object, &flow_id)
+            && batch.written.insert(id.clone())
+        {
+            flow.write(id, &self.extension_id, batch.begin_line());
+        }
         refs.dedup();
         if self.times.as_ref().is_none_or(|(k, _)| *k != (first, last)) {
             let text = [
@@ -1059,8 +1076,8 @@ impl<'s> RowConverter<'s> {
             self.times = Some(((first, last), text));
         }
         let times = &self.times.as_ref().expect("set above").1;
-        let mut line = Vec::with_capacity(512);
-        let mut od = Obj::new(&mut line);
+        let line = batch.begin_line();
+        let mut od = Obj::new(line);
         od.str("type", "observed-data")
             .str("spec_version", "2.1")
             .str("id", &observed_id)
@@ -1079,7 +1096,6 @@ impl<'s> RowConverter<'s> {
         }
         od.end();
         line.push(b'\n');
-        batch.push_line(&line);
         for (kind, name) in sighted {
             let id = stix::sdo_id(kind, name.as_bytes());
             let entry = batch.sighted.entry(id.clone()).or_insert_with(|| {
