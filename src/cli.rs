@@ -90,6 +90,7 @@ struct DirSink {
 struct BundleSink {
     writer: Option<stix::BundleWriter<BufWriter<File>>>,
     seen: HashSet<String>,
+    written: u64,
     bar: ProgressBar,
     errors_shown: usize,
 }
@@ -132,6 +133,7 @@ impl BatchSink for BundleSink {
             let unique = id.starts_with("observed-data--") || id.starts_with("sighting--");
             if unique || self.seen.insert(id.to_string()) {
                 writer.write_raw(line)?;
+                self.written += 1;
             }
         }
         Ok(())
@@ -190,6 +192,7 @@ pub fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
             let mut sink = BundleSink {
                 writer: Some(stix::BundleWriter::begin(BufWriter::new(file), &bundle_id)?),
                 seen: HashSet::new(),
+                written: 0,
                 bar: bar.clone(),
                 errors_shown: 0,
             };
@@ -198,7 +201,12 @@ pub fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
             let mut out = sink.writer.take().expect("open").finish()?;
             out.flush()?;
             out.get_ref().sync_all()?;
-            summary
+            // One bundle, each object once.
+            convert::ConvertSummary {
+                objects: sink.written,
+                files: 1,
+                ..summary
+            }
         }
         None => {
             let dir = args
