@@ -123,9 +123,15 @@ fn spreadsheet_error(kind: &'static str, e: impl std::fmt::Display) -> DatasetEr
     }
 }
 
-fn xlsx_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
-    let mut book: Xlsx<_> =
-        Xlsx::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLSX", e))?;
+/// Runs `f` over the cells of the first worksheet of an XLSX workbook, streamed.
+pub(crate) fn with_first_xlsx_sheet<T>(
+    input: Box<dyn ReadSeek>,
+    f: impl FnOnce(
+        &mut calamine::XlsxCellReader<'_, BufReader<Box<dyn ReadSeek>>>,
+    ) -> Result<T, DatasetError>,
+) -> Result<T, DatasetError> {
+    let mut book: Xlsx<_> = Xlsx::new(BufReader::with_capacity(256 * 1024, input))
+        .map_err(|e| spreadsheet_error("XLSX", e))?;
     let Some(sheet) = book.sheet_names().first().cloned() else {
         return Err(DatasetError::NoColumns(
             "the workbook has no worksheet".into(),
@@ -134,25 +140,31 @@ fn xlsx_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
     let mut cells = book
         .worksheet_cells_reader(&sheet)
         .map_err(|e| spreadsheet_error("XLSX", e))?;
-    let mut header: Vec<(u32, String)> = Vec::new();
-    let mut header_row = None;
-    while let Some(cell) = cells
-        .next_cell()
-        .map_err(|e| spreadsheet_error("XLSX", e))?
-    {
-        let (row, col) = cell.get_position();
-        let value = calamine::Data::from(cell.get_value().clone());
-        if value == calamine::Data::Empty {
-            continue;
+    f(&mut cells)
+}
+
+fn xlsx_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
+    with_first_xlsx_sheet(input, |cells| {
+        let mut header: Vec<(u32, String)> = Vec::new();
+        let mut header_row = None;
+        while let Some(cell) = cells
+            .next_cell()
+            .map_err(|e| spreadsheet_error("XLSX", e))?
+        {
+            let (row, col) = cell.get_position();
+            let value = calamine::Data::from(cell.get_value().clone());
+            if value == calamine::Data::Empty {
+                continue;
+            }
+            match header_row {
+                None => header_row = Some(row),
+                Some(r) if r != row => break,
+                Some(_) => {}
+            }
+            header.push((col, value.to_string()));
         }
-        match header_row {
-            None => header_row = Some(row),
-            Some(r) if r != row => break,
-            Some(_) => {}
-        }
-        header.push((col, value.to_string()));
-    }
-    Ok(spread_header(header))
+        Ok(spread_header(header))
+    })
 }
 
 fn xls_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {

@@ -5,7 +5,7 @@ use std::io::{BufReader, SeekFrom};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use calamine::{Data, Reader, Xls, Xlsx};
+use calamine::{Data, Reader, Xls};
 use serde_json::{Map, Value};
 
 use super::{
@@ -353,29 +353,21 @@ fn xlsx_rows(
     input: Box<dyn ReadSeek>,
     f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<(), DatasetError> {
-    let mut book: Xlsx<_> = Xlsx::new(BufReader::with_capacity(256 * 1024, input))
-        .map_err(|e| spreadsheet_error("XLSX", e))?;
-    let Some(sheet) = book.sheet_names().first().cloned() else {
-        return Err(DatasetError::NoColumns(
-            "the workbook has no worksheet".into(),
-        ));
-    };
-    let mut cells = book
-        .worksheet_cells_reader(&sheet)
-        .map_err(|e| spreadsheet_error("XLSX", e))?;
-    let mut rows = SheetAssembler::new();
-    while let Some(cell) = cells
-        .next_cell()
-        .map_err(|e| spreadsheet_error("XLSX", e))?
-    {
-        let (row, col) = cell.get_position();
-        let value = sheet_value(&Data::from(cell.get_value().clone()));
-        if rows.push(row, col, value, f).is_break() {
-            return Ok(());
+    super::with_first_xlsx_sheet(input, |cells| {
+        let mut rows = SheetAssembler::new();
+        while let Some(cell) = cells
+            .next_cell()
+            .map_err(|e| spreadsheet_error("XLSX", e))?
+        {
+            let (row, col) = cell.get_position();
+            let value = sheet_value(&Data::from(cell.get_value().clone()));
+            if rows.push(row, col, value, f).is_break() {
+                return Ok(());
+            }
         }
-    }
-    let _ = rows.flush(f);
-    Ok(())
+        let _ = rows.flush(f);
+        Ok(())
+    })
 }
 
 fn xls_rows(

@@ -54,6 +54,17 @@ pub(crate) fn store_error(context: &'static str, e: StoreError) -> ApiError {
     }
 }
 
+/// Fails unless an uploaded file has this hash (blocking: call inside [`blocking`]).
+pub(crate) fn require_file(state: &AppState, hash: &Sha256Hex) -> Result<(), ApiError> {
+    match state.meta.file(hash) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ApiError::bad_request(format!(
+            "no uploaded file has hash {hash}"
+        ))),
+        Err(e) => Err(store_error("looking up the file", e)),
+    }
+}
+
 /// Parses a `file_hash`-like field, naming it in the error.
 pub(crate) fn parse_hash(field: &str, value: &str) -> Result<Sha256Hex, ApiError> {
     Sha256Hex::parse(value.trim())
@@ -278,16 +289,7 @@ async fn get_traffic_data_features(
 ) -> Result<axum::Json<Value>, ApiError> {
     let hash = parse_hash("file_hash", &req.file_hash)?;
     let columns = blocking("reading dataset features", move || {
-        if state
-            .meta
-            .file(&hash)
-            .map_err(|e| store_error("looking up the file", e))?
-            .is_none()
-        {
-            return Err(ApiError::bad_request(format!(
-                "no uploaded file has hash {hash}"
-            )));
-        }
+        require_file(&state, &hash)?;
         let input = state
             .blobs
             .open(&hash)

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::data::{blocking, parse_hash, store_error};
+use super::data::{blocking, parse_hash, require_file, store_error};
 use super::envelope::{ApiError, JsonBody, ok};
 use crate::convert::Mapping;
 use crate::dataset;
@@ -298,10 +298,8 @@ async fn process_data_to_stix(
     };
     let process_id = req.process_id.0;
     let job = blocking("starting the conversion", move || {
+        require_file(&state, &hash)?;
         let meta = &state.meta;
-        if meta.file(&hash).map_err(|e| store_error("looking up the file", e))?.is_none() {
-            return Err(ApiError::bad_request(format!("no uploaded file has hash {hash}")));
-        }
         if let Some(job) = meta.latest_job(KIND_STIX, &hash).map_err(|e| store_error("reading jobs", e))?
             && !job.status.is_finished()
         {
@@ -369,42 +367,42 @@ fn iso_ms(ms: Option<i64>) -> Value {
 
 /// The compat progress shape plus status, rows and times.
 pub fn progress_json(job: &Job) -> Value {
+    let p = &job.progress;
     let progress = if job.status == JobStatus::Succeeded {
         100
     } else {
         // 100 is the front ends' only "done" signal: never shown before the end.
-        (job.steps_done * 100)
+        (p.steps_done * 100)
             .checked_div(job.total_steps)
             .unwrap_or(0)
             .min(99)
     };
-    let use_time = job.run_ms as f64 / 1000.0;
-    let eta =
-        (job.status == JobStatus::Running && job.rows_done > 0 && job.run_ms > 0).then(|| {
-            let rate = job.rows_done as f64 / (job.run_ms as f64 / 1000.0);
-            (job.rows_total.saturating_sub(job.rows_done) as f64 / rate * 10.0).round() / 10.0
-        });
-    let mut errors = job.errors.clone();
+    let use_time = p.run_ms as f64 / 1000.0;
+    let eta = (job.status == JobStatus::Running && p.rows_done > 0 && p.run_ms > 0).then(|| {
+        let rate = p.rows_done as f64 / (p.run_ms as f64 / 1000.0);
+        (job.rows_total.saturating_sub(p.rows_done) as f64 / rate * 10.0).round() / 10.0
+    });
+    let mut errors = p.errors.clone();
     if let Some(m) = &job.message {
         errors.push(m.clone());
     }
     json!({
         "progress": progress,
-        "current_step": job.steps_done,
+        "current_step": p.steps_done,
         "total_step": job.total_steps,
-        "current_task_id": job.steps_done,
-        "total_task_list": job.recent_steps,
+        "current_task_id": p.steps_done,
+        "total_task_list": p.recent_steps,
         "errors": errors,
         "result": {"use_time": use_time},
         "status": job.status.as_str(),
         "job_id": job.id,
         "process_id": job.process_id,
         "rows_total": job.rows_total,
-        "rows_done": job.rows_done,
-        "rows_rejected": job.rows_rejected,
-        "rows_converted": job.rows_done - job.rows_rejected,
-        "objects": job.objects,
-        "files": job.files,
+        "rows_done": p.rows_done,
+        "rows_rejected": p.rows_rejected,
+        "rows_converted": p.rows_done - p.rows_rejected,
+        "objects": p.objects,
+        "files": p.files,
         "created_at": iso_ms(Some(job.created_at)),
         "started_at": iso_ms(job.started_at),
         "finished_at": iso_ms(job.finished_at),
@@ -447,9 +445,9 @@ pub fn progress_or_failure(job: Option<&Job>, what: &str) -> Result<Value, ApiEr
                 "the {what} (job {}) {verb}: {} ({} of {} steps done, {} rows rejected)",
                 job.id,
                 job.message.as_deref().unwrap_or("no reason recorded"),
-                job.steps_done,
+                job.progress.steps_done,
                 job.total_steps,
-                job.rows_rejected
+                job.progress.rows_rejected
             )))
         }
         _ => Ok(progress_json(job)),
@@ -532,16 +530,7 @@ async fn stix_records(state: AppState, req: RecordsRequest) -> Result<Response, 
     };
     let st = state.clone();
     let (records, total) = blocking("listing STIX records", move || {
-        if st
-            .meta
-            .file(&hash)
-            .map_err(|e| store_error("looking up the file", e))?
-            .is_none()
-        {
-            return Err(ApiError::bad_request(format!(
-                "no uploaded file has hash {hash}"
-            )));
-        }
+        require_file(&st, &hash)?;
         st.meta
             .stix_records(&hash, paging)
             .map_err(|e| store_error("listing STIX records", e))

@@ -48,7 +48,7 @@ impl Jobs {
             })
             .expect("spawning the job worker");
         for job in jobs.inner.meta.unfinished_jobs()? {
-            tracing::info!(job = job.id, kind = %job.kind, file = %job.file_hash, steps_done = job.steps_done, "resuming job");
+            tracing::info!(job = job.id, kind = %job.kind, file = %job.file_hash, steps_done = job.progress.steps_done, "resuming job");
             jobs.enqueue(job.id);
         }
         Ok(jobs)

@@ -150,26 +150,17 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
         jobs,
         job,
         params: &params,
-        progress: JobProgress {
-            steps_done: job.steps_done,
-            rows_done: job.rows_done,
-            rows_rejected: job.rows_rejected,
-            objects: job.objects,
-            files: job.files,
-            errors: job.errors.clone(),
-            recent_steps: job.recent_steps.clone(),
-            run_ms: job.run_ms,
-        },
+        progress: job.progress.clone(),
         pending: Vec::new(),
         dirty: false,
         cancel,
         started: Instant::now(),
-        base_run_ms: job.run_ms,
+        base_run_ms: job.progress.run_ms,
     };
     let summary = convert::convert(
         input,
         &settings,
-        job.steps_done,
+        job.progress.steps_done,
         &BlobFiles(jobs),
         &mut sink,
     )
@@ -188,8 +179,8 @@ pub(super) fn on_end(jobs: &Jobs, job: &Job, status: JobStatus) -> Result<(), St
     let files = jobs
         .meta()
         .job(job.id)?
-        .map(|j| j.files)
-        .unwrap_or(job.files);
+        .map(|j| j.progress.files)
+        .unwrap_or(job.progress.files);
     let state = match status {
         JobStatus::Succeeded => StepState::Finished,
         JobStatus::Canceled => StepState::Pending,

@@ -197,8 +197,20 @@ pub struct Job {
     pub params: String,
     pub status: JobStatus,
     pub total_steps: u64,
-    pub steps_done: u64,
     pub rows_total: u64,
+    /// What the job has committed so far.
+    pub progress: JobProgress,
+    pub message: Option<String>,
+    pub cancel_requested: bool,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// The progress a job commits with each step (and resumes from).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobProgress {
+    pub steps_done: u64,
     pub rows_done: u64,
     pub rows_rejected: u64,
     pub objects: u64,
@@ -207,25 +219,7 @@ pub struct Job {
     pub errors: Vec<String>,
     /// The most recent finished steps (at most 100).
     pub recent_steps: Vec<u64>,
-    pub message: Option<String>,
-    pub cancel_requested: bool,
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
     /// Run time over all runs (a resumed job adds up), milliseconds.
-    pub run_ms: i64,
-}
-
-/// The progress a job commits with each step.
-#[derive(Clone, Debug, Default)]
-pub struct JobProgress {
-    pub steps_done: u64,
-    pub rows_done: u64,
-    pub rows_rejected: u64,
-    pub objects: u64,
-    pub files: u64,
-    pub errors: Vec<String>,
-    pub recent_steps: Vec<u64>,
     pub run_ms: i64,
 }
 
