@@ -502,6 +502,8 @@ struct RowConverter<'s> {
     seed: String,
     /// Size of the last file, to reserve the next one's buffer at once.
     last_size: usize,
+    /// (mapped, extension) cells of the last row.
+    widths: (usize, usize),
     /// The last (first, last) observation times and their text (many rows share them).
     times: Option<((Timestamp, Timestamp), [String; 4])>,
 }
@@ -685,6 +687,7 @@ impl<'s> RowConverter<'s> {
             canon: String::with_capacity(1024),
             seed: String::with_capacity(96),
             last_size: 0,
+            widths: (8, 8),
         }
     }
 
@@ -727,8 +730,9 @@ impl<'s> RowConverter<'s> {
         row: &dyn Row,
         batch: &mut BatchBuilder,
     ) -> Result<(), String> {
-        let mut mapped: Vec<Mapped> = Vec::new();
-        let mut extension: Vec<Column> = Vec::new();
+        // Sized from the previous row: rows of a dataset are alike.
+        let mut mapped: Vec<Mapped> = Vec::with_capacity(self.widths.0);
+        let mut extension: Vec<Column> = Vec::with_capacity(self.widths.1);
         row.for_each_cell(&mut |column, cell| {
             if cell.is_blank() {
                 return;
@@ -760,6 +764,7 @@ impl<'s> RowConverter<'s> {
                 }
             }
         });
+        self.widths = (mapped.len().max(1), extension.len().max(1));
         self.build(index, mapped, extension, batch)
     }
 
@@ -792,16 +797,16 @@ impl<'s> RowConverter<'s> {
         batch: &mut BatchBuilder,
     ) -> Result<(), String> {
         let mut iocs = IocKinds::default();
-        let mut pending: Vec<(String, Pending)> = Vec::new(); // SCOs to write first
-        let mut refs: Vec<String> = Vec::new();
+        let mut pending: Vec<(String, Pending)> = Vec::with_capacity(4); // SCOs to write first
+        let mut refs: Vec<String> = Vec::with_capacity(4);
         let mut ends: [Option<String>; 2] = [None, None];
-        let mut ips: Vec<String> = Vec::new();
+        let mut ips: Vec<String> = Vec::with_capacity(2);
         // Flow properties: ports [src, dst], counts [src bytes, dst bytes, src packets, dst
         // packets], times [start, end].
         let mut ports: [Option<u64>; 2] = [None, None];
         let mut counts: [Option<u64>; 4] = [None; 4];
         let mut flow_times: [Option<String>; 2] = [None, None];
-        let mut nt_sources: Vec<Column> = Vec::new(); // to fall back to the extension
+        let mut nt_sources: Vec<Column> = Vec::with_capacity(mapped.len()); // to fall back to the extension
         let mut first: Option<Timestamp> = None;
         let mut last: Option<Timestamp> = None;
         let mut protos: Vec<String> = Vec::new();
