@@ -13,13 +13,32 @@ use sha2::{Digest, Sha256};
 
 use crate::convert::{self, Batch, BatchSink, FileStore, Mapping, Settings, StoredFile};
 
+/// `br-cti convert`: a dataset to STIX 2.1 offline, as JSON Lines files named by their SHA-256
+/// or as one bundle.
+#[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
+    /// The dataset file (CSV, XLSX, XLS, JSON, JSON Lines).
     pub file: PathBuf,
+    /// A mapping table (`dataset_field,stix_object,object_property,transformation`); default: the embedded one.
+    #[arg(long)]
     pub mapping: Option<PathBuf>,
+    /// Rows per STIX file.
+    #[arg(long, default_value_t = 100)]
     pub compress: u64,
+    /// Observation time of rows without a time column (RFC 3339).
+    #[arg(long, default_value = "1970-01-01T00:00:00Z", value_parser = parse_time)]
     pub observed_time: stix::Timestamp,
+    /// Directory for the JSON Lines files (default: ./stix-out).
+    #[arg(long, conflicts_with = "bundle")]
     pub out: Option<PathBuf>,
+    /// Write one STIX bundle to this file instead.
+    #[arg(long)]
     pub bundle: Option<PathBuf>,
+}
+
+fn parse_time(s: &str) -> Result<stix::Timestamp, String> {
+    stix::Timestamp::parse(s, time::UtcOffset::UTC)
+        .ok_or_else(|| format!("{s:?} is not a time (RFC 3339, e.g. 2024-06-01T00:00:00Z)"))
 }
 
 /// SHA-256 of a file, streamed.

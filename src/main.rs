@@ -24,30 +24,7 @@ enum Command {
         file: PathBuf,
     },
     /// Convert a dataset to STIX 2.1 offline: JSON Lines files named by their SHA-256, or one bundle.
-    Convert {
-        /// The dataset file (CSV, XLSX, XLS, JSON, JSON Lines).
-        file: PathBuf,
-        /// A mapping table (`dataset_field,stix_object,object_property,transformation`); default: the embedded one.
-        #[arg(long)]
-        mapping: Option<PathBuf>,
-        /// Rows per STIX file.
-        #[arg(long, default_value_t = 100)]
-        compress: u64,
-        /// Observation time of rows without a time column (RFC 3339).
-        #[arg(long, default_value = "1970-01-01T00:00:00Z", value_parser = parse_time)]
-        observed_time: stix::Timestamp,
-        /// Directory for the JSON Lines files (default: ./stix-out).
-        #[arg(long, conflicts_with = "bundle")]
-        out: Option<PathBuf>,
-        /// Write one STIX bundle to this file instead.
-        #[arg(long)]
-        bundle: Option<PathBuf>,
-    },
-}
-
-fn parse_time(s: &str) -> Result<stix::Timestamp, String> {
-    stix::Timestamp::parse(s, time::UtcOffset::UTC)
-        .ok_or_else(|| format!("{s:?} is not a time (RFC 3339, e.g. 2024-06-01T00:00:00Z)"))
+    Convert(br_cti::cli::ConvertArgs),
 }
 
 #[derive(clap::Args)]
@@ -89,21 +66,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Features { file } => features(&file),
-        Command::Convert {
-            file,
-            mapping,
-            compress,
-            observed_time,
-            out,
-            bundle,
-        } => br_cti::cli::convert_command(br_cti::cli::ConvertArgs {
-            file,
-            mapping,
-            compress,
-            observed_time,
-            out,
-            bundle,
-        }),
+        Command::Convert(args) => br_cti::cli::convert_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

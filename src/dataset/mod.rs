@@ -167,13 +167,19 @@ fn xlsx_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
     })
 }
 
-fn xls_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
+/// The first worksheet of an XLS workbook (the format is read whole).
+pub(crate) fn first_xls_range(
+    input: Box<dyn ReadSeek>,
+) -> Result<calamine::Range<calamine::Data>, DatasetError> {
     let mut book: Xls<_> =
         Xls::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLS", e))?;
-    let range = book
-        .worksheet_range_at(0)
+    book.worksheet_range_at(0)
         .ok_or_else(|| DatasetError::NoColumns("the workbook has no worksheet".into()))?
-        .map_err(|e| spreadsheet_error("XLS", e))?;
+        .map_err(|e| spreadsheet_error("XLS", e))
+}
+
+fn xls_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
+    let range = first_xls_range(input)?;
     let start_col = range.start().map(|(_, c)| c).unwrap_or(0);
     let header = range
         .rows()

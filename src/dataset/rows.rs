@@ -5,7 +5,7 @@ use std::io::{BufReader, SeekFrom};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use calamine::{Data, Reader, Xls};
+use calamine::Data;
 use serde_json::{Map, Value};
 
 use super::{
@@ -374,12 +374,7 @@ fn xls_rows(
     input: Box<dyn ReadSeek>,
     f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<(), DatasetError> {
-    let mut book: Xls<_> =
-        Xls::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLS", e))?;
-    let range = book
-        .worksheet_range_at(0)
-        .ok_or_else(|| DatasetError::NoColumns("the workbook has no worksheet".into()))?
-        .map_err(|e| spreadsheet_error("XLS", e))?;
+    let range = super::first_xls_range(input)?;
     let (start_row, start_col) = range.start().unwrap_or((0, 0));
     let mut rows = SheetAssembler::new();
     for (r, row) in range.rows().enumerate() {
