@@ -25,7 +25,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use stix::Timestamp;
-use stix::objects::{identity, property_extension_definition, sco, sdo};
+use stix::objects::{identity, property_extension_definition, sdo};
 
 use super::json_out::{Column, Flow, Name, Obj};
 use super::mapping::{End, Mapping, Target};
@@ -928,17 +928,16 @@ impl<'s> RowConverter<'s> {
                 other => (Some(other.to_string()), None),
             };
             if let Some(bytes) = bytes {
-                let mut props = Map::new();
-                if let Some(m) = mime_override.as_deref().or(mime) {
-                    props.insert("mime_type".into(), json!(m));
-                }
-                props.insert(
-                    "payload_bin".into(),
-                    json!(base64::engine::general_purpose::STANDARD.encode(bytes.as_bytes())),
-                );
-                let o = sco("artifact", props);
-                let id = o["id"].as_str().unwrap_or_default().to_string();
-                pending.push((id.clone(), Pending::object(&o)));
+                let payload_bin =
+                    base64::engine::general_purpose::STANDARD.encode(bytes.as_bytes());
+                // Only `payload_bin` contributes to the id (there are no hashes).
+                self.canon.clear();
+                self.canon.push_str("{\"payload_bin\":");
+                stix::jcs::write_string(&payload_bin, &mut self.canon);
+                self.canon.push('}');
+                let id = stix::id::sco_id_from_canonical("artifact", &self.canon);
+                let mime = mime_override.or(mime.map(str::to_string));
+                pending.push((id.clone(), Pending::Artifact(mime, payload_bin)));
                 artifact_id = Some(id);
                 iocs.payload = true;
             } else {
@@ -971,11 +970,12 @@ impl<'s> RowConverter<'s> {
             };
             match absolute {
                 Some(u) => {
-                    let mut props = Map::new();
-                    props.insert("value".into(), json!(u));
-                    let o = sco("url", props);
-                    let id = o["id"].as_str().unwrap_or_default().to_string();
-                    pending.push((id.clone(), Pending::object(&o)));
+                    self.canon.clear();
+                    self.canon.push_str("{\"value\":");
+                    stix::jcs::write_string(&u, &mut self.canon);
+                    self.canon.push('}');
+                    let id = stix::id::sco_id_from_canonical("url", &self.canon);
+                    pending.push((id.clone(), Pending::Address("url", u)));
                     refs.push(id);
                     iocs.url = true;
                 }
@@ -1060,8 +1060,21 @@ impl<'s> RowConverter<'s> {
         let observed_id = stix::sdo_id("observed-data", self.seed.as_bytes());
         for (id, object) in pending {
             batch.push_line_once(&id, || match object {
-                Pending::Line(line) => line,
                 Pending::Address(ty, value) => address_line(ty, &id, &value),
+                Pending::Artifact(mime, payload) => {
+                    let mut line = Vec::with_capacity(payload.len() + 160);
+                    let mut o = Obj::new(&mut line);
+                    o.str("type", "artifact")
+                        .str("spec_version", "2.1")
+                        .str("id", &id);
+                    if let Some(m) = &mime {
+                        o.str("mime_type", m);
+                    }
+                    o.str("payload_bin", &payload);
+                    o.end();
+                    line.push(b'\n');
+                    line
+                }
             });
         }
         // The flow and the observation are written straight into the file.
@@ -1154,16 +1167,10 @@ fn json_string(s: &str) -> String {
 
 /// An SCO of the row, written only if the file does not hold it yet.
 enum Pending {
+    /// An object with a `value` (addresses, URLs).
     Address(&'static str, String),
-    Line(Vec<u8>),
-}
-
-impl Pending {
-    fn object(o: &Map<String, Value>) -> Self {
-        let mut line = serde_json::to_vec(o).expect("serialising a map cannot fail");
-        line.push(b'\n');
-        Pending::Line(line)
-    }
+    /// An artifact: mime type, base64 payload.
+    Artifact(Option<String>, String),
 }
 
 /// An address SCO whose id is already known (computed once per distinct value).
