@@ -37,6 +37,10 @@ use crate::store::ReadSeek;
 const PRODUCER_EPOCH_MICROS: i64 = 1_795_392_000_000_000; // 2026-11-23T00:00:00Z
 const MAX_KEPT_ERRORS: usize = 100;
 
+/// An object id (or an address value), shared rather than copied between the places a row
+/// uses it.
+type Id = Arc<str>;
+
 fn producer_epoch() -> Timestamp {
     Timestamp::from_micros(PRODUCER_EPOCH_MICROS)
 }
@@ -384,7 +388,7 @@ struct BatchBuilder {
     rejected: Vec<(u64, String)>,
     lines: Vec<u8>,
     objects: u64,
-    written: HashSet<String>,
+    written: HashSet<Id>,
     sighted: BTreeMap<String, Sighted>,
     ip_counts: BTreeMap<String, u64>,
     iocs: IocKinds,
@@ -439,9 +443,9 @@ impl BatchBuilder {
     }
 
     /// Writes an object line unless this file already holds the object.
-    fn push_line_once(&mut self, id: &str, line: impl FnOnce() -> Vec<u8>) {
+    fn push_line_once(&mut self, id: &Id, line: impl FnOnce() -> Vec<u8>) {
         if !self.written.contains(id) {
-            self.written.insert(id.to_string());
+            self.written.insert(id.clone());
             self.push_line(&line());
         }
     }
@@ -493,7 +497,7 @@ struct RowConverter<'s> {
     extension_id: String,
     identity_id: String,
     /// Cell text → (id, SCO type, STIX value), so that repeated addresses are hashed once.
-    address_ids: HashMap<String, (String, &'static str, String)>,
+    address_ids: HashMap<String, (Id, &'static str, Id)>,
     /// Column name → its target and a shared copy of the name (one allocation per column,
     /// not per cell).
     targets: HashMap<String, (Option<Target>, Name)>,
@@ -768,23 +772,24 @@ impl<'s> RowConverter<'s> {
         self.build(index, mapped, extension, batch)
     }
 
-    fn address(
-        &mut self,
-        column: &str,
-        value: &Value,
-    ) -> Result<(String, &'static str, String), String> {
-        let text = as_text(value);
-        if let Some((id, ty, value)) = self.address_ids.get(&text) {
+    fn address(&mut self, column: &str, value: &Value) -> Result<(Id, &'static str, Id), String> {
+        let text: std::borrow::Cow<str> = match value {
+            Value::String(s) => std::borrow::Cow::Borrowed(s.trim()),
+            other => std::borrow::Cow::Owned(as_text(other)),
+        };
+        if let Some((id, ty, value)) = self.address_ids.get(text.as_ref()) {
             return Ok((id.clone(), ty, value.clone()));
         }
         let (ty, value) = address_type(&text).ok_or_else(|| {
             format!("column `{column}`: {text:?} is not an IP address, MAC address or host name")
         })?;
-        let id =
-            stix::id::sco_id_from_canonical(ty, &format!("{{\"value\":{}}}", json_string(&value)));
+        let id: Id =
+            stix::id::sco_id_from_canonical(ty, &format!("{{\"value\":{}}}", json_string(&value)))
+                .into();
+        let value: Id = value.into();
         if self.address_ids.len() < 1_000_000 {
             self.address_ids
-                .insert(text, (id.clone(), ty, value.clone()));
+                .insert(text.into_owned(), (id.clone(), ty, value.clone()));
         }
         Ok((id, ty, value))
     }
@@ -797,10 +802,10 @@ impl<'s> RowConverter<'s> {
         batch: &mut BatchBuilder,
     ) -> Result<(), String> {
         let mut iocs = IocKinds::default();
-        let mut pending: Vec<(String, Pending)> = Vec::with_capacity(4); // SCOs to write first
-        let mut refs: Vec<String> = Vec::with_capacity(4);
-        let mut ends: [Option<String>; 2] = [None, None];
-        let mut ips: Vec<String> = Vec::with_capacity(2);
+        let mut pending: Vec<(Id, Pending)> = Vec::with_capacity(4); // SCOs to write first
+        let mut refs: Vec<Id> = Vec::with_capacity(4);
+        let mut ends: [Option<Id>; 2] = [None, None];
+        let mut ips: Vec<Id> = Vec::with_capacity(2);
         // Flow properties: ports [src, dst], counts [src bytes, dst bytes, src packets, dst
         // packets], times [start, end].
         let mut ports: [Option<u64>; 2] = [None, None];
@@ -935,7 +940,7 @@ impl<'s> RowConverter<'s> {
                 self.canon.push_str("{\"payload_bin\":");
                 stix::jcs::write_string(&payload_bin, &mut self.canon);
                 self.canon.push('}');
-                let id = stix::id::sco_id_from_canonical("artifact", &self.canon);
+                let id: Id = stix::id::sco_id_from_canonical("artifact", &self.canon).into();
                 let mime = mime_override.or(mime.map(str::to_string));
                 pending.push((id.clone(), Pending::Artifact(mime, payload_bin)));
                 artifact_id = Some(id);
@@ -974,8 +979,8 @@ impl<'s> RowConverter<'s> {
                     self.canon.push_str("{\"value\":");
                     stix::jcs::write_string(&u, &mut self.canon);
                     self.canon.push('}');
-                    let id = stix::id::sco_id_from_canonical("url", &self.canon);
-                    pending.push((id.clone(), Pending::Address("url", u)));
+                    let id: Id = stix::id::sco_id_from_canonical("url", &self.canon).into();
+                    pending.push((id.clone(), Pending::Address("url", u.into())));
                     refs.push(id);
                     iocs.url = true;
                 }
@@ -1004,7 +1009,7 @@ impl<'s> RowConverter<'s> {
                 src_payload_ref: artifact_id.as_deref(),
                 columns: &extension,
             };
-            let id = flow.id(&self.extension_id, &mut self.canon);
+            let id: Id = flow.id(&self.extension_id, &mut self.canon).into();
             flow_object = Some(flow);
             if !extension.is_empty() {
                 iocs.flow_feature = true;
@@ -1137,7 +1142,12 @@ impl<'s> RowConverter<'s> {
             entry.last = entry.last.max(last);
         }
         for ip in ips {
-            *batch.ip_counts.entry(ip).or_insert(0) += 1;
+            match batch.ip_counts.get_mut(ip.as_ref()) {
+                Some(n) => *n += 1,
+                None => {
+                    batch.ip_counts.insert(ip.to_string(), 1);
+                }
+            }
         }
         batch.iocs.merge(iocs);
         batch.rows_converted += 1;
@@ -1168,7 +1178,7 @@ fn json_string(s: &str) -> String {
 /// An SCO of the row, written only if the file does not hold it yet.
 enum Pending {
     /// An object with a `value` (addresses, URLs).
-    Address(&'static str, String),
+    Address(&'static str, Id),
     /// An artifact: mime type, base64 payload.
     Artifact(Option<String>, String),
 }

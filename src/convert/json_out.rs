@@ -76,18 +76,19 @@ impl<'a> Obj<'a> {
 
     pub fn u64(&mut self, k: &str, v: u64) -> &mut Self {
         self.key(k);
-        self.out.extend_from_slice(v.to_string().as_bytes());
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
         self
     }
 
-    pub fn strs(&mut self, k: &str, items: &[String]) -> &mut Self {
+    pub fn strs<S: AsRef<str>>(&mut self, k: &str, items: &[S]) -> &mut Self {
         self.key(k);
         self.out.push(b'[');
         for (i, s) in items.iter().enumerate() {
             if i > 0 {
                 self.out.push(b',');
             }
-            push_str(self.out, s);
+            push_str(self.out, s.as_ref());
         }
         self.out.push(b']');
         self
@@ -173,7 +174,7 @@ impl Flow<'_> {
         // Sorted: dst_port, dst_ref, end, extensions, protocols, src_port, src_ref, start.
         if let Some(p) = self.dst_port {
             key(canon, "dst_port");
-            canon.push_str(&p.to_string());
+            canon.push_str(itoa::Buffer::new().format(p));
         }
         if let Some(r) = self.dst_ref {
             key(canon, "dst_ref");
@@ -198,7 +199,7 @@ impl Flow<'_> {
         canon.push(']');
         if let Some(p) = self.src_port {
             key(canon, "src_port");
-            canon.push_str(&p.to_string());
+            canon.push_str(itoa::Buffer::new().format(p));
         }
         if let Some(r) = self.src_ref {
             key(canon, "src_ref");
