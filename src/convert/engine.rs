@@ -1069,13 +1069,13 @@ impl<'s> RowConverter<'s> {
                 Pending::Artifact(mime, payload) => {
                     let mut line = Vec::with_capacity(payload.len() + 160);
                     let mut o = Obj::new(&mut line);
-                    o.str("type", "artifact")
-                        .str("spec_version", "2.1")
-                        .str("id", &id);
+                    o.plain("type", "artifact")
+                        .plain("spec_version", "2.1")
+                        .plain("id", &id);
                     if let Some(m) = &mime {
                         o.str("mime_type", m);
                     }
-                    o.str("payload_bin", &payload);
+                    o.plain("payload_bin", &payload); // base64
                     o.end();
                     line.push(b'\n');
                     line
@@ -1101,19 +1101,19 @@ impl<'s> RowConverter<'s> {
         let times = &self.times.as_ref().expect("set above").1;
         let line = batch.begin_line();
         let mut od = Obj::new(line);
-        od.str("type", "observed-data")
-            .str("spec_version", "2.1")
-            .str("id", &observed_id)
-            .str("created_by_ref", &self.identity_id)
-            .str("created", &times[0])
-            .str("modified", &times[1])
-            .str("first_observed", &times[2])
-            .str("last_observed", &times[3])
+        od.plain("type", "observed-data")
+            .plain("spec_version", "2.1")
+            .plain("id", &observed_id)
+            .plain("created_by_ref", &self.identity_id)
+            .plain("created", &times[0])
+            .plain("modified", &times[1])
+            .plain("first_observed", &times[2])
+            .plain("last_observed", &times[3])
             .u64("number_observed", 1);
         if !self.settings.labels.is_empty() {
             od.strs("labels", &self.settings.labels);
         }
-        od.strs("object_refs", &refs);
+        od.plain_list("object_refs", &refs);
         if !observed_columns.is_empty() {
             od.columns_extension(&self.extension_id, &observed_columns);
         }
@@ -1187,9 +1187,9 @@ enum Pending {
 fn address_line(ty: &str, id: &str, value: &str) -> Vec<u8> {
     let mut line = Vec::with_capacity(128);
     let mut o = Obj::new(&mut line);
-    o.str("type", ty)
-        .str("spec_version", "2.1")
-        .str("id", id)
+    o.plain("type", ty)
+        .plain("spec_version", "2.1")
+        .plain("id", id)
         .str("value", value);
     o.end();
     line.push(b'\n');

@@ -74,6 +74,38 @@ impl<'a> Obj<'a> {
         self
     }
 
+    /// A string that needs no escaping (ids, timestamps, type names: made here, ASCII without
+    /// quotes, backslashes or control characters), written without scanning.
+    pub fn plain(&mut self, k: &str, v: &str) -> &mut Self {
+        debug_assert!(!v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'));
+        self.key(k);
+        self.out.push(b'"');
+        self.out.extend_from_slice(v.as_bytes());
+        self.out.push(b'"');
+        self
+    }
+
+    /// A list of strings that need no escaping (ids).
+    pub fn plain_list<S: AsRef<str>>(&mut self, k: &str, items: &[S]) -> &mut Self {
+        self.key(k);
+        self.out.push(b'[');
+        for (i, s) in items.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            debug_assert!(
+                !s.as_ref()
+                    .bytes()
+                    .any(|b| b < 0x20 || b == b'"' || b == b'\\')
+            );
+            self.out.push(b'"');
+            self.out.extend_from_slice(s.as_ref().as_bytes());
+            self.out.push(b'"');
+        }
+        self.out.push(b']');
+        self
+    }
+
     pub fn u64(&mut self, k: &str, v: u64) -> &mut Self {
         self.key(k);
         self.out
@@ -248,7 +280,7 @@ impl Flow<'_> {
             }
         }
         if let Some(a) = self.src_payload_ref {
-            o.str("src_payload_ref", a);
+            o.plain("src_payload_ref", a);
         }
         if !self.columns.is_empty() {
             o.columns_extension(extension_id, self.columns);
