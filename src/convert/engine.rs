@@ -716,7 +716,9 @@ impl<'s> RowConverter<'s> {
         for (index, row) in rows.rows {
             batch.rows_read += 1;
             let outcome = match row {
-                Ok(row) => self.convert(index, &row, &mut batch),
+                Ok(row) => row
+                    .with_row(|row| self.convert(index, row, &mut batch))
+                    .and_then(|converted| converted),
                 Err(reason) => Err(reason),
             };
             if let Err(reason) = outcome {

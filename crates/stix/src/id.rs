@@ -94,8 +94,18 @@ pub fn sco_id_from_canonical(sco_type: &str, canonical: &str) -> String {
     let digest = sha1::Digest::finalize(h);
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    let uuid = uuid::Builder::from_sha1_bytes(bytes).into_uuid();
-    format!("{sco_type}--{uuid}")
+    typed_id(sco_type, uuid::Builder::from_sha1_bytes(bytes).into_uuid())
+}
+
+/// `type--uuid`, formatted without `fmt` machinery (ids are made for every row).
+fn typed_id(object_type: &str, uuid: Uuid) -> String {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid.hyphenated().encode_lower(&mut buf);
+    let mut id = String::with_capacity(object_type.len() + 2 + text.len());
+    id.push_str(object_type);
+    id.push_str("--");
+    id.push_str(text);
+    id
 }
 
 /// A reproducible version-4 UUID id for a domain object (SDO, SRO, bundle, ...): the UUID's
@@ -108,8 +118,10 @@ pub fn sdo_id(sdo_type: &str, seed: &[u8]) -> String {
     let digest = h.finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    let uuid = uuid::Builder::from_random_bytes(bytes).into_uuid();
-    format!("{sdo_type}--{uuid}")
+    typed_id(
+        sdo_type,
+        uuid::Builder::from_random_bytes(bytes).into_uuid(),
+    )
 }
 
 #[cfg(test)]

@@ -67,17 +67,33 @@ impl Timestamp {
     /// Exactly millisecond precision (`...T00:00:00.000Z`), as STIX requires of `created` and
     /// `modified`. Sub-millisecond digits are truncated, which keeps ordering.
     pub fn to_millis_string(self) -> String {
+        let mut out = self.seconds_text();
+        out.push('.');
+        push_digits(
+            &mut out,
+            (self.micros.rem_euclid(1_000_000) / 1000) as u32,
+            3,
+        );
+        out.push('Z');
+        out
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS`, written digit by digit (this runs for every row).
+    fn seconds_text(self) -> String {
         let t = self.to_offset();
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            self.micros.rem_euclid(1_000_000) / 1000
-        )
+        let mut out = String::with_capacity(32);
+        push_digits(&mut out, t.year().max(0) as u32, 4);
+        out.push('-');
+        push_digits(&mut out, u8::from(t.month()) as u32, 2);
+        out.push('-');
+        push_digits(&mut out, t.day() as u32, 2);
+        out.push('T');
+        push_digits(&mut out, t.hour() as u32, 2);
+        out.push(':');
+        push_digits(&mut out, t.minute() as u32, 2);
+        out.push(':');
+        push_digits(&mut out, t.second() as u32, 2);
+        out
     }
 
     pub fn to_offset(self) -> OffsetDateTime {
@@ -90,25 +106,26 @@ impl Timestamp {
 /// they suffice, else microseconds.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = self.to_offset();
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        )?;
-        let micros = self.micros.rem_euclid(1_000_000);
-        if micros == 0 {
-            f.write_str("Z")
-        } else if micros % 1000 == 0 {
-            write!(f, ".{:03}Z", micros / 1000)
-        } else {
-            write!(f, ".{micros:06}Z")
+        let mut out = self.seconds_text();
+        let micros = self.micros.rem_euclid(1_000_000) as u32;
+        if micros != 0 && micros % 1000 == 0 {
+            out.push('.');
+            push_digits(&mut out, micros / 1000, 3);
+        } else if micros != 0 {
+            out.push('.');
+            push_digits(&mut out, micros, 6);
         }
+        out.push('Z');
+        f.write_str(&out)
+    }
+}
+
+/// Appends `n` as exactly `width` decimal digits (zero-padded; `n` must fit).
+fn push_digits(out: &mut String, n: u32, width: u32) {
+    let mut div = 10u32.pow(width - 1);
+    while div > 0 {
+        out.push(char::from(b'0' + ((n / div) % 10) as u8));
+        div /= 10;
     }
 }
 
