@@ -108,7 +108,7 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = self.seconds_text();
         let micros = self.micros.rem_euclid(1_000_000) as u32;
-        if micros != 0 && micros % 1000 == 0 {
+        if micros != 0 && micros.is_multiple_of(1000) {
             out.push('.');
             push_digits(&mut out, micros / 1000, 3);
         } else if micros != 0 {
