@@ -392,7 +392,6 @@ struct BatchBuilder {
     sighted: BTreeMap<String, Sighted>,
     ip_counts: BTreeMap<String, u64>,
     iocs: IocKinds,
-    first_row: Option<u64>,
 }
 
 impl BatchBuilder {
@@ -408,7 +407,6 @@ impl BatchBuilder {
             sighted: BTreeMap::new(),
             ip_counts: BTreeMap::new(),
             iocs: IocKinds::default(),
-            first_row: None,
         }
     }
 
@@ -1153,7 +1151,6 @@ impl<'s> RowConverter<'s> {
         }
         batch.iocs.merge(iocs);
         batch.rows_converted += 1;
-        batch.first_row.get_or_insert(index);
         Ok(())
     }
 
