@@ -22,17 +22,6 @@ fn env_str(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -80,7 +69,7 @@ fn main() {
             let secs = start.elapsed().as_secs_f64();
             assert_eq!(done["rows_done"], rows);
             let rate = rows as f64 / secs;
-            let peak = peak_rss_mib(server.pid());
+            let peak = server.peak_rss_mib();
             println!(
                 "{name} run {run}: {rows} rows in {secs:.2} s = {rate:.0} rows/s ({:.0} objects/s, {} files), server peak RSS {peak:.1} MiB",
                 done["objects"].as_f64().unwrap_or(0.0) / secs,

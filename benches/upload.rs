@@ -49,16 +49,6 @@ fn body(noise: &bytes::Bytes, run: u64, size: u64) -> reqwest::Body {
     ))
 }
 
-fn peak_rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -105,7 +95,7 @@ fn main() {
         assert_eq!(v["code"], 200, "{v}");
         assert_eq!(v["data"]["file_size"], size);
         let mbps = size as f64 / 1e6 / secs;
-        let peak = peak_rss_kb(server.pid()) as f64 / 1024.0;
+        let peak = server.peak_rss_mib();
         println!(
             "run {}: {mb} MiB in {secs:.2} s = {mbps:.0} MB/s, server peak RSS {peak:.1} MiB",
             run + 1

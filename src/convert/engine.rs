@@ -772,6 +772,18 @@ impl<'s> RowConverter<'s> {
         self.build(index, mapped, extension, batch)
     }
 
+    /// The id of an SCO whose only id-contributing property present is `key` (a string):
+    /// addresses, URLs, artifacts without hashes.
+    fn single_property_id(&mut self, sco_type: &str, key: &str, value: &str) -> Id {
+        self.canon.clear();
+        self.canon.push_str("{\"");
+        self.canon.push_str(key);
+        self.canon.push_str("\":");
+        stix::jcs::write_string(value, &mut self.canon);
+        self.canon.push('}');
+        stix::id::sco_id_from_canonical(sco_type, &self.canon).into()
+    }
+
     fn address(&mut self, column: &str, value: &Value) -> Result<(Id, &'static str, Id), String> {
         let text: std::borrow::Cow<str> = match value {
             Value::String(s) => std::borrow::Cow::Borrowed(s.trim()),
@@ -783,9 +795,7 @@ impl<'s> RowConverter<'s> {
         let (ty, value) = address_type(&text).ok_or_else(|| {
             format!("column `{column}`: {text:?} is not an IP address, MAC address or host name")
         })?;
-        let id: Id =
-            stix::id::sco_id_from_canonical(ty, &format!("{{\"value\":{}}}", json_string(&value)))
-                .into();
+        let id = self.single_property_id(ty, "value", &value);
         let value: Id = value.into();
         if self.address_ids.len() < 1_000_000 {
             self.address_ids
@@ -936,11 +946,7 @@ impl<'s> RowConverter<'s> {
                 let payload_bin =
                     base64::engine::general_purpose::STANDARD.encode(bytes.as_bytes());
                 // Only `payload_bin` contributes to the id (there are no hashes).
-                self.canon.clear();
-                self.canon.push_str("{\"payload_bin\":");
-                stix::jcs::write_string(&payload_bin, &mut self.canon);
-                self.canon.push('}');
-                let id: Id = stix::id::sco_id_from_canonical("artifact", &self.canon).into();
+                let id = self.single_property_id("artifact", "payload_bin", &payload_bin);
                 let mime = mime_override.or(mime.map(str::to_string));
                 pending.push((id.clone(), Pending::Artifact(mime, payload_bin)));
                 artifact_id = Some(id);
@@ -975,11 +981,7 @@ impl<'s> RowConverter<'s> {
             };
             match absolute {
                 Some(u) => {
-                    self.canon.clear();
-                    self.canon.push_str("{\"value\":");
-                    stix::jcs::write_string(&u, &mut self.canon);
-                    self.canon.push('}');
-                    let id: Id = stix::id::sco_id_from_canonical("url", &self.canon).into();
+                    let id = self.single_property_id("url", "value", &u);
                     pending.push((id.clone(), Pending::Address("url", u.into())));
                     refs.push(id);
                     iocs.url = true;
@@ -1166,12 +1168,6 @@ impl<'s> RowConverter<'s> {
                 _ => None,
             })
     }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    stix::jcs::write_string(s, &mut out);
-    out
 }
 
 /// An SCO of the row, written only if the file does not hold it yet.
