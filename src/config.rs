@@ -54,6 +54,8 @@ pub struct ServeConfig {
     pub cors: CorsOrigins,
     /// The server's default mapping table (`--mapping`); `None`: the embedded one.
     pub mapping: Option<PathBuf>,
+    /// A MaxMind-format database for IP locations (`--geoip-db`); `None`: locations unknown.
+    pub geoip_db: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -83,6 +85,7 @@ mod tests {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             cors: CorsOrigins::Any,
             mapping: None,
+            geoip_db: None,
         }
     }
 

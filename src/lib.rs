@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod convert;
+pub mod cti;
 pub mod dataset;
 pub mod hash;
 pub mod http;

@@ -51,6 +51,10 @@ struct ServeArgs {
     /// default: the embedded table. Requests may name another one in <data-dir>/mappings/.
     #[arg(long, env = "BRCTI_MAPPING")]
     mapping: Option<PathBuf>,
+    /// IP geolocation database in MaxMind format with the City layout (GeoLite2-City, DB-IP
+    /// Lite City) for CTI statistics; without one, public addresses are located as unknown.
+    #[arg(long, env = "BRCTI_GEOIP_DB")]
+    geoip_db: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_upload_bytes: args.max_upload_bytes,
         cors: args.cors_origins,
         mapping: args.mapping,
+        geoip_db: args.geoip_db,
     };
     tokio::runtime::Runtime::new()?.block_on(br_cti::http::serve(config))
 }

@@ -91,8 +91,12 @@ fn varied_dataset() -> PathBuf {
             r % 1_000_000,
         ));
     }
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("varied.csv");
-    std::fs::write(&path, csv).unwrap();
+    // Both tests call this at once: write aside and rename, so neither reads a half-written file.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join("varied.csv");
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).unwrap();
+    std::io::Write::write_all(&mut tmp, csv.as_bytes()).unwrap();
+    tmp.persist(&path).unwrap();
     path
 }
 

@@ -35,6 +35,7 @@ pub fn router() -> Router<AppState> {
             post(get_traffic_data_features),
         )
         .merge(super::data_stix::router())
+        .merge(super::data_cti::router())
 }
 
 /// Runs blocking storage work off the async runtime.

@@ -208,7 +208,7 @@ struct StixRequest {
     observed_time: Option<String>,
 }
 
-fn absent() -> Num {
+pub fn absent() -> Num {
     Num(None)
 }
 

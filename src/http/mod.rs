@@ -1,6 +1,7 @@
 //! The HTTP layer: one router per API, composed in [`router`]; [`serve`] runs the node.
 
 mod data;
+mod data_cti;
 mod data_stix;
 pub mod envelope;
 
@@ -18,6 +19,7 @@ use tracing::Level;
 
 use crate::config::{CorsOrigins, ServeConfig};
 use crate::convert::{DEFAULT_MAPPING, Mapping};
+use crate::cti::geo::GeoIp;
 use crate::jobs::Jobs;
 use crate::store::{BlobStore, FsBlobStore, MetaStore, SqliteStore};
 use envelope::ApiError;
@@ -55,7 +57,12 @@ impl AppState {
         let meta: Arc<dyn MetaStore> =
             Arc::new(SqliteStore::open(&config.data_dir.join("br-cti.sqlite"))?);
         let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&config.data_dir)?);
-        let jobs = Jobs::start(meta.clone(), blobs.clone())?;
+        let geo = match &config.geoip_db {
+            None => GeoIp::none(),
+            Some(path) => GeoIp::open(path)?,
+        };
+        tracing::info!(geoip = geo.description(), "IP geolocation");
+        let jobs = Jobs::start(meta.clone(), blobs.clone(), Arc::new(geo))?;
         Ok(Self {
             blobs,
             meta,

@@ -3,15 +3,18 @@
 //! running by a previous process (a restart, a crash, `kill -9`) are queued again and resume
 //! from their last committed step.
 
+pub mod cti_job;
 pub mod stix_job;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
+use crate::cti::geo::GeoIp;
 use crate::store::{BlobStore, Job, JobStatus, MetaStore, StoreError};
 
 pub const KIND_STIX: &str = "stix";
+pub const KIND_CTI: &str = "cti";
 
 /// Handle to the job worker. Cloning shares it.
 #[derive(Clone)]
@@ -22,18 +25,24 @@ pub struct Jobs {
 struct Inner {
     meta: Arc<dyn MetaStore>,
     blobs: Arc<dyn BlobStore>,
+    geo: Arc<GeoIp>,
     queue: Mutex<mpsc::Sender<i64>>,
     cancels: Mutex<HashMap<i64, Arc<AtomicBool>>>,
 }
 
 impl Jobs {
     /// Starts the worker and queues the jobs an earlier process left unfinished.
-    pub fn start(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> Result<Self, StoreError> {
+    pub fn start(
+        meta: Arc<dyn MetaStore>,
+        blobs: Arc<dyn BlobStore>,
+        geo: Arc<GeoIp>,
+    ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<i64>();
         let jobs = Jobs {
             inner: Arc::new(Inner {
                 meta,
                 blobs,
+                geo,
                 queue: Mutex::new(tx),
                 cancels: Mutex::new(HashMap::new()),
             }),
@@ -60,6 +69,10 @@ impl Jobs {
 
     pub fn blobs(&self) -> &Arc<dyn BlobStore> {
         &self.inner.blobs
+    }
+
+    pub fn geo(&self) -> &GeoIp {
+        &self.inner.geo
     }
 
     pub fn enqueue(&self, id: i64) {
@@ -115,6 +128,7 @@ impl Jobs {
             tracing::info!(job = id, kind = %job.kind, file = %job.file_hash, "job running");
             let result = match job.kind.as_str() {
                 KIND_STIX => stix_job::run(self, &job, &flag),
+                KIND_CTI => cti_job::run(self, &job, &flag),
                 other => Err(format!("unknown job kind {other:?}")),
             };
             match result {
@@ -140,9 +154,12 @@ impl Jobs {
             Some(m) => tracing::warn!(job = job.id, status = status.as_str(), "job ended: {m}"),
             None => tracing::info!(job = job.id, status = status.as_str(), "job ended"),
         }
-        if job.kind == KIND_STIX {
-            stix_job::on_end(self, job, status).map_err(|e| e.to_string())?;
+        match job.kind.as_str() {
+            KIND_STIX => stix_job::on_end(self, job, status),
+            KIND_CTI => cti_job::on_end(self, job, status),
+            _ => Ok(()),
         }
+        .map_err(|e| e.to_string())?;
         self.inner
             .meta
             .finish_job(job.id, status, message)

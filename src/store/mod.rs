@@ -128,8 +128,8 @@ pub enum StoreError {
     Io(#[from] io::Error),
 }
 
-/// Metadata: files, tasks and their steps; jobs and records (see [`JobStore`]).
-pub trait MetaStore: JobStore + Send + Sync {
+/// Metadata: files, tasks and their steps; jobs and records (see [`JobStore`], [`CtiStore`]).
+pub trait MetaStore: JobStore + CtiStore + Send + Sync {
     /// Records an uploaded file and a task for it, in one transaction. Uploading the same file
     /// under the same `task_id` again returns the existing record; a `task_id` that belongs to
     /// another file is a [`StoreError::TaskConflict`].
@@ -289,4 +289,78 @@ pub trait JobStore: Send + Sync {
         file_hash: &Sha256Hex,
         stix_hash: &Sha256Hex,
     ) -> Result<Option<StixRecord>, StoreError>;
+}
+
+/// A CTI record: one per STIX record, with the fields of the chain payload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CtiRecord {
+    pub source_file_hash: String,
+    /// The STIX file's SHA-256 (also its `stix_file_hash`).
+    pub cti_hash: String,
+    pub job_id: i64,
+    pub cti_name: String,
+    pub cti_type: u8,
+    pub cti_traffic_type: u8,
+    pub open_source: u8,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub iocs: Vec<String>,
+    pub value: f64,
+    pub incentive_mechanism: u8,
+    /// Size of the STIX file, bytes.
+    pub data_size: u64,
+    /// Where the STIX file is (the publisher uploads it to IPFS from there).
+    pub stix_data: String,
+    pub stix_ipfs_hash: String,
+    /// The statistics, as JSON text.
+    pub statistic_info: String,
+    pub data_source_hash: String,
+    pub data_source_ipfs_hash: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub onchain: bool,
+    /// The id the chain assigned, once published.
+    pub cti_id: Option<String>,
+}
+
+/// CTI records.
+pub trait CtiStore: Send + Sync {
+    /// Commits CTI records and the job's progress in one transaction, and links each STIX
+    /// record to its CTI record (each record comes with the `cti_file_path` its STIX record gets). A record that exists already keeps its
+    /// creation time, on-chain state, chain id and IPFS hashes; its descriptive fields and
+    /// statistics are updated.
+    fn commit_cti_steps(
+        &self,
+        job_id: i64,
+        records: &[(CtiRecord, String)],
+        progress: &JobProgress,
+    ) -> Result<(), StoreError>;
+    /// CTI records of a file, in the order of their STIX records; `page` is 1-based. Returns
+    /// the page and the total count.
+    fn cti_records(
+        &self,
+        file_hash: &Sha256Hex,
+        page: Option<(u64, u64)>,
+    ) -> Result<(Vec<CtiRecord>, u64), StoreError>;
+    fn cti_record(
+        &self,
+        file_hash: &Sha256Hex,
+        cti_hash: &Sha256Hex,
+    ) -> Result<Option<CtiRecord>, StoreError>;
+    /// Records that a CTI record was published: its chain id (and IPFS hashes when given).
+    /// Marks the STIX record on chain too. Returns false when there is no such record.
+    fn mark_cti_onchain(
+        &self,
+        file_hash: &Sha256Hex,
+        cti_hash: &Sha256Hex,
+        publication: &Publication,
+    ) -> Result<bool, StoreError>;
+}
+
+/// What a publisher reports after putting a CTI record on chain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Publication {
+    pub cti_id: String,
+    pub stix_ipfs_hash: Option<String>,
+    pub data_source_ipfs_hash: Option<String>,
 }

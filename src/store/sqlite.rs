@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
 use super::{
-    FileMeta, Job, JobProgress, JobStatus, JobStore, MetaStore, STEP_UPLOAD, STEPS, StepState,
-    StepStatus, StixRecord, StoreError, TaskRecord,
+    CtiRecord, CtiStore, FileMeta, Job, JobProgress, JobStatus, JobStore, MetaStore, Publication,
+    STEP_UPLOAD, STEPS, StepState, StepStatus, StixRecord, StoreError, TaskRecord,
 };
 use crate::hash::Sha256Hex;
 use crate::time_util::now_ms;
@@ -80,6 +80,34 @@ const MIGRATIONS: &[M<'static>] = &[
          onchain          INTEGER NOT NULL DEFAULT 0,
          cti_file_path    TEXT,
          PRIMARY KEY (source_file_hash, stix_file_hash)
+     ) STRICT;",
+    ),
+    M::up(
+        "CREATE TABLE cti_records (
+         source_file_hash      TEXT NOT NULL,
+         cti_hash              TEXT NOT NULL,
+         job_id                INTEGER NOT NULL REFERENCES jobs(id),
+         cti_name              TEXT NOT NULL,
+         cti_type              INTEGER NOT NULL,
+         cti_traffic_type      INTEGER NOT NULL,
+         open_source           INTEGER NOT NULL,
+         description           TEXT NOT NULL,
+         tags                  TEXT NOT NULL,
+         iocs                  TEXT NOT NULL,
+         value                 REAL NOT NULL,
+         incentive_mechanism   INTEGER NOT NULL,
+         data_size             INTEGER NOT NULL,
+         stix_data             TEXT NOT NULL,
+         stix_ipfs_hash        TEXT NOT NULL DEFAULT '',
+         statistic_info        TEXT NOT NULL,
+         data_source_hash      TEXT NOT NULL,
+         data_source_ipfs_hash TEXT NOT NULL DEFAULT '',
+         created_at            INTEGER NOT NULL,
+         updated_at            INTEGER NOT NULL,
+         onchain               INTEGER NOT NULL DEFAULT 0,
+         cti_id                TEXT,
+         PRIMARY KEY (source_file_hash, cti_hash),
+         FOREIGN KEY (source_file_hash, cti_hash) REFERENCES stix_records(source_file_hash, stix_file_hash)
      ) STRICT;",
     ),
 ];
@@ -431,21 +459,7 @@ impl JobStore for SqliteStore {
                     ],
                 )?;
             }
-            tx.execute(
-                "UPDATE jobs SET steps_done = ?2, rows_done = ?3, rows_rejected = ?4, objects = ?5, files = ?6,
-                     errors = ?7, recent_steps = ?8, run_ms = ?9 WHERE id = ?1",
-                params![
-                    job_id,
-                    progress.steps_done as i64,
-                    progress.rows_done as i64,
-                    progress.rows_rejected as i64,
-                    progress.objects as i64,
-                    progress.files as i64,
-                    json_text(&progress.errors),
-                    json_text(&progress.recent_steps),
-                    progress.run_ms,
-                ],
-            )?;
+            update_progress(&tx, job_id, progress)?;
             tx.commit()?;
             Ok(())
         })
@@ -491,6 +505,198 @@ impl JobStore for SqliteStore {
                     record_from_row,
                 )
                 .optional()?)
+        })
+    }
+}
+
+const CTI_COLUMNS: &str = "source_file_hash, cti_hash, job_id, cti_name, cti_type, cti_traffic_type, open_source, \
+     description, tags, iocs, value, incentive_mechanism, data_size, stix_data, stix_ipfs_hash, statistic_info, \
+     data_source_hash, data_source_ipfs_hash, created_at, updated_at, onchain, cti_id";
+
+fn cti_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CtiRecord> {
+    let tags: String = r.get(8)?;
+    let iocs: String = r.get(9)?;
+    Ok(CtiRecord {
+        source_file_hash: r.get(0)?,
+        cti_hash: r.get(1)?,
+        job_id: r.get(2)?,
+        cti_name: r.get(3)?,
+        cti_type: r.get::<_, i64>(4)? as u8,
+        cti_traffic_type: r.get::<_, i64>(5)? as u8,
+        open_source: r.get::<_, i64>(6)? as u8,
+        description: r.get(7)?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        iocs: serde_json::from_str(&iocs).unwrap_or_default(),
+        value: r.get(10)?,
+        incentive_mechanism: r.get::<_, i64>(11)? as u8,
+        data_size: r.get::<_, i64>(12)? as u64,
+        stix_data: r.get(13)?,
+        stix_ipfs_hash: r.get(14)?,
+        statistic_info: r.get(15)?,
+        data_source_hash: r.get(16)?,
+        data_source_ipfs_hash: r.get(17)?,
+        created_at: r.get(18)?,
+        updated_at: r.get(19)?,
+        onchain: r.get::<_, i64>(20)? != 0,
+        cti_id: r.get(21)?,
+    })
+}
+
+fn update_progress(
+    tx: &rusqlite::Transaction<'_>,
+    job_id: i64,
+    progress: &JobProgress,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE jobs SET steps_done = ?2, rows_done = ?3, rows_rejected = ?4, objects = ?5, files = ?6,
+             errors = ?7, recent_steps = ?8, run_ms = ?9 WHERE id = ?1",
+        params![
+            job_id,
+            progress.steps_done as i64,
+            progress.rows_done as i64,
+            progress.rows_rejected as i64,
+            progress.objects as i64,
+            progress.files as i64,
+            json_text(&progress.errors),
+            json_text(&progress.recent_steps),
+            progress.run_ms,
+        ],
+    )?;
+    Ok(())
+}
+
+impl CtiStore for SqliteStore {
+    fn commit_cti_steps(
+        &self,
+        job_id: i64,
+        records: &[(CtiRecord, String)],
+        progress: &JobProgress,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            for (r, cti_file_path) in records {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO cti_records ({CTI_COLUMNS}) VALUES
+                             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, '', ?15, ?16, '', ?17, ?17, 0, NULL)
+                         ON CONFLICT(source_file_hash, cti_hash) DO UPDATE SET
+                             job_id = excluded.job_id, cti_name = excluded.cti_name, cti_type = excluded.cti_type,
+                             cti_traffic_type = excluded.cti_traffic_type, open_source = excluded.open_source,
+                             description = excluded.description, tags = excluded.tags, iocs = excluded.iocs,
+                             value = excluded.value, incentive_mechanism = excluded.incentive_mechanism,
+                             data_size = excluded.data_size, stix_data = excluded.stix_data,
+                             statistic_info = excluded.statistic_info, data_source_hash = excluded.data_source_hash,
+                             updated_at = excluded.updated_at"
+                    ),
+                    params![
+                        r.source_file_hash,
+                        r.cti_hash,
+                        job_id,
+                        r.cti_name,
+                        r.cti_type,
+                        r.cti_traffic_type,
+                        r.open_source,
+                        r.description,
+                        json_text(&r.tags),
+                        json_text(&r.iocs),
+                        r.value,
+                        r.incentive_mechanism,
+                        r.data_size as i64,
+                        r.stix_data,
+                        r.statistic_info,
+                        r.data_source_hash,
+                        r.updated_at,
+                    ],
+                )?;
+                tx.execute(
+                    "UPDATE stix_records SET cti_file_path = ?3 WHERE source_file_hash = ?1 AND stix_file_hash = ?2",
+                    params![r.source_file_hash, r.cti_hash, cti_file_path],
+                )?;
+            }
+            update_progress(&tx, job_id, progress)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn cti_records(
+        &self,
+        file_hash: &Sha256Hex,
+        page: Option<(u64, u64)>,
+    ) -> Result<(Vec<CtiRecord>, u64), StoreError> {
+        self.with(|conn| {
+            let total: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM cti_records WHERE source_file_hash = ?1",
+                [file_hash.as_str()],
+                |r| r.get(0),
+            )?;
+            let (limit, offset) = match page {
+                Some((page, size)) => (size as i64, (page.saturating_sub(1) * size) as i64),
+                None => (-1, 0),
+            };
+            let columns = CTI_COLUMNS
+                .split(", ")
+                .map(|c| format!("c.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {columns} FROM cti_records c JOIN stix_records s
+                     ON s.source_file_hash = c.source_file_hash AND s.stix_file_hash = c.cti_hash
+                 WHERE c.source_file_hash = ?1 ORDER BY s.rowid LIMIT ?2 OFFSET ?3"
+            ))?;
+            let rows = stmt
+                .query_map(params![file_hash.as_str(), limit, offset], cti_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((rows, total as u64))
+        })
+    }
+
+    fn cti_record(
+        &self,
+        file_hash: &Sha256Hex,
+        cti_hash: &Sha256Hex,
+    ) -> Result<Option<CtiRecord>, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {CTI_COLUMNS} FROM cti_records WHERE source_file_hash = ?1 AND cti_hash = ?2"
+                    ),
+                    params![file_hash.as_str(), cti_hash.as_str()],
+                    cti_from_row,
+                )
+                .optional()?)
+        })
+    }
+
+    fn mark_cti_onchain(
+        &self,
+        file_hash: &Sha256Hex,
+        cti_hash: &Sha256Hex,
+        publication: &Publication,
+    ) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let changed = tx.execute(
+                "UPDATE cti_records SET onchain = 1, cti_id = ?3,
+                     stix_ipfs_hash = COALESCE(?4, stix_ipfs_hash),
+                     data_source_ipfs_hash = COALESCE(?5, data_source_ipfs_hash), updated_at = ?6
+                 WHERE source_file_hash = ?1 AND cti_hash = ?2",
+                params![
+                    file_hash.as_str(),
+                    cti_hash.as_str(),
+                    publication.cti_id,
+                    publication.stix_ipfs_hash,
+                    publication.data_source_ipfs_hash,
+                    now_ms()
+                ],
+            )?;
+            tx.execute(
+                "UPDATE stix_records SET onchain = 1 WHERE source_file_hash = ?1 AND stix_file_hash = ?2",
+                params![file_hash.as_str(), cti_hash.as_str()],
+            )?;
+            tx.commit()?;
+            Ok(changed > 0)
         })
     }
 }

@@ -301,3 +301,76 @@ pub fn validate_stix(files: &[PathBuf]) -> Value {
         )
     })
 }
+
+impl TestServer {
+    pub fn start_cti(&self, body: &Value) -> Value {
+        self.post_json("/data/process_stix_to_cti", body)
+    }
+
+    pub fn cti_progress(&self, hash: &str) -> Value {
+        self.post_json(
+            "/data/get_cti_process_progress",
+            &serde_json::json!({"file_hash": hash}),
+        )
+    }
+
+    /// Polls the CTI progress until it reaches 100 (panics on failure or timeout).
+    pub fn wait_cti(&self, hash: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let v = self.cti_progress(hash);
+            assert_eq!(v["code"], 200, "CTI build failed: {v}");
+            if v["data"]["progress"] == 100 {
+                return v["data"].clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "CTI build did not finish: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn cti_records(&self, hash: &str) -> Vec<Value> {
+        let v = self.post_json(
+            "/data/get_local_cti_records",
+            &serde_json::json!({"file_hash": hash}),
+        );
+        assert_eq!(v["code"], 200, "{v}");
+        v["data"].as_array().unwrap().clone()
+    }
+}
+
+/// Writes a small GeoIP2-City-layout `.mmdb` (the same format as GeoLite2-City and DB-IP Lite)
+/// that knows 101.33.0.0/16 (Guangzhou) and 2606:4700::/32 (San Francisco), nothing else.
+pub fn write_test_geoip(path: &Path) {
+    let mut writer = mmdb_writer::Writer::new("BrCti-Test-City");
+    let place = |country: &str, iso: &str, region: &str, city: &str, lat: f64, lon: f64| {
+        serde_json::json!({
+            "country": {"iso_code": iso, "names": {"en": country}},
+            "subdivisions": [{"names": {"en": region}}],
+            "city": {"names": {"en": city}},
+            "location": {"latitude": lat, "longitude": lon},
+        })
+    };
+    writer
+        .insert(
+            "101.33.0.0/16".parse::<ipnet::IpNet>().unwrap(),
+            &place("China", "CN", "Guangdong", "Guangzhou", 23.1167, 113.25),
+        )
+        .unwrap();
+    writer
+        .insert(
+            "2606:4700::/32".parse::<ipnet::IpNet>().unwrap(),
+            &place(
+                "United States",
+                "US",
+                "California",
+                "San Francisco",
+                37.7749,
+                -122.4194,
+            ),
+        )
+        .unwrap();
+    std::fs::write(path, writer.to_bytes().unwrap()).unwrap();
+}
