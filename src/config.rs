@@ -56,6 +56,38 @@ pub struct ServeConfig {
     pub mapping: Option<PathBuf>,
     /// A MaxMind-format database for IP locations (`--geoip-db`); `None`: locations unknown.
     pub geoip_db: Option<PathBuf>,
+    /// Limits of the hidden-danger report interface.
+    pub hidden_danger: HiddenDangerLimits,
+}
+
+/// Limits of `addHiddenDanger`; over a limit the request is refused whole and nothing is stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HiddenDangerLimits {
+    /// Largest request body, bytes.
+    pub max_body_bytes: u64,
+    /// Most items in one `dataValues`.
+    pub max_items: usize,
+    /// Largest item (its JSON text), bytes.
+    pub max_item_bytes: usize,
+    /// Requests per second per user, on average (0: no limit).
+    pub rate_per_sec: f64,
+    /// Requests a user may send at once before the rate applies.
+    pub burst: f64,
+    /// Accepted clock difference of `timestamp`, seconds.
+    pub window_secs: u64,
+}
+
+impl Default for HiddenDangerLimits {
+    fn default() -> Self {
+        HiddenDangerLimits {
+            max_body_bytes: 16 << 20,
+            max_items: 1000,
+            max_item_bytes: 256 << 10,
+            rate_per_sec: 20.0,
+            burst: 40.0,
+            window_secs: 300,
+        }
+    }
 }
 
 impl ServeConfig {
@@ -86,6 +118,7 @@ mod tests {
             cors: CorsOrigins::Any,
             mapping: None,
             geoip_db: None,
+            hidden_danger: HiddenDangerLimits::default(),
         }
     }
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use br_cti::config::{CorsOrigins, DEFAULT_MAX_UPLOAD_BYTES, ServeConfig};
+use br_cti::config::{CorsOrigins, DEFAULT_MAX_UPLOAD_BYTES, HiddenDangerLimits, ServeConfig};
 
 /// br-cti: a cyber-threat-intelligence data node.
 #[derive(Parser)]
@@ -25,6 +25,8 @@ enum Command {
     },
     /// Convert a dataset to STIX 2.1 offline: JSON Lines files named by their SHA-256, or one bundle.
     Convert(br_cti::cli::ConvertArgs),
+    /// Manage the users allowed to report hidden dangers (add, list, rotate, remove).
+    Users(br_cti::users_cli::UsersArgs),
 }
 
 #[derive(clap::Args)]
@@ -55,6 +57,24 @@ struct ServeArgs {
     /// Lite City) for CTI statistics; without one, public addresses are located as unknown.
     #[arg(long, env = "BRCTI_GEOIP_DB")]
     geoip_db: Option<PathBuf>,
+    /// Hidden-danger reports: largest request body, bytes.
+    #[arg(long, env = "BRCTI_HD_MAX_BODY_BYTES", default_value_t = HiddenDangerLimits::default().max_body_bytes)]
+    hd_max_body_bytes: u64,
+    /// Hidden-danger reports: most items per request.
+    #[arg(long, env = "BRCTI_HD_MAX_ITEMS", default_value_t = HiddenDangerLimits::default().max_items)]
+    hd_max_items: usize,
+    /// Hidden-danger reports: largest item, bytes of JSON.
+    #[arg(long, env = "BRCTI_HD_MAX_ITEM_BYTES", default_value_t = HiddenDangerLimits::default().max_item_bytes)]
+    hd_max_item_bytes: usize,
+    /// Hidden-danger reports: requests per second per user (0: unlimited).
+    #[arg(long, env = "BRCTI_HD_RATE", default_value_t = HiddenDangerLimits::default().rate_per_sec)]
+    hd_rate: f64,
+    /// Hidden-danger reports: burst of requests per user before the rate applies.
+    #[arg(long, env = "BRCTI_HD_BURST", default_value_t = HiddenDangerLimits::default().burst)]
+    hd_burst: f64,
+    /// Hidden-danger reports: accepted clock difference of `timestamp`, seconds.
+    #[arg(long, env = "BRCTI_HD_WINDOW_SECS", default_value_t = HiddenDangerLimits::default().window_secs)]
+    hd_window_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -71,6 +91,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Features { file } => features(&file),
         Command::Convert(args) => br_cti::cli::convert_command(args),
+        Command::Users(args) => br_cti::users_cli::users_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -91,6 +112,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cors: args.cors_origins,
         mapping: args.mapping,
         geoip_db: args.geoip_db,
+        hidden_danger: HiddenDangerLimits {
+            max_body_bytes: args.hd_max_body_bytes,
+            max_items: args.hd_max_items,
+            max_item_bytes: args.hd_max_item_bytes,
+            rate_per_sec: args.hd_rate,
+            burst: args.hd_burst,
+            window_secs: args.hd_window_secs,
+        },
     };
     tokio::runtime::Runtime::new()?.block_on(br_cti::http::serve(config))
 }

@@ -41,7 +41,7 @@ const MAX_KEPT_ERRORS: usize = 100;
 /// uses it.
 type Id = Arc<str>;
 
-fn producer_epoch() -> Timestamp {
+pub fn producer_epoch() -> Timestamp {
     Timestamp::from_micros(PRODUCER_EPOCH_MICROS)
 }
 

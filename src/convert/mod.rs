@@ -8,6 +8,6 @@ pub mod mapping;
 
 pub use engine::{
     Batch, BatchSink, ConvertError, ConvertSummary, FileStore, IocKinds, Settings, StoredFile,
-    convert, describe_rejections, extension_definition_id, producer_identity_id,
+    convert, describe_rejections, extension_definition_id, producer_epoch, producer_identity_id,
 };
 pub use mapping::{DEFAULT_MAPPING, Mapping, MappingError};

@@ -50,7 +50,9 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 pub(crate) fn store_error(context: &'static str, e: StoreError) -> ApiError {
     match e {
-        StoreError::TaskConflict { .. } => ApiError::bad_request(e.to_string()),
+        StoreError::TaskConflict { .. } | StoreError::Conflict(_) => {
+            ApiError::bad_request(e.to_string())
+        }
         other => ApiError::internal(context, other),
     }
 }

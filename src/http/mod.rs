@@ -4,6 +4,8 @@ mod data;
 mod data_cti;
 mod data_stix;
 pub mod envelope;
+mod hd_read;
+mod open_api;
 
 use std::sync::Arc;
 
@@ -33,6 +35,8 @@ pub struct AppState {
     pub jobs: Jobs,
     /// The text of the default mapping table (validated at start).
     pub default_mapping: Arc<String>,
+    /// The hidden-danger interface's replay cache and rate limits.
+    pub open_api: Arc<open_api::OpenApi>,
 }
 
 impl AppState {
@@ -66,6 +70,7 @@ impl AppState {
         Ok(Self {
             blobs,
             meta,
+            open_api: Arc::new(open_api::OpenApi::new(config.hidden_danger.clone())),
             config: Arc::new(config),
             jobs,
             default_mapping: Arc::new(default_mapping),
@@ -77,8 +82,12 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let data =
         data::router().route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let rest =
+        hd_read::router().route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/data", data)
+        .nest("/open/api/v1", open_api::router())
+        .nest("/api/v1", rest)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(cors_layer(&state.config.cors))
@@ -118,7 +127,9 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-/// When an API token is configured, `/data/*` requires `Authorization: Bearer <token>`.
+/// When an API token is configured, `/data/*` and `/api/v1/*` require
+/// `Authorization: Bearer <token>`. (The report interface authenticates each request by its
+/// sign instead.)
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(expected) = state.config.api_token.as_deref() else {
         return next.run(req).await;

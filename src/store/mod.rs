@@ -120,6 +120,8 @@ pub enum StoreError {
         task_id: String,
         existing_file: String,
     },
+    #[error("{0}")]
+    Conflict(String),
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("database migration failed: {0}")]
@@ -129,7 +131,7 @@ pub enum StoreError {
 }
 
 /// Metadata: files, tasks and their steps; jobs and records (see [`JobStore`], [`CtiStore`]).
-pub trait MetaStore: JobStore + CtiStore + Send + Sync {
+pub trait MetaStore: JobStore + CtiStore + HiddenDangerStore + Send + Sync {
     /// Records an uploaded file and a task for it, in one transaction. Uploading the same file
     /// under the same `task_id` again returns the existing record; a `task_id` that belongs to
     /// another file is a [`StoreError::TaskConflict`].
@@ -363,4 +365,94 @@ pub struct Publication {
     pub cti_id: String,
     pub stix_ipfs_hash: Option<String>,
     pub data_source_ipfs_hash: Option<String>,
+}
+
+/// A reporting user (its token is never listed).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub created_at: i64,
+    pub rotated_at: i64,
+}
+
+/// What storing one hidden danger did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Upsert {
+    Created,
+    Updated,
+    /// The same content again (a retry): nothing changed.
+    Unchanged,
+}
+
+/// A stored hidden danger: the current revision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredHiddenDanger {
+    pub id: i64,
+    pub user: String,
+    pub risk_id: String,
+    pub revision: i64,
+    /// The validated fields as JSON (wire names), rawEvent apart.
+    pub data: String,
+    pub raw_event: String,
+    pub raw_event_sha256: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One past or current version of a hidden danger.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HiddenDangerRevision {
+    pub revision: i64,
+    pub data: String,
+    pub raw_event_sha256: String,
+    pub received_at: i64,
+}
+
+/// Filters of the hidden-danger listing; `None` matches everything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HiddenDangerFilter {
+    pub user: Option<String>,
+    pub unit_name: Option<String>,
+    pub issue_level: Option<u8>,
+    pub judge_state: Option<String>,
+    pub notice_state: Option<String>,
+    /// Findings that end at or after this time (ms).
+    pub since_ms: Option<i64>,
+    /// Findings that start at or before this time (ms).
+    pub until_ms: Option<i64>,
+    /// issueIP or one of the asset addresses.
+    pub ip: Option<String>,
+}
+
+/// Reporting users and the hidden dangers they report.
+pub trait HiddenDangerStore: Send + Sync {
+    /// Adds a user; a [`StoreError::Conflict`] when the name is taken.
+    fn add_user(&self, name: &str, token: &str) -> Result<(), StoreError>;
+    fn user_token(&self, name: &str) -> Result<Option<String>, StoreError>;
+    fn users(&self) -> Result<Vec<UserInfo>, StoreError>;
+    /// Replaces a user's token; false when there is no such user.
+    fn rotate_user(&self, name: &str, token: &str) -> Result<bool, StoreError>;
+    /// Removes a user (its reports stay); false when there is no such user.
+    fn remove_user(&self, name: &str) -> Result<bool, StoreError>;
+    /// Stores a batch of one user's validated hidden dangers in one durable transaction:
+    /// `riskId` is unique per user, a repeat updates the record and adds a revision (unless
+    /// nothing changed).
+    fn upsert_hidden_dangers(
+        &self,
+        user: &str,
+        items: &[crate::hidden_danger::HiddenDanger],
+    ) -> Result<Vec<Upsert>, StoreError>;
+    /// A page (1-based) of the hidden dangers matching `filter`, newest report first, and the
+    /// total; `page` `None`: all of them.
+    fn hidden_dangers(
+        &self,
+        filter: &HiddenDangerFilter,
+        page: Option<(u64, u64)>,
+    ) -> Result<(Vec<StoredHiddenDanger>, u64), StoreError>;
+    fn hidden_danger(
+        &self,
+        user: &str,
+        risk_id: &str,
+    ) -> Result<Option<(StoredHiddenDanger, Vec<HiddenDangerRevision>)>, StoreError>;
 }

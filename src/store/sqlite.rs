@@ -8,8 +8,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
 use super::{
-    CtiRecord, CtiStore, FileMeta, Job, JobProgress, JobStatus, JobStore, MetaStore, Publication,
-    STEP_UPLOAD, STEPS, StepState, StepStatus, StixRecord, StoreError, TaskRecord,
+    CtiRecord, CtiStore, FileMeta, HiddenDangerFilter, HiddenDangerRevision, HiddenDangerStore,
+    Job, JobProgress, JobStatus, JobStore, MetaStore, Publication, STEP_UPLOAD, STEPS, StepState,
+    StepStatus, StixRecord, StoreError, StoredHiddenDanger, TaskRecord, Upsert, UserInfo,
 };
 use crate::hash::Sha256Hex;
 use crate::time_util::now_ms;
@@ -108,6 +109,44 @@ const MIGRATIONS: &[M<'static>] = &[
          cti_id                TEXT,
          PRIMARY KEY (source_file_hash, cti_hash),
          FOREIGN KEY (source_file_hash, cti_hash) REFERENCES stix_records(source_file_hash, stix_file_hash)
+     ) STRICT;",
+    ),
+    M::up(
+        "CREATE TABLE hd_users (
+         name       TEXT PRIMARY KEY,
+         token      TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         rotated_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE hidden_dangers (
+         id               INTEGER PRIMARY KEY AUTOINCREMENT,
+         user             TEXT NOT NULL,
+         risk_id          TEXT NOT NULL,
+         revision         INTEGER NOT NULL,
+         unit_name        TEXT NOT NULL,
+         issue_level      INTEGER NOT NULL,
+         judge_state      TEXT NOT NULL,
+         notice_state     TEXT NOT NULL,
+         addresses        TEXT NOT NULL,
+         start_ms         INTEGER NOT NULL,
+         end_ms           INTEGER NOT NULL,
+         data             TEXT NOT NULL,
+         raw_event        TEXT NOT NULL,
+         raw_event_sha256 TEXT NOT NULL,
+         content_sha256   TEXT NOT NULL,
+         created_at       INTEGER NOT NULL,
+         updated_at       INTEGER NOT NULL,
+         UNIQUE (user, risk_id)
+     ) STRICT;
+     CREATE INDEX hidden_dangers_by_update ON hidden_dangers(updated_at, id);
+     CREATE TABLE hidden_danger_revisions (
+         hd_id            INTEGER NOT NULL REFERENCES hidden_dangers(id),
+         revision         INTEGER NOT NULL,
+         data             TEXT NOT NULL,
+         raw_event        TEXT NOT NULL,
+         raw_event_sha256 TEXT NOT NULL,
+         received_at      INTEGER NOT NULL,
+         PRIMARY KEY (hd_id, revision)
      ) STRICT;",
     ),
 ];
@@ -697,6 +736,290 @@ impl CtiStore for SqliteStore {
             )?;
             tx.commit()?;
             Ok(changed > 0)
+        })
+    }
+}
+
+const HD_COLUMNS: &str =
+    "id, user, risk_id, revision, data, raw_event, raw_event_sha256, created_at, updated_at";
+
+fn hd_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredHiddenDanger> {
+    Ok(StoredHiddenDanger {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        risk_id: r.get(2)?,
+        revision: r.get(3)?,
+        data: r.get(4)?,
+        raw_event: r.get(5)?,
+        raw_event_sha256: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+    })
+}
+
+impl HiddenDangerStore for SqliteStore {
+    fn add_user(&self, name: &str, token: &str) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let now = now_ms();
+            let n = conn.execute(
+                "INSERT INTO hd_users (name, token, created_at, rotated_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT(name) DO NOTHING",
+                params![name, token, now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "user {name:?} exists already"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn user_token(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT token FROM hd_users WHERE name = ?1")?
+                .query_row([name], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    fn users(&self) -> Result<Vec<UserInfo>, StoreError> {
+        self.with(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT name, created_at, rotated_at FROM hd_users ORDER BY name")?;
+            Ok(stmt
+                .query_map([], |r| {
+                    Ok(UserInfo {
+                        name: r.get(0)?,
+                        created_at: r.get(1)?,
+                        rotated_at: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn rotate_user(&self, name: &str, token: &str) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            Ok(conn.execute(
+                "UPDATE hd_users SET token = ?2, rotated_at = ?3 WHERE name = ?1",
+                params![name, token, now_ms()],
+            )? > 0)
+        })
+    }
+
+    fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        self.with(|conn| Ok(conn.execute("DELETE FROM hd_users WHERE name = ?1", [name])? > 0))
+    }
+
+    fn upsert_hidden_dangers(
+        &self,
+        user: &str,
+        items: &[crate::hidden_danger::HiddenDanger],
+    ) -> Result<Vec<Upsert>, StoreError> {
+        use sha2::{Digest, Sha256};
+        // Serialise and hash outside the lock.
+        let prepared: Vec<(String, String, String, String)> = items
+            .iter()
+            .map(|hd| {
+                let data = json_text(hd);
+                let raw_sha = hd.raw_event_sha256();
+                let mut h = Sha256::new();
+                h.update(data.as_bytes());
+                h.update([0]);
+                h.update(hd.raw_event.as_bytes());
+                let content = hex::encode(h.finalize());
+                (data, raw_sha, content, json_text(&hd.addresses()))
+            })
+            .collect();
+        self.with(|conn| {
+            let now = now_ms();
+            let tx = conn.transaction()?;
+            let mut out = Vec::with_capacity(items.len());
+            {
+                let mut find = tx.prepare_cached(
+                    "SELECT id, revision, content_sha256 FROM hidden_dangers WHERE user = ?1 AND risk_id = ?2",
+                )?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO hidden_dangers (user, risk_id, revision, unit_name, issue_level, judge_state,
+                         notice_state, addresses, start_ms, end_ms, data, raw_event, raw_event_sha256,
+                         content_sha256, created_at, updated_at)
+                     VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+                )?;
+                let mut update = tx.prepare_cached(
+                    "UPDATE hidden_dangers SET revision = ?2, unit_name = ?3, issue_level = ?4, judge_state = ?5,
+                         notice_state = ?6, addresses = ?7, start_ms = ?8, end_ms = ?9, data = ?10,
+                         raw_event = ?11, raw_event_sha256 = ?12, content_sha256 = ?13, updated_at = ?14
+                     WHERE id = ?1",
+                )?;
+                let mut revision = tx.prepare_cached(
+                    "INSERT INTO hidden_danger_revisions (hd_id, revision, data, raw_event, raw_event_sha256, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for (hd, (data, raw_sha, content, addresses)) in items.iter().zip(&prepared) {
+                    let existing: Option<(i64, i64, String)> = find
+                        .query_row(params![user, hd.risk_id], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })
+                        .optional()?;
+                    let (id, rev, outcome) = match existing {
+                        Some((_, _, old)) if &old == content => {
+                            out.push(Upsert::Unchanged);
+                            continue;
+                        }
+                        Some((id, rev, _)) => {
+                            update.execute(params![
+                                id,
+                                rev + 1,
+                                hd.unit_name,
+                                hd.issue_level,
+                                hd.judge_state,
+                                hd.notice_state,
+                                addresses,
+                                hd.start_ms,
+                                hd.end_ms,
+                                data,
+                                hd.raw_event,
+                                raw_sha,
+                                content,
+                                now
+                            ])?;
+                            (id, rev + 1, Upsert::Updated)
+                        }
+                        None => {
+                            insert.execute(params![
+                                user,
+                                hd.risk_id,
+                                hd.unit_name,
+                                hd.issue_level,
+                                hd.judge_state,
+                                hd.notice_state,
+                                addresses,
+                                hd.start_ms,
+                                hd.end_ms,
+                                data,
+                                hd.raw_event,
+                                raw_sha,
+                                content,
+                                now
+                            ])?;
+                            (tx.last_insert_rowid(), 1, Upsert::Created)
+                        }
+                    };
+                    revision.execute(params![id, rev, data, hd.raw_event, raw_sha, now])?;
+                    out.push(outcome);
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    fn hidden_dangers(
+        &self,
+        filter: &HiddenDangerFilter,
+        page: Option<(u64, u64)>,
+    ) -> Result<(Vec<StoredHiddenDanger>, u64), StoreError> {
+        let mut clauses: Vec<&str> = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        use rusqlite::types::Value as V;
+        if let Some(u) = &filter.user {
+            clauses.push("user = ?");
+            args.push(V::Text(u.clone()));
+        }
+        if let Some(u) = &filter.unit_name {
+            clauses.push("unit_name = ?");
+            args.push(V::Text(u.clone()));
+        }
+        if let Some(l) = filter.issue_level {
+            clauses.push("issue_level = ?");
+            args.push(V::Integer(l as i64));
+        }
+        if let Some(j) = &filter.judge_state {
+            clauses.push("judge_state = ?");
+            args.push(V::Text(j.clone()));
+        }
+        if let Some(n) = &filter.notice_state {
+            clauses.push("notice_state = ?");
+            args.push(V::Text(n.clone()));
+        }
+        if let Some(t) = filter.since_ms {
+            clauses.push("end_ms >= ?");
+            args.push(V::Integer(t));
+        }
+        if let Some(t) = filter.until_ms {
+            clauses.push("start_ms <= ?");
+            args.push(V::Integer(t));
+        }
+        if let Some(ip) = &filter.ip {
+            clauses.push(
+                "(json_extract(data, '$.issueIP') = ? OR EXISTS (SELECT 1 FROM json_each(addresses) WHERE value = ?))",
+            );
+            args.push(V::Text(ip.clone()));
+            args.push(V::Text(ip.clone()));
+        }
+        let filter_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let (limit, offset) = match page {
+            Some((page, size)) => (size as i64, (page.saturating_sub(1) * size) as i64),
+            None => (-1, 0),
+        };
+        self.with(|conn| {
+            let total: i64 = conn.query_row(
+                &format!("SELECT COUNT(*) FROM hidden_dangers {filter_sql}"),
+                rusqlite::params_from_iter(args.iter()),
+                |r| r.get(0),
+            )?;
+            let mut page_args = args.clone();
+            page_args.push(V::Integer(limit));
+            page_args.push(V::Integer(offset));
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {HD_COLUMNS} FROM hidden_dangers {filter_sql} ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?"
+            ))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(page_args.iter()), hd_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((rows, total as u64))
+        })
+    }
+
+    fn hidden_danger(
+        &self,
+        user: &str,
+        risk_id: &str,
+    ) -> Result<Option<(StoredHiddenDanger, Vec<HiddenDangerRevision>)>, StoreError> {
+        self.with(|conn| {
+            let Some(hd) = conn
+                .query_row(
+                    &format!(
+                        "SELECT {HD_COLUMNS} FROM hidden_dangers WHERE user = ?1 AND risk_id = ?2"
+                    ),
+                    params![user, risk_id],
+                    hd_from_row,
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut stmt = conn.prepare_cached(
+                "SELECT revision, data, raw_event_sha256, received_at FROM hidden_danger_revisions
+                 WHERE hd_id = ?1 ORDER BY revision",
+            )?;
+            let revisions = stmt
+                .query_map([hd.id], |r| {
+                    Ok(HiddenDangerRevision {
+                        revision: r.get(0)?,
+                        data: r.get(1)?,
+                        raw_event_sha256: r.get(2)?,
+                        received_at: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some((hd, revisions)))
         })
     }
 }
