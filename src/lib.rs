@@ -13,6 +13,7 @@ pub mod hash;
 pub mod hidden_danger;
 pub mod http;
 pub mod jobs;
+pub mod report_cli;
 pub mod store;
 pub mod time_util;
 pub mod users_cli;

@@ -27,6 +27,8 @@ enum Command {
     Convert(br_cti::cli::ConvertArgs),
     /// Manage the users allowed to report hidden dangers (add, list, rotate, remove).
     Users(br_cti::users_cli::UsersArgs),
+    /// Push hidden dangers (a JSON file) to the platform above, in signed batches with retries.
+    Report(br_cti::report_cli::ReportArgs),
 }
 
 #[derive(clap::Args)]
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
         Command::Features { file } => features(&file),
         Command::Convert(args) => br_cti::cli::convert_command(args),
         Command::Users(args) => br_cti::users_cli::users_command(args),
+        Command::Report(args) => br_cti::report_cli::report_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

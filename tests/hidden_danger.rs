@@ -733,3 +733,106 @@ fn the_stix_export_passes_the_validator() {
         "{summary}"
     );
 }
+
+#[test]
+fn report_pushes_to_a_second_node_in_signed_batches() {
+    let upper = node(&[]);
+    let token = add_user(&upper.dir, "lower");
+    let mut items: Vec<Value> = (0..7).map(|i| item(&format!("up-{i}"))).collect();
+    items[4]["issueLevel"] = json!(9);
+    let mut raw_object = item("up-raw");
+    raw_object["rawEvent"] = json!({"kept": "as sent"});
+    items.push(raw_object);
+    let file = upper.dir.with_extension("items.json");
+    // An object rawEvent spelled with spaces: it must arrive byte for byte.
+    let text = serde_json::to_string_pretty(&items).unwrap().replace(
+        "{\n      \"kept\": \"as sent\"\n    }",
+        "{ \"kept\" :  \"as sent\" }",
+    );
+    assert!(text.contains("{ \"kept\" :  \"as sent\" }"));
+    std::fs::write(&file, text).unwrap();
+    let report = |to: &str, token: &str, extra: &[&str]| {
+        Command::new(BIN)
+            .args(["report", "--to", to, "--user", "lower", "--batch", "3"])
+            .args(extra)
+            .arg(&file)
+            .env("BRCTI_REPORT_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let out = report(&upper.server.base, &token, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "one item is invalid: the exit status says so"
+    );
+    assert!(
+        stdout.contains("8 items in 3 requests")
+            && stdout.contains("7 accepted (7 created, 0 updated, 0 unchanged), 1 rejected"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("item 4 (riskId \"up-4\"): INVALID_ENUM"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&upper.server)["total"], 7);
+    let (_, raw) = get(&upper.server, "/api/v1/hidden-dangers/lower/up-raw");
+    assert_eq!(raw["rawEvent"], "{ \"kept\" :  \"as sent\" }");
+
+    // Reporting again is harmless: the upsert leaves everything as it was.
+    let before = snapshot(&upper.server);
+    let out = report(&upper.server.base, &token, &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("7 accepted (0 created, 0 updated, 7 unchanged)")
+    );
+    assert_eq!(snapshot(&upper.server), before);
+
+    // A wrong token is refused whole; an unreachable platform is retried, then given up.
+    let out = report(&upper.server.base, &"0".repeat(64), &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AUTH_FAILED"));
+    let out = report("http://127.0.0.1:9", &token, &["--attempts", "2"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("attempt 1:") && stderr.contains("gave up after 2 attempts"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&token), "the token is never printed");
+}
+
+#[test]
+fn report_waits_out_a_rate_limit_and_retries() {
+    let upper = node(&["--hd-rate", "2", "--hd-burst", "1"]);
+    let token = add_user(&upper.dir, "lower");
+    let items: Vec<Value> = (0..4).map(|i| item(&format!("rl-{i}"))).collect();
+    let file = upper.dir.with_extension("items.json");
+    std::fs::write(
+        &file,
+        serde_json::to_vec(&json!({"dataValues": items})).unwrap(),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "report",
+            "--to",
+            &upper.server.base,
+            "--user",
+            "lower",
+            "--batch",
+            "1",
+        ])
+        .arg(&file)
+        .env("BRCTI_REPORT_TOKEN", &token)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("HTTP 429"),
+        "the limit was hit and waited out: {stderr}"
+    );
+    assert_eq!(snapshot(&upper.server)["total"], 4);
+}
