@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::data::{blocking, parse_hash, require_file, store_error};
-use super::data_stix::{List, Num, TAGS, Text, absent, check_vocabulary, progress_or_failure};
+use super::data_stix::{List, Num, TAGS, Text, absent, check_vocabulary, latest_progress};
 use super::envelope::{ApiError, JsonBody, ok, parse_json};
 use crate::jobs::cti_job::CtiParams;
 use crate::jobs::{KIND_CTI, KIND_STIX};
@@ -233,15 +233,7 @@ async fn get_cti_process_progress(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<FileHashRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let hash = parse_hash("file_hash", &req.file_hash)?;
-    let job = blocking("reading the progress", move || {
-        state
-            .meta
-            .latest_job(KIND_CTI, &hash)
-            .map_err(|e| store_error("reading the progress", e))
-    })
-    .await?;
-    let mut data = progress_or_failure(job.as_ref(), "CTI build")?;
+    let mut data = latest_progress(state, KIND_CTI, &req.file_hash, "CTI build").await?;
     // The conversion's row counters are record counters here.
     if let Value::Object(map) = &mut data {
         let rows_total = map.remove("rows_total").unwrap_or(Value::Null);

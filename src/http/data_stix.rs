@@ -414,18 +414,28 @@ async fn get_stix_process_progress(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<FileHashRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let hash = parse_hash("file_hash", &req.file_hash)?;
+    Ok(ok(
+        "Get stix process progress successfully",
+        latest_progress(state, KIND_STIX, &req.file_hash, "conversion").await?,
+    ))
+}
+
+/// The progress of the newest job of `kind` for a file (see [`progress_or_failure`]).
+pub async fn latest_progress(
+    state: AppState,
+    kind: &'static str,
+    file_hash: &str,
+    what: &str,
+) -> Result<Value, ApiError> {
+    let hash = parse_hash("file_hash", file_hash)?;
     let job = blocking("reading the progress", move || {
         state
             .meta
-            .latest_job(KIND_STIX, &hash)
+            .latest_job(kind, &hash)
             .map_err(|e| store_error("reading the progress", e))
     })
     .await?;
-    Ok(ok(
-        "Get stix process progress successfully",
-        progress_or_failure(job.as_ref(), "conversion")?,
-    ))
+    progress_or_failure(job.as_ref(), what)
 }
 
 /// The progress of a job; `null` when there is none. A failed or canceled job answers the

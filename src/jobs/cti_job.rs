@@ -12,7 +12,7 @@ use super::Jobs;
 use crate::cti::stats::{Statistics, scan_stix};
 use crate::cti::traffic_type_from_tags;
 use crate::hash::Sha256Hex;
-use crate::store::{CtiRecord, Job, JobStatus, STEP_CTI, StepState, StixRecord, StoreError};
+use crate::store::{CtiRecord, Job, JobStatus, StixRecord};
 use crate::time_util::now_ms;
 
 /// At most this many records per transaction, and at most this long between commits.
@@ -161,21 +161,4 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
     }
     commit(&mut pending, &mut progress)?;
     Ok(JobStatus::Succeeded)
-}
-
-/// Reflects the end of a CTI build in the file's task records (step 2).
-pub(super) fn on_end(jobs: &Jobs, job: &Job, status: JobStatus) -> Result<(), StoreError> {
-    let hash =
-        Sha256Hex::parse(&job.file_hash).map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
-    let done = jobs
-        .meta()
-        .job(job.id)?
-        .map(|j| j.progress.files)
-        .unwrap_or(job.progress.files);
-    let state = match status {
-        JobStatus::Succeeded => StepState::Finished,
-        JobStatus::Canceled => StepState::Pending,
-        _ => StepState::Failed,
-    };
-    jobs.meta().set_step_for_file(&hash, STEP_CTI, state, done)
 }

@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::cti::geo::GeoIp;
-use crate::store::{BlobStore, Job, JobStatus, MetaStore, StoreError};
+use crate::hash::Sha256Hex;
+use crate::store::{
+    BlobStore, Job, JobStatus, MetaStore, STEP_CTI, STEP_STIX, StepState, StoreError,
+};
 
 pub const KIND_STIX: &str = "stix";
 pub const KIND_CTI: &str = "cti";
@@ -149,17 +152,39 @@ impl Jobs {
             .remove(&id);
     }
 
+    /// Reflects the end of a job in its file's task records: step 1 for a conversion (files
+    /// written), step 2 for a CTI build (records written).
+    fn mark_step(&self, job: &Job, status: JobStatus, step: u8) -> Result<(), StoreError> {
+        let hash = Sha256Hex::parse(&job.file_hash)
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        let done = self
+            .inner
+            .meta
+            .job(job.id)?
+            .map(|j| j.progress.files)
+            .unwrap_or(job.progress.files);
+        let state = match status {
+            JobStatus::Succeeded => StepState::Finished,
+            JobStatus::Canceled => StepState::Pending,
+            _ => StepState::Failed,
+        };
+        self.inner.meta.set_step_for_file(&hash, step, state, done)
+    }
+
     fn end(&self, job: &Job, status: JobStatus, message: Option<&str>) -> Result<(), String> {
         match message {
             Some(m) => tracing::warn!(job = job.id, status = status.as_str(), "job ended: {m}"),
             None => tracing::info!(job = job.id, status = status.as_str(), "job ended"),
         }
-        match job.kind.as_str() {
-            KIND_STIX => stix_job::on_end(self, job, status),
-            KIND_CTI => cti_job::on_end(self, job, status),
-            _ => Ok(()),
+        let step = match job.kind.as_str() {
+            KIND_STIX => Some(STEP_STIX),
+            KIND_CTI => Some(STEP_CTI),
+            _ => None,
+        };
+        if let Some(step) = step {
+            self.mark_step(job, status, step)
+                .map_err(|e| e.to_string())?;
         }
-        .map_err(|e| e.to_string())?;
         self.inner
             .meta
             .finish_job(job.id, status, message)

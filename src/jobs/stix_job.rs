@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::Jobs;
 use crate::convert::{self, Batch, BatchSink, FileStore, Mapping, Settings, StoredFile};
 use crate::hash::Sha256Hex;
-use crate::store::{Job, JobProgress, JobStatus, STEP_STIX, StepState, StixRecord, StoreError};
+use crate::store::{Job, JobProgress, JobStatus, StixRecord};
 use crate::time_util::now_ms;
 
 /// At most this many finished steps are listed in `total_task_list`.
@@ -170,22 +170,4 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
     } else {
         JobStatus::Succeeded
     })
-}
-
-/// Reflects the end of a conversion in the file's task records (step 1).
-pub(super) fn on_end(jobs: &Jobs, job: &Job, status: JobStatus) -> Result<(), StoreError> {
-    let hash =
-        Sha256Hex::parse(&job.file_hash).map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
-    let files = jobs
-        .meta()
-        .job(job.id)?
-        .map(|j| j.progress.files)
-        .unwrap_or(job.progress.files);
-    let state = match status {
-        JobStatus::Succeeded => StepState::Finished,
-        JobStatus::Canceled => StepState::Pending,
-        _ => StepState::Failed,
-    };
-    jobs.meta()
-        .set_step_for_file(&hash, STEP_STIX, state, files)
 }

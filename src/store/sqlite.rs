@@ -374,6 +374,19 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StixRecord> {
     })
 }
 
+/// SQL `LIMIT`/`OFFSET` of a 1-based page; no page: everything.
+fn limit_offset(page: Option<(u64, u64)>) -> (i64, i64) {
+    match page {
+        Some((page, size)) => (
+            size as i64,
+            page.saturating_sub(1)
+                .saturating_mul(size)
+                .min(i64::MAX as u64) as i64,
+        ),
+        None => (-1, 0),
+    }
+}
+
 fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("serialising plain data cannot fail")
 }
@@ -515,10 +528,7 @@ impl JobStore for SqliteStore {
                 [file_hash.as_str()],
                 |r| r.get(0),
             )?;
-            let (limit, offset) = match page {
-                Some((page, size)) => (size as i64, (page.saturating_sub(1) * size) as i64),
-                None => (-1, 0),
-            };
+            let (limit, offset) = limit_offset(page);
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {RECORD_COLUMNS} FROM stix_records WHERE source_file_hash = ?1 ORDER BY rowid LIMIT ?2 OFFSET ?3"
             ))?;
@@ -669,10 +679,7 @@ impl CtiStore for SqliteStore {
                 [file_hash.as_str()],
                 |r| r.get(0),
             )?;
-            let (limit, offset) = match page {
-                Some((page, size)) => (size as i64, (page.saturating_sub(1) * size) as i64),
-                None => (-1, 0),
-            };
+            let (limit, offset) = limit_offset(page);
             let columns = CTI_COLUMNS
                 .split(", ")
                 .map(|c| format!("c.{}", c.trim()))
@@ -964,10 +971,7 @@ impl HiddenDangerStore for SqliteStore {
         } else {
             format!("WHERE {}", clauses.join(" AND "))
         };
-        let (limit, offset) = match page {
-            Some((page, size)) => (size as i64, (page.saturating_sub(1) * size) as i64),
-            None => (-1, 0),
-        };
+        let (limit, offset) = limit_offset(page);
         self.with(|conn| {
             let total: i64 = conn.query_row(
                 &format!("SELECT COUNT(*) FROM hidden_dangers {filter_sql}"),
