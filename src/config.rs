@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub geoip_db: Option<PathBuf>,
     /// Limits of the hidden-danger report interface.
     pub hidden_danger: HiddenDangerLimits,
+    /// TAXII: let clients without credentials read the node's read collections.
+    pub taxii_anonymous: bool,
 }
 
 /// Limits of `addHiddenDanger`; over a limit the request is refused whole and nothing is stored.
@@ -119,6 +121,7 @@ mod tests {
             mapping: None,
             geoip_db: None,
             hidden_danger: HiddenDangerLimits::default(),
+            taxii_anonymous: false,
         }
     }
 

@@ -77,6 +77,9 @@ struct ServeArgs {
     /// Hidden-danger reports: accepted clock difference of `timestamp`, seconds.
     #[arg(long, env = "BRCTI_HD_WINDOW_SECS", default_value_t = HiddenDangerLimits::default().window_secs)]
     hd_window_secs: u64,
+    /// TAXII: let clients without credentials read the datasets and hidden-danger collections.
+    #[arg(long, env = "BRCTI_TAXII_ANONYMOUS")]
+    taxii_anonymous: bool,
 }
 
 fn main() -> ExitCode {
@@ -123,6 +126,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             burst: args.hd_burst,
             window_secs: args.hd_window_secs,
         },
+        taxii_anonymous: args.taxii_anonymous,
     };
     tokio::runtime::Runtime::new()?.block_on(br_cti::http::serve(config))
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 
 use crate::hidden_danger::auth::{check_user_name, new_token};
-use crate::store::{HiddenDangerStore, SqliteStore};
+use crate::store::{HiddenDangerStore, SqliteStore, TaxiiStore};
 use crate::time_util::ms_to_display;
 
 #[derive(clap::Args, Debug)]
@@ -33,6 +33,19 @@ pub enum UsersCommand {
     Rotate { name: String },
     /// Remove a user (the hidden dangers it reported are kept).
     Remove { name: String },
+    /// Let a user add objects to a writable TAXII collection (`all`: every writable one).
+    Grant {
+        name: String,
+        /// The collection id (see GET /taxii2/api/collections/) or `all`.
+        #[arg(long = "write", value_name = "COLLECTION_ID")]
+        collection: String,
+    },
+    /// Take a write grant back.
+    Revoke {
+        name: String,
+        #[arg(long = "write", value_name = "COLLECTION_ID")]
+        collection: String,
+    },
 }
 
 pub fn users_command(args: UsersArgs) -> anyhow::Result<()> {
@@ -68,6 +81,30 @@ pub fn users_command(args: UsersArgs) -> anyhow::Result<()> {
             }
             println!("user {name} has a new token (the old one no longer works):");
             println!("{token}");
+        }
+        UsersCommand::Grant { name, collection } => {
+            if store.user_token(&name)?.is_none() {
+                bail!("no user {name:?}");
+            }
+            let writable: Vec<String> = crate::taxii::collections()
+                .into_iter()
+                .filter(|c| c.writable)
+                .map(|c| c.id)
+                .collect();
+            if collection != "all" && !writable.contains(&collection) {
+                bail!(
+                    "{collection:?} is not a writable collection (writable: {}, or all)",
+                    writable.join(", ")
+                );
+            }
+            store.taxii_grant(&name, &collection)?;
+            println!("user {name} may write to {collection}");
+        }
+        UsersCommand::Revoke { name, collection } => {
+            if !store.taxii_revoke(&name, &collection)? {
+                bail!("user {name:?} has no write grant for {collection:?}");
+            }
+            println!("user {name} may no longer write to {collection}");
         }
         UsersCommand::Remove { name } => {
             if !store.remove_user(&name)? {

@@ -227,6 +227,14 @@ pub fn objects(hd: &StoredHiddenDanger) -> Result<Vec<Object>, String> {
     Ok(out)
 }
 
+/// The objects every export references: the producer identity and the extension definition.
+pub fn producer_objects() -> [Object; 2] {
+    [
+        identity(producer_identity_id(), "br-cti", "system", producer_epoch()),
+        extension_definition(),
+    ]
+}
+
 /// Writes one bundle holding every object of `items` (each object once) and the producer
 /// identity and extension definition they reference.
 pub fn write_bundle<W: Write>(out: W, items: &[StoredHiddenDanger]) -> io::Result<W> {
@@ -237,9 +245,9 @@ pub fn write_bundle<W: Write>(out: W, items: &[StoredHiddenDanger]) -> io::Resul
         );
     }
     let mut bundle = BundleWriter::begin(out, &stix::objects::bundle_id(&seed))?;
-    let producer = identity(producer_identity_id(), "br-cti", "system", producer_epoch());
-    bundle.write_object(&producer)?;
-    bundle.write_object(&extension_definition())?;
+    for o in producer_objects() {
+        bundle.write_object(&o)?;
+    }
     let mut written: HashSet<String> = HashSet::new();
     for hd in items {
         for o in objects(hd).map_err(io::Error::other)? {

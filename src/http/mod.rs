@@ -6,6 +6,7 @@ mod data_stix;
 pub mod envelope;
 mod hd_read;
 mod open_api;
+mod taxii;
 
 use std::sync::Arc;
 
@@ -37,6 +38,10 @@ pub struct AppState {
     pub default_mapping: Arc<String>,
     /// The hidden-danger interface's replay cache and rate limits.
     pub open_api: Arc<open_api::OpenApi>,
+    /// A connection of its own for TAXII (pages never wait behind ingest or jobs).
+    pub taxii_db: Arc<dyn MetaStore>,
+    /// Publishes new STIX into the TAXII read collections.
+    pub publisher: Arc<crate::taxii::Publisher>,
 }
 
 impl AppState {
@@ -67,10 +72,16 @@ impl AppState {
         };
         tracing::info!(geoip = geo.description(), "IP geolocation");
         let jobs = Jobs::start(meta.clone(), blobs.clone(), Arc::new(geo))?;
+        let db_path = config.data_dir.join("br-cti.sqlite");
+        let taxii_db: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&db_path)?);
+        let publisher_db: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&db_path)?);
+        let publisher = Arc::new(crate::taxii::Publisher::start(publisher_db, blobs.clone()));
         Ok(Self {
             blobs,
             meta,
             open_api: Arc::new(open_api::OpenApi::new(config.hidden_danger.clone())),
+            taxii_db,
+            publisher,
             config: Arc::new(config),
             jobs,
             default_mapping: Arc::new(default_mapping),
@@ -88,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/data", data)
         .nest("/open/api/v1", open_api::router())
         .nest("/api/v1", rest)
+        .merge(taxii::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(cors_layer(&state.config.cors))

@@ -395,6 +395,9 @@ fn process(state: &AppState, api: &OpenApi, user: &str, raw: Option<&RawValue>) 
             }
         }
     };
+    if !valid.is_empty() {
+        state.publisher.wake();
+    }
     let count = |k: Upsert| outcomes.iter().filter(|o| **o == k).count();
     let rejected = failures.len();
     tracing::info!(

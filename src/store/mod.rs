@@ -4,6 +4,7 @@
 
 mod blob;
 mod sqlite;
+mod sqlite_taxii;
 
 pub use blob::FsBlobStore;
 pub use sqlite::SqliteStore;
@@ -131,7 +132,7 @@ pub enum StoreError {
 }
 
 /// Metadata: files, tasks and their steps; jobs and records (see [`JobStore`], [`CtiStore`]).
-pub trait MetaStore: JobStore + CtiStore + HiddenDangerStore + Send + Sync {
+pub trait MetaStore: JobStore + CtiStore + HiddenDangerStore + TaxiiStore + Send + Sync {
     /// Records an uploaded file and a task for it, in one transaction. Uploading the same file
     /// under the same `task_id` again returns the existing record; a `task_id` that belongs to
     /// another file is a [`StoreError::TaskConflict`].
@@ -455,4 +456,116 @@ pub trait HiddenDangerStore: Send + Sync {
         user: &str,
         risk_id: &str,
     ) -> Result<Option<(StoredHiddenDanger, Vec<HiddenDangerRevision>)>, StoreError>;
+}
+
+/// An object to add to a TAXII collection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewTaxiiObject {
+    pub id: String,
+    pub kind: String,
+    /// `modified`, else `created`, as written in the object; `""` for unversioned objects.
+    pub version: String,
+    /// The version as microseconds since the epoch (ordering); 0 when unversioned.
+    pub version_us: i64,
+    pub spec_version: String,
+    /// The object's JSON text.
+    pub object: String,
+}
+
+/// An object version stored in a TAXII collection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaxiiObject {
+    /// Insertion order within the node's database: the paging key.
+    pub seq: i64,
+    pub id: String,
+    pub kind: String,
+    pub version: String,
+    pub spec_version: String,
+    /// Microseconds since the epoch; unique and increasing with `seq`.
+    pub date_added: i64,
+    pub object: String,
+}
+
+/// One `match[version]` value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VersionMatch {
+    Last,
+    First,
+    All,
+    /// An exact version (the object's `modified`/`created` text).
+    At(String),
+}
+
+/// A page request of a collection: objects after `after_seq`, filtered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaxiiQuery {
+    pub after_seq: i64,
+    /// Only objects added after this time (microseconds).
+    pub added_after: Option<i64>,
+    pub limit: u64,
+    pub ids: Vec<String>,
+    pub types: Vec<String>,
+    pub versions: Vec<VersionMatch>,
+    pub spec_versions: Vec<String>,
+}
+
+/// The status of a TAXII add request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaxiiStatus {
+    pub id: String,
+    pub collection: String,
+    pub request_timestamp: i64,
+    pub total: u64,
+    /// JSON arrays of `{id, version, message?}`.
+    pub successes: String,
+    pub failures: String,
+    pub success_count: u64,
+    pub failure_count: u64,
+}
+
+/// TAXII collections, their access grants, add-request statuses, and the positions up to which
+/// the node's own STIX (dataset files, hidden dangers) has been published into them.
+pub trait TaxiiStore: Send + Sync {
+    /// Adds objects to a collection (an id and version already there is kept as it is) and,
+    /// in the same transaction, moves a sync watermark. Returns, per object, whether it was new.
+    fn taxii_add(
+        &self,
+        collection: &str,
+        objects: &[NewTaxiiObject],
+        watermark: Option<(&str, i64)>,
+    ) -> Result<Vec<bool>, StoreError>;
+    /// A page of at most `query.limit` objects in insertion order, and whether more follow.
+    fn taxii_page(
+        &self,
+        collection: &str,
+        query: &TaxiiQuery,
+    ) -> Result<(Vec<TaxiiObject>, bool), StoreError>;
+    /// Deletes the matching versions of an object; returns how many were deleted.
+    fn taxii_delete(
+        &self,
+        collection: &str,
+        id: &str,
+        versions: &[VersionMatch],
+    ) -> Result<u64, StoreError>;
+    fn taxii_save_status(&self, status: &TaxiiStatus) -> Result<(), StoreError>;
+    fn taxii_status(&self, id: &str) -> Result<Option<TaxiiStatus>, StoreError>;
+    /// The user whose token this is.
+    fn user_by_token(&self, token: &str) -> Result<Option<String>, StoreError>;
+    /// Collections (or `all`) a user may write to.
+    fn taxii_grants(&self, user: &str) -> Result<Vec<String>, StoreError>;
+    fn taxii_grant(&self, user: &str, collection: &str) -> Result<(), StoreError>;
+    fn taxii_revoke(&self, user: &str, collection: &str) -> Result<bool, StoreError>;
+    fn taxii_watermark(&self, source: &str) -> Result<i64, StoreError>;
+    /// STIX files recorded after `watermark` (by record order): `(position, stix_file_hash)`.
+    fn stix_files_after(
+        &self,
+        watermark: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, String)>, StoreError>;
+    /// Hidden dangers with a revision recorded after `watermark`: `(position, current record)`.
+    fn hidden_dangers_after(
+        &self,
+        watermark: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, StoredHiddenDanger)>, StoreError>;
 }

@@ -149,6 +149,45 @@ const MIGRATIONS: &[M<'static>] = &[
          PRIMARY KEY (hd_id, revision)
      ) STRICT;",
     ),
+    M::up(
+        "CREATE TABLE taxii_objects (
+         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+         collection   TEXT NOT NULL,
+         id           TEXT NOT NULL,
+         type         TEXT NOT NULL,
+         version      TEXT NOT NULL,
+         version_us   INTEGER NOT NULL,
+         spec_version TEXT NOT NULL,
+         date_added   INTEGER NOT NULL,
+         is_latest    INTEGER NOT NULL,
+         is_first     INTEGER NOT NULL,
+         object       TEXT NOT NULL,
+         UNIQUE (collection, id, version)
+     ) STRICT;
+     CREATE INDEX taxii_latest ON taxii_objects(collection, is_latest, seq);
+     CREATE INDEX taxii_all ON taxii_objects(collection, seq);
+     CREATE INDEX taxii_added ON taxii_objects(collection, date_added);
+     CREATE TABLE taxii_status (
+         id                TEXT PRIMARY KEY,
+         collection        TEXT NOT NULL,
+         request_timestamp INTEGER NOT NULL,
+         total             INTEGER NOT NULL,
+         success_count     INTEGER NOT NULL,
+         failure_count     INTEGER NOT NULL,
+         successes         TEXT NOT NULL,
+         failures          TEXT NOT NULL
+     ) STRICT;
+     CREATE TABLE taxii_grants (
+         user       TEXT NOT NULL,
+         collection TEXT NOT NULL,
+         PRIMARY KEY (user, collection)
+     ) STRICT;
+     CREATE TABLE taxii_sync (
+         source    TEXT PRIMARY KEY,
+         watermark INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX hd_users_by_token ON hd_users(token);",
+    ),
 ];
 
 pub struct SqliteStore {
@@ -170,7 +209,7 @@ impl SqliteStore {
         })
     }
 
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -387,7 +426,7 @@ fn limit_offset(page: Option<(u64, u64)>) -> (i64, i64) {
     }
 }
 
-fn json_text<T: serde::Serialize>(v: &T) -> String {
+pub(super) fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("serialising plain data cannot fail")
 }
 
@@ -747,10 +786,10 @@ impl CtiStore for SqliteStore {
     }
 }
 
-const HD_COLUMNS: &str =
+pub(super) const HD_COLUMNS: &str =
     "id, user, risk_id, revision, data, raw_event, raw_event_sha256, created_at, updated_at";
 
-fn hd_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredHiddenDanger> {
+pub(super) fn hd_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredHiddenDanger> {
     Ok(StoredHiddenDanger {
         id: r.get(0)?,
         user: r.get(1)?,
@@ -817,7 +856,13 @@ impl HiddenDangerStore for SqliteStore {
     }
 
     fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
-        self.with(|conn| Ok(conn.execute("DELETE FROM hd_users WHERE name = ?1", [name])? > 0))
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM taxii_grants WHERE user = ?1", [name])?;
+            let n = tx.execute("DELETE FROM hd_users WHERE name = ?1", [name])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
     }
 
     fn upsert_hidden_dangers(

@@ -1,0 +1,369 @@
+//! TAXII collections in the embedded database. Every object version is a row; `seq` (insertion
+//! order) is the paging key, so a page costs O(limit) on the `(collection, is_latest, seq)` and
+//! `(collection, seq)` indexes whatever the collection's size. `date_added` is assigned inside
+//! the writing transaction as strictly increasing microseconds, so it orders like `seq` also
+//! when several nodes share one database.
+
+use rusqlite::types::Value as V;
+use rusqlite::{OptionalExtension, params, params_from_iter};
+
+use super::sqlite::{HD_COLUMNS, hd_from_row};
+use super::{
+    NewTaxiiObject, SqliteStore, StoreError, StoredHiddenDanger, TaxiiObject, TaxiiQuery,
+    TaxiiStatus, TaxiiStore, VersionMatch,
+};
+
+fn now_us() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
+}
+
+/// The SQL condition of a list of `match[version]` values (OR-ed); none means `last`.
+fn version_clause(versions: &[VersionMatch], args: &mut Vec<V>) -> String {
+    if versions.is_empty() {
+        return "is_latest = 1".into();
+    }
+    let parts: Vec<String> = versions
+        .iter()
+        .map(|v| match v {
+            VersionMatch::Last => "is_latest = 1".to_string(),
+            VersionMatch::First => "is_first = 1".to_string(),
+            VersionMatch::All => "1".to_string(),
+            VersionMatch::At(t) => {
+                args.push(V::Text(t.clone()));
+                "version = ?".to_string()
+            }
+        })
+        .collect();
+    format!("({})", parts.join(" OR "))
+}
+
+fn in_clause(column: &str, values: &[String], args: &mut Vec<V>) -> Option<String> {
+    if values.is_empty() {
+        return None;
+    }
+    args.extend(values.iter().map(|v| V::Text(v.clone())));
+    Some(format!(
+        "{column} IN ({})",
+        vec!["?"; values.len()].join(", ")
+    ))
+}
+
+impl TaxiiStore for SqliteStore {
+    fn taxii_add(
+        &self,
+        collection: &str,
+        objects: &[NewTaxiiObject],
+        watermark: Option<(&str, i64)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let mut added = Vec::with_capacity(objects.len());
+            {
+                let last: i64 = tx
+                    .query_row(
+                        "SELECT date_added FROM taxii_objects ORDER BY seq DESC LIMIT 1",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or(0);
+                let mut date_added = now_us().max(last + 1);
+                // All versions of the id, by the (collection, id, version) unique index: one
+                // probe, whatever the collection's size.
+                let mut versions = tx.prepare_cached(
+                    "SELECT seq, version, version_us, is_latest, is_first FROM taxii_objects
+                     WHERE collection = ?1 AND id = ?2",
+                )?;
+                let mut unflag_latest =
+                    tx.prepare_cached("UPDATE taxii_objects SET is_latest = 0 WHERE seq = ?1")?;
+                let mut unflag_first =
+                    tx.prepare_cached("UPDATE taxii_objects SET is_first = 0 WHERE seq = ?1")?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO taxii_objects (collection, id, type, version, version_us, spec_version,
+                         date_added, is_latest, is_first, object)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?;
+                for o in objects {
+                    let known: Vec<(i64, String, i64, bool, bool)> = versions
+                        .query_map(params![collection, o.id], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                        })?
+                        .collect::<Result<_, _>>()?;
+                    if known.iter().any(|k| k.1 == o.version) {
+                        added.push(false);
+                        continue;
+                    }
+                    let cur_latest = known.iter().find(|k| k.3).map(|k| (k.0, k.2));
+                    let cur_first = known.iter().find(|k| k.4).map(|k| (k.0, k.2));
+                    let is_latest = match cur_latest {
+                        None => true,
+                        Some((seq, v)) if o.version_us >= v => {
+                            unflag_latest.execute([seq])?;
+                            true
+                        }
+                        Some(_) => false,
+                    };
+                    let is_first = match cur_first {
+                        None => true,
+                        Some((seq, v)) if o.version_us < v => {
+                            unflag_first.execute([seq])?;
+                            true
+                        }
+                        Some(_) => false,
+                    };
+                    insert.execute(params![
+                        collection,
+                        o.id,
+                        o.kind,
+                        o.version,
+                        o.version_us,
+                        o.spec_version,
+                        date_added,
+                        is_latest,
+                        is_first,
+                        o.object
+                    ])?;
+                    date_added += 1;
+                    added.push(true);
+                }
+            }
+            if let Some((source, mark)) = watermark {
+                tx.execute(
+                    "INSERT INTO taxii_sync (source, watermark) VALUES (?1, ?2)
+                     ON CONFLICT(source) DO UPDATE SET watermark = excluded.watermark",
+                    params![source, mark],
+                )?;
+            }
+            tx.commit()?;
+            Ok(added)
+        })
+    }
+
+    fn taxii_page(
+        &self,
+        collection: &str,
+        q: &TaxiiQuery,
+    ) -> Result<(Vec<TaxiiObject>, bool), StoreError> {
+        self.with(|conn| {
+            let mut after = q.after_seq;
+            if let Some(t) = q.added_after {
+                // date_added grows with seq: turn the time into a position (one index probe).
+                let bound: Option<i64> = conn
+                    .query_row(
+                        "SELECT seq FROM taxii_objects WHERE collection = ?1 AND date_added > ?2
+                         ORDER BY date_added LIMIT 1",
+                        params![collection, t],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match bound {
+                    Some(seq) => after = after.max(seq - 1),
+                    None => return Ok((Vec::new(), false)),
+                }
+            }
+            let mut args: Vec<V> = vec![V::Text(collection.to_string()), V::Integer(after)];
+            let mut clauses = vec![
+                "collection = ?".to_string(),
+                "seq > ?".to_string(),
+                version_clause(&q.versions, &mut args),
+            ];
+            clauses.extend(in_clause("id", &q.ids, &mut args));
+            clauses.extend(in_clause("type", &q.types, &mut args));
+            clauses.extend(in_clause("spec_version", &q.spec_versions, &mut args));
+            args.push(V::Integer(q.limit as i64 + 1));
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT seq, id, type, version, spec_version, date_added, object FROM taxii_objects
+                 WHERE {} ORDER BY seq LIMIT ?",
+                clauses.join(" AND ")
+            ))?;
+            let mut rows = stmt
+                .query_map(params_from_iter(args.iter()), |r| {
+                    Ok(TaxiiObject {
+                        seq: r.get(0)?,
+                        id: r.get(1)?,
+                        kind: r.get(2)?,
+                        version: r.get(3)?,
+                        spec_version: r.get(4)?,
+                        date_added: r.get(5)?,
+                        object: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let more = rows.len() as u64 > q.limit;
+            rows.truncate(q.limit as usize);
+            Ok((rows, more))
+        })
+    }
+
+    fn taxii_delete(
+        &self,
+        collection: &str,
+        id: &str,
+        versions: &[VersionMatch],
+    ) -> Result<u64, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let mut args = vec![V::Text(collection.to_string()), V::Text(id.to_string())];
+            let versions = if versions.is_empty() {
+                vec![VersionMatch::All]
+            } else {
+                versions.to_vec()
+            };
+            let clause = version_clause(&versions, &mut args);
+            let n = tx.execute(
+                &format!("DELETE FROM taxii_objects WHERE collection = ? AND id = ? AND {clause}"),
+                params_from_iter(args.iter()),
+            )?;
+            // The remaining versions get their first/last flags back.
+            tx.execute(
+                "UPDATE taxii_objects SET is_latest = 0, is_first = 0 WHERE collection = ?1 AND id = ?2",
+                params![collection, id],
+            )?;
+            tx.execute(
+                "UPDATE taxii_objects SET is_latest = 1 WHERE seq = (SELECT seq FROM taxii_objects
+                     WHERE collection = ?1 AND id = ?2 ORDER BY version_us DESC, seq DESC LIMIT 1)",
+                params![collection, id],
+            )?;
+            tx.execute(
+                "UPDATE taxii_objects SET is_first = 1 WHERE seq = (SELECT seq FROM taxii_objects
+                     WHERE collection = ?1 AND id = ?2 ORDER BY version_us ASC, seq ASC LIMIT 1)",
+                params![collection, id],
+            )?;
+            tx.commit()?;
+            Ok(n as u64)
+        })
+    }
+
+    fn taxii_save_status(&self, s: &TaxiiStatus) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO taxii_status (id, collection, request_timestamp, total, success_count,
+                     failure_count, successes, failures) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    s.id,
+                    s.collection,
+                    s.request_timestamp,
+                    s.total as i64,
+                    s.success_count as i64,
+                    s.failure_count as i64,
+                    s.successes,
+                    s.failures
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn taxii_status(&self, id: &str) -> Result<Option<TaxiiStatus>, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT id, collection, request_timestamp, total, success_count, failure_count,
+                         successes, failures FROM taxii_status WHERE id = ?1",
+                    [id],
+                    |r| {
+                        Ok(TaxiiStatus {
+                            id: r.get(0)?,
+                            collection: r.get(1)?,
+                            request_timestamp: r.get(2)?,
+                            total: r.get::<_, i64>(3)? as u64,
+                            success_count: r.get::<_, i64>(4)? as u64,
+                            failure_count: r.get::<_, i64>(5)? as u64,
+                            successes: r.get(6)?,
+                            failures: r.get(7)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+    }
+
+    fn user_by_token(&self, token: &str) -> Result<Option<String>, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT name FROM hd_users WHERE token = ?1")?
+                .query_row([token], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    fn taxii_grants(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT collection FROM taxii_grants WHERE user = ?1 ORDER BY 1")?;
+            Ok(stmt
+                .query_map([user], |r| r.get(0))?
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn taxii_grant(&self, user: &str, collection: &str) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO taxii_grants (user, collection) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![user, collection],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn taxii_revoke(&self, user: &str, collection: &str) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            Ok(conn.execute(
+                "DELETE FROM taxii_grants WHERE user = ?1 AND collection = ?2",
+                params![user, collection],
+            )? > 0)
+        })
+    }
+
+    fn taxii_watermark(&self, source: &str) -> Result<i64, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT watermark FROM taxii_sync WHERE source = ?1",
+                    [source],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0))
+        })
+    }
+
+    fn stix_files_after(
+        &self,
+        watermark: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT rowid, stix_file_hash FROM stix_records WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            )?;
+            Ok(stmt
+                .query_map(params![watermark, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn hidden_dangers_after(
+        &self,
+        watermark: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, StoredHiddenDanger)>, StoreError> {
+        self.with(|conn| {
+            let columns = HD_COLUMNS
+                .split(", ")
+                .map(|c| format!("h.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {columns}, r.rowid FROM hidden_danger_revisions r JOIN hidden_dangers h ON h.id = r.hd_id
+                 WHERE r.rowid > ?1 ORDER BY r.rowid LIMIT ?2"
+            ))?;
+            Ok(stmt
+                .query_map(params![watermark, limit as i64], |r| {
+                    Ok((r.get(9)?, hd_from_row(r)?))
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+    }
+}
