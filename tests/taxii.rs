@@ -377,6 +377,16 @@ fn protocol_edges_media_types_cursors_filters_auth() {
             .map(|o| o["id"].as_str().unwrap().to_string())
             .collect::<Vec<_>>()
     );
+    // ... and on another node sharing the same database.
+    let twin = TestServer::start_in(&dir, &["--api-token", "operator-secret"]);
+    let resp = taxii_get(
+        &twin,
+        "reader",
+        &reader,
+        &format!("{objects_path}?limit=10&next={next}"),
+    );
+    assert_eq!(ids(&resp.json::<Value>().unwrap()), ids(&page2));
+    drop(twin);
 
     // DELETE (writers only), then 404; versions of an unversioned object: its date_added.
     let victim = objs[0]["id"].as_str().unwrap();
