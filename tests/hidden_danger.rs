@@ -13,27 +13,10 @@ use serde_json::{Value, json};
 
 const ADD: &str = "/open/api/v1/retrieval/addHiddenDanger";
 
-fn users(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("users")
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .unwrap()
-}
-
 /// `br-cti users add NAME`: the token is the last line of standard output.
 fn add_user(dir: &Path, name: &str) -> String {
-    let out = users(dir, &["add", name]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let token = text.lines().last().unwrap().to_string();
-    assert_eq!(token.len(), 64, "{text}");
+    let token = users_ok(dir, &["add", name]);
+    assert_eq!(token.len(), 64, "{token}");
     assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
     token
 }
@@ -149,19 +132,19 @@ fn users_cli_and_a_running_node_see_changes_at_once() {
     let (s, v) = post(&n.server, &signed("alice", &token, json!([item("r1")])));
     assert_eq!((s, &v["success"]), (200, &json!(true)), "{v}");
 
-    let dup = users(&n.dir, &["add", "alice"]);
+    let dup = users_cli(&n.dir, &["add", "alice"]);
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("exists already"));
     for bad in ["1abc", "elevenchars", "a b"] {
-        let out = users(&n.dir, &["add", bad]);
+        let out = users_cli(&n.dir, &["add", bad]);
         assert!(!out.status.success(), "{bad}");
     }
-    let list = String::from_utf8(users(&n.dir, &["list"]).stdout).unwrap();
+    let list = String::from_utf8(users_cli(&n.dir, &["list"]).stdout).unwrap();
     assert!(list.starts_with("alice\t"), "{list}");
     assert!(!list.contains(&token), "tokens are never listed");
 
     // Rotation: the old token stops working at once, the new one works.
-    let out = users(&n.dir, &["rotate", "alice"]);
+    let out = users_cli(&n.dir, &["rotate", "alice"]);
     assert!(out.status.success());
     let new = String::from_utf8(out.stdout)
         .unwrap()
@@ -179,14 +162,14 @@ fn users_cli_and_a_running_node_see_changes_at_once() {
     let (_, v) = post(&n.server, &signed("alice", &new, json!([item("r2")])));
     assert_eq!(v["success"], true, "{v}");
 
-    assert!(users(&n.dir, &["remove", "alice"]).status.success());
+    assert!(users_cli(&n.dir, &["remove", "alice"]).status.success());
     refused(
         &n.server,
         &signed("alice", &new, json!([item("r3")])),
         200,
         "AUTH_FAILED",
     );
-    assert!(!users(&n.dir, &["remove", "alice"]).status.success());
+    assert!(!users_cli(&n.dir, &["remove", "alice"]).status.success());
     // Its reports are kept.
     assert_eq!(snapshot(&n.server)["total"], 2);
     // Tokens are never logged.
@@ -609,8 +592,10 @@ fn reading_back_filters_pages_and_auth() {
         it["endTime"] = json!(format!("2024-06-{:02} 09:00:00", i + 1));
         batch.push(it);
     }
-    post(s, &signed("alice", &alice, json!(batch)));
-    post(s, &signed("bob", &bob, json!([item("b1")])));
+    let (_, a) = post(s, &signed("alice", &alice, json!(batch)));
+    assert_eq!(a["data"]["accepted"], 12, "{a}");
+    let (_, b) = post(s, &signed("bob", &bob, json!([item("b1")])));
+    assert_eq!(b["data"]["accepted"], 1, "{b}");
     let auth = |path: &str| {
         let resp = s
             .client

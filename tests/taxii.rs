@@ -11,27 +11,6 @@ use common::*;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 
-fn users(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .arg("users")
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string()
-}
-
 fn uuid5(name: &str) -> String {
     // The collection ids: UUIDv5 (URL namespace) of "br-cti:taxii:<name>".
     let out = Command::new(oracle_python())
@@ -56,9 +35,9 @@ fn node(args: &[&str]) -> Node {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     std::fs::create_dir_all(&dir).unwrap();
-    let peer = users(&dir, &["add", "peer"]);
-    users(&dir, &["grant", "peer", "--write", "all"]);
-    let reader = users(&dir, &["add", "reader"]);
+    let peer = users_ok(&dir, &["add", "peer"]);
+    users_ok(&dir, &["grant", "peer", "--write", "all"]);
+    let reader = users_ok(&dir, &["add", "reader"]);
     Node {
         server: TestServer::start_in(&dir, args),
         dir,

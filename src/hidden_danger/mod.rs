@@ -463,8 +463,15 @@ fn enumerated(f: &Fields<'_>, name: &str, values: &[&str]) -> Result<String, Ite
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A valid hidden danger with this riskId (for other modules' tests).
+    pub fn sample(risk_id: &str) -> HiddenDanger {
+        let mut v = valid();
+        v["riskId"] = Value::String(risk_id.to_string());
+        validate(&item(v)).unwrap()
+    }
 
     pub fn item(v: Value) -> RawItem {
         serde_json::from_str(&v.to_string()).unwrap()

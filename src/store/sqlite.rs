@@ -253,7 +253,7 @@ fn load_task(conn: &Connection, task_id: &str) -> Result<Option<TaskRecord>, Sto
 impl MetaStore for SqliteStore {
     fn record_upload(&self, file: &FileMeta, task_id: &str) -> Result<TaskRecord, StoreError> {
         self.with(|conn| {
-            let tx = conn.transaction()?;
+            let tx = write_tx(conn)?;
             tx.execute(
                 "INSERT INTO files (hash, size, original_name, created_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(hash) DO NOTHING",
@@ -413,6 +413,13 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StixRecord> {
     })
 }
 
+/// A transaction that takes the write lock at once. A deferred one that reads first would fail
+/// with `SQLITE_BUSY` (without waiting) if another connection — the TAXII publisher, the users
+/// CLI, another node — committed between its read and its first write.
+pub(super) fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 /// SQL `LIMIT`/`OFFSET` of a 1-based page; no page: everything.
 fn limit_offset(page: Option<(u64, u64)>) -> (i64, i64) {
     match page {
@@ -525,7 +532,7 @@ impl JobStore for SqliteStore {
         progress: &JobProgress,
     ) -> Result<(), StoreError> {
         self.with(|conn| {
-            let tx = conn.transaction()?;
+            let tx = write_tx(conn)?;
             for r in records {
                 tx.execute(
                     &format!(
@@ -661,7 +668,7 @@ impl CtiStore for SqliteStore {
         progress: &JobProgress,
     ) -> Result<(), StoreError> {
         self.with(|conn| {
-            let tx = conn.transaction()?;
+            let tx = write_tx(conn)?;
             for (r, cti_file_path) in records {
                 tx.execute(
                     &format!(
@@ -761,7 +768,7 @@ impl CtiStore for SqliteStore {
         publication: &Publication,
     ) -> Result<bool, StoreError> {
         self.with(|conn| {
-            let tx = conn.transaction()?;
+            let tx = write_tx(conn)?;
             let changed = tx.execute(
                 "UPDATE cti_records SET onchain = 1, cti_id = ?3,
                      stix_ipfs_hash = COALESCE(?4, stix_ipfs_hash),
@@ -857,7 +864,7 @@ impl HiddenDangerStore for SqliteStore {
 
     fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
         self.with(|conn| {
-            let tx = conn.transaction()?;
+            let tx = write_tx(conn)?;
             tx.execute("DELETE FROM taxii_grants WHERE user = ?1", [name])?;
             let n = tx.execute("DELETE FROM hd_users WHERE name = ?1", [name])?;
             tx.commit()?;
@@ -887,7 +894,7 @@ impl HiddenDangerStore for SqliteStore {
             .collect();
         self.with(|conn| {
             let now = now_ms();
-            let tx = conn.transaction()?;
+            let tx = write_tx(conn)?;
             let mut out = Vec::with_capacity(items.len());
             {
                 let mut find = tx.prepare_cached(

@@ -7,7 +7,7 @@
 use rusqlite::types::Value as V;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
-use super::sqlite::{HD_COLUMNS, hd_from_row};
+use super::sqlite::{HD_COLUMNS, hd_from_row, write_tx};
 use super::{
     NewTaxiiObject, SqliteStore, StoreError, StoredHiddenDanger, TaxiiObject, TaxiiQuery,
     TaxiiStatus, TaxiiStore, VersionMatch,
@@ -56,7 +56,7 @@ impl TaxiiStore for SqliteStore {
         watermark: Option<(&str, i64)>,
     ) -> Result<Vec<bool>, StoreError> {
         self.with(|conn| {
-            let tx = conn.transaction()?;
+            let tx = write_tx(conn)?;
             let mut added = Vec::with_capacity(objects.len());
             {
                 let last: i64 = tx
@@ -202,7 +202,7 @@ impl TaxiiStore for SqliteStore {
         versions: &[VersionMatch],
     ) -> Result<u64, StoreError> {
         self.with(|conn| {
-            let tx = conn.transaction()?;
+            let tx = write_tx(conn)?;
             let mut args = vec![V::Text(collection.to_string()), V::Text(id.to_string())];
             let versions = if versions.is_empty() {
                 vec![VersionMatch::All]
@@ -365,5 +365,47 @@ impl TaxiiStore for SqliteStore {
                 })?
                 .collect::<Result<_, _>>()?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{HiddenDangerStore, NewTaxiiObject};
+
+    fn object(i: usize) -> NewTaxiiObject {
+        NewTaxiiObject {
+            id: format!("ipv4-addr--00000000-0000-5000-8000-{i:012}"),
+            kind: "ipv4-addr".into(),
+            version: String::new(),
+            version_us: 0,
+            spec_version: "2.1".into(),
+            object: "{}".into(),
+        }
+    }
+
+    /// Two connections writing at once (the ingest path and the TAXII publisher) both succeed:
+    /// write transactions take the lock up front instead of failing with SQLITE_BUSY when the
+    /// other commits between their first read and first write.
+    #[test]
+    fn concurrent_writers_wait_for_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.sqlite");
+        let a = SqliteStore::open(&path).unwrap();
+        let b = SqliteStore::open(&path).unwrap();
+        a.add_user("u", "t").unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..300 {
+                    b.taxii_add("c", &[object(i)], Some(("x", i as i64)))
+                        .unwrap();
+                }
+            });
+            for i in 0..300 {
+                let item = crate::hidden_danger::tests::sample(&format!("r{i}"));
+                a.upsert_hidden_dangers("u", &[item]).unwrap();
+            }
+        });
+        assert_eq!(b.taxii_watermark("x").unwrap(), 299);
     }
 }

@@ -374,3 +374,31 @@ pub fn write_test_geoip(path: &Path) {
         .unwrap();
     std::fs::write(path, writer.to_bytes().unwrap()).unwrap();
 }
+
+/// Runs `br-cti users ARGS --data-dir DIR`.
+pub fn users_cli(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("users")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+/// Runs a `br-cti users` command that must succeed; returns its last line (a token, for
+/// `add` and `rotate`).
+pub fn users_ok(dir: &Path, args: &[&str]) -> String {
+    let out = users_cli(dir, args);
+    assert!(
+        out.status.success(),
+        "users {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string()
+}
