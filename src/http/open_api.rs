@@ -182,12 +182,19 @@ async fn add_hidden_danger(
             format!("the request body is larger than {limit} bytes"),
         )
     };
+    // The rest of the body is left unread: the connection cannot be reused.
+    let refuse = || {
+        let mut resp = too_large().into_response();
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    };
     if declared.is_some_and(|n| n > limit) {
-        return too_large().into_response();
+        return refuse();
     }
     let bytes = match axum::body::to_bytes(body, limit as usize).await {
         Ok(b) => b,
-        Err(_) => return too_large().into_response(),
+        Err(_) => return refuse(),
     };
     match tokio::task::spawn_blocking(move || handle(&state, &api, &bytes)).await {
         Ok(answer) => answer.into_response(),
@@ -396,7 +403,7 @@ fn process(state: &AppState, api: &OpenApi, user: &str, raw: Option<&RawValue>) 
         }
     };
     if !valid.is_empty() {
-        state.publisher.wake();
+        state.publisher.note_activity();
     }
     let count = |k: Upsert| outcomes.iter().filter(|o| **o == k).count();
     let rejected = failures.len();

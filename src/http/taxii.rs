@@ -85,6 +85,11 @@ impl IntoResponse for TaxiiError {
             "http_status": self.status.as_u16().to_string(),
         });
         let mut resp = taxii_json(self.status, &body);
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is left unread: the connection cannot be reused.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

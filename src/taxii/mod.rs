@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -14,6 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::hash::Sha256Hex;
 use crate::hidden_danger::export;
 use crate::store::{BlobStore, MetaStore, NewTaxiiObject};
+use crate::time_util::now_ms;
 
 /// A collection of the node.
 #[derive(Clone, Debug)]
@@ -203,36 +204,65 @@ const SOURCE_HIDDEN_DANGERS: &str = "hidden-dangers";
 
 /// Publishes the node's own STIX into the read collections: dataset files as their records
 /// are committed, hidden dangers as their revisions arrive. Runs on its own thread with its
-/// own database connection; wakes when told and at least every half second.
+/// own database connection, at a lower priority, and gives way to the node's work: while
+/// reports are arriving or a job is running it publishes one small round every few seconds at
+/// most, and catches up as soon as the node is quiet (within half a second otherwise).
 pub struct Publisher {
-    wake: mpsc::Sender<()>,
+    busy_until_ms: Arc<AtomicI64>,
 }
+
+/// How long after a report the node counts as busy.
+const QUIET_MS: i64 = 300;
+/// Under sustained load, still publish a round this often.
+const MAX_DEFER_MS: i64 = 5_000;
 
 impl Publisher {
     pub fn start(db: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> Self {
-        let (tx, rx) = mpsc::channel::<()>();
+        let busy_until_ms = Arc::new(AtomicI64::new(0));
+        let busy = busy_until_ms.clone();
         std::thread::Builder::new()
             .name("br-cti-taxii".into())
             .spawn(move || {
+                lower_priority();
+                let mut last_round = now_ms();
                 loop {
+                    let now = now_ms();
+                    let loaded = busy.load(Ordering::Relaxed) > now
+                        || db.unfinished_jobs().map(|j| !j.is_empty()).unwrap_or(false);
+                    if loaded && now - last_round < MAX_DEFER_MS {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                    last_round = now;
                     match publish_once(&*db, &*blobs) {
                         Ok(true) => continue,
                         Ok(false) => {}
                         Err(e) => tracing::error!("publishing to TAXII collections: {e}"),
                     }
-                    match rx.recv_timeout(Duration::from_millis(500)) {
-                        Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    }
+                    std::thread::sleep(Duration::from_millis(500));
                 }
             })
             .expect("spawning the TAXII publisher");
-        Publisher { wake: tx }
+        Publisher { busy_until_ms }
     }
 
-    /// Something new may be there: look now.
-    pub fn wake(&self) {
-        let _ = self.wake.send(());
+    /// Reports are arriving: let them have the machine for a moment.
+    pub fn note_activity(&self) {
+        self.busy_until_ms
+            .store(now_ms() + QUIET_MS, Ordering::Relaxed);
+    }
+}
+
+/// Publishing is background work: on Linux the thread runs at nice 10, so requests (ingest,
+/// conversions, pages) get the CPU first and the collections catch up when the node is idle.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread; no memory is shared with them.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
+            tracing::debug!("could not lower the TAXII publisher's priority");
+        }
     }
 }
 
@@ -242,8 +272,8 @@ fn publish_once(db: &dyn MetaStore, blobs: &dyn BlobStore) -> Result<bool, Strin
     let mark = db
         .taxii_watermark(SOURCE_DATASETS)
         .map_err(|e| e.to_string())?;
-    let files = db.stix_files_after(mark, 20).map_err(|e| e.to_string())?;
-    busy |= files.len() == 20;
+    let files = db.stix_files_after(mark, 5).map_err(|e| e.to_string())?;
+    busy |= files.len() == 5;
     for (position, hash) in files {
         let h = Sha256Hex::parse(&hash).map_err(|e| e.to_string())?;
         let mut objects = Vec::new();
@@ -267,9 +297,9 @@ fn publish_once(db: &dyn MetaStore, blobs: &dyn BlobStore) -> Result<bool, Strin
         .taxii_watermark(SOURCE_HIDDEN_DANGERS)
         .map_err(|e| e.to_string())?;
     let changed = db
-        .hidden_dangers_after(mark, 500)
+        .hidden_dangers_after(mark, 100)
         .map_err(|e| e.to_string())?;
-    busy |= changed.len() == 500;
+    busy |= changed.len() == 100;
     if let Some((last, _)) = changed.last() {
         let mut objects: Vec<NewTaxiiObject> = export::producer_objects()
             .iter()
