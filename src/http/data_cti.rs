@@ -14,11 +14,13 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::data::{blocking, parse_hash, require_file, store_error};
-use super::data_stix::{List, Num, TAGS, Text, absent, check_vocabulary, latest_progress};
+use super::data_stix::{
+    List, Num, TAGS, Text, absent, check_vocabulary, latest_progress, paging, queue_job,
+};
 use super::envelope::{ApiError, JsonBody, ok, parse_json};
 use crate::jobs::cti_job::CtiParams;
 use crate::jobs::{KIND_CTI, KIND_STIX};
-use crate::store::{CtiRecord, Publication, STEP_CTI, StepState};
+use crate::store::{CtiRecord, Publication, STEP_CTI};
 use crate::time_util::ms_to_display;
 
 pub fn router() -> Router<AppState> {
@@ -206,15 +208,16 @@ async fn process_stix_to_cti(
             tags,
             records,
         };
-        let params_json =
-            serde_json::to_string(&params).map_err(|e| ApiError::internal("saving the job", e))?;
-        let job = meta
-            .create_job(KIND_CTI, &hash, &process_id, &params_json, records, records)
-            .map_err(|e| store_error("saving the job", e))?;
-        meta.set_step_for_file(&hash, STEP_CTI, StepState::Running, records)
-            .map_err(|e| store_error("updating the task", e))?;
-        state.jobs.enqueue(job.id);
-        Ok(job)
+        queue_job(
+            &state,
+            KIND_CTI,
+            STEP_CTI,
+            &hash,
+            &process_id,
+            &params,
+            records,
+            records,
+        )
     })
     .await?;
     tracing::info!(job = job.id, file = %job.file_hash, records = job.total_steps, "CTI build queued");
@@ -301,12 +304,7 @@ fn record_json(r: &CtiRecord) -> Value {
 
 async fn local_cti_records(state: AppState, req: ListRequest) -> Result<Response, ApiError> {
     let hash = parse_hash("file_hash", &req.file_hash)?;
-    let page = req.page.int("page", 1, i64::MAX)?;
-    let size = req.page_size.int("page_size", 1, 10_000)?;
-    let paging = match (page, size) {
-        (None, None) => None,
-        (p, s) => Some((p.unwrap_or(1) as u64, s.unwrap_or(100) as u64)),
-    };
+    let paging = paging(req.page, req.page_size)?;
     let (records, total) = blocking("listing CTI records", move || {
         require_file(&state, &hash)?;
         state

@@ -330,14 +330,7 @@ async fn process_data_to_stix(
         }
         let rows = dataset::count_rows(open()?).map_err(unreadable)?;
         let total_steps = rows.div_ceil(params.compress);
-        let params_json = serde_json::to_string(&params).map_err(|e| ApiError::internal("saving the job", e))?;
-        let job = meta
-            .create_job(KIND_STIX, &hash, &process_id, &params_json, total_steps, rows)
-            .map_err(|e| store_error("saving the job", e))?;
-        meta.set_step_for_file(&hash, STEP_STIX, StepState::Running, total_steps)
-            .map_err(|e| store_error("updating the task", e))?;
-        state.jobs.enqueue(job.id);
-        Ok(job)
+        queue_job(&state, KIND_STIX, STEP_STIX, &hash, &process_id, &params, total_steps, rows)
     })
     .await?;
     tracing::info!(job = job.id, file = %job.file_hash, rows = job.rows_total, files = job.total_steps, "conversion queued");
@@ -345,6 +338,51 @@ async fn process_data_to_stix(
         "Process data to stix successfully",
         json!({"current_step": 0, "total_step": job.total_steps, "job_id": job.id}),
     ))
+}
+
+/// Saves a job with its parameters, marks its step of the file's tasks running and queues it
+/// (blocking: call inside [`blocking`]).
+#[allow(clippy::too_many_arguments)]
+pub fn queue_job(
+    state: &AppState,
+    kind: &str,
+    step: u8,
+    hash: &Sha256Hex,
+    process_id: &str,
+    params: &impl serde::Serialize,
+    total_steps: u64,
+    rows_total: u64,
+) -> Result<Job, ApiError> {
+    let params_json =
+        serde_json::to_string(params).map_err(|e| ApiError::internal("saving the job", e))?;
+    let job = state
+        .meta
+        .create_job(
+            kind,
+            hash,
+            process_id,
+            &params_json,
+            total_steps,
+            rows_total,
+        )
+        .map_err(|e| store_error("saving the job", e))?;
+    state
+        .meta
+        .set_step_for_file(hash, step, StepState::Running, total_steps)
+        .map_err(|e| store_error("updating the task", e))?;
+    state.jobs.enqueue(job.id);
+    Ok(job)
+}
+
+/// The paging of a listing: `page` from 1 and `page_size` 1-10,000 (default 100); both
+/// absent means everything.
+pub fn paging(page: Num, page_size: Num) -> Result<Option<(u64, u64)>, ApiError> {
+    let page = page.int("page", 1, i64::MAX)?;
+    let size = page_size.int("page_size", 1, 10_000)?;
+    Ok(match (page, size) {
+        (None, None) => None,
+        (p, s) => Some((p.unwrap_or(1) as u64, s.unwrap_or(100) as u64)),
+    })
 }
 
 fn default_tags(stix_type: u8) -> Vec<String> {
@@ -532,12 +570,7 @@ pub fn record_json(state: &AppState, r: &StixRecord) -> Value {
 
 async fn stix_records(state: AppState, req: RecordsRequest) -> Result<Response, ApiError> {
     let hash = parse_hash("file_hash", &req.file_hash)?;
-    let page = req.page.int("page", 1, i64::MAX)?;
-    let size = req.page_size.int("page_size", 1, 10_000)?;
-    let paging = match (page, size) {
-        (None, None) => None,
-        (p, s) => Some((p.unwrap_or(1) as u64, s.unwrap_or(100) as u64)),
-    };
+    let paging = paging(req.page, req.page_size)?;
     let st = state.clone();
     let (records, total) = blocking("listing STIX records", move || {
         require_file(&st, &hash)?;
