@@ -9,12 +9,11 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{BIN, TestServer};
+use common::{TestServer, users_ok};
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 
@@ -52,18 +51,7 @@ fn main() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new(BIN)
-            .args(["users", "add", "bench", "--data-dir"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let token = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string();
+        let token = users_ok(&dir, &["add", "bench"]);
         let server = TestServer::start_in(&dir, &["--hd-rate", "0"]);
         // Bodies are built (and signed) as the clients go; timestamps are unique milliseconds.
         let next = Arc::new(AtomicUsize::new(0));

@@ -9,10 +9,9 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::Command;
 use std::time::Instant;
 
-use common::{BIN, TestServer};
+use common::{TestServer, users_ok};
 use serde_json::{Value, json};
 
 const TAXII: &str = "application/taxii+json;version=2.1";
@@ -123,23 +122,8 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     std::fs::create_dir_all(&dir).unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg("--data-dir")
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string()
-    };
-    let token = run(&["users", "add", "bench"]);
-    run(&["users", "grant", "bench", "--write", "all"]);
+    let token = users_ok(&dir, &["add", "bench"]);
+    users_ok(&dir, &["grant", "bench", "--write", "all"]);
     let server = TestServer::start_in(&dir, &[]);
     let collections: Value = reqwest::blocking::Client::new()
         .get(server.url("/taxii2/api/collections/"))

@@ -8,7 +8,7 @@
 mod rows;
 mod sniff;
 
-pub use rows::{Cell, OwnedRow, Row, RowResult, count_rows, for_each_row};
+pub use rows::{Cell, OwnedRow, Row, RowResult, count_rows, for_each_row, json_kind};
 pub use sniff::{CsvDialect, Format, TextEncoding, sniff};
 
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};

@@ -298,7 +298,8 @@ fn json_array_rows(
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
+/// What a JSON value is, for error messages (`a string`, `an array`, ...).
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

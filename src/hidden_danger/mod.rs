@@ -15,6 +15,8 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use time::macros::{format_description, offset};
 
+use crate::dataset::json_kind;
+
 /// Per-item error codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -155,7 +157,7 @@ impl<'a> Fields<'a> {
             Some(other) => {
                 return Err(err(
                     ItemCode::InvalidParam,
-                    format!("{name}: expected a string, got {}", kind(&other)),
+                    format!("{name}: expected a string, got {}", json_kind(&other)),
                 ));
             }
         };
@@ -197,27 +199,19 @@ impl<'a> Fields<'a> {
                         Value::String(s) => Ok(s.trim().to_string()),
                         other => Err(err(
                             ItemCode::InvalidParam,
-                            format!("{name}[{i}]: expected a string, got {}", kind(&other)),
+                            format!("{name}[{i}]: expected a string, got {}", json_kind(&other)),
                         )),
                     })
                     .collect()
             }
             Some(other) => Err(err(
                 ItemCode::InvalidParam,
-                format!("{name}: expected an array of strings, got {}", kind(&other)),
+                format!(
+                    "{name}: expected an array of strings, got {}",
+                    json_kind(&other)
+                ),
             )),
         }
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
