@@ -50,10 +50,12 @@ fn main() {
         let bytes = std::fs::read(data.join(&name)).expect("dataset");
         let mut speeds = Vec::new();
         let mut rss = Vec::new();
+        let mut cpu = Vec::new();
         for run in 1..=runs {
             let server =
                 TestServer::start(&["--max-upload-bytes", &(bytes.len() as u64 + 1).to_string()]);
             let hash = server.upload_ok(&bytes, &name);
+            let cpu_before = server.cpu_seconds();
             let start = Instant::now();
             let v = server
                 .start_stix(&json!({"file_hash": hash, "stix_compress": compress, "stix_type": 1}));
@@ -67,26 +69,34 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(20));
             };
             let secs = start.elapsed().as_secs_f64();
+            let cpu_after = server.cpu_seconds();
+            let (user, sys) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
             assert_eq!(done["rows_done"], rows);
             let rate = rows as f64 / secs;
             let peak = server.peak_rss_mib();
             println!(
-                "{name} run {run}: {rows} rows in {secs:.2} s = {rate:.0} rows/s ({:.0} objects/s, {} files), server peak RSS {peak:.1} MiB",
+                "{name} run {run}: {rows} rows in {secs:.2} s = {rate:.0} rows/s ({:.0} objects/s, {} files), server peak RSS {peak:.1} MiB, server CPU {user:.2} s user + {sys:.2} s system ({:.2} us/row)",
                 done["objects"].as_f64().unwrap_or(0.0) / secs,
                 done["files"],
+                (user + sys) * 1e6 / rows as f64,
             );
+            cpu.push((user + sys) * 1e6 / rows as f64);
             speeds.push(rate);
             rss.push(peak);
         }
         speeds.sort_by(f64::total_cmp);
         rss.sort_by(f64::total_cmp);
+        cpu.sort_by(f64::total_cmp);
         println!(
-            "{name}: median {:.0} rows/s (range {:.0}-{:.0}) over {runs} runs, compress {compress}; peak RSS median {:.1} MiB (max {:.1})",
+            "{name}: median {:.0} rows/s (range {:.0}-{:.0}) over {runs} runs, compress {compress}; peak RSS median {:.1} MiB (max {:.1}); server CPU median {:.2} us/row (range {:.2}-{:.2})",
             speeds[speeds.len() / 2],
             speeds[0],
             speeds[speeds.len() - 1],
             rss[rss.len() / 2],
-            rss[rss.len() - 1]
+            rss[rss.len() - 1],
+            cpu[cpu.len() / 2],
+            cpu[0],
+            cpu[cpu.len() - 1],
         );
     }
 }

@@ -232,16 +232,19 @@ pub fn convert(
 ) -> Result<ConvertSummary, ConvertError> {
     let compress = settings.compress.max(1);
     let skip_rows = start_batch * compress;
-    // Batches are independent, so they are converted in parallel and handed to the sink in
-    // order. Large batches are converted one at a time to bound memory.
-    let workers = if compress > 20_000 {
-        1
-    } else {
-        CONVERT_THREADS
-    };
+    // Batches are independent: they are converted (and their files written) in parallel and
+    // handed to the sink in order. Storing a file waits on the disk, so there are more
+    // converting threads than cores. At most `window` batches are read and not yet handed to
+    // the sink, wherever they are, which bounds memory whatever the input size.
+    let window = (WINDOW_ROWS / compress).clamp(1, MAX_WINDOW as u64) as usize;
+    let workers = window.min(CONVERT_THREADS);
     let stop = AtomicBool::new(false);
-    let (work_tx, work_rx) = crossbeam_channel::bounded::<RowBatch>(workers);
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<anyhow::Result<Batch>>(workers * 2);
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<RowBatch>(window);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<(u64, anyhow::Result<Batch>)>(window);
+    // One permit per batch in flight: the reader takes one before handing a batch over, the
+    // sink side gives it back when that batch is emitted (or dropped after a stop). Dropping
+    // the receiving end releases a reader that waits, for good.
+    let (permit_tx, permit_rx) = crossbeam_channel::bounded::<()>(window);
     let mut summary = ConvertSummary::default();
     let mut sink_error = None;
     let read_result = std::thread::scope(|scope| {
@@ -251,6 +254,8 @@ pub fn convert(
                 index: start_batch,
                 rows: Vec::new(),
             };
+            let hand_over =
+                |batch: RowBatch| permit_tx.send(()).is_ok() && work_tx.send(batch).is_ok();
             let result = dataset::for_each_row(input, &mut |index, row| {
                 if stop.load(Ordering::Relaxed) {
                     return ControlFlow::Break(());
@@ -264,14 +269,14 @@ pub fn convert(
                         index: current.index + 1,
                         rows: Vec::with_capacity(current.rows.len()),
                     };
-                    if work_tx.send(std::mem::replace(&mut current, next)).is_err() {
+                    if !hand_over(std::mem::replace(&mut current, next)) {
                         return ControlFlow::Break(());
                     }
                 }
                 ControlFlow::Continue(())
             });
             if result.is_ok() && !current.rows.is_empty() && !stop.load(Ordering::Relaxed) {
-                let _ = work_tx.send(current);
+                hand_over(current);
             }
             result
         });
@@ -286,48 +291,56 @@ pub fn convert(
                     } else {
                         files.store(&batch.bytes).map(|f| batch.file = Some(f))
                     };
-                    if done_tx.send(stored.map(|_| batch)).is_err() {
+                    if done_tx.send((batch.index, stored.map(|_| batch))).is_err() {
                         break;
                     }
                 }
             });
         }
         drop((work_rx, done_tx));
-        let mut ready: BTreeMap<u64, Batch> = BTreeMap::new();
+        let mut permits = Some(permit_rx);
+        let mut ready: BTreeMap<u64, anyhow::Result<Batch>> = BTreeMap::new();
         let mut next = start_batch;
-        let fail = |e: anyhow::Error, sink_error: &mut Option<anyhow::Error>| {
-            if sink_error.is_none() {
-                *sink_error = Some(e);
-            }
-            stop.store(true, Ordering::Relaxed);
-        };
-        for batch in done_rx.iter() {
-            match batch {
-                Ok(batch) => {
-                    ready.insert(batch.index, batch);
+        let fail =
+            |e: anyhow::Error, sink_error: &mut Option<anyhow::Error>, permits: &mut Option<_>| {
+                if sink_error.is_none() {
+                    *sink_error = Some(e);
                 }
-                Err(e) => fail(e, &mut sink_error),
-            }
+                stop.store(true, Ordering::Relaxed);
+                *permits = None;
+            };
+        for (index, batch) in done_rx.iter() {
+            ready.insert(index, batch);
             while let Some(batch) = ready.remove(&next) {
                 next += 1;
+                if let Some(p) = &permits {
+                    let _ = p.recv();
+                }
                 if stop.load(Ordering::Relaxed) {
                     continue; // draining after a stop
                 }
-                if sink.cancelled() {
-                    summary.cancelled = true;
-                    stop.store(true, Ordering::Relaxed);
-                } else if let Err(e) = emit(batch, &mut summary, sink) {
-                    fail(e, &mut sink_error);
+                match batch {
+                    Err(e) => fail(e, &mut sink_error, &mut permits),
+                    Ok(_) if sink.cancelled() => {
+                        summary.cancelled = true;
+                        stop.store(true, Ordering::Relaxed);
+                        permits = None;
+                    }
+                    Ok(batch) => {
+                        if let Err(e) = emit(batch, &mut summary, sink) {
+                            fail(e, &mut sink_error, &mut permits);
+                        }
+                    }
                 }
             }
             if done_rx.is_empty()
                 && let Err(e) = sink.flush()
             {
-                fail(e, &mut sink_error);
+                fail(e, &mut sink_error, &mut permits);
             }
         }
         if let Err(e) = sink.flush() {
-            fail(e, &mut sink_error);
+            fail(e, &mut sink_error, &mut permits);
         }
         reader.join().expect("the dataset reader panicked")
     });
@@ -338,8 +351,14 @@ pub fn convert(
     Ok(summary)
 }
 
-/// Threads converting batches (the reader and the sink run beside them).
-const CONVERT_THREADS: usize = 2;
+/// Threads converting batches and storing their files (the reader and the sink run beside
+/// them). Storing waits on the disk (direct writes, fsync), so two cores keep four busy.
+const CONVERT_THREADS: usize = 4;
+/// Rows read and not yet handed to the sink, at most (rounded to whole batches, at least one
+/// batch): about 25 MB of STIX for typical rows.
+const WINDOW_ROWS: u64 = 16_000;
+/// Batches in flight, at most.
+const MAX_WINDOW: usize = 8;
 
 /// The rows of one batch, read and not yet converted.
 struct RowBatch {
@@ -1392,5 +1411,116 @@ mod tests {
         assert_eq!(sink.0[0].index, 1);
         assert_eq!(sink.0[0].bytes, a[1].bytes);
         assert_eq!(sink.0[1].bytes, a[2].bytes);
+    }
+
+    /// A CSV of `rows` good rows.
+    fn flows(rows: u64) -> String {
+        let mut csv = String::from("src,dst,Protocol\n");
+        for i in 0..rows {
+            csv.push_str(&format!("10.0.{}.{},10.1.0.1,TCP\n", i / 250, i % 250 + 1));
+        }
+        csv
+    }
+
+    /// Fails to store the file of one batch (recognised by its first row's source address).
+    struct FailOn(String);
+
+    impl FileStore for FailOn {
+        fn store(&self, bytes: &[u8]) -> anyhow::Result<StoredFile> {
+            let text = std::str::from_utf8(bytes).unwrap();
+            anyhow::ensure!(!text.contains(&self.0), "disk full");
+            HashOnly.store(bytes)
+        }
+    }
+
+    /// Accepts `n` batches, then fails or asks to stop.
+    struct Until {
+        n: usize,
+        cancel: bool,
+        got: Vec<u64>,
+    }
+
+    impl BatchSink for Until {
+        fn batch(&mut self, batch: Batch) -> anyhow::Result<()> {
+            anyhow::ensure!(self.got.len() < self.n, "database gone");
+            self.got.push(batch.index);
+            Ok(())
+        }
+        fn cancelled(&self) -> bool {
+            self.cancel && self.got.len() >= self.n
+        }
+    }
+
+    #[test]
+    fn a_failure_or_a_cancel_stops_in_order_without_hanging() {
+        // Small batches: many more than the window, so the reader must wait for permits.
+        let csv = flows(5_000);
+        for compress in [10, 1_000, 20_000] {
+            // A file that cannot be stored: the batches before it are handed on, none after.
+            let mut sink = Until {
+                n: usize::MAX,
+                cancel: false,
+                got: Vec::new(),
+            };
+            let fail_at = 3.min(5_000 / compress);
+            let first_row = fail_at * compress;
+            let marker = format!("\"10.0.{}.{}\"", first_row / 250, first_row % 250 + 1);
+            let e = convert(
+                Box::new(Cursor::new(csv.clone().into_bytes())),
+                &settings(compress),
+                0,
+                &FailOn(marker),
+                &mut sink,
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("disk full"), "{e}");
+            assert_eq!(
+                sink.got,
+                (0..fail_at).collect::<Vec<_>>(),
+                "compress {compress}"
+            );
+
+            // The sink fails at its third batch.
+            let mut sink = Until {
+                n: 2,
+                cancel: false,
+                got: Vec::new(),
+            };
+            let e = convert(
+                Box::new(Cursor::new(csv.clone().into_bytes())),
+                &settings(compress),
+                0,
+                &HashOnly,
+                &mut sink,
+            );
+            if 5_000 / compress > 2 {
+                assert!(e.unwrap_err().to_string().contains("database gone"));
+                assert_eq!(sink.got, vec![0, 1]);
+            } else {
+                assert!(e.is_ok());
+            }
+
+            // Cancelled after two batches.
+            let mut sink = Until {
+                n: 2,
+                cancel: true,
+                got: Vec::new(),
+            };
+            let summary = convert(
+                Box::new(Cursor::new(csv.clone().into_bytes())),
+                &settings(compress),
+                0,
+                &HashOnly,
+                &mut sink,
+            )
+            .unwrap();
+            if 5_000 / compress > 2 {
+                assert!(summary.cancelled);
+                assert_eq!(sink.got, vec![0, 1]);
+                assert_eq!(summary.rows_read, 2 * compress);
+            } else {
+                assert!(!summary.cancelled);
+            }
+        }
     }
 }

@@ -1,7 +1,6 @@
 //! The dataset → STIX conversion job: runs the engine with a sink that commits each file and
 //! its record together with the job's progress.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -52,9 +51,7 @@ struct BlobFiles<'a>(&'a Jobs);
 
 impl FileStore for BlobFiles<'_> {
     fn store(&self, bytes: &[u8]) -> anyhow::Result<StoredFile> {
-        let mut staged = self.0.blobs().stage()?;
-        staged.write_all(bytes)?;
-        let blob = staged.commit()?;
+        let blob = self.0.blobs().put(bytes)?;
         Ok(StoredFile {
             hash: blob.hash.to_string(),
             size: blob.size,

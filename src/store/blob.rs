@@ -56,6 +56,35 @@ impl BlobStore for FsBlobStore {
         }))
     }
 
+    /// Hashes first (bytes already stored are not written again), then writes the file with
+    /// direct I/O under a staging name, syncs it, renames it and syncs the directory.
+    fn put(&self, bytes: &[u8]) -> io::Result<StoredBlob> {
+        let hash = Sha256Hex::from_digest(&Sha256::digest(bytes));
+        let size = bytes.len() as u64;
+        let dest = self.path_of(&hash);
+        if dest.exists() {
+            return Ok(StoredBlob {
+                hash,
+                size,
+                deduplicated: true,
+            });
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("upload-")
+            .make_in(&self.staging, |path| {
+                super::direct::create_file(path, bytes, true).map(|_| ())
+            })?;
+        let dir = dest.parent().expect("blob paths have a parent");
+        fs::create_dir_all(dir)?;
+        tmp.persist(&dest).map_err(|e| e.error)?;
+        File::open(dir)?.sync_all()?;
+        Ok(StoredBlob {
+            hash,
+            size,
+            deduplicated: false,
+        })
+    }
+
     fn open(&self, hash: &Sha256Hex) -> io::Result<Option<Box<dyn ReadSeek>>> {
         match File::open(self.path_of(hash)) {
             Ok(f) => Ok(Some(Box::new(f))),

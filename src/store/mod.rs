@@ -3,6 +3,7 @@
 //! backend (PostgreSQL, an object store) can be added without touching them.
 
 mod blob;
+mod direct;
 mod sqlite;
 mod sqlite_taxii;
 
@@ -25,6 +26,13 @@ pub trait BlobStore: Send + Sync {
     /// the final name until [`StagedBlob::commit`], and a staged blob that is dropped leaves
     /// nothing behind.
     fn stage(&self) -> io::Result<Box<dyn StagedBlob>>;
+    /// Stores bytes held in memory, durably, as [`BlobStore::stage`] then
+    /// [`StagedBlob::commit`] would.
+    fn put(&self, bytes: &[u8]) -> io::Result<StoredBlob> {
+        let mut staged = self.stage()?;
+        staged.write_all(bytes)?;
+        staged.commit()
+    }
     /// Opens a stored blob, or `None` when no blob has that hash.
     fn open(&self, hash: &Sha256Hex) -> io::Result<Option<Box<dyn ReadSeek>>>;
     /// The size of a stored blob, or `None` when no blob has that hash.

@@ -37,7 +37,9 @@ impl TestServer {
             .append(true)
             .open(data_dir.with_extension("log"))
             .unwrap();
-        let mut child = Command::new(BIN)
+        // A benchmark can compare builds: BR_CTI_BIN names another binary for the server.
+        let bin = std::env::var("BR_CTI_BIN").unwrap_or_else(|_| BIN.to_string());
+        let mut child = Command::new(bin)
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -151,6 +153,22 @@ impl TestServer {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
             / 1024.0
+    }
+
+    /// CPU time the server has used so far: (user, system) seconds, from /proc/PID/stat.
+    pub fn cpu_seconds(&self) -> (f64, f64) {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<f64> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0.0))
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let field = |n: usize| fields.get(n - 3).copied().unwrap_or(0.0) / hz;
+        (field(14), field(15))
     }
 
     /// SIGKILL: no chance to clean up, as in a crash.
