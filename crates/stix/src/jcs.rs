@@ -54,9 +54,9 @@ fn write_object(map: &Map<String, Value>, out: &mut String) {
 
 fn write_number(n: &Number, out: &mut String) {
     if let Some(i) = n.as_i64() {
-        out.push_str(&i.to_string());
+        out.push_str(itoa::Buffer::new().format(i));
     } else if let Some(u) = n.as_u64() {
-        out.push_str(&u.to_string());
+        out.push_str(itoa::Buffer::new().format(u));
     } else if let Some(f) = n.as_f64() {
         write_f64(f, out);
     }
