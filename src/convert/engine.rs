@@ -235,8 +235,9 @@ pub fn convert(
     // Batches are independent: they are converted (and their files written) in parallel and
     // handed to the sink in order. Storing a file waits on the disk, so there are more
     // converting threads than cores. At most `window` batches are read and not yet handed to
-    // the sink, wherever they are, which bounds memory whatever the input size.
-    let window = (WINDOW_ROWS / compress).clamp(1, MAX_WINDOW as u64) as usize;
+    // the sink, wherever they are, which bounds memory whatever the input size (one more is
+    // being read).
+    let window = (WINDOW_ROWS / compress).clamp(2, MAX_WINDOW as u64) as usize;
     let workers = window.min(CONVERT_THREADS);
     let stop = AtomicBool::new(false);
     let (work_tx, work_rx) = crossbeam_channel::bounded::<RowBatch>(window);
@@ -354,8 +355,9 @@ pub fn convert(
 /// Threads converting batches and storing their files (the reader and the sink run beside
 /// them). Storing waits on the disk (direct writes, fsync), so two cores keep four busy.
 const CONVERT_THREADS: usize = 4;
-/// Rows read and not yet handed to the sink, at most (rounded to whole batches, at least one
-/// batch): about 25 MB of STIX for typical rows.
+/// Rows read and not yet handed to the sink, at most (rounded to whole batches, and at least
+/// two batches so that storing one overlaps converting the next): about 25 MB of STIX for
+/// typical rows. Larger `stix_compress` values hold two of their batches.
 const WINDOW_ROWS: u64 = 16_000;
 /// Batches in flight, at most.
 const MAX_WINDOW: usize = 8;
