@@ -353,7 +353,8 @@ pub fn convert(
 }
 
 /// Threads converting batches and storing their files (the reader and the sink run beside
-/// them). Storing waits on the disk (direct writes, fsync), so two cores keep four busy.
+/// them). Storing waits on the disk (direct writes, fsync), so there are more of them than
+/// cores: while one waits, the others convert.
 const CONVERT_THREADS: usize = 4;
 /// Rows read and not yet handed to the sink, at most (rounded to whole batches, and at least
 /// two batches so that storing one overlaps converting the next): about 25 MB of STIX for
