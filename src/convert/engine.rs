@@ -1454,6 +1454,16 @@ mod tests {
         }
     }
 
+    fn run_into(
+        csv: &str,
+        compress: u64,
+        files: &dyn FileStore,
+        sink: &mut dyn BatchSink,
+    ) -> Result<ConvertSummary, ConvertError> {
+        let input = Box::new(Cursor::new(csv.as_bytes().to_vec()));
+        convert(input, &settings(compress), 0, files, sink)
+    }
+
     #[test]
     fn a_failure_or_a_cancel_stops_in_order_without_hanging() {
         // Small batches: many more than the window, so the reader must wait for permits.
@@ -1468,14 +1478,7 @@ mod tests {
             let fail_at = 3.min(5_000 / compress);
             let first_row = fail_at * compress;
             let marker = format!("\"10.0.{}.{}\"", first_row / 250, first_row % 250 + 1);
-            let e = convert(
-                Box::new(Cursor::new(csv.clone().into_bytes())),
-                &settings(compress),
-                0,
-                &FailOn(marker),
-                &mut sink,
-            )
-            .unwrap_err();
+            let e = run_into(&csv, compress, &FailOn(marker), &mut sink).unwrap_err();
             assert!(e.to_string().contains("disk full"), "{e}");
             assert_eq!(
                 sink.got,
@@ -1489,13 +1492,7 @@ mod tests {
                 cancel: false,
                 got: Vec::new(),
             };
-            let e = convert(
-                Box::new(Cursor::new(csv.clone().into_bytes())),
-                &settings(compress),
-                0,
-                &HashOnly,
-                &mut sink,
-            );
+            let e = run_into(&csv, compress, &HashOnly, &mut sink);
             if 5_000 / compress > 2 {
                 assert!(e.unwrap_err().to_string().contains("database gone"));
                 assert_eq!(sink.got, vec![0, 1]);
@@ -1509,14 +1506,7 @@ mod tests {
                 cancel: true,
                 got: Vec::new(),
             };
-            let summary = convert(
-                Box::new(Cursor::new(csv.clone().into_bytes())),
-                &settings(compress),
-                0,
-                &HashOnly,
-                &mut sink,
-            )
-            .unwrap();
+            let summary = run_into(&csv, compress, &HashOnly, &mut sink).unwrap();
             if 5_000 / compress > 2 {
                 assert!(summary.cancelled);
                 assert_eq!(sink.got, vec![0, 1]);
