@@ -72,16 +72,16 @@ fn main() {
             let secs = start.elapsed().as_secs_f64();
             let cpu_after = server.cpu_seconds();
             let (user, sys) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+            let cpu_per_row = (user + sys) * 1e6 / rows as f64;
             assert_eq!(done["rows_done"], rows);
             let rate = rows as f64 / secs;
             let peak = server.peak_rss_mib();
             println!(
-                "{name} run {run}: {rows} rows in {secs:.2} s = {rate:.0} rows/s ({:.0} objects/s, {} files), server peak RSS {peak:.1} MiB, server CPU {user:.2} s user + {sys:.2} s system ({:.2} us/row)",
+                "{name} run {run}: {rows} rows in {secs:.2} s = {rate:.0} rows/s ({:.0} objects/s, {} files), server peak RSS {peak:.1} MiB, server CPU {user:.2} s user + {sys:.2} s system ({cpu_per_row:.2} us/row)",
                 done["objects"].as_f64().unwrap_or(0.0) / secs,
                 done["files"],
-                (user + sys) * 1e6 / rows as f64,
             );
-            cpu.push((user + sys) * 1e6 / rows as f64);
+            cpu.push(cpu_per_row);
             speeds.push(rate);
             rss.push(peak);
             // Stopped, but its data directory is deleted only after the last run of this

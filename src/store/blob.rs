@@ -74,10 +74,7 @@ impl BlobStore for FsBlobStore {
             .make_in(&self.staging, |path| {
                 super::direct::create_file(path, bytes, true).map(|_| ())
             })?;
-        let dir = dest.parent().expect("blob paths have a parent");
-        fs::create_dir_all(dir)?;
-        tmp.persist(&dest).map_err(|e| e.error)?;
-        File::open(dir)?.sync_all()?;
+        install(tmp.into_temp_path(), &dest)?;
         Ok(StoredBlob {
             hash,
             size,
@@ -144,8 +141,7 @@ impl StagedBlob for FsStagedBlob {
         file.sync_all()?;
         drop(file);
         let hash = Sha256Hex::from_digest(&hasher.finalize());
-        let dir = blobs.join(&hash.as_str()[..2]);
-        let dest = dir.join(hash.as_str());
+        let dest = blobs.join(&hash.as_str()[..2]).join(hash.as_str());
         if dest.exists() {
             // Same bytes, same name: keep the stored copy; `tmp` is removed on drop.
             return Ok(StoredBlob {
@@ -154,17 +150,23 @@ impl StagedBlob for FsStagedBlob {
                 deduplicated: true,
             });
         }
-        fs::create_dir_all(&dir)?;
-        // Two concurrent uploads of the same bytes both rename a complete, identical file onto
-        // the same name: whichever lands last, readers always see a whole file.
-        tmp.persist(&dest).map_err(|e| e.error)?;
-        File::open(&dir)?.sync_all()?;
+        install(tmp.into_temp_path(), &dest)?;
         Ok(StoredBlob {
             hash,
             size: written,
             deduplicated: false,
         })
     }
+}
+
+/// Moves a complete, synced staged file to its blob path and syncs the directory. Two
+/// concurrent stores of the same bytes both rename a complete, identical file onto the same
+/// name: whichever lands last, readers always see a whole file.
+fn install(tmp: tempfile::TempPath, dest: &Path) -> io::Result<()> {
+    let dir = dest.parent().expect("blob paths have a parent");
+    fs::create_dir_all(dir)?;
+    tmp.persist(dest).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
