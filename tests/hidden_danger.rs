@@ -84,15 +84,7 @@ fn post(server: &TestServer, body: &Value) -> (u16, Value) {
 }
 
 fn post_bytes(server: &TestServer, body: Vec<u8>) -> (u16, Value) {
-    let resp = server
-        .client
-        .post(server.url(ADD))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .unwrap();
-    let status = resp.status().as_u16();
-    let v: Value = resp.json().unwrap();
+    let (status, v) = server.post_raw_status(ADD, body);
     for k in ["data", "errorCode", "errorMessage", "success"] {
         assert!(v.get(k).is_some(), "envelope key {k} missing: {v}");
     }

@@ -82,24 +82,21 @@ fn report_hidden_danger(n: &Node, risk: &str, notice: &str) {
 
 /// Polls a collection's manifest until it holds at least `n` object versions.
 fn wait_for(n: &Node, collection: &str, query: &str, at_least: usize) -> Value {
+    let path = format!("{}?{query}", collection_path(collection, "manifest/"));
+    poll(n, &path, "objects", at_least)
+}
+
+/// Reads `path` until the array under `key` has at least `at_least` items (30 s at most).
+fn poll(n: &Node, path: &str, key: &str, at_least: usize) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let resp = taxii_get(
-            &n.server,
-            "reader",
-            &n.reader,
-            &format!("{}?{query}", collection_path(collection, "manifest/")),
-        );
+        let resp = taxii_get(&n.server, "reader", &n.reader, path);
         assert_eq!(resp.status(), 200);
         let v: Value = resp.json().unwrap();
-        let count = v["objects"].as_array().map_or(0, Vec::len);
-        if count >= at_least {
+        if v[key].as_array().map_or(0, Vec::len) >= at_least {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the collection did not fill: {v}"
-        );
+        assert!(Instant::now() < deadline, "{path} did not fill: {v}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -408,21 +405,17 @@ fn conversions_and_reports_appear_without_a_manual_step() {
     // A new revision of the report is a new version of its sighting.
     std::thread::sleep(Duration::from_millis(5));
     report_hidden_danger(&n, "rev", "noticeStateFinished");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let resp = taxii_get(
-            &n.server,
-            "reader",
-            &n.reader,
-            &collection_path(&hd, &format!("objects/{sighting_id}/versions/")),
-        );
-        let versions: Value = resp.json().unwrap();
-        if versions["versions"].as_array().map_or(0, Vec::len) == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{versions}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let versions = poll(
+        &n,
+        &collection_path(&hd, &format!("objects/{sighting_id}/versions/")),
+        "versions",
+        2,
+    );
+    assert_eq!(
+        versions["versions"].as_array().unwrap().len(),
+        2,
+        "{versions}"
+    );
     let latest: Value = taxii_get(
         &n.server,
         "reader",

@@ -94,6 +94,11 @@ impl TestServer {
 
     /// Posts raw bytes; asserts that the answer is JSON and returns it.
     pub fn post_raw(&self, path: &str, body: Vec<u8>) -> Value {
+        self.post_raw_status(path, body).1
+    }
+
+    /// Posts raw bytes; asserts that the answer is JSON and returns the HTTP status and it.
+    pub fn post_raw_status(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
         let resp = self
             .client
             .post(self.url(path))
@@ -101,7 +106,7 @@ impl TestServer {
             .body(body)
             .send()
             .unwrap();
-        json_of(resp)
+        (resp.status().as_u16(), json_of(resp))
     }
 
     pub fn get_json(&self, path: &str) -> Value {
