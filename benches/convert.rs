@@ -6,7 +6,7 @@
 //!     cargo bench --bench convert
 //!     BENCH_ROWS=1000000 BENCH_FORMATS=csv,jsonl,xlsx BENCH_COMPRESS=1000 BENCH_RUNS=3 cargo bench --bench convert
 //!
-//! Datasets come from ../shared/tools/gen_datasets.py (run with the test virtualenv's Python)
+//! Datasets come from the test harness's deterministic generator (`tests/common/datasets.rs`)
 //! and are cached in target/bench-data.
 
 #[path = "../tests/common/mod.rs"]
@@ -15,7 +15,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, oracle_python, shared};
+use common::{TestServer, datasets};
 use serde_json::json;
 
 fn env_str(name: &str, default: &str) -> String {
@@ -36,17 +36,8 @@ fn main() {
     let formats = env_str("BENCH_FORMATS", "csv,jsonl,xlsx");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
     for format in formats.split(',') {
-        let status = std::process::Command::new(oracle_python())
-            .arg(shared("tools/gen_datasets.py"))
-            .args(["--rows", &rows.to_string(), "--formats", format, "--out"])
-            .arg(&data)
-            .status()
-            .expect("gen_datasets.py");
-        assert!(status.success());
-        let name = match format {
-            "jsonl" => format!("honeypot_{rows}.jsonl"),
-            other => format!("sdn_{rows}.{other}"),
-        };
+        datasets::generate_into(&data, rows, &[format]);
+        let name = datasets::file_name(format, rows);
         let bytes = std::fs::read(data.join(&name)).expect("dataset");
         let mut speeds = Vec::new();
         let mut rss = Vec::new();

@@ -188,6 +188,7 @@ pub fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
         features: None,
         observed_time: args.observed_time,
         labels: Vec::new(),
+        label_columns: Vec::new(),
         source_hash: source_hash.clone(),
     };
     let open = || -> anyhow::Result<Box<dyn crate::store::ReadSeek>> {
@@ -195,6 +196,8 @@ pub fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
             format!("cannot open {}", args.file.display())
         })?))
     };
+    // Refuse what is not a dataset before creating any output.
+    crate::dataset::sniff(&mut open()?).with_context(|| args.file.display().to_string())?;
     let total = if std::io::stderr().is_terminal() {
         Some(crate::dataset::count_rows(open()?).with_context(|| args.file.display().to_string())?)
     } else {
@@ -259,5 +262,22 @@ pub fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
         secs,
         summary.rows_read as f64 / secs.max(1e-9),
     );
+    if summary.rows_converted == 0 {
+        if let Some(path) = &args.bundle {
+            // A bundle of no observations is no result: leave nothing behind.
+            let _ = fs::remove_file(path);
+        }
+        if summary.rows_read == 0 {
+            bail!(
+                "{}: nothing was converted: the file has no data rows",
+                args.file.display()
+            );
+        }
+        bail!(
+            "{}: nothing was converted: every one of the {} rows was rejected (see the reasons above)",
+            args.file.display(),
+            summary.rows_read
+        );
+    }
     Ok(())
 }

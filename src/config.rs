@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::time_util::DisplayZone;
+
 /// Default cap on one uploaded file: 1 GiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 
@@ -44,6 +46,22 @@ impl CorsOrigins {
     }
 }
 
+/// Creates the data directory when it does not exist yet, and says so on standard error (a
+/// mistyped `--data-dir` is then noticed rather than silently starting an empty node).
+pub fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
+    let shown = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    eprintln!(
+        "br-cti: created a new, empty data directory {}",
+        shown.display()
+    );
+    Ok(())
+}
+
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
@@ -60,6 +78,11 @@ pub struct ServeConfig {
     pub hidden_danger: HiddenDangerLimits,
     /// TAXII: let clients without credentials read the node's read collections.
     pub taxii_anonymous: bool,
+    /// The zone of the record times the front ends display (`create_time`).
+    pub time_zone: DisplayZone,
+    /// The `value` of a CTI record when a request gives none (and the answer of
+    /// `/data/get_default_points`).
+    pub default_points: f64,
 }
 
 /// Limits of `addHiddenDanger`; over a limit the request is refused whole and nothing is stored.
@@ -122,6 +145,8 @@ mod tests {
             geoip_db: None,
             hidden_danger: HiddenDangerLimits::default(),
             taxii_anonymous: false,
+            time_zone: DisplayZone::utc(),
+            default_points: 0.0,
         }
     }
 

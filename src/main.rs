@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use br_cti::config::{CorsOrigins, DEFAULT_MAX_UPLOAD_BYTES, HiddenDangerLimits, ServeConfig};
+use br_cti::time_util::DisplayZone;
 
 /// br-cti: a cyber-threat-intelligence data node.
 #[derive(Parser)]
@@ -80,6 +81,22 @@ struct ServeArgs {
     /// TAXII: let clients without credentials read the datasets and hidden-danger collections.
     #[arg(long, env = "BRCTI_TAXII_ANONYMOUS")]
     taxii_anonymous: bool,
+    /// Time zone of the record times the front ends display (`create_time`): an IANA name
+    /// (Asia/Shanghai), UTC, an offset (+08:00) or `system` (the machine's local zone).
+    #[arg(long, env = "BRCTI_TIME_ZONE", default_value = "system", value_parser = DisplayZone::parse)]
+    time_zone: DisplayZone,
+    /// Default `value` (points) of a CTI record, when a request gives none; also the answer of
+    /// /data/get_default_points.
+    #[arg(long, env = "BRCTI_DEFAULT_POINTS", default_value_t = 0.0, value_parser = parse_points)]
+    default_points: f64,
+}
+
+fn parse_points(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("{s:?} is not a number of points (0 or more)"))
 }
 
 fn main() -> ExitCode {
@@ -127,6 +144,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             window_secs: args.hd_window_secs,
         },
         taxii_anonymous: args.taxii_anonymous,
+        time_zone: args.time_zone,
+        default_points: args.default_points,
     };
     tokio::runtime::Runtime::new()?.block_on(br_cti::http::serve(config))
 }

@@ -159,6 +159,7 @@ fn send(
 ) -> anyhow::Result<Value> {
     let mut wait = Duration::from_millis(500);
     let mut attempt = 1;
+    let mut last_error;
     loop {
         let result = client
             .post(url)
@@ -176,7 +177,8 @@ fn send(
                     .map(Duration::from_secs);
                 let text = resp.text().unwrap_or_default();
                 if status.is_server_error() || status.as_u16() == 429 {
-                    eprintln!("attempt {attempt}: HTTP {status}: {}", text.trim());
+                    last_error = format!("HTTP {status}: {}", text.trim());
+                    eprintln!("attempt {attempt}: {last_error}");
                     retry_after.unwrap_or(wait)
                 } else {
                     let v: Value = serde_json::from_str(&text).with_context(|| {
@@ -186,12 +188,13 @@ fn send(
                 }
             }
             Err(e) => {
-                eprintln!("attempt {attempt}: {e}");
+                last_error = error_chain(&e);
+                eprintln!("attempt {attempt}: {last_error}");
                 wait
             }
         };
         if attempt >= attempts {
-            bail!("gave up after {attempts} attempts");
+            bail!("gave up after {attempts} attempts; the last: {last_error}");
         }
         std::thread::sleep(retry_in);
         wait = (wait * 2).min(Duration::from_secs(30));
@@ -199,9 +202,44 @@ fn send(
     }
 }
 
+/// An error with every cause under it (`error sending request for url (…): client error
+/// (Connect): tcp connect error: Connection refused (os error 111)`): reqwest's own message
+/// names only the request.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_errors_name_their_cause() {
+        // A port nothing listens on: the cause (connection refused) must be in the text.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = reqwest::blocking::Client::new();
+        let e = client
+            .post(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .unwrap_err();
+        let text = error_chain(&e);
+        assert!(text.contains("error sending request"), "{text}");
+        assert!(text.to_lowercase().contains("refused"), "{text}");
+    }
 
     #[test]
     fn endpoint_from_base_or_full_url() {

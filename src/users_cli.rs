@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use crate::hidden_danger::auth::{check_user_name, new_token};
 use crate::store::{HiddenDangerStore, SqliteStore, TaxiiStore};
-use crate::time_util::ms_to_display;
+use crate::time_util::DisplayZone;
 
 #[derive(clap::Args, Debug)]
 pub struct UsersArgs {
@@ -49,8 +49,7 @@ pub enum UsersCommand {
 }
 
 pub fn users_command(args: UsersArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    crate::config::prepare_data_dir(&args.data_dir)?;
     let store = SqliteStore::open(&args.data_dir.join("br-cti.sqlite"))?;
     match args.command {
         UsersCommand::Add { name } => {
@@ -65,12 +64,19 @@ pub fn users_command(args: UsersArgs) -> anyhow::Result<()> {
             if users.is_empty() {
                 println!("no users (add one with `br-cti users add NAME`)");
             }
+            let zone = DisplayZone::system();
             for u in users {
+                let grants = store.taxii_grants(&u.name)?;
                 println!(
-                    "{}\tcreated {}\ttoken set {}",
+                    "{}\tcreated {}\ttoken set {}\tTAXII write: {}",
                     u.name,
-                    ms_to_display(u.created_at),
-                    ms_to_display(u.rotated_at)
+                    zone.display_ms(u.created_at),
+                    zone.display_ms(u.rotated_at),
+                    if grants.is_empty() {
+                        "none".to_string()
+                    } else {
+                        grants.join(", ")
+                    }
                 );
             }
         }
@@ -101,7 +107,20 @@ pub fn users_command(args: UsersArgs) -> anyhow::Result<()> {
             println!("user {name} may write to {collection}");
         }
         UsersCommand::Revoke { name, collection } => {
-            if !store.taxii_revoke(&name, &collection)? {
+            if store.user_token(&name)?.is_none() {
+                bail!("no user {name:?}");
+            }
+            // `all` takes back every grant, whichever collections they name.
+            let revoke: Vec<String> = if collection == "all" {
+                store.taxii_grants(&name)?
+            } else {
+                vec![collection.clone()]
+            };
+            let mut revoked = 0;
+            for c in &revoke {
+                revoked += usize::from(store.taxii_revoke(&name, c)?);
+            }
+            if revoked == 0 {
                 bail!("user {name:?} has no write grant for {collection:?}");
             }
             println!("user {name} may no longer write to {collection}");

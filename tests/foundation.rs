@@ -197,7 +197,7 @@ fn features_of_every_format() {
         ),
         "time;src;dst"
     );
-    let sample = std::fs::read(shared("data/honeypot-sample.jsonl")).unwrap();
+    let sample = std::fs::read(sample("honeypot-sample.jsonl")).unwrap();
     assert_eq!(
         features_of(&server, &sample, "honeypot.txt"),
         "time;src;dst;device_type;sub_device_type;protocol;sport;dport;action;payload;url;attack"
@@ -427,7 +427,7 @@ fn refuses_to_expose_an_unauthenticated_node() {
 fn features_cli_reads_files_offline() {
     let out = Command::new(BIN)
         .arg("features")
-        .arg(shared("data/honeypot-sample.jsonl"))
+        .arg(sample("honeypot-sample.jsonl"))
         .output()
         .unwrap();
     assert!(out.status.success());

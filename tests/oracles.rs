@@ -104,7 +104,7 @@ fn varied_dataset() -> PathBuf {
 fn stix2_validator_accepts_every_file() {
     let datasets = generate(1050, &["csv", "xlsx", "jsonl"]);
     let inputs = [
-        shared("data/honeypot-sample.jsonl"),
+        sample("honeypot-sample.jsonl"),
         datasets.join("sdn_1050.csv"),
         datasets.join("sdn_1050.xlsx"),
         datasets.join("honeypot_1050.jsonl"),

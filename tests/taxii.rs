@@ -105,7 +105,7 @@ fn poll(n: &Node, path: &str, key: &str, at_least: usize) -> Value {
 fn taxii2_client_drives_the_server() {
     let n = node(&[]);
     let (inbox, datasets, hd) = (uuid5("inbox"), uuid5("datasets"), uuid5("hidden-dangers"));
-    let sample = std::fs::read(shared("data/honeypot-sample.jsonl")).unwrap();
+    let sample = std::fs::read(sample("honeypot-sample.jsonl")).unwrap();
     let hash = n.server.upload_ok(&sample, "honeypot.jsonl");
     n.server
         .start_stix(&json!({"file_hash": hash, "stix_compress": 4, "stix_type": 2}));
@@ -436,7 +436,7 @@ fn conversions_and_reports_appear_without_a_manual_step() {
 
     // Two files of the same dataset share their producer objects: each is there once.
     let datasets = uuid5("datasets");
-    let sample = std::fs::read(shared("data/honeypot-sample.jsonl")).unwrap();
+    let sample = std::fs::read(sample("honeypot-sample.jsonl")).unwrap();
     let hash = n.server.upload_ok(&sample, "h.jsonl");
     n.server
         .start_stix(&json!({"file_hash": hash, "stix_compress": 4}));

@@ -85,8 +85,12 @@ pub struct Settings {
     pub features: Option<HashSet<String>>,
     /// The observation time of rows that have none.
     pub observed_time: Timestamp,
-    /// Labels given to every observed-data (the front ends' `stix_label`).
+    /// Labels given to every observed-data (the front ends' `stix_label`, when it names no
+    /// column).
     pub labels: Vec<String>,
+    /// Columns whose value labels each row's observed-data (the front ends' `stix_label`,
+    /// when it names a column: the 分类标签 select lists the dataset's columns).
+    pub label_columns: Vec<String>,
     /// SHA-256 of the dataset file.
     pub source_hash: String,
 }
@@ -105,6 +109,13 @@ impl Settings {
         for l in &self.labels {
             h.update(l.as_bytes());
             h.update([0]);
+        }
+        if !self.label_columns.is_empty() {
+            h.update([0xfe]);
+            for c in &self.label_columns {
+                h.update(c.as_bytes());
+                h.update([0]);
+            }
         }
         h.update([0xff]);
         h.update([u8::from(self.features.is_some())]);
@@ -759,9 +770,17 @@ impl<'s> RowConverter<'s> {
         // Sized from the previous row: rows of a dataset are alike.
         let mut mapped: Vec<Mapped> = Vec::with_capacity(self.widths.0);
         let mut extension: Vec<Column> = Vec::with_capacity(self.widths.1);
+        let settings = self.settings;
+        let mut row_labels: Vec<String> = Vec::new();
         row.for_each_cell(&mut |column, cell| {
             if cell.is_blank() {
                 return;
+            }
+            if settings.label_columns.iter().any(|c| c == column) {
+                let label = as_text(&typed(cell));
+                if !label.is_empty() && !row_labels.contains(&label) {
+                    row_labels.push(label);
+                }
             }
             let (target, name) = self.column(column);
             match target {
@@ -791,7 +810,7 @@ impl<'s> RowConverter<'s> {
             }
         });
         self.widths = (mapped.len().max(1), extension.len().max(1));
-        self.build(index, mapped, extension, batch)
+        self.build(index, mapped, extension, row_labels, batch)
     }
 
     /// The id of an SCO whose only id-contributing property present is `key` (a string):
@@ -831,6 +850,7 @@ impl<'s> RowConverter<'s> {
         index: u64,
         mapped: Vec<Mapped>,
         mut extension: Vec<Column>,
+        row_labels: Vec<String>,
         batch: &mut BatchBuilder,
     ) -> Result<(), String> {
         let mut iocs = IocKinds::default();
@@ -1134,8 +1154,18 @@ impl<'s> RowConverter<'s> {
             .plain("first_observed", &times[2])
             .plain("last_observed", &times[3])
             .u64("number_observed", 1);
-        if !self.settings.labels.is_empty() {
-            od.strs("labels", &self.settings.labels);
+        if row_labels.is_empty() {
+            if !self.settings.labels.is_empty() {
+                od.strs("labels", &self.settings.labels);
+            }
+        } else {
+            let mut labels = self.settings.labels.clone();
+            for l in row_labels {
+                if !labels.contains(&l) {
+                    labels.push(l);
+                }
+            }
+            od.strs("labels", &labels);
         }
         od.plain_list("object_refs", &refs);
         if !observed_columns.is_empty() {
@@ -1246,6 +1276,7 @@ mod tests {
             features: None,
             observed_time: Timestamp::from_micros(0),
             labels: Vec::new(),
+            label_columns: Vec::new(),
             source_hash: "ab".repeat(32),
         }
     }
@@ -1319,6 +1350,49 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), n, "no object twice in a file");
+    }
+
+    #[test]
+    fn label_columns_label_each_row_with_its_value() {
+        let data = "src,dst,Class,attack\n1.2.3.4,5.6.7.8,DDoS,x\n1.2.3.4,5.6.7.8,,y\n1.2.3.4,5.6.7.8,7,z\n";
+        let mut s = settings(10);
+        s.labels = vec!["lab".to_string()];
+        s.label_columns = vec!["Class".to_string()];
+        let mut sink = Collect::default();
+        convert(
+            Box::new(Cursor::new(data.as_bytes().to_vec())),
+            &s,
+            0,
+            &HashOnly,
+            &mut sink,
+        )
+        .unwrap();
+        let objs = objects(&sink.0[0]);
+        let od = of_type(&objs, "observed-data");
+        assert_eq!(od[0]["labels"], json!(["lab", "DDoS"]));
+        assert_eq!(
+            od[1]["labels"],
+            json!(["lab"]),
+            "an empty value adds no label"
+        );
+        assert_eq!(od[2]["labels"], json!(["lab", "7"]));
+        // Without literal labels, an empty value means no labels at all.
+        s.labels.clear();
+        let mut sink = Collect::default();
+        convert(
+            Box::new(Cursor::new(data.as_bytes().to_vec())),
+            &s,
+            0,
+            &HashOnly,
+            &mut sink,
+        )
+        .unwrap();
+        let objs = objects(&sink.0[0]);
+        let od = of_type(&objs, "observed-data");
+        assert_eq!(od[0]["labels"], json!(["DDoS"]));
+        assert!(od[1].get("labels").is_none());
+        // The setting shapes the objects: it is part of the digest.
+        assert_ne!(s.digest(), settings(10).digest());
     }
 
     #[test]

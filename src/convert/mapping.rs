@@ -201,17 +201,11 @@ mod tests {
 
     #[test]
     fn old_table_format_is_accepted() {
-        let old = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/data/br-cti-feature-mapping.csv"
-        ));
-        // The shared folder sits beside the repository; skip quietly where it does not.
-        if let Ok(old) = old {
-            let m = Mapping::parse(&old).unwrap();
-            assert_eq!(m.target("src"), Some(Target::Address(End::Src)));
-            assert_eq!(m.target("destinationIP"), Some(Target::Address(End::Dst)));
-            assert_eq!(m.target("time"), Some(Target::FirstObserved));
-        }
+        let old = include_str!("../../tests/fixtures/br-cti-feature-mapping.csv");
+        let m = Mapping::parse(old).unwrap();
+        assert_eq!(m.target("src"), Some(Target::Address(End::Src)));
+        assert_eq!(m.target("destinationIP"), Some(Target::Address(End::Dst)));
+        assert_eq!(m.target("time"), Some(Target::FirstObserved));
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod rows;
 mod sniff;
 
 pub use rows::{Cell, OwnedRow, Row, RowResult, count_rows, for_each_row, json_kind};
-pub use sniff::{CsvDialect, Format, TextEncoding, sniff};
+pub use sniff::{CsvDialect, Format, TextEncoding, binary_kind, sniff};
 
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 
@@ -23,6 +23,9 @@ use crate::store::ReadSeek;
 pub enum DatasetError {
     #[error("the file is empty")]
     Empty,
+    /// A well-known binary format (an image, an executable, an archive) or binary data.
+    #[error("not a dataset: {0}")]
+    NotADataset(String),
     #[error("the file has no columns: {0}")]
     NoColumns(String),
     #[error("CSV error at line {line}: {detail}")]

@@ -63,7 +63,59 @@ pub fn sniff<R: Read + Seek + ?Sized>(input: &mut R) -> Result<Format, DatasetEr
     sniff_bytes(&sample, complete)
 }
 
+/// What a file's first bytes say it is, when that is a well-known format that is not a
+/// dataset (an image, an executable, an archive, a database): `Some("PNG image")`.
+pub fn binary_kind(head: &[u8]) -> Option<&'static str> {
+    const MAGIC: [(&[u8], &str); 20] = [
+        (b"\x89PNG\r\n\x1a\n", "PNG image"),
+        (b"\xff\xd8\xff", "JPEG image"),
+        (b"GIF87a", "GIF image"),
+        (b"GIF89a", "GIF image"),
+        (b"II*\x00", "TIFF image"),
+        (b"MM\x00*", "TIFF image"),
+        (b"%PDF-", "PDF document"),
+        (b"\x7fELF", "ELF executable"),
+        (b"\xca\xfe\xba\xbe", "Java class or Mach-O executable"),
+        (b"\xcf\xfa\xed\xfe", "Mach-O executable"),
+        (b"\xce\xfa\xed\xfe", "Mach-O executable"),
+        (b"\x00asm", "WebAssembly module"),
+        (b"\x1f\x8b", "gzip archive"),
+        (b"\xfd7zXZ\x00", "xz archive"),
+        (b"(\xb5/\xfd", "zstd archive"),
+        (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
+        (b"Rar!\x1a\x07", "RAR archive"),
+        (b"SQLite format 3\x00", "SQLite database"),
+        (b"OggS\x00", "Ogg media"),
+        (b"\x1a\x45\xdf\xa3", "Matroska/WebM media"),
+    ];
+    if let Some((_, kind)) = MAGIC.iter().find(|(m, _)| head.starts_with(m)) {
+        return Some(kind);
+    }
+    // "MZ" followed by binary header fields (text that merely starts with "MZ" has none).
+    if head.starts_with(b"MZ") && head.len() >= 4 && head[2..4].iter().any(|&b| b < 0x09) {
+        return Some("Windows executable");
+    }
+    if head.starts_with(b"BZh") && head.get(4..10) == Some(b"1AY&SY") {
+        return Some("bzip2 archive");
+    }
+    if head.len() >= 12 && &head[..4] == b"RIFF" {
+        return Some(match &head[8..12] {
+            b"WEBP" => "WebP image",
+            b"WAVE" => "WAV audio",
+            b"AVI " => "AVI video",
+            _ => "RIFF media",
+        });
+    }
+    if head.get(4..8) == Some(b"ftyp") {
+        return Some("MP4/QuickTime media");
+    }
+    None
+}
+
 fn sniff_bytes(sample: &[u8], complete: bool) -> Result<Format, DatasetError> {
+    if let Some(kind) = binary_kind(sample) {
+        return Err(DatasetError::NotADataset(kind.to_string()));
+    }
     if sample.starts_with(b"PK\x03\x04") {
         return Ok(Format::Xlsx);
     }
@@ -87,6 +139,14 @@ fn sniff_bytes(sample: &[u8], complete: bool) -> Result<Format, DatasetError> {
             )
         } else {
             let body = sample.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(sample);
+            // No text encoding read here has NUL bytes (UTF-16 needs its BOM).
+            if let Some(offset) = body.iter().position(|&b| b == 0) {
+                return Err(DatasetError::NotADataset(format!(
+                    "binary data (a NUL byte at byte {}; text datasets are UTF-8, GB18030 or \
+                     UTF-16 with a BOM)",
+                    offset + sample.len() - body.len()
+                )));
+            }
             match std::str::from_utf8(body) {
                 Ok(s) => (TextEncoding::Utf8, s.into()),
                 // A multi-byte character cut by the end of the sample.
@@ -222,5 +282,35 @@ mod tests {
             Format::Xls
         );
         assert!(matches!(sniff_bytes(b"", true), Err(DatasetError::Empty)));
+    }
+
+    #[test]
+    fn binary_files_are_not_datasets() {
+        let not = |bytes: &[u8]| match sniff_bytes(bytes, true) {
+            Err(e @ DatasetError::NotADataset(_)) => e.to_string(),
+            other => panic!("expected not a dataset, got {other:?}"),
+        };
+        assert_eq!(
+            not(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"),
+            "not a dataset: PNG image"
+        );
+        assert_eq!(
+            not(b"\x7fELF\x02\x01\x01\0"),
+            "not a dataset: ELF executable"
+        );
+        assert_eq!(not(b"MZ\x90\x00\x03"), "not a dataset: Windows executable");
+        assert_eq!(not(b"%PDF-1.7\n"), "not a dataset: PDF document");
+        assert_eq!(not(b"\x1f\x8b\x08\0"), "not a dataset: gzip archive");
+        assert_eq!(not(b"RIFF\0\0\0\0WEBPVP8 "), "not a dataset: WebP image");
+        assert!(not(b"a,b\n1,\x002\n").contains("NUL byte at byte 6"));
+        // Text that merely starts like a signature is still text.
+        assert!(matches!(
+            sniff_bytes(b"MZone,b\n1,2\n", true),
+            Ok(Format::Csv(_))
+        ));
+        assert!(matches!(
+            sniff_bytes(b"GIF,x\n1,2\n", true),
+            Ok(Format::Csv(_))
+        ));
     }
 }

@@ -162,6 +162,15 @@ async fn upload_file(
     ))
 }
 
+/// How many leading bytes identify a binary format.
+const HEAD_BYTES: usize = 64;
+
+fn not_a_dataset(kind: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "not a dataset: {kind}; upload a CSV, XLSX, XLS, JSON or JSON Lines file"
+    ))
+}
+
 fn too_large(max: u64) -> ApiError {
     ApiError::status(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -245,11 +254,27 @@ async fn receive_file(
             Ok(None)
         });
     let mut total: u64 = 0;
+    // The first bytes, to refuse images, executables and archives before storing anything.
+    let mut head: Vec<u8> = Vec::with_capacity(HEAD_BYTES);
+    let mut refused: Option<&'static str> = None;
     let outcome: Result<(), ApiError> = async {
         while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
             total += chunk.len() as u64;
             if total > max {
                 return Err(too_large(max));
+            }
+            if refused.is_some() {
+                continue; // read to the end, so that the client gets the answer
+            }
+            if head.len() < HEAD_BYTES {
+                let take = (HEAD_BYTES - head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..take]);
+                if head.len() == HEAD_BYTES {
+                    refused = dataset::binary_kind(&head);
+                    if refused.is_some() {
+                        continue;
+                    }
+                }
             }
             if tx.send(Chunk::Data(chunk)).await.is_err() {
                 return Ok(()); // the writer failed; its error is reported below
@@ -259,6 +284,9 @@ async fn receive_file(
             return Err(ApiError::bad_request(
                 "field `file` is empty: the uploaded file has no bytes",
             ));
+        }
+        if let Some(kind) = refused.or_else(|| dataset::binary_kind(&head)) {
+            return Err(not_a_dataset(kind));
         }
         let _ = tx.send(Chunk::Finish).await;
         Ok(())

@@ -15,13 +15,13 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::data::{blocking, parse_hash, require_file, store_error};
 use super::data_stix::{
-    List, Num, TAGS, Text, absent, check_vocabulary, latest_progress, paging, queue_job,
+    List, Num, TAGS, Text, absent, check_vocabulary, latest_job, paging, progress_answer, queue_job,
 };
 use super::envelope::{ApiError, JsonBody, ok, parse_json};
 use crate::jobs::cti_job::CtiParams;
 use crate::jobs::{KIND_CTI, KIND_STIX};
 use crate::store::{CtiRecord, Publication, STEP_CTI};
-use crate::time_util::ms_to_display;
+use crate::time_util::DisplayZone;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
             post(chain_payload_post).get(chain_payload_get),
         )
         .route("/mark_cti_onchain", post(mark_cti_onchain))
+        .route("/get_default_points", post(get_default_points))
 }
 
 /// Query parameters read with the same field checks and messages as a JSON body.
@@ -126,7 +127,7 @@ async fn process_stix_to_cti(
     let cti_type = req.cti_type.int("cti_type", 1, 5)?.map(|t| t as u8);
     let open_source = req.open_source.int("open_source", 0, 1)?.unwrap_or(0) as u8;
     let value = match req.default_value.0 {
-        None => 0.0,
+        None => state.config.default_points,
         Some(v) if v >= 0.0 => v,
         Some(v) => {
             return Err(ApiError::bad_request(format!(
@@ -228,6 +229,29 @@ async fn process_stix_to_cti(
 }
 
 #[derive(Deserialize)]
+struct DefaultPointsRequest {
+    #[serde(default = "absent")]
+    cti_type: Num,
+    #[serde(default = "absent")]
+    incentive_mechanism: Num,
+}
+
+/// The Next.js 默认积分 button: the `value` a CTI record gets when a request gives none
+/// (`--default-points`). The fields are checked as `process_stix_to_cti` checks them; the
+/// value is the node's one default for every type and mechanism.
+async fn get_default_points(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<DefaultPointsRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    req.cti_type.int("cti_type", 1, 5)?;
+    req.incentive_mechanism.int("incentive_mechanism", 1, 3)?;
+    Ok(ok(
+        "Get default points successfully",
+        state.config.default_points,
+    ))
+}
+
+#[derive(Deserialize)]
 struct FileHashRequest {
     file_hash: String,
 }
@@ -236,18 +260,24 @@ async fn get_cti_process_progress(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<FileHashRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let mut data = latest_progress(state, KIND_CTI, &req.file_hash, "CTI build").await?;
+    let job = latest_job(state, KIND_CTI, &req.file_hash).await?;
     // The conversion's row counters are record counters here.
-    if let Value::Object(map) = &mut data {
-        let rows_total = map.remove("rows_total").unwrap_or(Value::Null);
-        let rows_done = map.remove("rows_done").unwrap_or(Value::Null);
-        for k in ["rows_rejected", "rows_converted", "files"] {
-            map.remove(k);
-        }
-        map.insert("records_total".into(), rows_total);
-        map.insert("records_done".into(), rows_done);
-    }
-    Ok(ok("Get cti process progress successfully", data))
+    Ok(progress_answer(
+        job.as_ref(),
+        "CTI build",
+        "Get cti process progress successfully",
+        |data| {
+            if let Value::Object(map) = data {
+                let rows_total = map.remove("rows_total").unwrap_or(Value::Null);
+                let rows_done = map.remove("rows_done").unwrap_or(Value::Null);
+                for k in ["rows_rejected", "rows_converted", "files"] {
+                    map.remove(k);
+                }
+                map.insert("records_total".into(), rows_total);
+                map.insert("records_done".into(), rows_done);
+            }
+        },
+    ))
 }
 
 // ---------------------------------------------------------------------------- reading
@@ -268,7 +298,7 @@ struct OneRequest {
 }
 
 /// The chain payload: exactly the keys and JSON types the chain takes.
-pub fn chain_payload_json(r: &CtiRecord) -> Value {
+pub fn chain_payload_json(r: &CtiRecord, zone: &DisplayZone) -> Value {
     json!({
         "cti_hash": r.cti_hash,
         "cti_name": r.cti_name,
@@ -286,18 +316,18 @@ pub fn chain_payload_json(r: &CtiRecord) -> Value {
         "data_source_ipfs_hash": r.data_source_ipfs_hash,
         "incentive_mechanism": r.incentive_mechanism,
         "value": r.value,
-        "create_time": ms_to_display(r.created_at),
+        "create_time": zone.display_ms(r.created_at),
     })
 }
 
 /// A CTI record as the API lists it: the chain payload plus local state.
-fn record_json(r: &CtiRecord) -> Value {
-    let mut v = chain_payload_json(r);
+fn record_json(r: &CtiRecord, zone: &DisplayZone) -> Value {
+    let mut v = chain_payload_json(r, zone);
     let map = v.as_object_mut().expect("an object");
     map.insert("source_file_hash".into(), json!(r.source_file_hash));
     map.insert("onchain".into(), json!(r.onchain));
     map.insert("cti_id".into(), json!(r.cti_id));
-    map.insert("update_time".into(), json!(ms_to_display(r.updated_at)));
+    map.insert("update_time".into(), json!(zone.display_ms(r.updated_at)));
     map.insert("job_id".into(), json!(r.job_id));
     v
 }
@@ -305,6 +335,7 @@ fn record_json(r: &CtiRecord) -> Value {
 async fn local_cti_records(state: AppState, req: ListRequest) -> Result<Response, ApiError> {
     let hash = parse_hash("file_hash", &req.file_hash)?;
     let paging = paging(req.page, req.page_size)?;
+    let zone = state.config.time_zone.clone();
     let (records, total) = blocking("listing CTI records", move || {
         require_file(&state, &hash)?;
         state
@@ -313,7 +344,7 @@ async fn local_cti_records(state: AppState, req: ListRequest) -> Result<Response
             .map_err(|e| store_error("listing CTI records", e))
     })
     .await?;
-    let data: Vec<Value> = records.iter().map(record_json).collect();
+    let data: Vec<Value> = records.iter().map(|r| record_json(r, &zone)).collect();
     let mut resp = ok("Get cti records successfully", data).into_response();
     resp.headers_mut()
         .insert("x-total-count", HeaderValue::from(total));
@@ -336,8 +367,9 @@ async fn load_one(state: AppState, req: OneRequest) -> Result<CtiRecord, ApiErro
 }
 
 async fn cti_record(state: AppState, req: OneRequest) -> Result<Response, ApiError> {
+    let zone = state.config.time_zone.clone();
     let r = load_one(state, req).await?;
-    Ok(ok("Get cti record successfully", record_json(&r)).into_response())
+    Ok(ok("Get cti record successfully", record_json(&r, &zone)).into_response())
 }
 
 async fn statistic_info(state: AppState, req: OneRequest) -> Result<Response, ApiError> {
@@ -348,8 +380,13 @@ async fn statistic_info(state: AppState, req: OneRequest) -> Result<Response, Ap
 }
 
 async fn chain_payload(state: AppState, req: OneRequest) -> Result<Response, ApiError> {
+    let zone = state.config.time_zone.clone();
     let r = load_one(state, req).await?;
-    Ok(ok("Get cti chain payload successfully", chain_payload_json(&r)).into_response())
+    Ok(ok(
+        "Get cti chain payload successfully",
+        chain_payload_json(&r, &zone),
+    )
+    .into_response())
 }
 
 // ------------------------------------------------------------------------ publication
@@ -383,6 +420,7 @@ async fn mark_cti_onchain(
         stix_ipfs_hash: nonempty(req.stix_ipfs_hash),
         data_source_ipfs_hash: nonempty(req.data_source_ipfs_hash),
     };
+    let zone = state.config.time_zone.clone();
     let record = blocking("recording the publication", move || {
         let found = state
             .meta
@@ -400,5 +438,8 @@ async fn mark_cti_onchain(
             .ok_or_else(|| ApiError::internal("reading the CTI record", "vanished"))
     })
     .await?;
-    Ok(ok("Cti record marked on chain", record_json(&record)))
+    Ok(ok(
+        "Cti record marked on chain",
+        record_json(&record, &zone),
+    ))
 }

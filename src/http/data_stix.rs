@@ -22,7 +22,6 @@ use crate::hash::Sha256Hex;
 use crate::jobs::KIND_STIX;
 use crate::jobs::stix_job::StixParams;
 use crate::store::{Job, JobStatus, STEP_STIX, StepState, StixRecord};
-use crate::time_util::ms_to_display;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -285,13 +284,14 @@ async fn process_data_to_stix(
         .stix_traffic_features
         .map(|l| l.0)
         .filter(|l| !l.is_empty());
-    let params = StixParams {
+    let mut params = StixParams {
         stix_type,
         stix_iocs,
         stix_tags,
         compress,
         features,
         labels: req.stix_label.map(|l| l.0).unwrap_or_default(),
+        label_columns: Vec::new(),
         observed_time_micros: observed_time.micros(),
         mapping_name: req.mapping.filter(|m| !m.trim().is_empty()),
         mapping_text,
@@ -317,8 +317,17 @@ async fn process_data_to_stix(
                 .ok_or_else(|| ApiError::internal("opening the dataset", format!("blob {hash} is missing")))
         };
         let unreadable = |e: dataset::DatasetError| ApiError::bad_request(format!("cannot read file {hash}: {e}"));
+        let columns = if params.features.is_some() || !params.labels.is_empty() {
+            dataset::features(open()?).map_err(unreadable)?
+        } else {
+            Vec::new()
+        };
+        // `stix_label` values that name a column label each row with its value there.
+        let (label_columns, labels): (Vec<String>, Vec<String>) =
+            std::mem::take(&mut params.labels).into_iter().partition(|l| columns.contains(l));
+        params.label_columns = label_columns;
+        params.labels = labels;
         if let Some(features) = &params.features {
-            let columns = dataset::features(open()?).map_err(unreadable)?;
             let unknown: Vec<&String> = features.iter().filter(|f| !columns.contains(f)).collect();
             if !unknown.is_empty() {
                 return Err(ApiError::bad_request(format!(
@@ -452,36 +461,56 @@ async fn get_stix_process_progress(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<FileHashRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    Ok(ok(
+    let job = latest_job(state, KIND_STIX, &req.file_hash).await?;
+    Ok(progress_answer(
+        job.as_ref(),
+        "conversion",
         "Get stix process progress successfully",
-        latest_progress(state, KIND_STIX, &req.file_hash, "conversion").await?,
+        |_| {},
     ))
 }
 
-/// The progress of the newest job of `kind` for a file (see [`progress_or_failure`]).
-pub async fn latest_progress(
+/// The newest job of `kind` for a file.
+pub async fn latest_job(
     state: AppState,
     kind: &'static str,
     file_hash: &str,
-    what: &str,
-) -> Result<Value, ApiError> {
+) -> Result<Option<Job>, ApiError> {
     let hash = parse_hash("file_hash", file_hash)?;
-    let job = blocking("reading the progress", move || {
+    blocking("reading the progress", move || {
         state
             .meta
             .latest_job(kind, &hash)
             .map_err(|e| store_error("reading the progress", e))
     })
-    .await?;
-    progress_or_failure(job.as_ref(), what)
+    .await
 }
 
-/// The progress of a job; `null` when there is none. A failed or canceled job answers the
-/// error envelope (`data: null` is the front ends' "failed" signal) with the reason.
-pub fn progress_or_failure(job: Option<&Job>, what: &str) -> Result<Value, ApiError> {
+/// The progress answer of a job, in the shape both front ends' pollers read: they act only
+/// on `code == 200`, stop at `progress == 100`, and take `data: null` as "failed, stop".
+///
+/// - no job: code 200, `data: null`, `status: null`, `msg` saying so;
+/// - a failed or canceled job: code 200, `data: null`, `status` (`failed`/`canceled`), the
+///   reason in `msg` and `error`, and the job's last progress in `job`;
+/// - otherwise: code 200 with the progress in `data`.
+///
+/// `shape` adapts the progress object to the job kind (the CTI build counts records).
+pub fn progress_answer(
+    job: Option<&Job>,
+    what: &str,
+    ok_msg: &str,
+    shape: impl Fn(&mut Value),
+) -> axum::Json<Value> {
     let Some(job) = job else {
-        return Ok(Value::Null);
+        return axum::Json(json!({
+            "code": 200,
+            "msg": format!("no {what} of this file was ever started"),
+            "data": Value::Null,
+            "status": Value::Null,
+        }));
     };
+    let mut progress = progress_json(job);
+    shape(&mut progress);
     match job.status {
         JobStatus::Failed | JobStatus::Canceled => {
             let verb = if job.status == JobStatus::Failed {
@@ -489,16 +518,24 @@ pub fn progress_or_failure(job: Option<&Job>, what: &str) -> Result<Value, ApiEr
             } else {
                 "was canceled"
             };
-            Err(ApiError::bad_request(format!(
+            let reason = format!(
                 "the {what} (job {}) {verb}: {} ({} of {} steps done, {} rows rejected)",
                 job.id,
                 job.message.as_deref().unwrap_or("no reason recorded"),
                 job.progress.steps_done,
                 job.total_steps,
                 job.progress.rows_rejected
-            )))
+            );
+            axum::Json(json!({
+                "code": 200,
+                "msg": reason,
+                "error": reason,
+                "data": Value::Null,
+                "status": job.status.as_str(),
+                "job": progress,
+            }))
         }
-        _ => Ok(progress_json(job)),
+        _ => ok(ok_msg, progress),
     }
 }
 
@@ -559,7 +596,7 @@ pub fn record_json(state: &AppState, r: &StixRecord) -> Value {
         "stix_tags": r.stix_tags,
         "stix_iocs": r.stix_iocs,
         "ioc_ips_map": ips,
-        "create_time": ms_to_display(r.created_at),
+        "create_time": state.config.time_zone.display_ms(r.created_at),
         "onchain": r.onchain,
         "cti_file_path": r.cti_file_path,
         "rows": r.rows,
@@ -608,6 +645,17 @@ async fn stix_records_get(
 #[derive(Deserialize)]
 struct ContentQuery {
     format: Option<String>,
+    download: Option<String>,
+}
+
+/// A browser navigating to a URL sends `Accept: text/html,…`; API clients (curl, axios with
+/// `Accept: application/json`) do not.
+fn is_navigation(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/html"))
 }
 
 /// An `io::Write` that sends 64 KiB chunks to an HTTP body.
@@ -655,11 +703,26 @@ fn blocking_body(
     }))
 }
 
+/// The STIX file as JSON Lines, or as a bundle with `?format=bundle`. A browser that navigates
+/// to it (the jQuery page opens it in a window) gets the text shown, not downloaded: JSON Lines
+/// as `text/plain`, the bundle as `application/json`. `?download=1` asks for a download under
+/// the file's name whatever the client.
 async fn stix_file_content(
     State(state): State<AppState>,
     Path((source, stix_hash)): Path<(String, String)>,
     Query(query): Query<ContentQuery>,
+    request_headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
+    let download = match query.download.as_deref().map(str::trim) {
+        None | Some("") | Some("0") | Some("false") => false,
+        Some("1") | Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "query `download`: {other:?} is not one of 1, true, 0, false"
+            )));
+        }
+    };
+    let shown = !download && is_navigation(&request_headers);
     let source = parse_hash("source_file_hash", &source)?;
     let stix_hash = parse_hash("stix_file_hash", &stix_hash)?;
     let bundle = match query.format.as_deref() {
@@ -710,18 +773,34 @@ async fn stix_file_content(
             }
             out.finish().map(|_| ())
         });
-        ("application/stix+json;version=2.1", body)
+        let ct = if shown {
+            "application/json; charset=utf-8"
+        } else {
+            "application/stix+json;version=2.1"
+        };
+        (ct, body)
     } else {
         let body = blocking_body(move |w| {
             let mut input = input;
             std::io::copy(&mut input, w).map(|_| ())
         });
-        ("application/jsonl; charset=utf-8", body)
+        let ct = if shown {
+            "text/plain; charset=utf-8"
+        } else {
+            "application/jsonl; charset=utf-8"
+        };
+        (ct, body)
     };
     let mut resp = Response::new(body);
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{name}\"")) {
+    // The text is data: never let a browser sniff it into HTML.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let disposition = if download { "attachment" } else { "inline" };
+    if let Ok(v) = HeaderValue::from_str(&format!("{disposition}; filename=\"{name}\"")) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)

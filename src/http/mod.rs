@@ -6,6 +6,7 @@ mod data_stix;
 pub mod envelope;
 mod hd_read;
 mod open_api;
+mod ops;
 mod taxii;
 
 use std::sync::Arc;
@@ -47,12 +48,7 @@ pub struct AppState {
 impl AppState {
     /// Opens the data directory: `<data-dir>/br-cti.sqlite` and the blob store beside it.
     pub fn open(config: ServeConfig) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create data directory {}: {e}",
-                config.data_dir.display()
-            )
-        })?;
+        crate::config::prepare_data_dir(&config.data_dir)?;
         let default_mapping = match &config.mapping {
             None => DEFAULT_MAPPING.to_string(),
             Some(path) => {
@@ -100,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/open/api/v1", open_api::router())
         .nest("/api/v1", rest)
         .merge(taxii::router())
+        .merge(ops::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(cors_layer(&state.config.cors))
@@ -173,7 +170,14 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let state = AppState::open(config)?;
     let addr = listener.local_addr()?;
-    tracing::info!(data_dir = %state.config.data_dir.display(), "br-cti listening on http://{addr}");
+    // Printed once, on standard output (tests read it to find a random port); the log line
+    // beside it says what was opened, not the address again.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %state.config.data_dir.display(),
+        time_zone = state.config.time_zone.name(),
+        "node ready"
+    );
     println!("br-cti listening on http://{addr}");
     use std::io::Write;
     std::io::stdout().flush()?;

@@ -26,7 +26,11 @@ pub struct StixParams {
     pub stix_tags: Vec<String>,
     pub compress: u64,
     pub features: Option<Vec<String>>,
+    /// Literal labels of every observed-data.
     pub labels: Vec<String>,
+    /// Columns whose row values label each observed-data (absent in jobs saved before).
+    #[serde(default)]
+    pub label_columns: Vec<String>,
     pub observed_time_micros: i64,
     pub mapping_name: Option<String>,
     pub mapping_text: String,
@@ -40,6 +44,7 @@ impl StixParams {
             compress: self.compress,
             features: self.features.as_ref().map(|f| f.iter().cloned().collect()),
             labels: self.labels.clone(),
+            label_columns: self.label_columns.clone(),
             observed_time: stix::Timestamp::from_micros(self.observed_time_micros),
             source_hash: source_hash.to_string(),
         })

@@ -94,6 +94,15 @@ impl BlobStore for FsBlobStore {
         self.path_of(hash).display().to_string()
     }
 
+    fn check(&self) -> io::Result<Option<u64>> {
+        let probe = tempfile::Builder::new()
+            .prefix("ready-")
+            .tempfile_in(&self.staging)?;
+        probe.as_file().write_all(b"ready")?;
+        drop(probe);
+        Ok(free_bytes(&self.blobs))
+    }
+
     fn size(&self, hash: &Sha256Hex) -> io::Result<Option<u64>> {
         match fs::metadata(self.path_of(hash)) {
             Ok(m) => Ok(Some(m.len())),
@@ -162,6 +171,22 @@ impl StagedBlob for FsStagedBlob {
 /// Moves a complete, synced staged file to its blob path and syncs the directory. Two
 /// concurrent stores of the same bytes both rename a complete, identical file onto the same
 /// name: whichever lands last, readers always see a whole file.
+/// Bytes available to an unprivileged writer on the file system holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string and `st` points to writable memory of the
+    // right type; statvfs initialises it when it returns 0.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: initialised by the successful call above.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 fn install(tmp: tempfile::TempPath, dest: &Path) -> io::Result<()> {
     let dir = dest.parent().expect("blob paths have a parent");
     fs::create_dir_all(dir)?;

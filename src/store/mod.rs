@@ -39,6 +39,9 @@ pub trait BlobStore: Send + Sync {
     fn size(&self, hash: &Sha256Hex) -> io::Result<Option<u64>>;
     /// Where the blob lives, for display (a path, or an object-store URL).
     fn locate(&self, hash: &Sha256Hex) -> String;
+    /// Readiness: the store can create and remove a file; answers the free space left to it in
+    /// bytes, when the backend knows it.
+    fn check(&self) -> io::Result<Option<u64>>;
 }
 
 /// A blob being written.
@@ -144,6 +147,8 @@ pub trait MetaStore: JobStore + CtiStore + HiddenDangerStore + TaxiiStore + Send
     /// Records an uploaded file and a task for it, in one transaction. Uploading the same file
     /// under the same `task_id` again returns the existing record; a `task_id` that belongs to
     /// another file is a [`StoreError::TaskConflict`].
+    /// Readiness: the database answers a query on its schema.
+    fn check(&self) -> Result<(), StoreError>;
     fn record_upload(&self, file: &FileMeta, task_id: &str) -> Result<TaskRecord, StoreError>;
     fn file(&self, hash: &Sha256Hex) -> Result<Option<FileMeta>, StoreError>;
     fn task(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError>;

@@ -251,6 +251,15 @@ fn load_task(conn: &Connection, task_id: &str) -> Result<Option<TaskRecord>, Sto
 }
 
 impl MetaStore for SqliteStore {
+    fn check(&self) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.query_row("SELECT count(*) FROM files WHERE rowid = 0", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+            Ok(())
+        })
+    }
+
     fn record_upload(&self, file: &FileMeta, task_id: &str) -> Result<TaskRecord, StoreError> {
         self.with(|conn| {
             let tx = write_tx(conn)?;

@@ -1,6 +1,8 @@
 //! Test harness: the real `br-cti` binary serving on a random loopback port, driven over HTTP.
 #![allow(dead_code)]
 
+pub mod datasets;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -214,16 +216,37 @@ pub fn assert_error(v: &Value, needle: &str) {
     );
 }
 
+/// Asserts the progress answer of a failed or canceled job, by the two front ends' poller rule
+/// (they act only on `code == 200`, and take `data: null` as "failed, stop polling"), and that
+/// an API user still learns the status and the reason.
+#[track_caller]
+pub fn assert_job_ended(v: &Value, status: &str, needle: &str) {
+    assert_eq!(v["code"], 200, "the pollers only act on code 200: {v}");
+    assert!(
+        v["data"].is_null(),
+        "data: null tells the pollers to stop: {v}"
+    );
+    assert_eq!(v["status"], status, "{v}");
+    let msg = v["msg"].as_str().unwrap_or_else(|| panic!("no msg: {v}"));
+    assert!(
+        msg.contains(needle),
+        "msg {msg:?} does not mention {needle:?}"
+    );
+    assert_eq!(v["error"], v["msg"], "{v}");
+    assert_eq!(v["job"]["status"], status, "the job's last progress: {v}");
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
 }
 
-pub fn shared(path: &str) -> PathBuf {
+/// The honeypot sample kept in the repository (`samples/`), also used by the README.
+pub fn sample(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(path)
+        .join("samples")
+        .join(name)
 }
 
 impl TestServer {
@@ -288,24 +311,14 @@ pub fn oracle_python() -> PathBuf {
     venv
 }
 
-/// Generates datasets with the shared deterministic generator; returns the output folder.
+/// Generates datasets with the harness's deterministic generator ([`datasets`]); returns the
+/// output folder.
 pub fn generate(rows: u64, formats: &[&str]) -> PathBuf {
-    // One folder per call shape: tests running in parallel never write the same file.
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("datasets-{rows}-{}", formats.join("-")));
-    let status = Command::new(oracle_python())
-        .arg(shared("tools/gen_datasets.py"))
-        .arg("--rows")
-        .arg(rows.to_string())
-        .arg("--formats")
-        .args(formats)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "gen_datasets.py failed");
-    out
+    datasets::generate_into(
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("datasets"),
+        rows,
+        formats,
+    )
 }
 
 /// Runs the stix2-validator oracle over files; returns its JSON summary.
