@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The README's quick start (run by tests/first_run.rs) uses curl and jq.
+missing=""
+for tool in curl jq; do
+    command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+    echo "== installing$missing (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
 # Python oracles (stix2-validator, stix2, taxii2-client, ...) in a local virtual environment.
 if [ -s tests/oracles/requirements.txt ]; then
     if [ ! -x .venv/bin/python ]; then
