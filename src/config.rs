@@ -83,7 +83,12 @@ pub struct ServeConfig {
     /// The `value` of a CTI record when a request gives none (and the answer of
     /// `/data/get_default_points`).
     pub default_points: f64,
+    /// Runs of a job before it is failed for good when the node keeps stopping during it.
+    pub job_max_attempts: u32,
 }
+
+/// Default runs of a job that the node keeps stopping during (a crash loop ends there).
+pub const DEFAULT_JOB_MAX_ATTEMPTS: u32 = 3;
 
 /// Limits of `addHiddenDanger`; over a limit the request is refused whole and nothing is stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -147,6 +152,7 @@ mod tests {
             taxii_anonymous: false,
             time_zone: DisplayZone::utc(),
             default_points: 0.0,
+            job_max_attempts: DEFAULT_JOB_MAX_ATTEMPTS,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod http;
 pub mod jobs;
 pub mod report_cli;
 pub mod store;
+pub mod supervise;
 pub mod taxii;
 pub mod time_util;
 pub mod users_cli;

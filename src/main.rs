@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use br_cti::config::{CorsOrigins, DEFAULT_MAX_UPLOAD_BYTES, HiddenDangerLimits, ServeConfig};
+use br_cti::config::{
+    CorsOrigins, DEFAULT_JOB_MAX_ATTEMPTS, DEFAULT_MAX_UPLOAD_BYTES, HiddenDangerLimits,
+    ServeConfig,
+};
 use br_cti::time_util::DisplayZone;
 
 /// br-cti: a cyber-threat-intelligence data node.
@@ -89,6 +92,11 @@ struct ServeArgs {
     /// /data/get_default_points.
     #[arg(long, env = "BRCTI_DEFAULT_POINTS", default_value_t = 0.0, value_parser = parse_points)]
     default_points: f64,
+    /// Runs of a job before it is failed for good when the node stops (is killed, runs out of
+    /// memory, crashes) during each of them.
+    #[arg(long, env = "BRCTI_JOB_MAX_ATTEMPTS", default_value_t = DEFAULT_JOB_MAX_ATTEMPTS,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    job_max_attempts: u32,
 }
 
 fn parse_points(s: &str) -> Result<f64, String> {
@@ -146,6 +154,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         taxii_anonymous: args.taxii_anonymous,
         time_zone: args.time_zone,
         default_points: args.default_points,
+        job_max_attempts: args.job_max_attempts,
     };
     tokio::runtime::Runtime::new()?.block_on(br_cti::http::serve(config))
 }

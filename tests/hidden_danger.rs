@@ -813,3 +813,62 @@ fn report_waits_out_a_rate_limit_and_retries() {
     );
     assert_eq!(snapshot(&upper.server)["total"], 4);
 }
+
+#[test]
+fn concurrent_replays_of_one_signed_request_store_one_body() {
+    let n = node(&["--hd-rate", "0"]);
+    let token = add_user(&n.dir, "alice");
+    let s = &n.server;
+    for trial in 0..10 {
+        // Different bodies under one (user, timestamp, sign), sent at once: one is stored, the
+        // others are refused as replays; identical ones get the first answer.
+        let base = signed("alice", &token, json!([]));
+        let bodies: Vec<Value> = (0..6)
+            .map(|k| {
+                let mut b = base.clone();
+                let risk = if k % 3 == 2 {
+                    format!("t{trial}-0")
+                } else {
+                    format!("t{trial}-{k}")
+                };
+                b["dataValues"] = json!([item(&risk)]);
+                b
+            })
+            .collect();
+        let answers: Vec<Value> = std::thread::scope(|scope| {
+            let handles: Vec<_> = bodies
+                .iter()
+                .map(|b| scope.spawn(move || post(s, b).1))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let stored: Vec<&Value> = answers.iter().filter(|a| a["success"] == true).collect();
+        for a in &answers {
+            assert!(
+                a["success"] == true || a["errorCode"] == "AUTH_REPLAY",
+                "{a}"
+            );
+        }
+        let (_, listed) = get(
+            s,
+            &format!("/api/v1/hidden-dangers?user=alice&page_size=100"),
+        );
+        let ids: Vec<&str> = listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["riskId"].as_str().unwrap())
+            .filter(|r| r.starts_with(&format!("t{trial}-")))
+            .collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "trial {trial}: stored {ids:?}; answers {answers:?}"
+        );
+        // Every success is the one stored body's answer (an identical duplicate shares it).
+        assert!(!stored.is_empty());
+        for a in &stored {
+            assert_eq!(*a, stored[0]);
+        }
+    }
+}

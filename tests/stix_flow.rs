@@ -448,3 +448,126 @@ fn a_named_mapping_and_features_shape_the_output() {
         "only the selected feature is kept"
     );
 }
+
+#[test]
+fn a_panicking_job_fails_and_the_next_job_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server =
+        TestServer::try_start_in_env(&dir, &[], &[("BRCTI_TEST_FAULT", "panic:boom")]).unwrap();
+    let hash = server.upload_ok(&big_csv(3000), "flows.csv");
+    let v = server.start_stix(&json!({"file_hash": hash, "process_id": "boom"}));
+    assert_eq!(v["code"], 200, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ended = loop {
+        let p = server.stix_progress(&hash);
+        if !p["data"].is_object() {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "{p}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_job_ended(&ended, "failed", "internal error");
+    assert!(
+        ended["msg"].as_str().unwrap().contains("injected fault"),
+        "{ended}"
+    );
+    // The worker lives on: the same file converts, and so does another.
+    let v = server.start_stix(&json!({"file_hash": hash, "process_id": "fine"}));
+    assert_eq!(v["code"], 200, "{v}");
+    server.wait_stix(&hash);
+    let other = server.upload_ok(&big_csv(10), "small.csv");
+    assert_eq!(server.start_stix(&json!({"file_hash": other}))["code"], 200);
+    server.wait_stix(&other);
+}
+
+#[test]
+fn a_job_that_keeps_killing_the_node_fails_after_three_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let fault = [("BRCTI_TEST_FAULT", "abort:crash")];
+    let mut server = TestServer::try_start_in_env(&dir, &[], &fault).unwrap();
+    let hash = server.upload_ok(&big_csv(500), "flows.csv");
+    let v = server.start_stix(&json!({"file_hash": hash, "process_id": "crash"}));
+    assert_eq!(v["code"], 200, "{v}");
+    // Each process that runs the job dies; the attempt was counted before it ran.
+    let mut deaths = 0;
+    let survivor = loop {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut died = false;
+        while std::time::Instant::now() < deadline {
+            if !server.is_running() {
+                died = true;
+                break;
+            }
+            let p = server
+                .client
+                .post(server.url("/data/get_stix_process_progress"))
+                .body(json!({"file_hash": hash}).to_string())
+                .send()
+                .ok()
+                .and_then(|r| r.json::<Value>().ok());
+            if p.as_ref().is_some_and(|p| p["status"] == "failed") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if !died {
+            break server;
+        }
+        deaths += 1;
+        assert!(deaths <= 3, "the node kept dying");
+        server = loop {
+            if let Some(s) = TestServer::try_start_in_env(&dir, &[], &fault) {
+                break s;
+            }
+            deaths += 1; // died before it listened
+            assert!(deaths <= 3, "the node kept dying before it listened");
+        };
+    };
+    assert_eq!(deaths, 3, "one death per counted run");
+    let p = survivor.stix_progress(&hash);
+    assert_job_ended(&p, "failed", "the node stopped during each of the 3 runs");
+    // The node works, and the conversion can be started anew.
+    assert_eq!(
+        survivor.start_stix(&json!({"file_hash": hash, "process_id": "again"}))["code"],
+        200
+    );
+    survivor.wait_stix(&hash);
+}
+
+#[test]
+fn concurrent_starts_of_one_conversion_make_one_job() {
+    let server = TestServer::start(&[]);
+    let hash = server.upload_ok(&big_csv(20_000), "flows.csv");
+    let answers: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| server.start_stix(&json!({"file_hash": hash, "stix_compress": 100})))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let started: Vec<&Value> = answers.iter().filter(|v| v["code"] == 200).collect();
+    assert_eq!(started.len(), 1, "{answers:?}");
+    for v in answers.iter().filter(|v| v["code"] != 200) {
+        assert_error(v, "already");
+    }
+    let job_id = started[0]["data"]["job_id"].clone();
+    // Cancel reaches that one job, and it is the one the progress shows.
+    let v = server.post_json("/data/cancel_stix_process", &json!({"file_hash": hash}));
+    assert_eq!(v["data"]["job_id"], job_id, "{v}");
+    let done = loop {
+        let p = server.stix_progress(&hash);
+        if !p["data"].is_object() || p["data"]["progress"] == 100 {
+            break p;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let shown = if done["data"].is_object() {
+        &done["data"]
+    } else {
+        &done["job"]
+    };
+    assert_eq!(shown["job_id"], job_id, "{done}");
+}

@@ -297,13 +297,26 @@ pub fn convert(
             scope.spawn(move || {
                 let mut converter = RowConverter::new(settings);
                 for rows in work_rx {
-                    let mut batch = converter.convert_batch(rows);
-                    let stored = if batch.bytes.is_empty() {
-                        Ok(())
-                    } else {
-                        files.store(&batch.bytes).map(|f| batch.file = Some(f))
-                    };
-                    if done_tx.send((batch.index, stored.map(|_| batch))).is_err() {
+                    let index = rows.index;
+                    // A panic (a bug, a third-party parser) fails this batch, in order, like
+                    // any error: the pipeline drains and stops instead of waiting for it.
+                    let outcome = crate::supervise::catch(|| {
+                        let mut batch = converter.convert_batch(rows);
+                        let stored = if batch.bytes.is_empty() {
+                            Ok(())
+                        } else {
+                            files.store(&batch.bytes).map(|f| batch.file = Some(f))
+                        };
+                        stored.map(|_| batch)
+                    });
+                    let outcome = outcome.unwrap_or_else(|panic| {
+                        converter = RowConverter::new(settings);
+                        Err(anyhow::anyhow!(
+                            "internal error while converting STIX file {}: {panic}",
+                            index + 1
+                        ))
+                    });
+                    if done_tx.send((index, outcome)).is_err() {
                         break;
                     }
                 }
@@ -354,7 +367,12 @@ pub fn convert(
         if let Err(e) = sink.flush() {
             fail(e, &mut sink_error, &mut permits);
         }
-        reader.join().expect("the dataset reader panicked")
+        reader.join().unwrap_or_else(|panic| {
+            Err(DatasetError::Io(std::io::Error::other(format!(
+                "internal error in the dataset reader: {}",
+                crate::supervise::panic_message(panic.as_ref())
+            ))))
+        })
     });
     if let Some(e) = sink_error {
         return Err(ConvertError::Sink(e));

@@ -2,7 +2,7 @@
 //! replay cache and the per-user rate limit. Also the reporting users' names and tokens.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -78,22 +78,38 @@ type ReplayKey = (String, String, String);
 /// Requests seen within the window: an identical one gets the first answer again; another
 /// body under the same (user, timestamp, sign) is refused. Entries expire after the window
 /// (a request older than the window is refused by its timestamp anyway).
+///
+/// Claiming a key and recording it are one step ([`ReplayCache::claim`]): of two requests sent
+/// at once under one key, exactly one is processed; the other waits for its answer (the same
+/// body) or is refused (another body).
 pub struct ReplayCache {
     ttl: Duration,
-    entries: Mutex<HashMap<ReplayKey, (Instant, Replayed)>>,
+    entries: Mutex<HashMap<ReplayKey, (Instant, Entry)>>,
+    settled: Condvar,
+}
+
+enum Entry {
+    /// Claimed by a request that is being processed (its body's SHA-256).
+    Pending([u8; 32]),
+    Done(Replayed),
 }
 
 pub enum Seen {
+    /// Claimed: process the request, then [`ReplayCache::remember`] or [`ReplayCache::forget`].
     New,
     Same(Replayed),
     OtherBody,
 }
+
+/// How long a request waits for an identical one that is being processed.
+const PENDING_WAIT: Duration = Duration::from_secs(60);
 
 impl ReplayCache {
     pub fn new(window: Duration) -> Self {
         ReplayCache {
             ttl: window * 2 + Duration::from_secs(1),
             entries: Mutex::new(HashMap::new()),
+            settled: Condvar::new(),
         }
     }
 
@@ -105,27 +121,64 @@ impl ReplayCache {
         )
     }
 
-    pub fn check(&self, user: &str, timestamp: &str, sign: &str, body: &[u8; 32]) -> Seen {
+    /// Looks the request up and, when it is new, claims its key before anyone else can.
+    pub fn claim(&self, user: &str, timestamp: &str, sign: &str, body: &[u8; 32]) -> Seen {
+        let key = Self::key(user, timestamp, sign);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if entries.len() > 10_000 {
-            entries.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
-        }
-        match entries.get(&Self::key(user, timestamp, sign)) {
-            Some((at, seen)) if now.duration_since(*at) < self.ttl => {
-                if &seen.body_sha256 == body {
-                    Seen::Same(seen.clone())
-                } else {
-                    Seen::OtherBody
+        let started = Instant::now();
+        loop {
+            let now = Instant::now();
+            if entries.len() > 10_000 {
+                entries.retain(|_, (at, e)| {
+                    matches!(e, Entry::Pending(_)) || now.duration_since(*at) < self.ttl
+                });
+            }
+            match entries.get(&key) {
+                Some((_, Entry::Pending(pending))) => {
+                    if pending != body {
+                        return Seen::OtherBody;
+                    }
+                    let left = PENDING_WAIT.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        return Seen::OtherBody;
+                    }
+                    entries = self
+                        .settled
+                        .wait_timeout(entries, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                Some((at, Entry::Done(seen))) if now.duration_since(*at) < self.ttl => {
+                    return if &seen.body_sha256 == body {
+                        Seen::Same(seen.clone())
+                    } else {
+                        Seen::OtherBody
+                    };
+                }
+                _ => {
+                    entries.insert(key, (now, Entry::Pending(*body)));
+                    return Seen::New;
                 }
             }
-            _ => Seen::New,
         }
     }
 
+    /// Records the answer of a claimed request; waiting duplicates get it.
     pub fn remember(&self, user: &str, timestamp: &str, sign: &str, answer: Replayed) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.insert(Self::key(user, timestamp, sign), (Instant::now(), answer));
+        entries.insert(
+            Self::key(user, timestamp, sign),
+            (Instant::now(), Entry::Done(answer)),
+        );
+        self.settled.notify_all();
+    }
+
+    /// Releases a claimed request that was not answered for good (an internal fault): the
+    /// same request may be sent again.
+    pub fn forget(&self, user: &str, timestamp: &str, sign: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.remove(&Self::key(user, timestamp, sign));
+        self.settled.notify_all();
     }
 }
 
@@ -207,7 +260,12 @@ mod tests {
     fn replay_cache_and_rate_limit() {
         let cache = ReplayCache::new(Duration::from_secs(300));
         let body = [1u8; 32];
-        assert!(matches!(cache.check("a", "1", "S", &body), Seen::New));
+        assert!(matches!(cache.claim("a", "1", "S", &body), Seen::New));
+        // Claimed: another body under the key is refused at once.
+        assert!(matches!(
+            cache.claim("a", "1", "S", &[9u8; 32]),
+            Seen::OtherBody
+        ));
         cache.remember(
             "a",
             "1",
@@ -218,12 +276,38 @@ mod tests {
                 answer: "x".into(),
             },
         );
-        assert!(matches!(cache.check("a", "1", "s", &body), Seen::Same(r) if r.answer == "x"));
+        assert!(matches!(cache.claim("a", "1", "s", &body), Seen::Same(r) if r.answer == "x"));
         assert!(matches!(
-            cache.check("a", "1", "s", &[2u8; 32]),
+            cache.claim("a", "1", "s", &[2u8; 32]),
             Seen::OtherBody
         ));
-        assert!(matches!(cache.check("b", "1", "s", &body), Seen::New));
+        assert!(matches!(cache.claim("b", "1", "s", &body), Seen::New));
+        // A forgotten claim (an internal fault) may be sent again.
+        cache.forget("b", "1", "s");
+        assert!(matches!(cache.claim("b", "1", "s", &body), Seen::New));
+
+        // The same body sent twice at once: one is processed, the other gets its answer.
+        let cache = std::sync::Arc::new(ReplayCache::new(Duration::from_secs(300)));
+        assert!(matches!(cache.claim("c", "1", "s", &body), Seen::New));
+        let waiter = {
+            let cache = cache.clone();
+            std::thread::spawn(move || match cache.claim("c", "1", "s", &body) {
+                Seen::Same(r) => r.answer,
+                _ => "not the first answer".to_string(),
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        cache.remember(
+            "c",
+            "1",
+            "s",
+            Replayed {
+                body_sha256: body,
+                status: 200,
+                answer: "first".into(),
+            },
+        );
+        assert_eq!(waiter.join().unwrap(), "first");
 
         let limiter = RateLimiter::new(1.0, 2.0);
         assert!(limiter.take("a").is_ok());

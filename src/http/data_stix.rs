@@ -21,7 +21,7 @@ use crate::dataset;
 use crate::hash::Sha256Hex;
 use crate::jobs::KIND_STIX;
 use crate::jobs::stix_job::StixParams;
-use crate::store::{Job, JobStatus, STEP_STIX, StepState, StixRecord};
+use crate::store::{Job, JobStatus, STEP_STIX, StixRecord};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -349,8 +349,8 @@ async fn process_data_to_stix(
     ))
 }
 
-/// Saves a job with its parameters, marks its step of the file's tasks running and queues it
-/// (blocking: call inside [`blocking`]).
+/// Saves a job with its parameters, marks its step of the file's tasks running (one
+/// transaction) and queues it (blocking: call inside [`blocking`]).
 #[allow(clippy::too_many_arguments)]
 pub fn queue_job(
     state: &AppState,
@@ -373,13 +373,13 @@ pub fn queue_job(
             &params_json,
             total_steps,
             rows_total,
+            step,
         )
         .map_err(|e| store_error("saving the job", e))?;
     state
-        .meta
-        .set_step_for_file(hash, step, StepState::Running, total_steps)
-        .map_err(|e| store_error("updating the task", e))?;
-    state.jobs.enqueue(job.id);
+        .jobs
+        .enqueue(job.id)
+        .map_err(|e| ApiError::internal("queueing the job", e))?;
     Ok(job)
 }
 

@@ -67,7 +67,12 @@ impl AppState {
             Some(path) => GeoIp::open(path)?,
         };
         tracing::info!(geoip = geo.description(), "IP geolocation");
-        let jobs = Jobs::start(meta.clone(), blobs.clone(), Arc::new(geo))?;
+        let jobs = Jobs::start(
+            meta.clone(),
+            blobs.clone(),
+            Arc::new(geo),
+            config.job_max_attempts,
+        )?;
         let db_path = config.data_dir.join("br-cti.sqlite");
         let taxii_db: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&db_path)?);
         let publisher_db: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&db_path)?);

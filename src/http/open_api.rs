@@ -268,7 +268,7 @@ fn handle(state: &AppState, api: &Arc<OpenApi>, bytes: &[u8]) -> Answer {
         );
     }
     let body_hash: [u8; 32] = Sha256::digest(bytes).into();
-    match api.replay.check(&user, &ts_text, &sign, &body_hash) {
+    match api.replay.claim(&user, &ts_text, &sign, &body_hash) {
         Seen::Same(first) => {
             return Answer {
                 status: StatusCode::from_u16(first.status).unwrap_or(StatusCode::OK),
@@ -285,6 +285,7 @@ fn handle(state: &AppState, api: &Arc<OpenApi>, bytes: &[u8]) -> Answer {
         Seen::New => {}
     }
     if let Err(wait) = api.limiter.take(&user) {
+        api.replay.forget(&user, &ts_text, &sign);
         let mut a = Answer::fail(
             StatusCode::TOO_MANY_REQUESTS,
             "RATE_LIMITED",
@@ -296,8 +297,18 @@ fn handle(state: &AppState, api: &Arc<OpenApi>, bytes: &[u8]) -> Answer {
         a.retry_after = Some(wait.ceil().max(1.0) as u64);
         return a;
     }
-    let answer = process(state, api, &user, env.data_values);
-    if answer.status != StatusCode::INTERNAL_SERVER_ERROR {
+    let answer = crate::supervise::catch(|| process(state, api, &user, env.data_values))
+        .unwrap_or_else(|panic| {
+            tracing::error!(user = %user, "hidden-danger report: internal error: {panic}");
+            Answer::fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "internal error; nothing of this request was acknowledged, send it again",
+            )
+        });
+    if answer.status == StatusCode::INTERNAL_SERVER_ERROR {
+        api.replay.forget(&user, &ts_text, &sign);
+    } else {
         api.replay.remember(
             &user,
             &ts_text,

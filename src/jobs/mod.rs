@@ -2,6 +2,10 @@
 //! progress. A worker thread runs queued jobs one at a time; at start, jobs left queued or
 //! running by a previous process (a restart, a crash, `kill -9`) are queued again and resume
 //! from their last committed step.
+//!
+//! Supervision: a job that panics fails with the panic's message and the worker lives on. Each
+//! run is counted durably before it starts, so a job that keeps killing the process (out of
+//! memory, an abort) fails after [`Jobs::start`]'s `max_attempts` runs instead of looping.
 
 pub mod cti_job;
 pub mod stix_job;
@@ -29,6 +33,7 @@ struct Inner {
     meta: Arc<dyn MetaStore>,
     blobs: Arc<dyn BlobStore>,
     geo: Arc<GeoIp>,
+    max_attempts: u32,
     queue: Mutex<mpsc::Sender<i64>>,
     cancels: Mutex<HashMap<i64, Arc<AtomicBool>>>,
 }
@@ -39,6 +44,7 @@ impl Jobs {
         meta: Arc<dyn MetaStore>,
         blobs: Arc<dyn BlobStore>,
         geo: Arc<GeoIp>,
+        max_attempts: u32,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<i64>();
         let jobs = Jobs {
@@ -46,6 +52,7 @@ impl Jobs {
                 meta,
                 blobs,
                 geo,
+                max_attempts: max_attempts.max(1),
                 queue: Mutex::new(tx),
                 cancels: Mutex::new(HashMap::new()),
             }),
@@ -55,13 +62,18 @@ impl Jobs {
             .name("br-cti-jobs".into())
             .spawn(move || {
                 while let Ok(id) = rx.recv() {
-                    worker.run(id);
+                    // `run` turns a job's panic into its failure; this catches what is left
+                    // (bookkeeping), so that the worker never dies.
+                    if let Err(panic) = crate::supervise::catch(|| worker.run(id)) {
+                        tracing::error!(job = id, "the job worker caught a panic: {panic}");
+                    }
                 }
             })
             .expect("spawning the job worker");
         for job in jobs.inner.meta.unfinished_jobs()? {
-            tracing::info!(job = job.id, kind = %job.kind, file = %job.file_hash, steps_done = job.progress.steps_done, "resuming job");
-            jobs.enqueue(job.id);
+            tracing::info!(job = job.id, kind = %job.kind, file = %job.file_hash, steps_done = job.progress.steps_done, attempts = job.attempts, "resuming job");
+            jobs.enqueue(job.id)
+                .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
         }
         Ok(jobs)
     }
@@ -78,14 +90,16 @@ impl Jobs {
         &self.inner.geo
     }
 
-    pub fn enqueue(&self, id: i64) {
+    /// Hands a saved job to the worker. Fails only when the worker is gone (the job then stays
+    /// queued in the database and runs at the next start).
+    pub fn enqueue(&self, id: i64) -> Result<(), String> {
         self.flag(id);
-        let _ = self
-            .inner
+        self.inner
             .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .send(id);
+            .send(id)
+            .map_err(|_| format!("the job worker is not running; job {id} stays queued and runs at the next start"))
     }
 
     fn flag(&self, id: i64) -> Arc<AtomicBool> {
@@ -124,16 +138,30 @@ impl Jobs {
                     Some("canceled before it started"),
                 );
             }
-            self.inner
+            let attempt = self
+                .inner
                 .meta
-                .mark_job_running(id)
+                .start_attempt(id)
                 .map_err(|e| e.to_string())?;
-            tracing::info!(job = id, kind = %job.kind, file = %job.file_hash, "job running");
-            let result = match job.kind.as_str() {
+            let max = self.inner.max_attempts;
+            if attempt > max {
+                return self.end(
+                    &job,
+                    JobStatus::Failed,
+                    Some(&format!(
+                        "the node stopped during each of the {max} runs of this job (killed, out \
+                         of memory, or crashed), so it is not run again; start it anew once the \
+                         cause is found (--job-max-attempts sets the number of runs)"
+                    )),
+                );
+            }
+            tracing::info!(job = id, kind = %job.kind, file = %job.file_hash, attempt, "job running");
+            let result = crate::supervise::catch(|| match job.kind.as_str() {
                 KIND_STIX => stix_job::run(self, &job, &flag),
                 KIND_CTI => cti_job::run(self, &job, &flag),
                 other => Err(format!("unknown job kind {other:?}")),
-            };
+            })
+            .unwrap_or_else(|panic| Err(format!("internal error: {panic}")));
             match result {
                 Ok(JobStatus::Canceled) => {
                     self.end(&job, JobStatus::Canceled, Some("canceled on request"))

@@ -52,11 +52,45 @@ impl StixParams {
 }
 
 /// Files go to the blob store (temporary name, fsync, rename): on the converting threads.
-struct BlobFiles<'a>(&'a Jobs);
+struct BlobFiles<'a> {
+    jobs: &'a Jobs,
+    fault: Option<Fault>,
+}
+
+/// A fault the tests inject (debug builds only) on the converting threads of one conversion.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    Panic,
+    Abort,
+}
+
+/// `BRCTI_TEST_FAULT=panic:PROCESS_ID` (or `abort:PROCESS_ID`) makes the conversions started
+/// with that `process_id` panic (or abort the process) when they store a file. Release builds
+/// ignore it.
+fn injected_fault(process_id: &str) -> Option<Fault> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let spec = std::env::var("BRCTI_TEST_FAULT").ok()?;
+    let (kind, id) = spec.split_once(':')?;
+    if id != process_id {
+        return None;
+    }
+    match kind {
+        "panic" => Some(Fault::Panic),
+        "abort" => Some(Fault::Abort),
+        _ => None,
+    }
+}
 
 impl FileStore for BlobFiles<'_> {
     fn store(&self, bytes: &[u8]) -> anyhow::Result<StoredFile> {
-        let blob = self.0.blobs().put(bytes)?;
+        match self.fault {
+            Some(Fault::Panic) => panic!("injected fault (BRCTI_TEST_FAULT) while storing a file"),
+            Some(Fault::Abort) => std::process::abort(),
+            None => {}
+        }
+        let blob = self.jobs.blobs().put(bytes)?;
         Ok(StoredFile {
             hash: blob.hash.to_string(),
             size: blob.size,
@@ -163,7 +197,10 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
         input,
         &settings,
         job.progress.steps_done,
-        &BlobFiles(jobs),
+        &BlobFiles {
+            jobs,
+            fault: injected_fault(&job.process_id),
+        },
         &mut sink,
     )
     .map_err(|e| e.to_string())?;

@@ -221,6 +221,8 @@ pub struct Job {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// How many times a process started running it (counted before each run).
+    pub attempts: u32,
 }
 
 /// The progress a job commits with each step (and resumes from).
@@ -261,6 +263,10 @@ pub struct StixRecord {
 
 /// Jobs and the STIX records they commit.
 pub trait JobStore: Send + Sync {
+    /// Saves a queued job and marks `step` of the file's tasks running, in one transaction.
+    /// At most one job of a kind per file is queued or running, which the database enforces:
+    /// a second one is a [`StoreError::Conflict`] naming the first.
+    #[allow(clippy::too_many_arguments)]
     fn create_job(
         &self,
         kind: &str,
@@ -269,13 +275,16 @@ pub trait JobStore: Send + Sync {
         params: &str,
         total_steps: u64,
         rows_total: u64,
+        step: u8,
     ) -> Result<Job, StoreError>;
     fn job(&self, id: i64) -> Result<Option<Job>, StoreError>;
     /// The newest job of `kind` for a file.
     fn latest_job(&self, kind: &str, file_hash: &Sha256Hex) -> Result<Option<Job>, StoreError>;
     /// Queued and running jobs, oldest first (to resume after a restart).
     fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError>;
-    fn mark_job_running(&self, id: i64) -> Result<(), StoreError>;
+    /// Marks a job running and counts the attempt, durably, before it runs; answers the
+    /// attempts so far, this one included.
+    fn start_attempt(&self, id: i64) -> Result<u32, StoreError>;
     fn request_cancel(&self, id: i64) -> Result<(), StoreError>;
     /// Ends a job; `message` says why it failed or was canceled.
     fn finish_job(

@@ -188,6 +188,17 @@ const MIGRATIONS: &[M<'static>] = &[
      ) STRICT;
      CREATE INDEX hd_users_by_token ON hd_users(token);",
     ),
+    // Attempts are counted before each run (a job that keeps killing the process ends failed),
+    // and one unfinished job per kind and file is enforced here, not only checked above. Jobs
+    // that raced in before are ended first, the newest kept.
+    M::up(
+        "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+     UPDATE jobs SET status = 'failed', finished_at = CAST(unixepoch('subsec') * 1000 AS INTEGER),
+         message = 'superseded: another job of this kind for this file was started at the same time'
+     WHERE status IN ('queued', 'running')
+       AND id NOT IN (SELECT max(id) FROM jobs WHERE status IN ('queued', 'running') GROUP BY kind, file_hash);
+     CREATE UNIQUE INDEX jobs_one_unfinished ON jobs(kind, file_hash) WHERE status IN ('queued', 'running');",
+    ),
 ];
 
 pub struct SqliteStore {
@@ -364,7 +375,7 @@ impl MetaStore for SqliteStore {
 
 const JOB_COLUMNS: &str = "id, kind, file_hash, process_id, params, status, total_steps, steps_done, rows_total, \
      rows_done, rows_rejected, objects, files, errors, recent_steps, message, cancel_requested, created_at, \
-     started_at, finished_at, run_ms";
+     started_at, finished_at, run_ms, attempts";
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     let status: String = r.get(5)?;
@@ -394,6 +405,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         created_at: r.get(17)?,
         started_at: r.get(18)?,
         finished_at: r.get(19)?,
+        attempts: r.get::<_, i64>(21)?.clamp(0, i64::from(u32::MAX)) as u32,
     })
 }
 
@@ -455,14 +467,37 @@ impl JobStore for SqliteStore {
         params: &str,
         total_steps: u64,
         rows_total: u64,
+        step: u8,
     ) -> Result<Job, StoreError> {
         let id = self.with(|conn| {
-            conn.execute(
+            let tx = write_tx(conn)?;
+            let unfinished: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT id, status FROM jobs WHERE kind = ?1 AND file_hash = ?2
+                     AND status IN ('queued', 'running')",
+                    params![kind, file_hash.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((id, status)) = unfinished {
+                return Err(StoreError::Conflict(format!(
+                    "job {id} of file {file_hash} is already {status}"
+                )));
+            }
+            let now = now_ms();
+            tx.execute(
                 "INSERT INTO jobs (kind, file_hash, process_id, params, status, total_steps, rows_total, created_at)
                  VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
-                params![kind, file_hash.as_str(), process_id, params, total_steps as i64, rows_total as i64, now_ms()],
+                params![kind, file_hash.as_str(), process_id, params, total_steps as i64, rows_total as i64, now],
             )?;
-            Ok(conn.last_insert_rowid())
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "UPDATE task_steps SET status = ?1, total_num = ?2, updated_at = ?3
+                 WHERE step = ?4 AND task_id IN (SELECT task_id FROM tasks WHERE source_file_hash = ?5)",
+                params![StepState::Running.as_str(), total_steps as i64, now, step, file_hash.as_str()],
+            )?;
+            tx.commit()?;
+            Ok(id)
         })?;
         Ok(self.job(id)?.expect("inserted above"))
     }
@@ -502,13 +537,16 @@ impl JobStore for SqliteStore {
         })
     }
 
-    fn mark_job_running(&self, id: i64) -> Result<(), StoreError> {
+    fn start_attempt(&self, id: i64) -> Result<u32, StoreError> {
         self.with(|conn| {
-            conn.execute(
-                "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?2) WHERE id = ?1",
+            let attempts: i64 = conn.query_row(
+                "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?2),
+                     attempts = attempts + 1
+                 WHERE id = ?1 RETURNING attempts",
                 params![id, now_ms()],
+                |r| r.get(0),
             )?;
-            Ok(())
+            Ok(attempts.clamp(0, i64::from(u32::MAX)) as u32)
         })
     }
 

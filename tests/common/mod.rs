@@ -34,6 +34,17 @@ impl TestServer {
 
     /// A server on the given data directory (kept by the caller, e.g. across a restart).
     pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
+        Self::try_start_in_env(data_dir, args, &[]).unwrap_or_else(|| {
+            panic!(
+                "server did not start; see {}",
+                data_dir.with_extension("log").display()
+            )
+        })
+    }
+
+    /// A server with extra environment variables; `None` when the process ends (or says
+    /// nothing for 30 s) before it listens.
+    pub fn try_start_in_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Option<Self> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -51,6 +62,7 @@ impl TestServer {
             .env_remove("BRCTI_API_TOKEN")
             .env_remove("BRCTI_LISTEN")
             .env_remove("BRCTI_DATA_DIR")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -62,19 +74,16 @@ impl TestServer {
                 let _ = tx.send(line);
             }
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "server did not start; see {}",
-                    data_dir.with_extension("log").display()
-                )
-            });
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        };
         let base = line
             .strip_prefix("br-cti listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        TestServer {
+        Some(TestServer {
             child,
             base,
             data_dir: data_dir.to_path_buf(),
@@ -83,7 +92,12 @@ impl TestServer {
                 .build()
                 .unwrap(),
             _tmp: None,
-        }
+        })
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn url(&self, path: &str) -> String {
