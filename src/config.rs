@@ -87,6 +87,9 @@ pub struct ServeConfig {
     pub job_max_attempts: u32,
 }
 
+/// Shortest API token accepted on a non-loopback address.
+pub const MIN_EXPOSED_TOKEN_CHARS: usize = 16;
+
 /// Default runs of a job that the node keeps stopping during (a crash loop ends there).
 pub const DEFAULT_JOB_MAX_ATTEMPTS: u32 = 3;
 
@@ -123,7 +126,33 @@ impl Default for HiddenDangerLimits {
 impl ServeConfig {
     /// Refuses configurations that would expose an unauthenticated node to the network.
     pub fn check_exposure(&self) -> Result<(), String> {
-        if self.listen.ip().is_loopback() || self.api_token.is_some() || self.insecure {
+        if let Some(token) = &self.api_token {
+            if token.trim().is_empty() {
+                return Err(
+                    "the API token (--api-token or BRCTI_API_TOKEN) is blank: give a real one, \
+                     or none at all on a loopback address"
+                        .into(),
+                );
+            }
+            if token.trim() != token {
+                return Err(
+                    "the API token (--api-token or BRCTI_API_TOKEN) starts or ends with white \
+                     space, which clients cannot send in a header: remove it"
+                        .into(),
+                );
+            }
+            let chars = token.chars().count();
+            if !self.listen.ip().is_loopback() && chars < MIN_EXPOSED_TOKEN_CHARS {
+                return Err(format!(
+                    "the API token has {chars} characters; a node listening on {} (not a \
+                     loopback address) needs at least {MIN_EXPOSED_TOKEN_CHARS} (for example \
+                     `openssl rand -hex 32`)",
+                    self.listen
+                ));
+            }
+            return Ok(());
+        }
+        if self.listen.ip().is_loopback() || self.insecure {
             return Ok(());
         }
         Err(format!(
@@ -164,8 +193,27 @@ mod tests {
             .check_exposure()
             .unwrap_err();
         assert!(err.contains("--api-token"), "{err}");
+        let long = "0123456789abcdef";
         assert!(
-            cfg("0.0.0.0:5000", Some("t"), false)
+            cfg("0.0.0.0:5000", Some(long), false)
+                .check_exposure()
+                .is_ok()
+        );
+        // Blank, padded and short tokens are refused; short ones only off loopback.
+        for (listen, token, needle) in [
+            ("0.0.0.0:5000", " ", "blank"),
+            ("127.0.0.1:5000", "", "blank"),
+            ("0.0.0.0:5000", "  0123456789abcdef  ", "white space"),
+            ("127.0.0.1:5000", "tok ", "white space"),
+            ("0.0.0.0:5000", "t", "at least 16"),
+        ] {
+            let err = cfg(listen, Some(token), false)
+                .check_exposure()
+                .unwrap_err();
+            assert!(err.contains(needle), "{token:?}: {err}");
+        }
+        assert!(
+            cfg("127.0.0.1:5000", Some("t"), false)
                 .check_exposure()
                 .is_ok()
         );

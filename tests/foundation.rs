@@ -441,3 +441,23 @@ fn features_cli_reads_files_offline() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open /nonexistent/file.csv"));
 }
+
+#[test]
+fn a_clean_stop_leaves_a_complete_database_file() {
+    let mut server = TestServer::start(&[]);
+    let hash = server.upload_ok(b"src,dst,Protocol\n10.0.0.1,10.0.0.2,tcp\n", "a.csv");
+    assert!(server.terminate(), "SIGTERM ends the node cleanly");
+    let log = std::fs::read_to_string(server.data_dir.with_extension("log")).unwrap();
+    assert!(log.contains("database checkpointed"), "{log}");
+    // A copy of the database file alone (no -wal beside it) has everything.
+    let copy = tempfile::tempdir().unwrap();
+    let db = copy.path().join("br-cti.sqlite");
+    std::fs::copy(server.data_dir.join("br-cti.sqlite"), &db).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM files WHERE hash = ?1", [&hash], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+}

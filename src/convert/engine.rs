@@ -420,7 +420,40 @@ pub fn describe_rejections(errors: &mut Vec<String>, rejected: &[(u64, String)])
         if errors.len() >= MAX_KEPT_ERRORS {
             break;
         }
+        // Reasons quote short excerpts already; this bounds any other (a reader's message).
+        let reason = match reason.char_indices().nth(MAX_REASON_CHARS) {
+            Some((cut, _)) => format!("{}… ({} bytes)", &reason[..cut], reason.len()),
+            None => reason.clone(),
+        };
         errors.push(format!("row {}: {reason}", index + 1));
+    }
+}
+
+/// Characters of a cell value quoted in a rejection reason; longer values are cut and their
+/// size given (a 1 MB value must not make every progress answer 1 MB).
+const EXCERPT_CHARS: usize = 64;
+/// Characters of a whole rejection reason kept in the progress.
+const MAX_REASON_CHARS: usize = 400;
+
+/// A cell's text quoted for a message: `"10.0.0.300"`, or `"aaaa…" (1048576 bytes)`.
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// A cell value for a message: strings as [`excerpt`], other JSON as its (cut) text.
+fn value_excerpt(v: &Value) -> String {
+    match v {
+        Value::String(s) => excerpt(s),
+        other => {
+            let text = other.to_string();
+            match text.char_indices().nth(EXCERPT_CHARS) {
+                None => text,
+                Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+            }
+        }
     }
 }
 
@@ -617,7 +650,7 @@ fn as_int(column: &str, v: &Value, max: u64) -> Result<u64, String> {
         Some(n) if n <= max => Ok(n),
         _ => Err(format!(
             "column `{column}`: {} is not an integer from 0 to {max}",
-            v
+            value_excerpt(v)
         )),
     }
 }
@@ -852,7 +885,10 @@ impl<'s> RowConverter<'s> {
             return Ok((id.clone(), ty, value.clone()));
         }
         let (ty, value) = address_type(&text).ok_or_else(|| {
-            format!("column `{column}`: {text:?} is not an IP address, MAC address or host name")
+            format!(
+                "column `{column}`: {} is not an IP address, MAC address or host name",
+                excerpt(&text)
+            )
         })?;
         let id = self.single_property_id(ty, "value", &value);
         let value: Id = value.into();
@@ -902,7 +938,7 @@ impl<'s> RowConverter<'s> {
                 }),
                 other => Timestamp::parse(&as_text(other), time::UtcOffset::UTC),
             };
-            t.ok_or_else(|| format!("column `{column}`: {v} is not a time"))
+            t.ok_or_else(|| format!("column `{column}`: {} is not a time", value_excerpt(v)))
         };
 
         for Mapped {
@@ -1411,6 +1447,33 @@ mod tests {
         assert!(od[1].get("labels").is_none());
         // The setting shapes the objects: it is part of the digest.
         assert_ne!(s.digest(), settings(10).digest());
+    }
+
+    #[test]
+    fn rejection_reasons_quote_a_short_excerpt() {
+        let huge = "9".repeat(1 << 20);
+        let data = format!("src,dst,sport\n1.2.3.4,{huge}x,80\n1.2.3.4,5.6.7.8,{huge}\n");
+        let (summary, batches) = run(&data, 10);
+        assert_eq!(summary.rows_rejected, 2);
+        for (_, reason) in &batches[0].rejected {
+            assert!(
+                reason.len() < 200,
+                "{} bytes: {}",
+                reason.len(),
+                &reason[..200]
+            );
+            assert!(
+                reason.contains("(1048577 bytes)") || reason.contains("(1048576 bytes)"),
+                "{reason}"
+            );
+        }
+        let mut errors = Vec::new();
+        describe_rejections(&mut errors, &[(0, "x".repeat(5000))]);
+        assert!(
+            errors[0].len() < 500 && errors[0].ends_with("(5000 bytes)"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

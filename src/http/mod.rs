@@ -186,9 +186,16 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     println!("br-cti listening on http://{addr}");
     use std::io::Write;
     std::io::stdout().flush()?;
+    let meta = state.meta.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // A clean stop leaves a complete database file (not a file plus its write-ahead log).
+    match tokio::task::spawn_blocking(move || meta.checkpoint()).await {
+        Ok(Ok(())) => tracing::info!("database checkpointed; stopped"),
+        Ok(Err(e)) => tracing::error!("checkpointing the database at stop: {e}"),
+        Err(e) => tracing::error!("checkpointing the database at stop: {e}"),
+    }
     Ok(())
 }
 

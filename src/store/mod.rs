@@ -149,6 +149,9 @@ pub trait MetaStore: JobStore + CtiStore + HiddenDangerStore + TaxiiStore + Send
     /// another file is a [`StoreError::TaskConflict`].
     /// Readiness: the database answers a query on its schema.
     fn check(&self) -> Result<(), StoreError>;
+    /// At a clean stop: everything committed moves into the main database file (for SQLite,
+    /// out of the write-ahead log), so that a copy of that file alone is complete.
+    fn checkpoint(&self) -> Result<(), StoreError>;
     fn record_upload(&self, file: &FileMeta, task_id: &str) -> Result<TaskRecord, StoreError>;
     fn file(&self, hash: &Sha256Hex) -> Result<Option<FileMeta>, StoreError>;
     fn task(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError>;

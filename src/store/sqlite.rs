@@ -262,6 +262,23 @@ fn load_task(conn: &Connection, task_id: &str) -> Result<Option<TaskRecord>, Sto
 }
 
 impl MetaStore for SqliteStore {
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let (busy, log, done): (i64, i64, i64) =
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+            if busy != 0 || (log >= 0 && done < log) {
+                tracing::warn!(
+                    pages = log,
+                    checkpointed = done,
+                    "the write-ahead log could not be moved into the database file completely"
+                );
+            }
+            Ok(())
+        })
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         self.with(|conn| {
             conn.query_row("SELECT count(*) FROM files WHERE rowid = 0", [], |r| {

@@ -234,10 +234,17 @@ impl Publisher {
                         continue;
                     }
                     last_round = now;
-                    match publish_once(&*db, &*blobs) {
-                        Ok(true) => continue,
-                        Ok(false) => {}
-                        Err(e) => tracing::error!("publishing to TAXII collections: {e}"),
+                    // Supervised: a panic in one round is logged like an error, and the
+                    // publisher goes on with the next round.
+                    match crate::supervise::catch(|| publish_once(&*db, &*blobs)) {
+                        Ok(Ok(true)) => continue,
+                        Ok(Ok(false)) => {}
+                        Ok(Err(e)) => tracing::error!("publishing to TAXII collections: {e}"),
+                        Err(panic) => {
+                            tracing::error!(
+                                "publishing to TAXII collections: internal error: {panic}"
+                            )
+                        }
                     }
                     std::thread::sleep(Duration::from_millis(500));
                 }

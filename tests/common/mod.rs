@@ -192,6 +192,26 @@ impl TestServer {
         (field(14), field(15))
     }
 
+    /// SIGTERM, as a service manager stops the node; waits for the process to end (at most
+    /// 30 s) and answers whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no chance to clean up, as in a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
