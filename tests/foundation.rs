@@ -461,3 +461,90 @@ fn a_clean_stop_leaves_a_complete_database_file() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+/// Small files that declare or inflate to something huge: the node answers each with the limit
+/// it hit, stays up, and its memory stays within budget.
+#[test]
+fn xlsx_bombs_are_refused_with_the_limit_they_hit() {
+    const BUDGET_MIB: f64 = 512.0;
+    let server = TestServer::start(&[]);
+    let ok_row = r#"<row r="2"><c r="A2" t="inlineStr"><is><t>1.2.3.4</t></is></c></row>"#;
+    let header = |cell: &str| {
+        format!(
+            r#"<row r="1"><c r="A1" t="inlineStr"><is><t>src</t></is></c><c r="{cell}" t="inlineStr"><is><t>far</t></is></c></row>{ok_row}"#
+        )
+    };
+    let huge_strings = {
+        // 130 MiB of shared strings that deflate to a few hundred KiB.
+        let item = format!("<si><t>{}</t></si>", "a".repeat(1000));
+        let n = (130 << 20) / item.len();
+        let mut ss = format!(
+            r#"<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" uniqueCount="{n}">"#
+        );
+        ss.push_str(&item.repeat(n));
+        ss.push_str("</sst>");
+        ss.into_bytes()
+    };
+    let big_cell = format!(
+        r#"<row r="1"><c r="A1" t="inlineStr"><is><t>src</t></is></c></row><row r="2"><c r="A2" t="inlineStr"><is><t>{}</t></is></c></row>"#,
+        "b".repeat(2 << 20)
+    );
+    let wide: String = (0..20_000u32)
+        .map(|i| format!(r#"<c t="inlineStr"><is><t>c{i}</t></is></c>"#))
+        .collect();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "uniqueCount of a trillion",
+            xlsx_with(
+                &sheet_xml(&header("B1")),
+                Some(br#"<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="1" uniqueCount="1000000000000"><si><t>x</t></si></sst>"#),
+            ),
+            "uniqueCount=\"1000000000000\" but holds 1 strings",
+        ),
+        (
+            "header cell at ZZZZZ1",
+            xlsx_with(&sheet_xml(&header("ZZZZZ1")), None),
+            "the cell reference \"ZZZZZ1\"",
+        ),
+        (
+            "header cell at ZZZZZZZZZZ1",
+            xlsx_with(&sheet_xml(&header("ZZZZZZZZZZ1")), None),
+            "the cell reference \"ZZZZZZZZZZ1\" is not one of a worksheet",
+        ),
+        (
+            "header cell at XFE1",
+            xlsx_with(&sheet_xml(&header("XFE1")), None),
+            "beyond a worksheet's 16384 columns",
+        ),
+        (
+            "a header of 20,000 columns",
+            xlsx_with(&sheet_xml(&format!(r#"<row r="1">{wide}</row>{ok_row}"#)), None),
+            "16384",
+        ),
+        (
+            "shared strings inflating to 130 MiB",
+            xlsx_with(&sheet_xml(&header("B1")), Some(&huge_strings)),
+            "inflates to more than 134217728 bytes",
+        ),
+        ("a 2 MiB cell", xlsx_with(&sheet_xml(&big_cell), None), "a cell of more than 1048576 bytes"),
+    ];
+    for (what, bytes, needle) in cases {
+        assert!(
+            bytes.len() < 1 << 20,
+            "{what}: the bomb itself stays small ({} bytes)",
+            bytes.len()
+        );
+        let hash = server.upload_ok(&bytes, "bomb.xlsx");
+        let v = server.features(&hash);
+        assert_error(&v, needle);
+        let v = server.start_stix(&json!({"file_hash": hash}));
+        assert_error(&v, needle);
+        let peak = server.peak_rss_mib();
+        assert!(peak < BUDGET_MIB, "{what}: peak RSS {peak:.0} MiB");
+        assert_eq!(server.get_json("/healthz")["status"], "alive", "{what}");
+    }
+    // A well-formed workbook still reads.
+    let fine = xlsx_with(&sheet_xml(&header("B1")), None);
+    let hash = server.upload_ok(&fine, "fine.xlsx");
+    assert_eq!(server.features(&hash)["data"], "src;far");
+}

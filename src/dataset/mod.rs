@@ -7,6 +7,7 @@
 
 mod rows;
 mod sniff;
+mod xlsx_guard;
 
 pub use rows::{Cell, OwnedRow, Row, RowResult, count_rows, for_each_row, json_kind};
 pub use sniff::{CsvDialect, Format, TextEncoding, binary_kind, sniff};
@@ -26,6 +27,9 @@ pub enum DatasetError {
     /// A well-known binary format (an image, an executable, an archive) or binary data.
     #[error("not a dataset: {0}")]
     NotADataset(String),
+    /// Over a limit of what a file may hold or declare; the text names the limit and the place.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("the file has no columns: {0}")]
     NoColumns(String),
     #[error("CSV error at line {line}: {detail}")]
@@ -133,6 +137,9 @@ pub(crate) fn with_first_xlsx_sheet<T>(
         &mut calamine::XlsxCellReader<'_, BufReader<Box<dyn ReadSeek>>>,
     ) -> Result<T, DatasetError>,
 ) -> Result<T, DatasetError> {
+    let mut input = input;
+    xlsx_guard::check(&mut input)?;
+    input.seek(SeekFrom::Start(0))?;
     let mut book: Xlsx<_> = Xlsx::new(BufReader::with_capacity(256 * 1024, input))
         .map_err(|e| spreadsheet_error("XLSX", e))?;
     let Some(sheet) = book.sheet_names().first().cloned() else {
@@ -164,9 +171,15 @@ fn xlsx_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
                 Some(r) if r != row => break,
                 Some(_) => {}
             }
+            if header.len() >= MAX_SHEET_COLUMNS as usize {
+                return Err(DatasetError::TooLarge(format!(
+                    "the header row has more than {MAX_SHEET_COLUMNS} cells, the columns a \
+                     worksheet may have"
+                )));
+            }
             header.push((col, value.to_string()));
         }
-        Ok(spread_header(header))
+        spread_header(header)
     })
 }
 
@@ -195,24 +208,37 @@ fn xls_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(spread_header(header))
+    spread_header(header)
 }
 
 /// Header cells by column position to names, blank positions in between named by position.
-fn spread_header(cells: Vec<(u32, String)>) -> Vec<String> {
+/// Columns of a worksheet, at most (Excel's own limit).
+pub const MAX_SHEET_COLUMNS: u32 = 16_384;
+
+fn spread_header(cells: Vec<(u32, String)>) -> Result<Vec<String>, DatasetError> {
     let Some(last) = cells.iter().map(|(c, _)| *c).max() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let first = cells.iter().map(|(c, _)| *c).min().unwrap_or(0);
-    let mut names = vec![String::new(); (last - first + 1) as usize];
+    // A cell's position is what the file declares: it must not size an allocation.
+    let span = u64::from(last - first) + 1;
+    if span > u64::from(MAX_SHEET_COLUMNS) {
+        return Err(DatasetError::TooLarge(format!(
+            "the header row spans {span} columns (from column {} to column {}); a worksheet \
+             has at most {MAX_SHEET_COLUMNS}",
+            u64::from(first) + 1,
+            u64::from(last) + 1
+        )));
+    }
+    let mut names = vec![String::new(); span as usize];
     for (col, name) in cells {
         names[(col - first) as usize] = name;
     }
-    names
+    Ok(names
         .iter()
         .enumerate()
         .map(|(i, n)| name_column(n, i))
-        .collect()
+        .collect())
 }
 
 fn json_error(e: serde_json::Error, line_offset: u64) -> DatasetError {

@@ -51,10 +51,11 @@ pub enum OwnedRow {
     /// JSON Lines: the line as read, parsed where it is converted (see [`OwnedRow::with_row`]),
     /// so that parsing runs on the converting threads.
     JsonLine { line: u64, bytes: Vec<u8> },
-    /// Spreadsheets: cell values in header order.
+    /// Spreadsheets: the row's non-empty cells as (header index, value), in header order.
+    /// Sparse, so that a wide header does not make every row as wide.
     Sheet {
         header: Arc<[String]>,
-        values: Vec<Value>,
+        cells: Vec<(u32, Value)>,
     },
 }
 
@@ -71,9 +72,11 @@ impl Row for OwnedRow {
                     f(name, Cell::Json(value));
                 }
             }
-            OwnedRow::Sheet { header, values } => {
-                for (name, value) in header.iter().zip(values) {
-                    f(name, Cell::Json(value));
+            OwnedRow::Sheet { header, cells } => {
+                for (i, value) in cells {
+                    if let Some(name) = header.get(*i as usize) {
+                        f(name, Cell::Json(value));
+                    }
                 }
             }
             // Unparsed: its cells are only reachable through `with_row`, which reports errors.
@@ -336,13 +339,19 @@ fn sheet_value(d: &Data) -> Value {
 }
 
 /// Header from the first non-empty row, data rows after it. Positions are absolute columns.
+/// Nothing is sized by a position: rows keep only the cells they have (at most
+/// [`super::MAX_SHEET_COLUMNS`]), and the header's span is bounded.
 struct SheetAssembler {
     header: Option<Arc<[String]>>,
     first_col: u32,
     current_row: Option<u32>,
     cells: Vec<(u32, Value)>,
-    values: Vec<Value>,
+    /// The first column (1-based) of the current row that lies outside the header, or past
+    /// the cells a row may have.
+    outside: Option<u64>,
     index: u64,
+    /// A header that cannot be used: the file is refused.
+    fatal: Option<DatasetError>,
 }
 
 impl SheetAssembler {
@@ -352,8 +361,9 @@ impl SheetAssembler {
             first_col: 0,
             current_row: None,
             cells: Vec::new(),
-            values: Vec::new(),
+            outside: None,
             index: 0,
+            fatal: None,
         }
     }
 
@@ -369,17 +379,30 @@ impl SheetAssembler {
         }
         self.current_row = Some(row);
         if !value.is_null() {
-            self.cells.push((col, value));
+            if self.cells.len() < super::MAX_SHEET_COLUMNS as usize {
+                self.cells.push((col, value));
+            } else {
+                self.outside.get_or_insert(u64::from(col) + 1);
+            }
         }
         ControlFlow::Continue(())
     }
 
     fn flush(&mut self, f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>) -> ControlFlow<()> {
-        let cells = std::mem::take(&mut self.cells);
-        if cells.is_empty() {
+        let mut cells = std::mem::take(&mut self.cells);
+        let mut outside = self.outside.take();
+        if cells.is_empty() && outside.is_none() {
             return ControlFlow::Continue(());
         }
         let Some(header) = &self.header else {
+            if let Some(col) = outside {
+                self.fatal = Some(DatasetError::TooLarge(format!(
+                    "the header row has a value in column {col}, past the {} columns a \
+                     worksheet may have",
+                    super::MAX_SHEET_COLUMNS
+                )));
+                return ControlFlow::Break(());
+            }
             let names: Vec<(u32, String)> = cells
                 .into_iter()
                 .map(|(c, v)| {
@@ -392,35 +415,49 @@ impl SheetAssembler {
                 })
                 .collect();
             self.first_col = names.iter().map(|(c, _)| *c).min().unwrap_or(0);
-            self.header = Some(super::spread_header(names).into());
+            match super::spread_header(names) {
+                Ok(h) => self.header = Some(h.into()),
+                Err(e) => {
+                    self.fatal = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
             return ControlFlow::Continue(());
         };
-        self.values.clear();
-        self.values.resize(header.len(), Value::Null);
-        let mut outside = None;
-        for (col, v) in cells {
-            match col.checked_sub(self.first_col).map(|c| c as usize) {
-                Some(i) if i < header.len() => self.values[i] = v,
-                _ => outside = Some(col + 1),
+        // Header positions, in header order; a later cell for the same column wins.
+        for cell in cells.iter_mut() {
+            match cell.0.checked_sub(self.first_col) {
+                Some(i) if (i as usize) < header.len() => cell.0 = i,
+                _ => {
+                    outside.get_or_insert(u64::from(cell.0) + 1);
+                }
             }
         }
         let index = self.index;
         self.index += 1;
-        match outside {
-            Some(col) => f(
+        if let Some(col) = outside {
+            return f(
                 index,
                 Err(format!(
                     "a value in column {col}, outside the header's columns"
                 )),
-            ),
-            None => f(
-                index,
-                Ok(OwnedRow::Sheet {
-                    header: header.clone(),
-                    values: std::mem::take(&mut self.values),
-                }),
-            ),
+            );
         }
+        cells.sort_by_key(|(i, _)| *i);
+        let mut sparse: Vec<(u32, Value)> = Vec::with_capacity(cells.len());
+        for (i, v) in cells {
+            match sparse.last_mut() {
+                Some(last) if last.0 == i => last.1 = v,
+                _ => sparse.push((i, v)),
+            }
+        }
+        f(
+            index,
+            Ok(OwnedRow::Sheet {
+                header: header.clone(),
+                cells: sparse,
+            }),
+        )
     }
 }
 
@@ -437,11 +474,11 @@ fn xlsx_rows(
             let (row, col) = cell.get_position();
             let value = sheet_value(&Data::from(cell.get_value().clone()));
             if rows.push(row, col, value, f).is_break() {
-                return Ok(());
+                return rows.fatal.map_or(Ok(()), Err);
             }
         }
         let _ = rows.flush(f);
-        Ok(())
+        rows.fatal.map_or(Ok(()), Err)
     })
 }
 
@@ -463,12 +500,12 @@ fn xls_rows(
                 )
                 .is_break()
             {
-                return Ok(());
+                return rows.fatal.map_or(Ok(()), Err);
             }
         }
     }
     let _ = rows.flush(f);
-    Ok(())
+    rows.fatal.map_or(Ok(()), Err)
 }
 
 /// Counts data rows (header excluded), including unreadable ones: what `for_each_row` would

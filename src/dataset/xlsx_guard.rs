@@ -1,0 +1,265 @@
+//! What an XLSX file declares must not drive an allocation. Before calamine opens a workbook
+//! (it reserves room for as many shared strings as `uniqueCount` says, and holds them all in
+//! memory), the XML parts it will read are inflated once, as a stream, and measured: their
+//! inflated size, the longest text between two tags (a cell), and the shared strings really
+//! present against the count declared.
+
+use std::io::{Read, Seek};
+
+use super::DatasetError;
+
+/// Inflated bytes of the shared strings (held in memory while a workbook is read).
+pub const MAX_SHARED_STRINGS_BYTES: u64 = 128 << 20;
+/// Inflated bytes of all worksheets and the shared strings together.
+pub const MAX_INFLATED_BYTES: u64 = 4 << 30;
+/// Bytes of text between two XML tags: one cell value.
+pub const MAX_CELL_BYTES: u64 = 1 << 20;
+
+const SHARED_STRINGS: &str = "xl/sharedstrings.xml";
+
+/// Measures the workbook's XML parts; an error names the part, the limit and what was seen.
+pub fn check<R: Read + Seek>(input: R) -> Result<(), DatasetError> {
+    let mut zip = zip::ZipArchive::new(input)
+        .map_err(|e| spreadsheet("the file is not a readable XLSX (ZIP) archive", e))?;
+    let mut total: u64 = 0;
+    for i in 0..zip.len() {
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| spreadsheet("a part of the workbook cannot be read", e))?;
+        let part = entry
+            .name()
+            .map_err(|e| spreadsheet("a part of the workbook has an unreadable name", e))?
+            .to_string();
+        let name = part.to_ascii_lowercase();
+        let shared = name == SHARED_STRINGS;
+        if !shared && !(name.starts_with("xl/worksheets/") && name.ends_with(".xml")) {
+            continue;
+        }
+        let mut scan = Scan::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = entry
+                .read(&mut buf)
+                .map_err(|e| spreadsheet(&format!("{part} cannot be inflated"), e))?;
+            if n == 0 {
+                break;
+            }
+            scan.feed(&buf[..n], !shared)
+                .map_err(|e| DatasetError::TooLarge(format!("{part}: {e}")))?;
+            total += n as u64;
+            if shared && scan.bytes > MAX_SHARED_STRINGS_BYTES {
+                return Err(DatasetError::TooLarge(format!(
+                    "{part} inflates to more than {MAX_SHARED_STRINGS_BYTES} bytes (the limit \
+                     for the shared strings of a workbook)"
+                )));
+            }
+            if total > MAX_INFLATED_BYTES {
+                return Err(DatasetError::TooLarge(format!(
+                    "the worksheets inflate to more than {MAX_INFLATED_BYTES} bytes (the limit \
+                     for a workbook; reached in {part})"
+                )));
+            }
+            if scan.longest_text > MAX_CELL_BYTES {
+                return Err(DatasetError::TooLarge(format!(
+                    "{part} has a cell of more than {MAX_CELL_BYTES} bytes (the limit for one \
+                     cell) at inflated byte {}",
+                    scan.bytes
+                )));
+            }
+        }
+        if shared && let Some(declared) = scan.unique_count {
+            if declared > scan.string_items {
+                return Err(DatasetError::TooLarge(format!(
+                    "{part} declares uniqueCount=\"{declared}\" but holds {} strings",
+                    scan.string_items
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn spreadsheet(what: &str, e: impl std::fmt::Display) -> DatasetError {
+    DatasetError::Spreadsheet {
+        kind: "XLSX",
+        detail: format!("{what}: {e}"),
+    }
+}
+
+/// Streaming measurements of one XML part.
+#[derive(Default)]
+struct Scan {
+    bytes: u64,
+    /// Bytes since the last `<`, and the most seen.
+    text: u64,
+    longest_text: u64,
+    /// `<si>` elements (shared string items), counted across chunk boundaries.
+    string_items: u64,
+    /// The last bytes of the previous chunk, to match a tag cut by a boundary.
+    tail: Vec<u8>,
+    /// The start of the part, until `uniqueCount` is found or 4 KiB were seen.
+    head: Vec<u8>,
+    unique_count: Option<u64>,
+    /// Inside `<…>`.
+    in_tag: bool,
+    /// The last four bytes, to find ` r="` (a cell or row reference) inside a tag.
+    window: u32,
+    /// The reference being read, after ` r="`.
+    reference: Option<Vec<u8>>,
+}
+
+/// Rows and columns of a worksheet (Excel's limits).
+const MAX_ROWS: u64 = 1_048_576;
+const MAX_COLUMNS: u64 = 16_384;
+
+/// Checks a cell (`B7`) or row (`7`) reference against the limits of a worksheet: a reader
+/// turns it into numbers, and a huge one must not overflow or size anything.
+fn check_reference(r: &[u8]) -> Result<(), String> {
+    let letters = r.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let (col, row) = r.split_at(letters);
+    let shown = || String::from_utf8_lossy(r).into_owned();
+    if row.is_empty() || row.len() > 7 || !row.iter().all(u8::is_ascii_digit) || letters > 3 {
+        return Err(format!(
+            "the cell reference \"{}\" is not one of a worksheet (at most column XFD, row {MAX_ROWS})",
+            shown()
+        ));
+    }
+    let col_n = col.iter().fold(0u64, |n, b| {
+        n * 26 + u64::from(b.to_ascii_uppercase() - b'A' + 1)
+    });
+    let row_n: u64 = std::str::from_utf8(row)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(u64::MAX);
+    if col_n > MAX_COLUMNS || row_n > MAX_ROWS || row_n == 0 {
+        return Err(format!(
+            "the cell reference \"{}\" is beyond a worksheet's {MAX_COLUMNS} columns or {MAX_ROWS} rows",
+            shown()
+        ));
+    }
+    Ok(())
+}
+
+impl Scan {
+    /// Measures a chunk; with `references`, also checks the cell and row references.
+    fn feed(&mut self, chunk: &[u8], references: bool) -> Result<(), String> {
+        self.bytes += chunk.len() as u64;
+        if self.unique_count.is_none() && self.head.len() < 4096 {
+            self.head
+                .extend_from_slice(&chunk[..chunk.len().min(4096 - self.head.len())]);
+            self.unique_count = declared_unique_count(&self.head);
+        }
+        for &b in chunk {
+            match b {
+                b'<' => {
+                    self.text = 0;
+                    self.in_tag = true;
+                }
+                b'>' => {
+                    self.text += 1;
+                    self.in_tag = false;
+                }
+                _ => self.text += 1,
+            }
+            self.longest_text = self.longest_text.max(self.text);
+            if !references {
+                continue;
+            }
+            if let Some(r) = &mut self.reference {
+                if b == b'"' {
+                    check_reference(r)?;
+                    self.reference = None;
+                } else if r.len() < 16 {
+                    r.push(b);
+                } else {
+                    r.extend_from_slice(b"...");
+                    return Err(check_reference(r).unwrap_err());
+                }
+                continue;
+            }
+            self.window = (self.window << 8) | u32::from(b);
+            if self.in_tag && self.window == u32::from_be_bytes(*b" r=\"") {
+                self.reference = Some(Vec::new());
+            }
+        }
+        // `<si>`, `<si ` or `<si/>`: the tail of the last chunk joined to this one's start.
+        // (A 4-byte match in `joined` always spans the boundary: neither side holds 4 bytes.)
+        let mut joined = std::mem::take(&mut self.tail);
+        joined.extend_from_slice(&chunk[..chunk.len().min(3)]);
+        self.string_items += count_items(&joined);
+        self.string_items += count_items(chunk);
+        self.tail = chunk[chunk.len().saturating_sub(3)..].to_vec();
+        Ok(())
+    }
+}
+
+fn count_items(bytes: &[u8]) -> u64 {
+    bytes
+        .windows(4)
+        .filter(|w| &w[..3] == b"<si" && matches!(w[3], b'>' | b' ' | b'/' | b'\t' | b'\n' | b'\r'))
+        .count() as u64
+}
+
+/// `uniqueCount="N"` in the start of the `sst` element.
+fn declared_unique_count(head: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(head).ok().or_else(|| {
+        // A multi-byte character cut at the end of the sample.
+        std::str::from_utf8(&head[..head.len().saturating_sub(3)]).ok()
+    })?;
+    let at = text.find("uniqueCount=")? + "uniqueCount=".len();
+    let rest = text[at..].get(1..)?;
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    // Not yet whole (the sample ends inside the value): read on.
+    if !rest[digits.len()..].starts_with(['"', '\'']) {
+        return None;
+    }
+    // A number too large for u64 is as false as any other lie.
+    Some(digits.parse::<u64>().unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_are_counted_across_chunk_boundaries() {
+        let xml = b"<sst uniqueCount=\"3\"><si><t>a</t></si><si><t>b</t></si><si/></sst>";
+        for split in 1..xml.len() {
+            let mut scan = Scan::default();
+            scan.feed(&xml[..split], false).unwrap();
+            scan.feed(&xml[split..], false).unwrap();
+            assert_eq!(scan.string_items, 3, "split at {split}");
+            assert_eq!(scan.unique_count, Some(3));
+        }
+        assert_eq!(
+            declared_unique_count(b"<sst uniqueCount=\"1000000000000\">"),
+            Some(1_000_000_000_000)
+        );
+        assert_eq!(declared_unique_count(b"<sst count='2'>"), None);
+    }
+
+    #[test]
+    fn references_are_checked_in_tags_only() {
+        let sheet = |cell: &str| {
+            format!(
+                r#"<row r="1"><c r="{cell}" t="inlineStr"><is><t>say r="x" here</t></is></c></row>"#
+            )
+        };
+        for good in ["A1", "XFD1048576", "b7"] {
+            let mut scan = Scan::default();
+            assert_eq!(scan.feed(sheet(good).as_bytes(), true), Ok(()), "{good}");
+        }
+        for bad in [
+            "ZZZZZZZZZZ1",
+            "XFE1",
+            "A1048577",
+            "A0",
+            "A99999999999",
+            "1A",
+        ] {
+            let mut scan = Scan::default();
+            let err = scan.feed(sheet(bad).as_bytes(), true).unwrap_err();
+            assert!(err.contains("cell reference"), "{bad}: {err}");
+        }
+    }
+}
