@@ -442,14 +442,41 @@ fn first_run_messages_are_said_once_and_plainly() {
     assert!(err.contains("connection refused"), "{err}");
 }
 
+/// The ```sh blocks of a Markdown text that are meant to run (the info string does not say
+/// `norun`), in order.
+fn runnable_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    // Inside a fenced block: Some(whether it runs, its text).
+    let mut current: Option<(bool, String)> = None;
+    for line in markdown.lines() {
+        if let Some(info) = line.strip_prefix("```") {
+            match current.take() {
+                Some((true, text)) => blocks.push(text),
+                Some((false, _)) => {}
+                None => {
+                    let runs = info.starts_with("sh") && !info.contains("norun");
+                    current = Some((runs, String::new()));
+                }
+            }
+            continue;
+        }
+        if let Some((_, text)) = &mut current {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    blocks
+}
+
 /// The README's quick start, run as written: every ```sh block between the quick-start
-/// markers, in order, in one bash with `set -euo pipefail`, against a fresh node. Blocks whose
-/// info string says `norun` (installing, starting the node) are what the test does itself:
-/// `br-cti` is this build, and the node listens on a random port instead of 5000.
+/// markers, in order, in one bash with `set -euo pipefail`, against a fresh node; then, in the
+/// same shell, the examples of the reference in `docs/`, which continue it. Blocks whose info
+/// string says `norun` (installing, starting the node) are what the test does itself: `br-cti`
+/// is this build, and the node listens on a random port instead of 5000.
 #[test]
-fn the_readme_quick_start_runs_as_written() {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+fn the_readme_quick_start_and_the_docs_examples_run_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let start = readme
         .find("<!-- quickstart:begin -->")
         .expect("README has a quick start");
@@ -457,41 +484,39 @@ fn the_readme_quick_start_runs_as_written() {
         .find("<!-- quickstart:end -->")
         .expect("the quick start ends");
     let section = &readme[start..end];
-    let mut script = String::from("set -euo pipefail\n");
-    let mut blocks = 0;
-    let mut in_block = false;
-    for line in section.lines() {
-        if let Some(info) = line.strip_prefix("```") {
-            if in_block {
-                in_block = false;
-            } else if info.starts_with("sh") && !info.contains("norun") {
-                in_block = true;
-                blocks += 1;
-                script.push_str(&format!("echo '--- quick start block {blocks}'\n"));
-            }
-            continue;
-        }
-        if in_block {
-            script.push_str(line);
-            script.push('\n');
-        }
-    }
-    assert!(blocks >= 5, "the quick start has {blocks} runnable blocks");
     assert!(
         section.contains("br-cti serve"),
         "the quick start says how to run the node"
     );
+    let mut sources: Vec<(String, String)> = runnable_blocks(section)
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| (format!("README quick start, block {}", i + 1), b))
+        .collect();
+    let quick_start_blocks = sources.len();
+    assert!(
+        quick_start_blocks >= 5,
+        "the quick start has {quick_start_blocks} runnable blocks"
+    );
+    for doc in ["api.md", "hidden-danger.md", "taxii.md", "cli.md"] {
+        let text = std::fs::read_to_string(root.join("docs").join(doc)).unwrap();
+        for (i, b) in runnable_blocks(&text).into_iter().enumerate() {
+            sources.push((format!("docs/{doc}, block {}", i + 1), b));
+        }
+    }
+    let mut script = String::from("set -euo pipefail\n");
+    for (name, block) in &sources {
+        script.push_str(&format!("echo '--- {name}'\n{block}"));
+    }
 
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("br-cti-data");
     let server = TestServer::start_in(&data, &[]);
     let script = script.replace("http://127.0.0.1:5000", &server.base);
     // The commands run where a user cloned the repository: the sample is at samples/.
-    std::os::unix::fs::symlink(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("samples"),
-        work.path().join("samples"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(root.join("samples"), work.path().join("samples")).unwrap();
+    // `br-cti` is this build; `python3` has the oracles' packages (taxii2-client).
+    let python_bin = oracle_python().parent().unwrap().to_path_buf();
     let bin_dir = Path::new(BIN).parent().unwrap();
     let out = Command::new("bash")
         .arg("-c")
@@ -499,7 +524,12 @@ fn the_readme_quick_start_runs_as_written() {
         .current_dir(work.path())
         .env(
             "PATH",
-            format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+            format!(
+                "{}:{}:{}",
+                bin_dir.display(),
+                python_bin.display(),
+                std::env::var("PATH").unwrap()
+            ),
         )
         .env_remove("BRCTI_API_TOKEN")
         .env_remove("BRCTI_DATA_DIR")
@@ -509,14 +539,16 @@ fn the_readme_quick_start_runs_as_written() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "the quick start failed\n--- script\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+        "the examples failed\n--- script\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
-    assert!(
-        stdout.contains(&format!("--- quick start block {blocks}")),
-        "{stdout}"
-    );
-    // What it did is really there.
+    let last = &sources.last().unwrap().0;
+    assert!(stdout.contains(&format!("--- {last}")), "{stdout}");
+    // What they did is really there.
     let sample_hash = sha256_hex(&std::fs::read(sample("honeypot-sample.jsonl")).unwrap());
     assert!(!server.stix_records(&sample_hash).is_empty());
     assert!(!server.cti_records(&sample_hash).is_empty());
+    assert!(
+        stdout.contains(" objects\n"),
+        "the taxii2-client example counted: {stdout}"
+    );
 }
