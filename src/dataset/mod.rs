@@ -78,18 +78,22 @@ fn name_column(raw: &str, index: usize) -> String {
     }
 }
 
-/// A CSV reader over the decoded text of `input` (UTF-8 after decoding, BOM removed).
+/// A CSV reader over the decoded text of `input` (UTF-8 after decoding, BOM removed). UTF-8
+/// files are read as they are, not decoded: a byte sequence that is not UTF-8 is then an error
+/// of its record (with its position), never silently replaced.
 pub(crate) fn csv_reader(
     input: Box<dyn ReadSeek>,
     dialect: CsvDialect,
 ) -> csv::Reader<Box<dyn Read + Send>> {
-    let decoded: Box<dyn Read + Send> = Box::new(
-        encoding_rs_io::DecodeReaderBytesBuilder::new()
-            .encoding(Some(dialect.encoding.encoding()))
-            .bom_override(true)
-            .utf8_passthru(true)
-            .build(input),
-    );
+    let decoded: Box<dyn Read + Send> = match dialect.encoding {
+        TextEncoding::Utf8 => Box::new(SkipBom::new(input)),
+        other => Box::new(
+            encoding_rs_io::DecodeReaderBytesBuilder::new()
+                .encoding(Some(other.encoding()))
+                .bom_override(true)
+                .build(input),
+        ),
+    };
     csv::ReaderBuilder::new()
         .delimiter(dialect.delimiter)
         .flexible(true)
@@ -101,9 +105,11 @@ pub(crate) fn csv_reader(
 fn csv_error(e: csv::Error) -> DatasetError {
     let line = e.position().map(|p| p.line()).unwrap_or(0);
     let detail = match e.kind() {
-        csv::ErrorKind::Utf8 { err, .. } => format!(
-            "field {} is not valid text in the detected encoding",
-            err.field() + 1
+        csv::ErrorKind::Utf8 { err, pos } => format!(
+            "field {} of the record at byte {} is not valid UTF-8 (after its first {} bytes)",
+            err.field() + 1,
+            pos.as_ref().map(|p| p.byte()).unwrap_or(0),
+            err.valid_up_to()
         ),
         _ => e.to_string(),
     };

@@ -596,6 +596,36 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_past_the_sniffed_sample_rejects_its_row_with_the_byte() {
+        // Valid UTF-8 for the first 64 KiB (so the file is read as UTF-8), then one bad byte.
+        let mut csv = b"a,b\n".to_vec();
+        while csv.len() < 70 * 1024 {
+            csv.extend_from_slice(b"1,2\n");
+        }
+        let good_rows = (csv.len() - 4) / 4;
+        let offset = csv.len();
+        csv.extend_from_slice(b"3,x\xffy\n5,6\n");
+        let rows = collect(&csv);
+        assert_eq!(rows.len(), good_rows + 2);
+        let bad = rows[good_rows].as_ref().unwrap_err();
+        assert!(
+            bad.contains(&format!("field 2 of the record at byte {offset} is not valid UTF-8 (after its first 1 bytes)")),
+            "{bad}"
+        );
+        assert!(rows[good_rows + 1].is_ok());
+        // JSON Lines likewise.
+        let mut jsonl = Vec::new();
+        while jsonl.len() < 70 * 1024 {
+            jsonl.extend_from_slice(b"{\"a\":1}\n");
+        }
+        let n = jsonl.len() / 8;
+        jsonl.extend_from_slice(b"{\"a\":\"x\xffy\"}\n");
+        let rows = collect(&jsonl);
+        assert_eq!(rows.len(), n + 1);
+        assert!(rows[n].is_err(), "{:?}", rows[n]);
+    }
+
+    #[test]
     fn json_rows() {
         let rows = collect(b"{\"a\":1}\nnot json\n[1]\n{\"b\":\"x\"}\n");
         assert_eq!(rows.len(), 4);
