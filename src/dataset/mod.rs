@@ -85,6 +85,7 @@ pub(crate) fn csv_reader(
     input: Box<dyn ReadSeek>,
     dialect: CsvDialect,
 ) -> csv::Reader<Box<dyn Read + Send>> {
+    let input = LineGuard::new(input);
     let decoded: Box<dyn Read + Send> = match dialect.encoding {
         TextEncoding::Utf8 => Box::new(SkipBom::new(input)),
         other => Box::new(
@@ -333,7 +334,7 @@ pub(crate) fn for_each_json_line(
     input: Box<dyn ReadSeek>,
     mut f: impl FnMut(u64, &[u8]) -> Result<(), serde_json::Error>,
 ) -> Result<(), DatasetError> {
-    let mut reader = BufReader::with_capacity(256 * 1024, SkipBom::new(input));
+    let mut reader = BufReader::with_capacity(256 * 1024, SkipBom::new(LineGuard::new(input)));
     let mut buf = Vec::with_capacity(4096);
     let mut line_no = 0u64;
     loop {
@@ -347,6 +348,58 @@ pub(crate) fn for_each_json_line(
             continue;
         }
         f(line_no, line).map_err(|e| json_error(e, line_no - 1))?;
+    }
+}
+
+/// Bytes of one line of a text dataset (CSV, JSON Lines), at most: a reader holds a whole
+/// record in memory, and a file must not make it hold more.
+pub const MAX_LINE_BYTES: u64 = 16 << 20;
+
+/// Fails the read when a line is longer than [`MAX_LINE_BYTES`], naming the line and the
+/// byte where it started.
+pub(crate) struct LineGuard<R> {
+    inner: R,
+    line: u64,
+    line_start: u64,
+    offset: u64,
+}
+
+impl<R: Read> LineGuard<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Self {
+            inner,
+            line: 1,
+            line_start: 0,
+            offset: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for LineGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let too_long = |line: u64, start: u64| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "line {line} (from byte {start}) is longer than {MAX_LINE_BYTES} bytes, the \
+                     limit of one line"
+                ),
+            )
+        };
+        for i in memchr::memchr_iter(b'\n', &buf[..n]) {
+            let end = self.offset + i as u64;
+            if end - self.line_start > MAX_LINE_BYTES {
+                return Err(too_long(self.line, self.line_start));
+            }
+            self.line += 1;
+            self.line_start = end + 1;
+        }
+        self.offset += n as u64;
+        if self.offset - self.line_start > MAX_LINE_BYTES {
+            return Err(too_long(self.line, self.line_start));
+        }
+        Ok(n)
     }
 }
 
@@ -400,6 +453,31 @@ mod tests {
 
     fn feats(bytes: &[u8]) -> Result<Vec<String>, DatasetError> {
         features(Box::new(Cursor::new(bytes.to_vec())))
+    }
+
+    #[test]
+    fn lines_longer_than_the_limit_are_refused() {
+        let mut long = b"a,b\n1,2\n".to_vec();
+        long.extend(std::iter::repeat_n(b'x', (MAX_LINE_BYTES + 10) as usize));
+        long.extend_from_slice(b",3\n");
+        let mut rows = 0;
+        let err = crate::dataset::for_each_row(Box::new(Cursor::new(long.clone())), &mut |_, _| {
+            rows += 1;
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 3 (from byte 8) is longer than 16777216 bytes"),
+            "{err}"
+        );
+        let mut jsonl = b"{\"a\":1}\n{\"a\":\"".to_vec();
+        jsonl.extend(std::iter::repeat_n(b'x', (MAX_LINE_BYTES + 10) as usize));
+        jsonl.extend_from_slice(b"\"}\n");
+        let err = count_rows(Box::new(Cursor::new(jsonl)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2 (from byte 8) is longer than"), "{err}");
     }
 
     #[test]
