@@ -495,3 +495,29 @@ fn anonymous_reading_only_when_the_operator_allows_it() {
         .unwrap();
     assert_eq!(post.status(), 404, "anonymous clients never write");
 }
+
+#[test]
+fn unauthorised_bodies_are_not_read_and_the_answer_arrives() {
+    let n = node(&[]);
+    let s = &n.server;
+    let inbox = "59007f81-b7cc-590b-8357-bdbeb2ef1ecd";
+    let big = vec![b' '; 20 << 20];
+    let rss_before = s.peak_rss_mib();
+    for _ in 0..5 {
+        let resp = s
+            .client
+            .post(s.url(&collection_path(inbox, "objects/")))
+            .header("accept", TAXII)
+            .header("content-type", TAXII)
+            .basic_auth("nobody", Some("wrong"))
+            .body(big.clone())
+            .send()
+            .expect("the 401 reaches the client");
+        assert_eq!(resp.status(), 401);
+    }
+    let grown = s.peak_rss_mib() - rss_before;
+    assert!(
+        grown < 40.0,
+        "five unauthorised 20 MiB bodies grew the node by {grown:.0} MiB"
+    );
+}

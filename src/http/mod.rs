@@ -166,6 +166,59 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     }
 }
 
+/// Why a request body was not read whole.
+pub(crate) enum BodyError {
+    /// Longer than the limit (the rest was read and dropped, up to the discard limit).
+    TooLarge,
+    Read(String),
+}
+
+/// Reads a body of at most `limit` bytes. A longer one is read on and dropped, up to `discard`
+/// bytes in all, so that a client still sending it receives the refusal instead of a broken
+/// pipe; memory holds at most `limit` bytes either way.
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    discard: u64,
+) -> Result<bytes::Bytes, BodyError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                let seen = (buf.len() + data.len()) as u64;
+                drop(buf);
+                discard_body(body, discard.saturating_sub(seen)).await;
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and drops what is left of a refused body, at most `limit` bytes and 30 seconds.
+pub(crate) async fn discard_body(body: axum::body::Body, limit: u64) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while seen <= limit {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        seen += data.len() as u64;
+                    }
+                }
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
+
 /// Binds, prints `br-cti listening on http://ADDR` on standard output (tests read it to
 /// find a random port), and serves until Ctrl-C or SIGTERM.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {

@@ -21,6 +21,9 @@ use crate::time_util::now_ms;
 
 pub const TAXII: &str = "application/taxii+json;version=2.1";
 const MAX_CONTENT_LENGTH: usize = 32 << 20;
+/// A refused body is read (and dropped) up to this much so that the client, which is still
+/// sending, gets the answer; past it the connection is closed.
+const DISCARD_LIMIT: u64 = 64 << 20;
 const DEFAULT_LIMIT: u64 = 1000;
 const MAX_LIMIT: u64 = 10_000;
 
@@ -605,17 +608,32 @@ async fn add_objects(
             format!("send {TAXII} (got {content_type:?})"),
         ));
     }
-    let body = axum::body::to_bytes(body, MAX_CONTENT_LENGTH)
-        .await
-        .map_err(|_| {
-            error(
+    // Credentials and the collection first: an unauthorised client's body is never kept
+    // (it is read and dropped, so that the answer reaches the client).
+    let c = {
+        let (state, headers) = (state.clone(), headers.clone());
+        match blocking(move || writer(&state, &headers, &id)).await {
+            Ok(c) => c,
+            Err(e) => {
+                super::discard_body(body, DISCARD_LIMIT).await;
+                return Err(e);
+            }
+        }
+    };
+    let body = match super::read_body(body, MAX_CONTENT_LENGTH, DISCARD_LIMIT).await {
+        Ok(bytes) => bytes,
+        Err(super::BodyError::TooLarge) => {
+            return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Too large",
                 format!("the body is larger than max_content_length ({MAX_CONTENT_LENGTH} bytes)"),
-            )
-        })?;
+            ));
+        }
+        Err(super::BodyError::Read(e)) => {
+            return Err(bad(format!("the body could not be read: {e}")));
+        }
+    };
     let status = blocking(move || {
-        let c = writer(&state, &headers, &id)?;
         let envelope: Value = serde_json::from_slice(&body)
             .map_err(|e| bad(format!("the body is not JSON: {e}")))?;
         let objects = envelope
