@@ -85,6 +85,8 @@ pub struct ServeConfig {
     pub default_points: f64,
     /// Runs of a job before it is failed for good when the node keeps stopping during it.
     pub job_max_attempts: u32,
+    /// Client connections: how many at once, header and idle timeouts.
+    pub connections: crate::http::ConnLimits,
 }
 
 /// Shortest API token accepted on a non-loopback address.
@@ -182,6 +184,7 @@ mod tests {
             time_zone: DisplayZone::utc(),
             default_points: 0.0,
             job_max_attempts: DEFAULT_JOB_MAX_ATTEMPTS,
+            connections: crate::http::ConnLimits::default(),
         }
     }
 

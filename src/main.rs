@@ -8,6 +8,7 @@ use br_cti::config::{
     CorsOrigins, DEFAULT_JOB_MAX_ATTEMPTS, DEFAULT_MAX_UPLOAD_BYTES, HiddenDangerLimits,
     ServeConfig,
 };
+use br_cti::http::ConnLimits;
 use br_cti::time_util::DisplayZone;
 
 /// br-cti: a cyber-threat-intelligence data node.
@@ -97,6 +98,19 @@ struct ServeArgs {
     #[arg(long, env = "BRCTI_JOB_MAX_ATTEMPTS", default_value_t = DEFAULT_JOB_MAX_ATTEMPTS,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     job_max_attempts: u32,
+    /// Client connections served at once; further ones wait until one ends.
+    #[arg(long, env = "BRCTI_MAX_CONNECTIONS", default_value_t = ConnLimits::default().max_connections as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, env = "BRCTI_HEADER_TIMEOUT_SECS", default_value_t = ConnLimits::default().header_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout_secs: u64,
+    /// Seconds a connection may stay silent while the node waits for it (a stalled upload, an
+    /// idle keep-alive connection) before it is closed.
+    #[arg(long, env = "BRCTI_IDLE_TIMEOUT_SECS", default_value_t = ConnLimits::default().idle_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    idle_timeout_secs: u64,
 }
 
 fn parse_points(s: &str) -> Result<f64, String> {
@@ -155,6 +169,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         time_zone: args.time_zone,
         default_points: args.default_points,
         job_max_attempts: args.job_max_attempts,
+        connections: ConnLimits {
+            max_connections: args.max_connections as usize,
+            header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
+        },
     };
     tokio::runtime::Runtime::new()?.block_on(br_cti::http::serve(config))
 }

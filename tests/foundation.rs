@@ -548,3 +548,116 @@ fn xlsx_bombs_are_refused_with_the_limit_they_hit() {
     let hash = server.upload_ok(&fine, "fine.xlsx");
     assert_eq!(server.features(&hash)["data"], "src;far");
 }
+
+/// Waits until the server closes `stream` (a read returns 0 or fails), at most `within`;
+/// answers how long it took.
+fn closed_within(
+    stream: &mut std::net::TcpStream,
+    within: std::time::Duration,
+) -> Option<std::time::Duration> {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < within {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+#[test]
+fn slow_and_stalled_clients_are_cut_off() {
+    use std::io::Write;
+    let server = TestServer::start(&["--header-timeout-secs", "1", "--idle-timeout-secs", "2"]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // Headers that never end (a trickle, one byte every 300 ms).
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"POST /data/upload_file HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let trickle = std::thread::spawn({
+        let mut s = slow.try_clone().unwrap();
+        move || {
+            for _ in 0..20 {
+                if s.write_all(b"X").is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+        }
+    });
+    let took = closed_within(&mut slow, std::time::Duration::from_secs(8))
+        .expect("a request whose headers never end is cut off");
+    assert!(took < std::time::Duration::from_secs(4), "{took:?}");
+    trickle.join().unwrap();
+
+    // An upload that stops sending after 1 MiB.
+    let boundary = "XyZ";
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST /data/upload_file HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 10485760\r\n\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"task_id\"\r\n\r\nstall\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\nsrc,dst\r\n"
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    stalled.write_all(&vec![b'1'; 1 << 20]).unwrap();
+    let took = closed_within(&mut stalled, std::time::Duration::from_secs(10))
+        .expect("a stalled upload is cut off");
+    assert!(took < std::time::Duration::from_secs(6), "{took:?}");
+    // Its staged file is gone, and the node serves others.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let staged: Vec<_> = std::fs::read_dir(server.data_dir.join("tmp"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        if staged.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "staged files left: {staged:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(server.get_json("/healthz")["status"], "alive");
+}
+
+#[test]
+fn connections_over_the_limit_wait_for_a_free_one() {
+    let server = TestServer::start(&["--max-connections", "3", "--header-timeout-secs", "30"]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // Three silent connections take every slot.
+    let mut held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let quick = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert!(
+        quick.get(server.url("/healthz")).send().is_err(),
+        "a fourth connection is not served while three are open"
+    );
+    // One ends: the next client is served.
+    held.pop();
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(server.url("/healthz"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(held);
+}

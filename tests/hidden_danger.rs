@@ -849,10 +849,7 @@ fn concurrent_replays_of_one_signed_request_store_one_body() {
                 "{a}"
             );
         }
-        let (_, listed) = get(
-            s,
-            &format!("/api/v1/hidden-dangers?user=alice&page_size=100"),
-        );
+        let (_, listed) = get(s, "/api/v1/hidden-dangers?user=alice&page_size=100");
         let ids: Vec<&str> = listed["items"]
             .as_array()
             .unwrap()

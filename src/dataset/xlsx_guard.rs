@@ -32,7 +32,8 @@ pub fn check<R: Read + Seek>(input: R) -> Result<(), DatasetError> {
             .to_string();
         let name = part.to_ascii_lowercase();
         let shared = name == SHARED_STRINGS;
-        if !shared && !(name.starts_with("xl/worksheets/") && name.ends_with(".xml")) {
+        let worksheet = name.starts_with("xl/worksheets/") && name.ends_with(".xml");
+        if !shared && !worksheet {
             continue;
         }
         let mut scan = Scan::default();
@@ -67,13 +68,14 @@ pub fn check<R: Read + Seek>(input: R) -> Result<(), DatasetError> {
                 )));
             }
         }
-        if shared && let Some(declared) = scan.unique_count {
-            if declared > scan.string_items {
-                return Err(DatasetError::TooLarge(format!(
-                    "{part} declares uniqueCount=\"{declared}\" but holds {} strings",
-                    scan.string_items
-                )));
-            }
+        if shared
+            && let Some(declared) = scan.unique_count
+            && declared > scan.string_items
+        {
+            return Err(DatasetError::TooLarge(format!(
+                "{part} declares uniqueCount=\"{declared}\" but holds {} strings",
+                scan.string_items
+            )));
         }
     }
     Ok(())

@@ -1,9 +1,11 @@
 //! The HTTP layer: one router per API, composed in [`router`]; [`serve`] runs the node.
 
+mod conn;
 mod data;
 mod data_cti;
 mod data_stix;
 pub mod envelope;
+pub use conn::ConnLimits;
 mod hd_read;
 mod open_api;
 mod ops;
@@ -240,9 +242,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     use std::io::Write;
     std::io::stdout().flush()?;
     let meta = state.meta.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = state.config.connections;
+    conn::serve(listener, router(state), limits, shutdown_signal()).await;
     // A clean stop leaves a complete database file (not a file plus its write-ahead log).
     match tokio::task::spawn_blocking(move || meta.checkpoint()).await {
         Ok(Ok(())) => tracing::info!("database checkpointed; stopped"),
