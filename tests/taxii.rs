@@ -521,3 +521,60 @@ fn unauthorised_bodies_are_not_read_and_the_answer_arrives() {
         "five unauthorised 20 MiB bodies grew the node by {grown:.0} MiB"
     );
 }
+
+#[test]
+fn one_instant_written_three_ways_is_one_version() {
+    let n = node(&[]);
+    let s = &n.server;
+    let inbox = uuid5("inbox");
+    let id = "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f";
+    for (i, modified) in [
+        "2024-06-01T08:00:00Z",
+        "2024-06-01T08:00:00.000Z",
+        "2024-06-01T16:00:00+08:00",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let obj = json!({"type": "indicator", "spec_version": "2.1", "id": id,
+            "created": "2024-06-01T00:00:00Z", "modified": modified, "name": format!("way {i}"),
+            "pattern": "[ipv4-addr:value = '198.51.100.1']", "pattern_type": "stix",
+            "valid_from": "2024-06-01T00:00:00Z"});
+        let resp = s
+            .client
+            .post(s.url(&collection_path(&inbox, "objects/")))
+            .basic_auth("peer", Some(&n.peer))
+            .header("accept", TAXII)
+            .header("content-type", TAXII)
+            .body(json!({"objects": [obj]}).to_string())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    let versions: Value = taxii_get(
+        s,
+        "reader",
+        &n.reader,
+        &collection_path(&inbox, &format!("objects/{id}/versions/")),
+    )
+    .json()
+    .unwrap();
+    assert_eq!(
+        versions["versions"].as_array().map(Vec::len),
+        Some(1),
+        "{versions}"
+    );
+    // A match[version] written another way finds it.
+    let found: Value = taxii_get(
+        s,
+        "reader",
+        &n.reader,
+        &collection_path(
+            &inbox,
+            &format!("objects/{id}/?match[version]=2024-06-01T16:00:00%2B08:00"),
+        ),
+    )
+    .json()
+    .unwrap();
+    assert_eq!(found["objects"][0]["name"], "way 0", "{found}");
+}

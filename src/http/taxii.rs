@@ -403,7 +403,7 @@ fn query(q: &HashMap<String, String>, id: Option<&str>) -> Result<TaxiiQuery, Ta
             "last" => VersionMatch::Last,
             "first" => VersionMatch::First,
             "all" => VersionMatch::All,
-            t if taxii::parse_us(t).is_some() => VersionMatch::At(t.to_string()),
+            t if let Some(us) = taxii::parse_us(t) => VersionMatch::At(us),
             other => {
                 return Err(bad(format!(
                     "match[version] {other:?} is not last, first, all or a timestamp"

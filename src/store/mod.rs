@@ -517,8 +517,8 @@ pub enum VersionMatch {
     Last,
     First,
     All,
-    /// An exact version (the object's `modified`/`created` text).
-    At(String),
+    /// The version of this instant (microseconds since the epoch), however it was written.
+    At(i64),
 }
 
 /// A page request of a collection: objects after `after_seq`, filtered.

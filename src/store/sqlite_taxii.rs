@@ -28,9 +28,9 @@ fn version_clause(versions: &[VersionMatch], args: &mut Vec<V>) -> String {
             VersionMatch::Last => "is_latest = 1".to_string(),
             VersionMatch::First => "is_first = 1".to_string(),
             VersionMatch::All => "1".to_string(),
-            VersionMatch::At(t) => {
-                args.push(V::Text(t.clone()));
-                "version = ?".to_string()
+            VersionMatch::At(us) => {
+                args.push(V::Integer(*us));
+                "version_us = ?".to_string()
             }
         })
         .collect();
@@ -89,7 +89,8 @@ impl TaxiiStore for SqliteStore {
                             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                         })?
                         .collect::<Result<_, _>>()?;
-                    if known.iter().any(|k| k.1 == o.version) {
+                    // One instant is one version, however it is written (`Z`, `.000Z`, `+08:00`).
+                    if known.iter().any(|k| k.2 == o.version_us) {
                         added.push(false);
                         continue;
                     }
