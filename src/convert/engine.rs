@@ -1336,10 +1336,14 @@ mod tests {
     }
 
     fn run(data: &str, compress: u64) -> (ConvertSummary, Vec<Batch>) {
+        run_with(data, &settings(compress))
+    }
+
+    fn run_with(data: &str, settings: &Settings) -> (ConvertSummary, Vec<Batch>) {
         let mut sink = Collect::default();
         let summary = convert(
             Box::new(Cursor::new(data.as_bytes().to_vec())),
-            &settings(compress),
+            settings,
             0,
             &HashOnly,
             &mut sink,
@@ -1412,16 +1416,7 @@ mod tests {
         let mut s = settings(10);
         s.labels = vec!["lab".to_string()];
         s.label_columns = vec!["Class".to_string()];
-        let mut sink = Collect::default();
-        convert(
-            Box::new(Cursor::new(data.as_bytes().to_vec())),
-            &s,
-            0,
-            &HashOnly,
-            &mut sink,
-        )
-        .unwrap();
-        let objs = objects(&sink.0[0]);
+        let objs = objects(&run_with(data, &s).1[0]);
         let od = of_type(&objs, "observed-data");
         assert_eq!(od[0]["labels"], json!(["lab", "DDoS"]));
         assert_eq!(
@@ -1432,16 +1427,7 @@ mod tests {
         assert_eq!(od[2]["labels"], json!(["lab", "7"]));
         // Without literal labels, an empty value means no labels at all.
         s.labels.clear();
-        let mut sink = Collect::default();
-        convert(
-            Box::new(Cursor::new(data.as_bytes().to_vec())),
-            &s,
-            0,
-            &HashOnly,
-            &mut sink,
-        )
-        .unwrap();
-        let objs = objects(&sink.0[0]);
+        let objs = objects(&run_with(data, &s).1[0]);
         let od = of_type(&objs, "observed-data");
         assert_eq!(od[0]["labels"], json!(["DDoS"]));
         assert!(od[1].get("labels").is_none());

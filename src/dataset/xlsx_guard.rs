@@ -104,10 +104,8 @@ struct Scan {
     unique_count: Option<u64>,
     /// Inside `<…>`.
     in_tag: bool,
-    /// The last four bytes, to find ` r="` (a cell or row reference) inside a tag.
-    window: u32,
-    /// The reference being read, after ` r="`.
-    reference: Option<Vec<u8>>,
+    /// The tag being read (worksheets only).
+    tag: Vec<u8>,
 }
 
 /// Rows and columns of a worksheet (Excel's limits).
@@ -129,10 +127,7 @@ fn check_reference(r: &[u8]) -> Result<(), String> {
     let col_n = col.iter().fold(0u64, |n, b| {
         n * 26 + u64::from(b.to_ascii_uppercase() - b'A' + 1)
     });
-    let row_n: u64 = std::str::from_utf8(row)
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(u64::MAX);
+    let row_n = row.iter().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
     if col_n > MAX_COLUMNS || row_n > MAX_ROWS || row_n == 0 {
         return Err(format!(
             "the cell reference \"{}\" is beyond a worksheet's {MAX_COLUMNS} columns or {MAX_ROWS} rows",
@@ -143,7 +138,9 @@ fn check_reference(r: &[u8]) -> Result<(), String> {
 }
 
 impl Scan {
-    /// Measures a chunk; with `references`, also checks the cell and row references.
+    /// Measures a chunk; with `references` (worksheets), also checks the cell and row
+    /// references; without (shared strings), counts the string items. Walks the chunk from one
+    /// `<` or `>` to the next (memchr), not byte by byte: worksheets inflate to hundreds of MB.
     fn feed(&mut self, chunk: &[u8], references: bool) -> Result<(), String> {
         self.bytes += chunk.len() as u64;
         if self.unique_count.is_none() && self.head.len() < 4096 {
@@ -151,48 +148,76 @@ impl Scan {
                 .extend_from_slice(&chunk[..chunk.len().min(4096 - self.head.len())]);
             self.unique_count = declared_unique_count(&self.head);
         }
-        for &b in chunk {
-            match b {
-                b'<' => {
-                    self.text = 0;
-                    self.in_tag = true;
+        let mut pos = 0;
+        for i in memchr::memchr2_iter(b'<', b'>', chunk) {
+            self.segment(&chunk[pos..i], references)?;
+            if chunk[i] == b'<' {
+                self.in_tag = true;
+                self.text = 0;
+                self.tag.clear();
+            } else if self.in_tag {
+                self.in_tag = false;
+                if references {
+                    check_tag(&self.tag)?;
                 }
-                b'>' => {
-                    self.text += 1;
-                    self.in_tag = false;
-                }
-                _ => self.text += 1,
+            } else {
+                self.segment(b">", references)?; // a `>` in text is text
             }
-            self.longest_text = self.longest_text.max(self.text);
-            if !references {
-                continue;
-            }
-            if let Some(r) = &mut self.reference {
-                if b == b'"' {
-                    check_reference(r)?;
-                    self.reference = None;
-                } else if r.len() < 16 {
-                    r.push(b);
-                } else {
-                    r.extend_from_slice(b"...");
-                    return Err(check_reference(r).unwrap_err());
-                }
-                continue;
-            }
-            self.window = (self.window << 8) | u32::from(b);
-            if self.in_tag && self.window == u32::from_be_bytes(*b" r=\"") {
-                self.reference = Some(Vec::new());
-            }
+            pos = i + 1;
         }
-        // `<si>`, `<si ` or `<si/>`: the tail of the last chunk joined to this one's start.
-        // (A 4-byte match in `joined` always spans the boundary: neither side holds 4 bytes.)
-        let mut joined = std::mem::take(&mut self.tail);
-        joined.extend_from_slice(&chunk[..chunk.len().min(3)]);
-        self.string_items += count_items(&joined);
-        self.string_items += count_items(chunk);
-        self.tail = chunk[chunk.len().saturating_sub(3)..].to_vec();
+        self.segment(&chunk[pos..], references)?;
+        if !references {
+            // `<si>`, `<si ` or `<si/>`: the tail of the last chunk joined to this one's start.
+            // (A 4-byte match in `joined` always spans the boundary: neither side holds 4.)
+            let mut joined = std::mem::take(&mut self.tail);
+            joined.extend_from_slice(&chunk[..chunk.len().min(3)]);
+            self.string_items += count_items(&joined);
+            self.string_items += count_items(chunk);
+            self.tail = chunk[chunk.len().saturating_sub(3)..].to_vec();
+        }
         Ok(())
     }
+
+    /// Bytes between two of `<`, `>`: text, or part of a tag.
+    #[inline]
+    fn segment(&mut self, bytes: &[u8], references: bool) -> Result<(), String> {
+        if self.in_tag {
+            // The start of each tag is enough: a reference is an early attribute.
+            if references && self.tag.len() < TAG_PREFIX_BYTES {
+                let take = bytes.len().min(TAG_PREFIX_BYTES - self.tag.len());
+                self.tag.extend_from_slice(&bytes[..take]);
+            }
+        } else {
+            self.text += bytes.len() as u64;
+            self.longest_text = self.longest_text.max(self.text);
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of a tag's start examined for its reference (`<c r="B7" s="1" t="s">`).
+const TAG_PREFIX_BYTES: usize = 256;
+
+/// Checks the `r` attribute of a cell's or a row's tag (`c …`, `row …`), if it has one.
+#[inline]
+fn check_tag(tag: &[u8]) -> Result<(), String> {
+    if !(tag.starts_with(b"c ") || tag.starts_with(b"row ")) {
+        return Ok(());
+    }
+    let mut i = 1;
+    while i + 3 < tag.len() {
+        if tag[i] == b'r'
+            && tag[i + 1] == b'='
+            && tag[i + 2] == b'"'
+            && matches!(tag[i - 1], b' ' | b'\t' | b'\n' | b'\r')
+        {
+            let value = &tag[i + 3..];
+            let end = memchr::memchr(b'"', value).unwrap_or(value.len());
+            return check_reference(&value[..end.min(20)]);
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 fn count_items(bytes: &[u8]) -> u64 {

@@ -149,9 +149,10 @@ impl Jobs {
                     &job,
                     JobStatus::Failed,
                     Some(&format!(
-                        "the node stopped during each of the {max} runs of this job (killed, out \
-                         of memory, or crashed), so it is not run again; start it anew once the \
-                         cause is found (--job-max-attempts sets the number of runs)"
+                        "the node stopped during each of the {max} runs of this job (it was \
+                         stopped, killed, ran out of memory or crashed), so it is not run again; \
+                         start it anew once the cause is found (--job-max-attempts sets the \
+                         number of runs)"
                     )),
                 );
             }
