@@ -7,7 +7,7 @@
 
 mod rows;
 mod sniff;
-mod xlsx_guard;
+pub(crate) mod xlsx_guard;
 
 pub use rows::{Cell, OwnedRow, Row, RowResult, count_rows, for_each_row, json_kind};
 pub use sniff::{CsvDialect, Format, TextEncoding, binary_kind, sniff};

@@ -18,10 +18,13 @@ pub const MAX_CELL_BYTES: u64 = 1 << 20;
 const SHARED_STRINGS: &str = "xl/sharedstrings.xml";
 
 /// Measures the workbook's XML parts; an error names the part, the limit and what was seen.
-pub fn check<R: Read + Seek>(input: R) -> Result<(), DatasetError> {
+/// Answers, for a workbook of one worksheet, how many of its rows hold a value (the header
+/// row included), which the same pass counts.
+pub fn check<R: Read + Seek>(input: R) -> Result<Option<u64>, DatasetError> {
     let mut zip = zip::ZipArchive::new(input)
         .map_err(|e| spreadsheet("the file is not a readable XLSX (ZIP) archive", e))?;
     let mut total: u64 = 0;
+    let mut worksheets: Vec<u64> = Vec::new();
     for i in 0..zip.len() {
         let mut entry = zip
             .by_index(i)
@@ -77,8 +80,14 @@ pub fn check<R: Read + Seek>(input: R) -> Result<(), DatasetError> {
                 scan.string_items
             )));
         }
+        if worksheet {
+            worksheets.push(scan.rows_with_values);
+        }
     }
-    Ok(())
+    Ok(match worksheets[..] {
+        [rows] => Some(rows),
+        _ => None,
+    })
 }
 
 fn spreadsheet(what: &str, e: impl std::fmt::Display) -> DatasetError {
@@ -106,6 +115,9 @@ struct Scan {
     in_tag: bool,
     /// The tag being read (worksheets only).
     tag: Vec<u8>,
+    /// Whether a cell of the current row has a value, and the rows that had one.
+    row_has_value: bool,
+    rows_with_values: u64,
 }
 
 /// Rows and columns of a worksheet (Excel's limits).
@@ -159,6 +171,7 @@ impl Scan {
                 self.in_tag = false;
                 if references {
                     check_tag(&self.tag)?;
+                    self.count_row();
                 }
             } else {
                 self.segment(b">", references)?; // a `>` in text is text
@@ -176,6 +189,28 @@ impl Scan {
             self.tail = chunk[chunk.len().saturating_sub(3)..].to_vec();
         }
         Ok(())
+    }
+
+    /// Follows rows through the tag just closed: a row counts when a cell in it has a value
+    /// (`<v>` or an inline string), as a reader then sees a row.
+    #[inline]
+    fn count_row(&mut self) {
+        let tag = &self.tag[..];
+        let named = |name: &[u8]| {
+            tag.starts_with(name)
+                && tag
+                    .get(name.len())
+                    .is_none_or(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        };
+        let empty = tag.last() == Some(&b'/');
+        if named(b"row") {
+            self.row_has_value = false;
+        } else if (named(b"v") || named(b"is")) && !empty {
+            self.row_has_value = true;
+        } else if named(b"/row") && self.row_has_value {
+            self.rows_with_values += 1;
+            self.row_has_value = false;
+        }
     }
 
     /// Bytes between two of `<`, `>`: text, or part of a tag.
@@ -263,6 +298,17 @@ mod tests {
             Some(1_000_000_000_000)
         );
         assert_eq!(declared_unique_count(b"<sst count='2'>"), None);
+    }
+
+    #[test]
+    fn rows_with_values_are_counted() {
+        let xml = br#"<sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>h</t></is></c></row><row r="2"/><row r="3"><c r="A3" s="1"/></row><row r="4"><c r="A4"><v>7</v></c></row><row r="5"><c r="A5"><v/></c></row></sheetData>"#;
+        for split in [1, 17, 40, 90, xml.len() - 3] {
+            let mut scan = Scan::default();
+            scan.feed(&xml[..split], true).unwrap();
+            scan.feed(&xml[split..], true).unwrap();
+            assert_eq!(scan.rows_with_values, 2, "split at {split}");
+        }
     }
 
     #[test]
