@@ -118,6 +118,9 @@ struct Scan {
     /// Whether a cell of the current row has a value, and the rows that had one.
     row_has_value: bool,
     rows_with_values: u64,
+    /// Row elements seen, and the cells of the current one.
+    rows_seen: u64,
+    cells_in_row: u64,
 }
 
 /// Rows and columns of a worksheet (Excel's limits).
@@ -171,7 +174,7 @@ impl Scan {
                 self.in_tag = false;
                 if references {
                     check_tag(&self.tag)?;
-                    self.count_row();
+                    self.count_row()?;
                 }
             } else {
                 self.segment(b">", references)?; // a `>` in text is text
@@ -192,18 +195,29 @@ impl Scan {
     }
 
     /// Follows rows through the tag just closed: a row counts when a cell in it has a value
-    /// (`<v>` or an inline string), as a reader then sees a row.
+    /// (`<v>` or an inline string), as a reader then sees a row; a row may have at most
+    /// [`MAX_COLUMNS`] cells.
     #[inline]
-    fn count_row(&mut self) {
+    fn count_row(&mut self) -> Result<(), String> {
         let tag = &self.tag[..];
         let named = |name: &[u8]| {
             tag.starts_with(name)
                 && tag
                     .get(name.len())
-                    .is_none_or(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+                    .is_none_or(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'/'))
         };
         let empty = tag.last() == Some(&b'/');
-        if named(b"row") {
+        if named(b"c") {
+            self.cells_in_row += 1;
+            if self.cells_in_row > MAX_COLUMNS {
+                return Err(format!(
+                    "row {} has more than {MAX_COLUMNS} cells, the columns a worksheet may have",
+                    self.rows_seen
+                ));
+            }
+        } else if named(b"row") {
+            self.rows_seen += 1;
+            self.cells_in_row = 0;
             self.row_has_value = false;
         } else if (named(b"v") || named(b"is")) && !empty {
             self.row_has_value = true;
@@ -211,6 +225,7 @@ impl Scan {
             self.rows_with_values += 1;
             self.row_has_value = false;
         }
+        Ok(())
     }
 
     /// Bytes between two of `<`, `>`: text, or part of a tag.
