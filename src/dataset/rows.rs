@@ -541,28 +541,26 @@ pub fn count_rows(mut input: Box<dyn ReadSeek>) -> Result<u64, DatasetError> {
             })?;
             Ok(n)
         }
-        // The guard's pass counts the rows of a one-sheet workbook: no second full read.
-        Format::Xlsx => match super::xlsx_guard::check(&mut input)? {
-            Some(rows) => Ok(rows.saturating_sub(1)),
-            None => {
-                input.seek(SeekFrom::Start(0))?;
-                let mut n = 0u64;
-                for_each_row(input, &mut |_, _| {
-                    n += 1;
-                    ControlFlow::Continue(())
-                })?;
-                Ok(n)
+        Format::Xlsx => {
+            // The guard's pass counts the rows of a one-sheet workbook: no second full read.
+            if let Some(rows) = super::xlsx_guard::check(&mut input)? {
+                return Ok(rows.saturating_sub(1));
             }
-        },
-        _ => {
-            let mut n = 0u64;
-            for_each_row(input, &mut |_, _| {
-                n += 1;
-                ControlFlow::Continue(())
-            })?;
-            Ok(n)
+            input.seek(SeekFrom::Start(0))?;
+            count_read_rows(input)
         }
+        _ => count_read_rows(input),
     }
+}
+
+/// Counts the rows by reading them.
+fn count_read_rows(input: Box<dyn ReadSeek>) -> Result<u64, DatasetError> {
+    let mut n = 0u64;
+    for_each_row(input, &mut |_, _| {
+        n += 1;
+        ControlFlow::Continue(())
+    })?;
+    Ok(n)
 }
 
 #[cfg(test)]
