@@ -190,6 +190,7 @@ pub fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
         labels: Vec::new(),
         label_columns: Vec::new(),
         source_hash: source_hash.clone(),
+        limits: Default::default(),
     };
     let open = || -> anyhow::Result<Box<dyn crate::store::ReadSeek>> {
         Ok(Box::new(File::open(&args.file).with_context(|| {
@@ -199,7 +200,10 @@ pub fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
     // Refuse what is not a dataset before creating any output.
     crate::dataset::sniff(&mut open()?).with_context(|| args.file.display().to_string())?;
     let total = if std::io::stderr().is_terminal() {
-        Some(crate::dataset::count_rows(open()?).with_context(|| args.file.display().to_string())?)
+        Some(
+            crate::dataset::count_rows(open()?, &Default::default())
+                .with_context(|| args.file.display().to_string())?,
+        )
     } else {
         None
     };

@@ -87,6 +87,8 @@ pub struct ServeConfig {
     pub job_max_attempts: u32,
     /// Client connections: how many at once, header and idle timeouts.
     pub connections: crate::http::ConnLimits,
+    /// What an uploaded dataset may hold.
+    pub dataset_limits: crate::dataset::DatasetLimits,
 }
 
 /// Shortest API token accepted on a non-loopback address.
@@ -185,6 +187,7 @@ mod tests {
             default_points: 0.0,
             job_max_attempts: DEFAULT_JOB_MAX_ATTEMPTS,
             connections: crate::http::ConnLimits::default(),
+            dataset_limits: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use br_cti::config::{
     CorsOrigins, DEFAULT_JOB_MAX_ATTEMPTS, DEFAULT_MAX_UPLOAD_BYTES, HiddenDangerLimits,
     ServeConfig,
 };
+use br_cti::dataset::DatasetLimits;
 use br_cti::http::ConnLimits;
 use br_cti::time_util::DisplayZone;
 
@@ -22,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node: the HTTP APIs on an embedded database.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the column names of a dataset file (CSV, XLSX, XLS, JSON, JSON Lines), one per line.
     Features {
         /// The dataset file.
@@ -111,6 +112,33 @@ struct ServeArgs {
     #[arg(long, env = "BRCTI_IDLE_TIMEOUT_SECS", default_value_t = ConnLimits::default().idle_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     idle_timeout_secs: u64,
+    /// Datasets: bytes of one record (a CSV line or record, a JSON Lines line, an element of a
+    /// JSON array).
+    #[arg(long, env = "BRCTI_MAX_RECORD_BYTES", default_value_t = DatasetLimits::default().max_record_bytes,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    max_record_bytes: u64,
+    /// Datasets: columns (CSV header fields, distinct keys of JSON objects).
+    #[arg(long, env = "BRCTI_MAX_COLUMNS", default_value_t = DatasetLimits::default().max_columns,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_columns: u64,
+    /// Datasets: bytes of one spreadsheet cell.
+    #[arg(long, env = "BRCTI_MAX_CELL_BYTES", default_value_t = DatasetLimits::default().max_cell_bytes,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_cell_bytes: u64,
+    /// XLSX: inflated bytes of the shared strings (held in memory while a workbook is read).
+    #[arg(long, env = "BRCTI_XLSX_MAX_SHARED_STRINGS_BYTES",
+          default_value_t = DatasetLimits::default().xlsx_max_shared_strings_bytes)]
+    xlsx_max_shared_strings_bytes: u64,
+    /// XLSX: inflated bytes of the worksheets and shared strings together.
+    #[arg(long, env = "BRCTI_XLSX_MAX_INFLATED_BYTES",
+          default_value_t = DatasetLimits::default().xlsx_max_inflated_bytes)]
+    xlsx_max_inflated_bytes: u64,
+    /// XLS: bytes of the workbook stream (the format is read whole, into memory).
+    #[arg(long, env = "BRCTI_XLS_MAX_BYTES", default_value_t = DatasetLimits::default().xls_max_bytes)]
+    xls_max_bytes: u64,
+    /// XLS: cells of a worksheet's area, rows × columns (the format is laid out whole).
+    #[arg(long, env = "BRCTI_XLS_MAX_CELLS", default_value_t = DatasetLimits::default().xls_max_cells)]
+    xls_max_cells: u64,
 }
 
 fn parse_points(s: &str) -> Result<f64, String> {
@@ -132,7 +160,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Features { file } => features(&file),
         Command::Convert(args) => br_cti::cli::convert_command(args),
         Command::Users(args) => br_cti::users_cli::users_command(args),
@@ -174,6 +202,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
             idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
         },
+        dataset_limits: DatasetLimits {
+            max_record_bytes: args.max_record_bytes,
+            max_columns: args.max_columns,
+            xlsx_max_shared_strings_bytes: args.xlsx_max_shared_strings_bytes,
+            xlsx_max_inflated_bytes: args.xlsx_max_inflated_bytes,
+            max_cell_bytes: args.max_cell_bytes,
+            xls_max_bytes: args.xls_max_bytes,
+            xls_max_cells: args.xls_max_cells,
+        },
     };
     tokio::runtime::Runtime::new()?.block_on(br_cti::http::serve(config))
 }
@@ -181,7 +218,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn features(file: &std::path::Path) -> anyhow::Result<()> {
     let input = std::fs::File::open(file)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
-    let columns = br_cti::dataset::features(Box::new(input))
+    let columns = br_cti::dataset::features(Box::new(input), &DatasetLimits::default())
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     for c in columns {
         println!("{c}");

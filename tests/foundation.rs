@@ -549,6 +549,131 @@ fn xlsx_bombs_are_refused_with_the_limit_they_hit() {
     assert_eq!(server.features(&hash)["data"], "src;far");
 }
 
+/// The fixture XLS workbook with `patch` applied at the first record of `record` (its type and
+/// length bytes) after `from`: a bomb made from a real BIFF8 file.
+fn patched_xls(record: &[u8; 4], patch: &[(usize, &[u8])]) -> Vec<u8> {
+    let mut bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sdn_small.xls"
+    ))
+    .unwrap();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == record)
+        .expect("the fixture holds the record")
+        + 4;
+    for (offset, new) in patch {
+        bytes[at + offset..at + offset + new.len()].copy_from_slice(new);
+    }
+    bytes
+}
+
+/// XLS, CSV and JSON files that declare or hold more than a reader may take: each answer names
+/// the limit, the node stays up and within its memory budget. The record and column limits are
+/// lowered by flags so that the files stay small.
+#[test]
+fn dataset_bombs_of_every_format_are_refused_with_their_limit() {
+    const BUDGET_MIB: f64 = 512.0;
+    let server = TestServer::start(&["--max-record-bytes", "65536", "--max-columns", "1000"]);
+    // A DIMENSIONS record declaring 4 billion rows: calamine reserved room for them (abort).
+    let dims = patched_xls(
+        b"\x00\x02\x0e\x00",
+        &[
+            (4, &0xFFFF_FFF0u32.to_le_bytes()),
+            (10, &0xFFu16.to_le_bytes()),
+        ],
+    );
+    // One cell moved to row 65536, column 256: the sheet is laid out as 16.7 million cells.
+    let spread = patched_xls(
+        b"\xfd\x00\x0a\x00",
+        &[(0, &0xFFFFu16.to_le_bytes()), (2, &0xFFu16.to_le_bytes())],
+    );
+    let mut quoted = b"src,note\n1.2.3.4,\"".to_vec();
+    while quoted.len() < 200_000 {
+        quoted.extend_from_slice(b"a short line inside one quoted field\n");
+    }
+    quoted.extend_from_slice(b"\"\n");
+    let mut element = b"[{\"src\":\"1.2.3.4\"},\n{\"src\":[".to_vec();
+    while element.len() < 200_000 {
+        element.extend_from_slice(b"1,\n");
+    }
+    element.extend_from_slice(b"1]}]");
+    let keys: String = (0..1001).map(|i| format!("{{\"k{i}\":1}}\n")).collect();
+    let columns: String = (0..1001).map(|i| format!("c{i},")).collect::<String>() + "x\n1\n";
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        (
+            "XLS dimensions",
+            dims,
+            "x.xls",
+            "declares an area of 1095216656400 cells",
+        ),
+        (
+            "XLS cells far apart",
+            spread,
+            "x.xls",
+            "has cells from row 1 to row 65536 and column 1 to column 256",
+        ),
+        (
+            "a CSV record over many lines",
+            quoted,
+            "x.csv",
+            "the CSV record from byte 9 is longer than 65536 bytes",
+        ),
+        (
+            "a JSON array element over many lines",
+            element,
+            "x.json",
+            "the element of the JSON array from byte",
+        ),
+        (
+            "JSON objects with 1001 keys",
+            keys.into_bytes(),
+            "x.jsonl",
+            "more than 1000 distinct keys",
+        ),
+        (
+            "a CSV header of 1002 columns",
+            columns.into_bytes(),
+            "x.csv",
+            "--max-columns",
+        ),
+    ];
+    for (what, bytes, name, needle) in cases {
+        let hash = server.upload_ok(&bytes, name);
+        let features = server.features(&hash);
+        if what.starts_with("a CSV record") {
+            // The header is fine: only reading the rows meets the record.
+            assert_eq!(features["data"], "src;note", "{what}");
+        } else {
+            assert_error(&features, needle);
+        }
+        let started = server.start_stix(&json!({"file_hash": hash}));
+        if what.starts_with("JSON objects") {
+            // Converting reads one object at a time: the union of keys is never held.
+            assert_eq!(started["code"], 200, "{what}: {started}");
+            server.wait_stix(&hash);
+        } else {
+            assert_error(&started, needle);
+        }
+        let peak = server.peak_rss_mib();
+        assert!(peak < BUDGET_MIB, "{what}: peak RSS {peak:.0} MiB");
+        assert_eq!(server.get_json("/healthz")["status"], "alive", "{what}");
+    }
+    // The fixture itself still reads.
+    let hash = server.upload_ok(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/sdn_small.xls"
+        ))
+        .unwrap(),
+        "sdn.xls",
+    );
+    assert_eq!(
+        server.features(&hash)["data"],
+        "dt;src;dst;Protocol;label;备注"
+    );
+}
+
 /// Waits until the server closes `stream` (a read returns 0 or fails), at most `within`;
 /// answers how long it took.
 fn closed_within(

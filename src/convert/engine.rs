@@ -93,6 +93,9 @@ pub struct Settings {
     pub label_columns: Vec<String>,
     /// SHA-256 of the dataset file.
     pub source_hash: String,
+    /// What the dataset file may hold (not part of the digest: a limit refuses a file, it
+    /// never changes the objects).
+    pub limits: crate::dataset::DatasetLimits,
 }
 
 impl Settings {
@@ -268,7 +271,7 @@ pub fn convert(
             };
             let hand_over =
                 |batch: RowBatch| permit_tx.send(()).is_ok() && work_tx.send(batch).is_ok();
-            let result = dataset::for_each_row(input, &mut |index, row| {
+            let result = dataset::for_each_row(input, &settings.limits, &mut |index, row| {
                 if stop.load(Ordering::Relaxed) {
                     return ControlFlow::Break(());
                 }
@@ -1332,6 +1335,7 @@ mod tests {
             labels: Vec::new(),
             label_columns: Vec::new(),
             source_hash: "ab".repeat(32),
+            limits: Default::default(),
         }
     }
 

@@ -5,9 +5,14 @@
 //! The format is decided by the bytes, never by the file name: front ends upload JSON Lines as
 //! `.txt`.
 
+mod limits;
 mod rows;
 mod sniff;
+mod xls_guard;
 pub(crate) mod xlsx_guard;
+
+pub use limits::DatasetLimits;
+pub(crate) use limits::{LineGuard, RecordGuard, RecordMark};
 
 pub use rows::{Cell, OwnedRow, Row, RowResult, count_rows, for_each_row, json_kind};
 pub use sniff::{CsvDialect, Format, TextEncoding, binary_kind, sniff};
@@ -48,15 +53,18 @@ pub enum DatasetError {
 
 /// The column names of a dataset, in order. For JSON and JSON Lines: the union of the
 /// top-level keys of all objects, in first-seen order.
-pub fn features(mut input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
+pub fn features(
+    mut input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
+) -> Result<Vec<String>, DatasetError> {
     let format = sniff(&mut input)?;
     input.seek(SeekFrom::Start(0))?;
     let columns = match format {
-        Format::Csv(dialect) => csv_header(input, dialect)?,
-        Format::Xlsx => xlsx_header(input)?,
-        Format::Xls => xls_header(input)?,
-        Format::JsonArray => json_array_keys(input)?,
-        Format::JsonLines => json_lines_keys(input)?,
+        Format::Csv(dialect) => csv_header(input, dialect, limits)?,
+        Format::Xlsx => xlsx_header(input, limits)?,
+        Format::Xls => xls_header(input, limits)?,
+        Format::JsonArray => json_array_keys(input, limits)?,
+        Format::JsonLines => json_lines_keys(input, limits)?,
     };
     if columns.is_empty() {
         return Err(DatasetError::NoColumns(format!(
@@ -78,14 +86,20 @@ fn name_column(raw: &str, index: usize) -> String {
     }
 }
 
+/// The read-ahead of the text readers (CSV, JSON Lines, JSON arrays).
+const TEXT_BUFFER: usize = 256 * 1024;
+
 /// A CSV reader over the decoded text of `input` (UTF-8 after decoding, BOM removed). UTF-8
 /// files are read as they are, not decoded: a byte sequence that is not UTF-8 is then an error
-/// of its record (with its position), never silently replaced.
+/// of its record (with its position), never silently replaced. Lines and records are bounded
+/// by the record limit; the caller moves the returned mark after each record
+/// ([`csv_record_read`]).
 pub(crate) fn csv_reader(
     input: Box<dyn ReadSeek>,
     dialect: CsvDialect,
-) -> csv::Reader<Box<dyn Read + Send>> {
-    let input = LineGuard::new(input);
+    limits: &DatasetLimits,
+) -> (csv::Reader<Box<dyn Read + Send>>, RecordMark) {
+    let input = LineGuard::new(input, limits.max_record_bytes);
     let decoded: Box<dyn Read + Send> = match dialect.encoding {
         TextEncoding::Utf8 => Box::new(SkipBom::new(input)),
         other => Box::new(
@@ -95,12 +109,39 @@ pub(crate) fn csv_reader(
                 .build(input),
         ),
     };
-    csv::ReaderBuilder::new()
+    let (guarded, mark) = RecordGuard::new(
+        decoded,
+        limits.max_record_bytes,
+        TEXT_BUFFER as u64,
+        "the CSV record",
+    );
+    let reader = csv::ReaderBuilder::new()
         .delimiter(dialect.delimiter)
         .flexible(true)
         .has_headers(true)
-        .buffer_capacity(256 * 1024)
-        .from_reader(decoded)
+        .buffer_capacity(TEXT_BUFFER)
+        .from_reader(Box::new(guarded) as Box<dyn Read + Send>);
+    (reader, mark)
+}
+
+/// A record was read: the next one starts where the reader is.
+pub(crate) fn csv_record_read<R: Read>(reader: &csv::Reader<R>, mark: &RecordMark) {
+    mark.starts_at(reader.position().byte());
+}
+
+/// Refuses more columns than the limit.
+pub(crate) fn check_columns(
+    columns: usize,
+    limits: &DatasetLimits,
+    what: &str,
+) -> Result<(), DatasetError> {
+    if columns as u64 > limits.max_columns {
+        return Err(DatasetError::TooLarge(format!(
+            "{what} has {columns} columns, more than {} (the limit of columns, --max-columns)",
+            limits.max_columns
+        )));
+    }
+    Ok(())
 }
 
 fn csv_error(e: csv::Error) -> DatasetError {
@@ -117,9 +158,14 @@ fn csv_error(e: csv::Error) -> DatasetError {
     DatasetError::Csv { line, detail }
 }
 
-fn csv_header(input: Box<dyn ReadSeek>, dialect: CsvDialect) -> Result<Vec<String>, DatasetError> {
-    let mut reader = csv_reader(input, dialect);
+fn csv_header(
+    input: Box<dyn ReadSeek>,
+    dialect: CsvDialect,
+    limits: &DatasetLimits,
+) -> Result<Vec<String>, DatasetError> {
+    let (mut reader, _) = csv_reader(input, dialect, limits);
     let header = reader.headers().map_err(csv_error)?;
+    check_columns(header.len(), limits, "the header row")?;
     if header.iter().all(|h| h.trim().is_empty()) {
         return Ok(Vec::new());
     }
@@ -140,12 +186,13 @@ fn spreadsheet_error(kind: &'static str, e: impl std::fmt::Display) -> DatasetEr
 /// Runs `f` over the cells of the first worksheet of an XLSX workbook, streamed.
 pub(crate) fn with_first_xlsx_sheet<T>(
     input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
     f: impl FnOnce(
         &mut calamine::XlsxCellReader<'_, BufReader<Box<dyn ReadSeek>>>,
     ) -> Result<T, DatasetError>,
 ) -> Result<T, DatasetError> {
     let mut input = input;
-    xlsx_guard::check(&mut input)?;
+    xlsx_guard::check(&mut input, limits)?;
     input.seek(SeekFrom::Start(0))?;
     let mut book: Xlsx<_> = Xlsx::new(BufReader::with_capacity(256 * 1024, input))
         .map_err(|e| spreadsheet_error("XLSX", e))?;
@@ -160,8 +207,11 @@ pub(crate) fn with_first_xlsx_sheet<T>(
     f(&mut cells)
 }
 
-fn xlsx_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
-    with_first_xlsx_sheet(input, |cells| {
+fn xlsx_header(
+    input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
+) -> Result<Vec<String>, DatasetError> {
+    with_first_xlsx_sheet(input, limits, |cells| {
         let mut header: Vec<(u32, String)> = Vec::new();
         let mut header_row = None;
         while let Some(cell) = cells
@@ -190,10 +240,14 @@ fn xlsx_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
     })
 }
 
-/// The first worksheet of an XLS workbook (the format is read whole).
+/// The first worksheet of an XLS workbook (the format is read whole, after the guard has
+/// measured what it declares and holds).
 pub(crate) fn first_xls_range(
-    input: Box<dyn ReadSeek>,
+    mut input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
 ) -> Result<calamine::Range<calamine::Data>, DatasetError> {
+    xls_guard::check(&mut input, limits)?;
+    input.seek(SeekFrom::Start(0))?;
     let mut book: Xls<_> =
         Xls::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLS", e))?;
     book.worksheet_range_at(0)
@@ -201,8 +255,11 @@ pub(crate) fn first_xls_range(
         .map_err(|e| spreadsheet_error("XLS", e))
 }
 
-fn xls_header(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
-    let range = first_xls_range(input)?;
+fn xls_header(
+    input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
+) -> Result<Vec<String>, DatasetError> {
+    let range = first_xls_range(input, limits)?;
     let start_col = range.start().map(|(_, c)| c).unwrap_or(0);
     let header = range
         .rows()
@@ -266,8 +323,12 @@ fn strip_position(msg: &str) -> String {
 
 type KeySet = IndexSet<String>;
 
-/// Keys of one JSON object, without building its values.
-struct ObjectKeys<'a>(&'a mut KeySet);
+/// Keys of one JSON object, without building its values; at most the column limit of
+/// distinct keys over all objects.
+struct ObjectKeys<'a> {
+    keys: &'a mut KeySet,
+    max: u64,
+}
 
 impl<'de> serde::de::DeserializeSeed<'de> for ObjectKeys<'_> {
     type Value = ();
@@ -283,8 +344,15 @@ impl<'de> serde::de::Visitor<'de> for ObjectKeys<'_> {
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if !self.0.contains(key.as_ref()) {
-                self.0.insert(key.into_owned());
+            if !self.keys.contains(key.as_ref()) {
+                if self.keys.len() as u64 >= self.max {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "the objects have more than {} distinct keys (the limit of columns, \
+                         --max-columns)",
+                        self.max
+                    )));
+                }
+                self.keys.insert(key.into_owned());
             }
             map.next_value::<IgnoredAny>()?;
         }
@@ -293,7 +361,11 @@ impl<'de> serde::de::Visitor<'de> for ObjectKeys<'_> {
 }
 
 /// Visits the elements of the top-level array one at a time (constant memory).
-struct ArrayKeys<'a>(&'a mut KeySet);
+struct ArrayKeys<'a> {
+    keys: &'a mut KeySet,
+    max: u64,
+    mark: RecordMark,
+}
 
 impl<'de> serde::de::Visitor<'de> for ArrayKeys<'_> {
     type Value = ();
@@ -301,28 +373,64 @@ impl<'de> serde::de::Visitor<'de> for ArrayKeys<'_> {
         f.write_str("a JSON array of objects")
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(ObjectKeys(self.0))?.is_some() {}
+        let max = self.max;
+        while seq
+            .next_element_seed(ObjectKeys {
+                keys: &mut *self.keys,
+                max,
+            })?
+            .is_some()
+        {
+            self.mark.starts_here();
+        }
         Ok(())
     }
 }
 
-fn json_array_keys(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
-    let mut keys = KeySet::new();
-    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(
-        256 * 1024,
+/// A reader of a top-level JSON array whose elements are bounded by the record limit; the
+/// caller moves the mark after each element.
+pub(crate) fn json_array_reader(
+    input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
+) -> (impl Read, RecordMark) {
+    let (guarded, mark) = RecordGuard::new(
         SkipBom::new(input),
-    ));
-    serde::Deserializer::deserialize_seq(&mut de, ArrayKeys(&mut keys))
-        .map_err(|e| json_error(e, 0))?;
+        limits.max_record_bytes,
+        TEXT_BUFFER as u64,
+        "the element of the JSON array",
+    );
+    (BufReader::with_capacity(TEXT_BUFFER, guarded), mark)
+}
+
+fn json_array_keys(
+    input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
+) -> Result<Vec<String>, DatasetError> {
+    let mut keys = KeySet::new();
+    let (reader, mark) = json_array_reader(input, limits);
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let visitor = ArrayKeys {
+        keys: &mut keys,
+        max: limits.max_columns,
+        mark,
+    };
+    serde::Deserializer::deserialize_seq(&mut de, visitor).map_err(|e| json_error(e, 0))?;
     de.end().map_err(|e| json_error(e, 0))?;
     Ok(keys.into_iter().collect())
 }
 
-fn json_lines_keys(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError> {
+fn json_lines_keys(
+    input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
+) -> Result<Vec<String>, DatasetError> {
     let mut keys = KeySet::new();
-    for_each_json_line(input, |_, line| {
+    for_each_json_line(input, limits, |_, line| {
         let mut de = serde_json::Deserializer::from_slice(line);
-        serde::de::DeserializeSeed::deserialize(ObjectKeys(&mut keys), &mut de)?;
+        let seed = ObjectKeys {
+            keys: &mut keys,
+            max: limits.max_columns,
+        };
+        serde::de::DeserializeSeed::deserialize(seed, &mut de)?;
         de.end()
     })?;
     Ok(keys.into_iter().collect())
@@ -332,9 +440,13 @@ fn json_lines_keys(input: Box<dyn ReadSeek>) -> Result<Vec<String>, DatasetError
 /// Errors from `f` are reported at that line.
 pub(crate) fn for_each_json_line(
     input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
     mut f: impl FnMut(u64, &[u8]) -> Result<(), serde_json::Error>,
 ) -> Result<(), DatasetError> {
-    let mut reader = BufReader::with_capacity(256 * 1024, SkipBom::new(LineGuard::new(input)));
+    let mut reader = BufReader::with_capacity(
+        TEXT_BUFFER,
+        SkipBom::new(LineGuard::new(input, limits.max_record_bytes)),
+    );
     let mut buf = Vec::with_capacity(4096);
     let mut line_no = 0u64;
     loop {
@@ -348,58 +460,6 @@ pub(crate) fn for_each_json_line(
             continue;
         }
         f(line_no, line).map_err(|e| json_error(e, line_no - 1))?;
-    }
-}
-
-/// Bytes of one line of a text dataset (CSV, JSON Lines), at most: a reader holds a whole
-/// record in memory, and a file must not make it hold more.
-pub const MAX_LINE_BYTES: u64 = 16 << 20;
-
-/// Fails the read when a line is longer than [`MAX_LINE_BYTES`], naming the line and the
-/// byte where it started.
-pub(crate) struct LineGuard<R> {
-    inner: R,
-    line: u64,
-    line_start: u64,
-    offset: u64,
-}
-
-impl<R: Read> LineGuard<R> {
-    pub(crate) fn new(inner: R) -> Self {
-        Self {
-            inner,
-            line: 1,
-            line_start: 0,
-            offset: 0,
-        }
-    }
-}
-
-impl<R: Read> Read for LineGuard<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let too_long = |line: u64, start: u64| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "line {line} (from byte {start}) is longer than {MAX_LINE_BYTES} bytes, the \
-                     limit of one line"
-                ),
-            )
-        };
-        for i in memchr::memchr_iter(b'\n', &buf[..n]) {
-            let end = self.offset + i as u64;
-            if end - self.line_start > MAX_LINE_BYTES {
-                return Err(too_long(self.line, self.line_start));
-            }
-            self.line += 1;
-            self.line_start = end + 1;
-        }
-        self.offset += n as u64;
-        if self.offset - self.line_start > MAX_LINE_BYTES {
-            return Err(too_long(self.line, self.line_start));
-        }
-        Ok(n)
     }
 }
 
@@ -452,19 +512,29 @@ mod tests {
     use std::io::Cursor;
 
     fn feats(bytes: &[u8]) -> Result<Vec<String>, DatasetError> {
-        features(Box::new(Cursor::new(bytes.to_vec())))
+        features(
+            Box::new(Cursor::new(bytes.to_vec())),
+            &DatasetLimits::default(),
+        )
     }
 
     #[test]
     fn lines_longer_than_the_limit_are_refused() {
         let mut long = b"a,b\n1,2\n".to_vec();
-        long.extend(std::iter::repeat_n(b'x', (MAX_LINE_BYTES + 10) as usize));
+        long.extend(std::iter::repeat_n(
+            b'x',
+            (DatasetLimits::default().max_record_bytes + 10) as usize,
+        ));
         long.extend_from_slice(b",3\n");
         let mut rows = 0;
-        let err = crate::dataset::for_each_row(Box::new(Cursor::new(long.clone())), &mut |_, _| {
-            rows += 1;
-            std::ops::ControlFlow::Continue(())
-        })
+        let err = crate::dataset::for_each_row(
+            Box::new(Cursor::new(long.clone())),
+            &DatasetLimits::default(),
+            &mut |_, _| {
+                rows += 1;
+                std::ops::ControlFlow::Continue(())
+            },
+        )
         .unwrap_err()
         .to_string();
         assert!(
@@ -472,12 +542,84 @@ mod tests {
             "{err}"
         );
         let mut jsonl = b"{\"a\":1}\n{\"a\":\"".to_vec();
-        jsonl.extend(std::iter::repeat_n(b'x', (MAX_LINE_BYTES + 10) as usize));
+        jsonl.extend(std::iter::repeat_n(
+            b'x',
+            (DatasetLimits::default().max_record_bytes + 10) as usize,
+        ));
         jsonl.extend_from_slice(b"\"}\n");
-        let err = count_rows(Box::new(Cursor::new(jsonl)))
+        let err = count_rows(Box::new(Cursor::new(jsonl)), &DatasetLimits::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2 (from byte 8) is longer than"), "{err}");
+    }
+
+    /// Reads every row with these limits; the error of the read, if any.
+    fn read_all(bytes: &[u8], limits: &DatasetLimits) -> Result<u64, String> {
+        let mut rows = 0;
+        crate::dataset::for_each_row(
+            Box::new(Cursor::new(bytes.to_vec())),
+            limits,
+            &mut |_, _| {
+                rows += 1;
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .map(|_| rows)
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn records_and_columns_are_bounded_whatever_their_lines() {
+        let small = DatasetLimits {
+            max_record_bytes: 1024,
+            max_columns: 8,
+            ..DatasetLimits::default()
+        };
+        // A quoted CSV field over many short lines: each line is short, the record is not.
+        let mut csv = b"a,b\n1,\"".to_vec();
+        for _ in 0..40_000 {
+            csv.extend_from_slice(b"short line\n");
+        }
+        csv.extend_from_slice(b"\"\n2,3\n");
+        let err = read_all(&csv, &small).unwrap_err();
+        assert!(
+            err.contains("the CSV record from byte 4 is longer than 1024 bytes"),
+            "{err}"
+        );
+        assert_eq!(read_all(&csv, &DatasetLimits::default()), Ok(2));
+        let err = count_rows(Box::new(Cursor::new(csv)), &small)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--max-record-bytes"), "{err}");
+        // One element of a JSON array, pretty-printed over many lines.
+        let mut json = b"[{\"a\":1},\n{\"a\":[".to_vec();
+        for i in 0..200_000 {
+            json.extend_from_slice(format!("{i},\n").as_bytes());
+        }
+        json.extend_from_slice(b"0]}]");
+        let err = read_all(&json, &small).unwrap_err();
+        assert!(
+            err.contains("the element of the JSON array from byte"),
+            "{err}"
+        );
+        assert!(features(Box::new(Cursor::new(json.clone())), &small).is_err());
+        assert_eq!(read_all(&json, &DatasetLimits::default()), Ok(2));
+        // Columns: a CSV header, the keys of JSON objects.
+        let wide: Vec<String> = (0..9).map(|i| format!("c{i}")).collect();
+        let header = format!("{}\n", wide.join(","));
+        let err = features(Box::new(Cursor::new(header.clone().into_bytes())), &small)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the header row has 9 columns, more than 8"),
+            "{err}"
+        );
+        assert!(read_all(header.as_bytes(), &small).is_err());
+        let lines: String = (0..9).map(|i| format!("{{\"k{i}\":1}}\n")).collect();
+        let err = features(Box::new(Cursor::new(lines.into_bytes())), &small)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than 8 distinct keys"), "{err}");
     }
 
     #[test]

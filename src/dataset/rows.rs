@@ -1,7 +1,7 @@
 //! Streaming rows of a dataset, one at a time and in constant memory (CSV, JSON Lines, JSON
 //! arrays; XLSX cell by cell; XLS as a whole sheet, as the format requires).
 
-use std::io::{BufReader, SeekFrom};
+use std::io::SeekFrom;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -9,8 +9,8 @@ use calamine::Data;
 use serde_json::{Map, Value};
 
 use super::{
-    DatasetError, Format, SkipBom, csv_error, csv_reader, for_each_json_line, sniff,
-    spreadsheet_error,
+    DatasetError, DatasetLimits, Format, RecordMark, check_columns, csv_error, csv_reader,
+    csv_record_read, for_each_json_line, json_array_reader, sniff, spreadsheet_error,
 };
 use crate::store::ReadSeek;
 
@@ -168,35 +168,44 @@ pub type RowResult = Result<OwnedRow, String>;
 /// unreadable end it. `f` returns `ControlFlow::Break` to stop early.
 pub fn for_each_row(
     mut input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
     f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<Format, DatasetError> {
     let format = sniff(&mut input)?;
     input.seek(SeekFrom::Start(0))?;
     match format {
-        Format::Csv(dialect) => csv_rows(csv_reader(input, dialect), f)?,
-        Format::JsonLines => json_lines_rows(input, f)?,
-        Format::JsonArray => json_array_rows(input, f)?,
-        Format::Xlsx => xlsx_rows(input, f)?,
-        Format::Xls => xls_rows(input, f)?,
+        Format::Csv(dialect) => {
+            let (reader, mark) = csv_reader(input, dialect, limits);
+            csv_rows(reader, mark, limits, f)?
+        }
+        Format::JsonLines => json_lines_rows(input, limits, f)?,
+        Format::JsonArray => json_array_rows(input, limits, f)?,
+        Format::Xlsx => xlsx_rows(input, limits, f)?,
+        Format::Xls => xls_rows(input, limits, f)?,
     }
     Ok(format)
 }
 
 fn csv_rows(
     mut reader: csv::Reader<Box<dyn std::io::Read + Send>>,
+    mark: RecordMark,
+    limits: &DatasetLimits,
     f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<(), DatasetError> {
-    let header: Arc<[String]> = reader
-        .headers()
-        .map_err(csv_error)?
+    let header = reader.headers().map_err(csv_error)?;
+    check_columns(header.len(), limits, "the header row")?;
+    let header: Arc<[String]> = header
         .iter()
         .enumerate()
         .map(|(i, h)| super::name_column(h, i))
         .collect();
+    csv_record_read(&reader, &mark);
     let mut record = csv::StringRecord::new();
     let mut index = 0u64;
     loop {
-        let outcome = match reader.read_record(&mut record) {
+        let read = reader.read_record(&mut record);
+        csv_record_read(&reader, &mark);
+        let outcome = match read {
             Ok(false) => return Ok(()),
             Ok(true) if record.len() == 1 && record[0].trim().is_empty() && header.len() > 1 => {
                 continue;
@@ -233,11 +242,12 @@ fn csv_rows(
 
 fn json_lines_rows(
     input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
     f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<(), DatasetError> {
     let mut index = 0u64;
     let mut stop = false;
-    for_each_json_line(input, |line_no, bytes| {
+    for_each_json_line(input, limits, |line_no, bytes| {
         if stop {
             return Ok(());
         }
@@ -256,10 +266,12 @@ fn json_lines_rows(
 /// error, malformed JSON ends the file.
 fn json_array_rows(
     input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
     f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<(), DatasetError> {
     struct Rows<'f> {
         f: &'f mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
+        mark: RecordMark,
     }
     impl<'de> serde::de::Visitor<'de> for Rows<'_> {
         type Value = ();
@@ -269,6 +281,7 @@ fn json_array_rows(
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             let mut index = 0u64;
             while let Some(value) = seq.next_element::<Value>()? {
+                self.mark.starts_here();
                 let outcome = match value {
                     Value::Object(map) => (self.f)(index, Ok(OwnedRow::Object(map))),
                     other => (self.f)(
@@ -290,11 +303,9 @@ fn json_array_rows(
         }
     }
     const STOPPED: &str = "br-cti: stopped by the caller";
-    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(
-        256 * 1024,
-        SkipBom::new(input),
-    ));
-    match serde::Deserializer::deserialize_seq(&mut de, Rows { f }) {
+    let (reader, mark) = json_array_reader(input, limits);
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    match serde::Deserializer::deserialize_seq(&mut de, Rows { f, mark }) {
         Ok(()) => de.end().map_err(|e| super::json_error(e, 0)),
         Err(e) if e.to_string().starts_with(STOPPED) => Ok(()),
         Err(e) => Err(super::json_error(e, 0)),
@@ -463,9 +474,10 @@ impl SheetAssembler {
 
 fn xlsx_rows(
     input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
     f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<(), DatasetError> {
-    super::with_first_xlsx_sheet(input, |cells| {
+    super::with_first_xlsx_sheet(input, limits, |cells| {
         let mut rows = SheetAssembler::new();
         while let Some(cell) = cells
             .next_cell()
@@ -484,9 +496,10 @@ fn xlsx_rows(
 
 fn xls_rows(
     input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
     f: &mut dyn FnMut(u64, RowResult) -> ControlFlow<()>,
 ) -> Result<(), DatasetError> {
-    let range = super::first_xls_range(input)?;
+    let range = super::first_xls_range(input, limits)?;
     let (start_row, start_col) = range.start().unwrap_or((0, 0));
     let mut rows = SheetAssembler::new();
     for (r, row) in range.rows().enumerate() {
@@ -511,16 +524,21 @@ fn xls_rows(
 /// Counts data rows (header excluded), including unreadable ones: what `for_each_row` would
 /// pass to its callback. Cheap for the streaming formats: CSV records are split without
 /// building strings, JSON Lines are counted as non-blank lines without parsing them.
-pub fn count_rows(mut input: Box<dyn ReadSeek>) -> Result<u64, DatasetError> {
+pub fn count_rows(
+    mut input: Box<dyn ReadSeek>,
+    limits: &DatasetLimits,
+) -> Result<u64, DatasetError> {
     let format = sniff(&mut input)?;
     input.seek(SeekFrom::Start(0))?;
     match format {
         Format::Csv(dialect) => {
-            let mut reader = csv_reader(input, dialect);
+            let (mut reader, mark) = csv_reader(input, dialect, limits);
             let columns = reader.byte_headers().map_err(csv_error)?.len();
+            check_columns(columns, limits, "the header row")?;
             let mut record = csv::ByteRecord::new();
             let mut n = 0u64;
             loop {
+                csv_record_read(&reader, &mark);
                 match reader.read_byte_record(&mut record) {
                     Ok(false) => return Ok(n),
                     // A blank line is skipped by the reader too.
@@ -535,7 +553,7 @@ pub fn count_rows(mut input: Box<dyn ReadSeek>) -> Result<u64, DatasetError> {
         }
         Format::JsonLines => {
             let mut n = 0u64;
-            for_each_json_line(input, |_, _| {
+            for_each_json_line(input, limits, |_, _| {
                 n += 1;
                 Ok(())
             })?;
@@ -543,20 +561,20 @@ pub fn count_rows(mut input: Box<dyn ReadSeek>) -> Result<u64, DatasetError> {
         }
         Format::Xlsx => {
             // The guard's pass counts the rows of a one-sheet workbook: no second full read.
-            if let Some(rows) = super::xlsx_guard::check(&mut input)? {
+            if let Some(rows) = super::xlsx_guard::check(&mut input, limits)? {
                 return Ok(rows.saturating_sub(1));
             }
             input.seek(SeekFrom::Start(0))?;
-            count_read_rows(input)
+            count_read_rows(input, limits)
         }
-        _ => count_read_rows(input),
+        _ => count_read_rows(input, limits),
     }
 }
 
 /// Counts the rows by reading them.
-fn count_read_rows(input: Box<dyn ReadSeek>) -> Result<u64, DatasetError> {
+fn count_read_rows(input: Box<dyn ReadSeek>, limits: &DatasetLimits) -> Result<u64, DatasetError> {
     let mut n = 0u64;
-    for_each_row(input, &mut |_, _| {
+    for_each_row(input, limits, &mut |_, _| {
         n += 1;
         ControlFlow::Continue(())
     })?;
@@ -570,23 +588,27 @@ mod tests {
 
     fn collect(bytes: &[u8]) -> Vec<Result<Vec<(String, String)>, String>> {
         let mut out = Vec::new();
-        for_each_row(Box::new(Cursor::new(bytes.to_vec())), &mut |i, row| {
-            assert_eq!(i as usize, out.len());
-            out.push(row.and_then(|r| {
-                r.with_row(|r| {
-                    let mut cells = Vec::new();
-                    r.for_each_cell(&mut |name, cell| {
-                        let v = match cell {
-                            Cell::Text(s) => s.to_string(),
-                            Cell::Json(v) => v.to_string(),
-                        };
-                        cells.push((name.to_string(), v));
-                    });
-                    cells
-                })
-            }));
-            ControlFlow::Continue(())
-        })
+        for_each_row(
+            Box::new(Cursor::new(bytes.to_vec())),
+            &DatasetLimits::default(),
+            &mut |i, row| {
+                assert_eq!(i as usize, out.len());
+                out.push(row.and_then(|r| {
+                    r.with_row(|r| {
+                        let mut cells = Vec::new();
+                        r.for_each_cell(&mut |name, cell| {
+                            let v = match cell {
+                                Cell::Text(s) => s.to_string(),
+                                Cell::Json(v) => v.to_string(),
+                            };
+                            cells.push((name.to_string(), v));
+                        });
+                        cells
+                    })
+                }));
+                ControlFlow::Continue(())
+            },
+        )
         .unwrap();
         out
     }
@@ -653,7 +675,7 @@ mod tests {
         }
         let bytes = book.save_to_buffer().unwrap();
         let read = collect(&bytes).len() as u64;
-        let counted = count_rows(Box::new(Cursor::new(bytes))).unwrap();
+        let counted = count_rows(Box::new(Cursor::new(bytes)), &DatasetLimits::default()).unwrap();
         assert_eq!(counted, read);
         assert_eq!(read, 59 - 8);
     }
@@ -683,12 +705,17 @@ mod tests {
     #[test]
     fn counts_and_stops() {
         assert_eq!(
-            count_rows(Box::new(Cursor::new(b"a\n1\n2\n3\n".to_vec()))).unwrap(),
+            count_rows(
+                Box::new(Cursor::new(b"a\n1\n2\n3\n".to_vec())),
+                &DatasetLimits::default()
+            )
+            .unwrap(),
             3
         );
         let mut seen = 0;
         for_each_row(
             Box::new(Cursor::new(b"[{\"a\":1},{\"a\":2},{\"a\":3}]".to_vec())),
+            &DatasetLimits::default(),
             &mut |_, _| {
                 seen += 1;
                 if seen == 2 {

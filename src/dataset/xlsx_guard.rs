@@ -6,21 +6,17 @@
 
 use std::io::{Read, Seek};
 
-use super::DatasetError;
-
-/// Inflated bytes of the shared strings (held in memory while a workbook is read).
-pub const MAX_SHARED_STRINGS_BYTES: u64 = 128 << 20;
-/// Inflated bytes of all worksheets and the shared strings together.
-pub const MAX_INFLATED_BYTES: u64 = 4 << 30;
-/// Bytes of text between two XML tags: one cell value.
-pub const MAX_CELL_BYTES: u64 = 1 << 20;
+use super::{DatasetError, DatasetLimits};
 
 const SHARED_STRINGS: &str = "xl/sharedstrings.xml";
 
 /// Measures the workbook's XML parts; an error names the part, the limit and what was seen.
 /// Answers, for a workbook of one worksheet, how many of its rows hold a value (the header
 /// row included), which the same pass counts.
-pub fn check<R: Read + Seek>(input: R) -> Result<Option<u64>, DatasetError> {
+pub fn check<R: Read + Seek>(
+    input: R,
+    limits: &DatasetLimits,
+) -> Result<Option<u64>, DatasetError> {
     let mut zip = zip::ZipArchive::new(input)
         .map_err(|e| spreadsheet("the file is not a readable XLSX (ZIP) archive", e))?;
     let mut total: u64 = 0;
@@ -51,23 +47,25 @@ pub fn check<R: Read + Seek>(input: R) -> Result<Option<u64>, DatasetError> {
             scan.feed(&buf[..n], !shared)
                 .map_err(|e| DatasetError::TooLarge(format!("{part}: {e}")))?;
             total += n as u64;
-            if shared && scan.bytes > MAX_SHARED_STRINGS_BYTES {
+            if shared && scan.bytes > limits.xlsx_max_shared_strings_bytes {
                 return Err(DatasetError::TooLarge(format!(
-                    "{part} inflates to more than {MAX_SHARED_STRINGS_BYTES} bytes (the limit \
-                     for the shared strings of a workbook)"
+                    "{part} inflates to more than {} bytes (the limit for the shared strings \
+                     of a workbook, --xlsx-max-shared-strings-bytes)",
+                    limits.xlsx_max_shared_strings_bytes
                 )));
             }
-            if total > MAX_INFLATED_BYTES {
+            if total > limits.xlsx_max_inflated_bytes {
                 return Err(DatasetError::TooLarge(format!(
-                    "the worksheets inflate to more than {MAX_INFLATED_BYTES} bytes (the limit \
-                     for a workbook; reached in {part})"
+                    "the worksheets inflate to more than {} bytes (the limit for a workbook, \
+                     --xlsx-max-inflated-bytes; reached in {part})",
+                    limits.xlsx_max_inflated_bytes
                 )));
             }
-            if scan.longest_text > MAX_CELL_BYTES {
+            if scan.longest_text > limits.max_cell_bytes {
                 return Err(DatasetError::TooLarge(format!(
-                    "{part} has a cell of more than {MAX_CELL_BYTES} bytes (the limit for one \
-                     cell) at inflated byte {}",
-                    scan.bytes
+                    "{part} has a cell of more than {} bytes (the limit for one cell, \
+                     --max-cell-bytes) at inflated byte {}",
+                    limits.max_cell_bytes, scan.bytes
                 )));
             }
         }

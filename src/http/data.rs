@@ -328,7 +328,7 @@ async fn get_traffic_data_features(
             .ok_or_else(|| {
                 ApiError::internal("opening the dataset", format!("blob {hash} is missing"))
             })?;
-        dataset::features(input).map_err(|e| {
+        dataset::features(input, &state.config.dataset_limits).map_err(|e| {
             ApiError::bad_request(format!("cannot read the columns of file {hash}: {e}"))
         })
     })

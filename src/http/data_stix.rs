@@ -318,7 +318,7 @@ async fn process_data_to_stix(
         };
         let unreadable = |e: dataset::DatasetError| ApiError::bad_request(format!("cannot read file {hash}: {e}"));
         let columns = if params.features.is_some() || !params.labels.is_empty() {
-            dataset::features(open()?).map_err(unreadable)?
+            dataset::features(open()?, &state.config.dataset_limits).map_err(unreadable)?
         } else {
             Vec::new()
         };
@@ -337,7 +337,7 @@ async fn process_data_to_stix(
                 )));
             }
         }
-        let rows = dataset::count_rows(open()?).map_err(unreadable)?;
+        let rows = dataset::count_rows(open()?, &state.config.dataset_limits).map_err(unreadable)?;
         let total_steps = rows.div_ceil(params.compress);
         queue_job(&state, KIND_STIX, STEP_STIX, &hash, &process_id, &params, total_steps, rows)
     })

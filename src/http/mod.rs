@@ -74,6 +74,7 @@ impl AppState {
             blobs.clone(),
             Arc::new(geo),
             config.job_max_attempts,
+            config.dataset_limits,
         )?;
         let db_path = config.data_dir.join("br-cti.sqlite");
         let taxii_db: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&db_path)?);

@@ -34,6 +34,7 @@ struct Inner {
     blobs: Arc<dyn BlobStore>,
     geo: Arc<GeoIp>,
     max_attempts: u32,
+    dataset_limits: crate::dataset::DatasetLimits,
     queue: Mutex<mpsc::Sender<i64>>,
     cancels: Mutex<HashMap<i64, Arc<AtomicBool>>>,
 }
@@ -45,6 +46,7 @@ impl Jobs {
         blobs: Arc<dyn BlobStore>,
         geo: Arc<GeoIp>,
         max_attempts: u32,
+        dataset_limits: crate::dataset::DatasetLimits,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<i64>();
         let jobs = Jobs {
@@ -53,6 +55,7 @@ impl Jobs {
                 blobs,
                 geo,
                 max_attempts: max_attempts.max(1),
+                dataset_limits,
                 queue: Mutex::new(tx),
                 cancels: Mutex::new(HashMap::new()),
             }),

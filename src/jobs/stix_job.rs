@@ -37,7 +37,11 @@ pub struct StixParams {
 }
 
 impl StixParams {
-    pub fn settings(&self, source_hash: &str) -> Result<Settings, String> {
+    pub fn settings(
+        &self,
+        source_hash: &str,
+        limits: crate::dataset::DatasetLimits,
+    ) -> Result<Settings, String> {
         let mapping = Mapping::parse(&self.mapping_text).map_err(|e| e.to_string())?;
         Ok(Settings {
             mapping: Arc::new(mapping),
@@ -47,6 +51,7 @@ impl StixParams {
             label_columns: self.label_columns.clone(),
             observed_time: stix::Timestamp::from_micros(self.observed_time_micros),
             source_hash: source_hash.to_string(),
+            limits,
         })
     }
 }
@@ -175,7 +180,7 @@ impl BatchSink for StixSink<'_> {
 pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStatus, String> {
     let params: StixParams =
         serde_json::from_str(&job.params).map_err(|e| format!("unreadable job parameters: {e}"))?;
-    let settings = params.settings(&job.file_hash)?;
+    let settings = params.settings(&job.file_hash, jobs.inner.dataset_limits)?;
     let hash = Sha256Hex::parse(&job.file_hash).map_err(|e| format!("file hash {e}"))?;
     let input = jobs
         .blobs()
