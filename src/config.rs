@@ -89,6 +89,8 @@ pub struct ServeConfig {
     pub connections: crate::http::ConnLimits,
     /// What an uploaded dataset may hold.
     pub dataset_limits: crate::dataset::DatasetLimits,
+    /// Bytes of request bodies held in memory at once, all requests together.
+    pub max_body_memory_bytes: u64,
 }
 
 /// Shortest API token accepted on a non-loopback address.
@@ -188,6 +190,7 @@ mod tests {
             job_max_attempts: DEFAULT_JOB_MAX_ATTEMPTS,
             connections: crate::http::ConnLimits::default(),
             dataset_limits: Default::default(),
+            max_body_memory_bytes: crate::http::DEFAULT_MAX_BODY_MEMORY_BYTES,
         }
     }
 

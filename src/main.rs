@@ -112,6 +112,11 @@ struct ServeArgs {
     #[arg(long, env = "BRCTI_IDLE_TIMEOUT_SECS", default_value_t = ConnLimits::default().idle_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     idle_timeout_secs: u64,
+    /// Bytes of request bodies (hidden-danger reports, TAXII objects) held in memory at once,
+    /// all requests together; a body that would pass it is refused with 503 and Retry-After.
+    #[arg(long, env = "BRCTI_MAX_BODY_MEMORY_BYTES", default_value_t = br_cti::http::DEFAULT_MAX_BODY_MEMORY_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_body_memory_bytes: u64,
     /// Datasets: bytes of one record (a CSV line or record, a JSON Lines line, an element of a
     /// JSON array).
     #[arg(long, env = "BRCTI_MAX_RECORD_BYTES", default_value_t = DatasetLimits::default().max_record_bytes,
@@ -202,6 +207,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
             idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
         },
+        max_body_memory_bytes: args.max_body_memory_bytes,
         dataset_limits: DatasetLimits {
             max_record_bytes: args.max_record_bytes,
             max_columns: args.max_columns,

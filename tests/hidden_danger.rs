@@ -869,3 +869,111 @@ fn concurrent_replays_of_one_signed_request_store_one_body() {
         }
     }
 }
+
+/// Sends a whole request (headers and body) before reading anything, as Python `requests` and
+/// `urllib` do, then reads the answer: the node must not close before its refusal is read.
+fn send_all_then_read(addr: &str, head: &str, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+        .write_all(body)
+        .expect("the node reads the whole refused body");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn refusals_reach_clients_that_send_everything_first_and_bodies_share_a_memory_budget() {
+    use std::io::Write;
+    let n = node(&[
+        "--hd-max-body-bytes",
+        "100000",
+        "--max-upload-bytes",
+        "100000",
+        "--max-body-memory-bytes",
+        "1000000",
+    ]);
+    let token = add_user(&n.dir, "alice");
+    let s = &n.server;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // A hidden-danger body over the limit, declared and sent whole.
+    let body = vec![b' '; 3 << 20];
+    let head = format!(
+        "POST {ADD} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let answer = send_all_then_read(&addr, &head, &body);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{answer}");
+    // An upload over the limit, sent whole.
+    let boundary = "XyZ";
+    let mut upload = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"task_id\"\r\n\r\nt1\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\nsrc\n"
+    )
+    .into_bytes();
+    upload.extend(std::iter::repeat_n(b'1', 3 << 20));
+    upload.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+    let head = format!(
+        "POST /data/upload_file HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        upload.len()
+    );
+    let answer = send_all_then_read(&addr, &head, &upload);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("--max-upload-bytes"), "{answer}");
+
+    // Bodies held at once: ten slow clients each hold 95,000 bytes of a body they have not
+    // finished (950,000 of the 1,000,000 budget) ...
+    let partial = vec![b' '; 95_000];
+    let mut holders = Vec::new();
+    for _ in 0..10 {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        let head = format!(
+            "POST {ADD} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            partial.len() + 1000
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(&partial).unwrap();
+        holders.push(c);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // ... so the next body does not fit: 503 with Retry-After, and nothing is stored.
+    let before = snapshot(s);
+    let report = signed("alice", &token, json!([item("busy")]));
+    let mut padded = report.clone();
+    padded["padding"] = json!("p".repeat(90_000));
+    let resp = s
+        .client
+        .post(s.url(ADD))
+        .header("content-type", "application/json")
+        .body(padded.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let v: Value = resp.json().unwrap();
+    assert_eq!(v["errorCode"], "SERVER_BUSY", "{v}");
+    assert!(
+        v["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("--max-body-memory-bytes"),
+        "{v}"
+    );
+    assert_eq!(snapshot(s), before);
+    // When the slow clients go away their bytes are given back.
+    drop(holders);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (status, v) = post(s, &padded);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["success"], true, "{v}");
+}

@@ -86,16 +86,52 @@ async fn upload_file(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max + MULTIPART_OVERHEAD) {
-        return Err(too_large(max));
-    }
     let mut multipart = multipart.map_err(|e| {
         ApiError::bad_request(format!(
             "expected a multipart/form-data body with fields `file` and `task_id`: {}",
             e.body_text()
         ))
     })?;
+    let received = if declared.is_some_and(|len| len > max + MULTIPART_OVERHEAD) {
+        Err(too_large(max))
+    } else {
+        receive_upload(&state, &mut multipart, max).await
+    };
+    match received {
+        Err(e) if e.http_status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            // Read the rest and drop it, so that a client sending the whole body before it
+            // reads (Python `requests`) receives the refusal instead of a broken pipe.
+            drain_multipart(&mut multipart, UPLOAD_DISCARD_BYTES).await;
+            Err(e)
+        }
+        other => other,
+    }
+}
 
+/// Bytes of a refused upload read and dropped so that the refusal reaches the client.
+const UPLOAD_DISCARD_BYTES: u64 = 64 << 20;
+
+/// Reads and drops what is left of a multipart body, at most `limit` bytes and 30 seconds.
+async fn drain_multipart(multipart: &mut Multipart, limit: u64) {
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(chunk)) = field.chunk().await {
+                seen += chunk.len() as u64;
+                if seen > limit {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+async fn receive_upload(
+    state: &AppState,
+    multipart: &mut Multipart,
+    max: u64,
+) -> Result<axum::Json<Value>, ApiError> {
     let mut task_id: Option<String> = None;
     let mut staged: Option<(Box<dyn StagedBlob>, Option<String>)> = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
@@ -107,7 +143,7 @@ async fn upload_file(
                     ));
                 }
                 let name = field.file_name().and_then(sanitize_file_name);
-                staged = Some((receive_file(&state, field, max).await?, name));
+                staged = Some((receive_file(state, field, max).await?, name));
             }
             Some("task_id") => {
                 task_id = Some(parse_task_id(&read_small_field(field, "task_id").await?)?);

@@ -48,6 +48,11 @@ impl ApiError {
         )
     }
 
+    /// The HTTP status of the answer.
+    pub fn http_status(&self) -> StatusCode {
+        self.status
+    }
+
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -45,6 +45,8 @@ pub struct AppState {
     pub taxii_db: Arc<dyn MetaStore>,
     /// Publishes new STIX into the TAXII read collections.
     pub publisher: Arc<crate::taxii::Publisher>,
+    /// Request bodies held in memory, all requests together.
+    pub body_budget: BodyBudget,
 }
 
 impl AppState {
@@ -86,6 +88,7 @@ impl AppState {
             open_api: Arc::new(open_api::OpenApi::new(config.hidden_danger.clone())),
             taxii_db,
             publisher,
+            body_budget: BodyBudget::new(config.max_body_memory_bytes),
             config: Arc::new(config),
             jobs,
             default_mapping: Arc::new(default_mapping),
@@ -169,37 +172,106 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     }
 }
 
+/// Default bytes of request bodies held in memory at once, all requests together.
+pub const DEFAULT_MAX_BODY_MEMORY_BYTES: u64 = 256 << 20;
+
+/// The bytes of request bodies the node holds in memory at once (hidden-danger reports, TAXII
+/// objects), whoever sends them: each buffered body takes its bytes from this budget as they
+/// arrive and gives them back when its request ends. Uploads stream to disk and take none.
+#[derive(Clone)]
+pub struct BodyBudget {
+    bytes: Arc<tokio::sync::Semaphore>,
+    total: u64,
+}
+
+impl BodyBudget {
+    pub fn new(total: u64) -> Self {
+        let total = total.clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u64);
+        BodyBudget {
+            bytes: Arc::new(tokio::sync::Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> u64 {
+        self.total - self.bytes.available_permits() as u64
+    }
+}
+
+/// A request body read whole; its bytes count against the [`BodyBudget`] until it is dropped.
+pub(crate) struct BufferedBody {
+    pub bytes: bytes::Bytes,
+    _held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// Why a request body was not read whole.
 pub(crate) enum BodyError {
     /// Longer than the limit (the rest was read and dropped, up to the discard limit).
     TooLarge,
+    /// The bodies held by all requests reached the budget (the rest was read and dropped).
+    Busy { budget: u64 },
     Read(String),
 }
 
-/// Reads a body of at most `limit` bytes. A longer one is read on and dropped, up to `discard`
-/// bytes in all, so that a client still sending it receives the refusal instead of a broken
-/// pipe; memory holds at most `limit` bytes either way.
+impl BodyError {
+    /// The answer to a client whose body could not be held (`Busy`): try again shortly.
+    pub(crate) fn busy_message(budget: u64) -> String {
+        format!(
+            "the node is holding {budget} bytes of request bodies, its limit for all requests \
+             together (--max-body-memory-bytes); send this request again in a moment"
+        )
+    }
+}
+
+/// Reads a body of at most `limit` bytes, taking its bytes from `budget`. A longer one (or one
+/// the budget cannot hold) is read on and dropped, up to `discard` bytes in all, so that a
+/// client still sending it receives the refusal instead of a broken pipe; memory holds at most
+/// `limit` bytes either way.
 pub(crate) async fn read_body(
     body: axum::body::Body,
     limit: usize,
     discard: u64,
-) -> Result<bytes::Bytes, BodyError> {
+    budget: &BodyBudget,
+) -> Result<BufferedBody, BodyError> {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut buf = bytes::BytesMut::new();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
+            let seen = (buf.len() + data.len()) as u64;
             if buf.len() + data.len() > limit {
-                let seen = (buf.len() + data.len()) as u64;
-                drop(buf);
+                drop((buf, held));
                 discard_body(body, discard.saturating_sub(seen)).await;
                 return Err(BodyError::TooLarge);
+            }
+            let more = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            match budget.bytes.clone().try_acquire_many_owned(more) {
+                Ok(permit) => match &mut held {
+                    Some(h) => h.merge(permit),
+                    None => held = Some(permit),
+                },
+                Err(_) => {
+                    drop((buf, held));
+                    tracing::warn!(
+                        budget = budget.total,
+                        "a request body was refused: the bodies held reached the budget"
+                    );
+                    discard_body(body, discard.saturating_sub(seen)).await;
+                    return Err(BodyError::Busy {
+                        budget: budget.total,
+                    });
+                }
             }
             buf.extend_from_slice(&data);
         }
     }
-    Ok(buf.freeze())
+    Ok(BufferedBody {
+        bytes: buf.freeze(),
+        _held: held,
+    })
 }
 
 /// Reads and drops what is left of a refused body, at most `limit` bytes and 30 seconds.

@@ -13,6 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+/// Bytes of a refused body read and dropped so that the refusal reaches the client.
+const DISCARD_BYTES: u64 = 64 << 20;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -182,21 +185,39 @@ async fn add_hidden_danger(
             format!("the request body is larger than {limit} bytes"),
         )
     };
-    // The rest of the body is left unread: the connection cannot be reused.
-    let refuse = || {
-        let mut resp = too_large().into_response();
+    // The rest of a refused body is read and dropped (up to DISCARD_BYTES), so that the answer
+    // reaches clients that send the whole body before reading (Python `requests`); the
+    // connection is not reused after it.
+    let refuse = |answer: Answer| {
+        let mut resp = answer.into_response();
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         resp
     };
     if declared.is_some_and(|n| n > limit) {
-        return refuse();
+        super::discard_body(body, DISCARD_BYTES).await;
+        return refuse(too_large());
     }
-    let bytes = match axum::body::to_bytes(body, limit as usize).await {
-        Ok(b) => b,
-        Err(_) => return refuse(),
+    let body = match super::read_body(body, limit as usize, DISCARD_BYTES, &state.body_budget)
+        .await
+    {
+        Ok(body) => body,
+        Err(super::BodyError::TooLarge) => return refuse(too_large()),
+        Err(super::BodyError::Busy { budget }) => {
+            let mut busy = Answer::fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVER_BUSY",
+                super::BodyError::busy_message(budget),
+            );
+            busy.retry_after = Some(1);
+            return refuse(busy);
+        }
+        Err(super::BodyError::Read(e)) => {
+            return Answer::invalid("INVALID_JSON", format!("the body could not be read: {e}"))
+                .into_response();
+        }
     };
-    match tokio::task::spawn_blocking(move || handle(&state, &api, &bytes)).await {
+    match tokio::task::spawn_blocking(move || handle(&state, &api, &body.bytes)).await {
         Ok(answer) => answer.into_response(),
         Err(e) => {
             tracing::error!("addHiddenDanger panicked: {e}");

@@ -93,6 +93,10 @@ impl IntoResponse for TaxiiError {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -620,8 +624,17 @@ async fn add_objects(
             }
         }
     };
-    let body = match super::read_body(body, MAX_CONTENT_LENGTH, DISCARD_LIMIT).await {
-        Ok(bytes) => bytes,
+    let body = match super::read_body(body, MAX_CONTENT_LENGTH, DISCARD_LIMIT, &state.body_budget)
+        .await
+    {
+        Ok(body) => body,
+        Err(super::BodyError::Busy { budget }) => {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                super::BodyError::busy_message(budget),
+            ));
+        }
         Err(super::BodyError::TooLarge) => {
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -634,7 +647,7 @@ async fn add_objects(
         }
     };
     let status = blocking(move || {
-        let envelope: Value = serde_json::from_slice(&body)
+        let envelope: Value = serde_json::from_slice(&body.bytes)
             .map_err(|e| bad(format!("the body is not JSON: {e}")))?;
         let objects = envelope
             .get("objects")
