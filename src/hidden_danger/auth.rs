@@ -69,8 +69,15 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 pub struct Replayed {
     pub body_sha256: [u8; 32],
     pub status: u16,
-    pub answer: String,
+    /// The answer's JSON text (whole, or its summary when the cache could not keep it whole).
+    pub answer: std::sync::Arc<str>,
 }
+
+/// The longest answer the replay cache keeps whole.
+pub const REPLAY_ANSWER_MAX_BYTES: usize = 8 << 10;
+/// Bytes of whole answers the replay cache keeps, all entries together; past it (or for an
+/// answer over [`REPLAY_ANSWER_MAX_BYTES`]) an entry keeps a summary.
+pub const REPLAY_ANSWERS_MAX_BYTES: usize = 16 << 20;
 
 /// (user, timestamp as sent, lowercase sign).
 type ReplayKey = (String, String, String);
@@ -82,10 +89,46 @@ type ReplayKey = (String, String, String);
 /// Claiming a key and recording it are one step ([`ReplayCache::claim`]): of two requests sent
 /// at once under one key, exactly one is processed; the other waits for its answer (the same
 /// body) or is refused (another body).
+///
+/// Memory is bounded: an entry holds the body's SHA-256, the status and the answer; answers are
+/// kept whole up to [`REPLAY_ANSWER_MAX_BYTES`] each and [`REPLAY_ANSWERS_MAX_BYTES`] in all,
+/// beyond which an entry keeps the summary its caller gives (a few hundred bytes). Entries
+/// are bounded by the rate limit times the window.
 pub struct ReplayCache {
     ttl: Duration,
-    entries: Mutex<HashMap<ReplayKey, (Instant, Entry)>>,
+    state: Mutex<CacheState>,
     settled: Condvar,
+}
+
+#[derive(Default)]
+struct CacheState {
+    entries: HashMap<ReplayKey, (Instant, Entry)>,
+    /// Bytes of the answers kept.
+    answer_bytes: usize,
+}
+
+impl CacheState {
+    /// Drops expired entries (never pending ones).
+    fn expire(&mut self, now: Instant, ttl: Duration) {
+        let mut freed = 0;
+        self.entries.retain(|_, (at, e)| match e {
+            Entry::Pending(_) => true,
+            Entry::Done(r) => {
+                let keep = now.duration_since(*at) < ttl;
+                if !keep {
+                    freed += r.answer.len();
+                }
+                keep
+            }
+        });
+        self.answer_bytes -= freed;
+    }
+
+    fn remove(&mut self, key: &ReplayKey) {
+        if let Some((_, Entry::Done(r))) = self.entries.remove(key) {
+            self.answer_bytes -= r.answer.len();
+        }
+    }
 }
 
 enum Entry {
@@ -108,7 +151,7 @@ impl ReplayCache {
     pub fn new(window: Duration) -> Self {
         ReplayCache {
             ttl: window * 2 + Duration::from_secs(1),
-            entries: Mutex::new(HashMap::new()),
+            state: Mutex::new(CacheState::default()),
             settled: Condvar::new(),
         }
     }
@@ -124,16 +167,14 @@ impl ReplayCache {
     /// Looks the request up and, when it is new, claims its key before anyone else can.
     pub fn claim(&self, user: &str, timestamp: &str, sign: &str, body: &[u8; 32]) -> Seen {
         let key = Self::key(user, timestamp, sign);
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         loop {
             let now = Instant::now();
-            if entries.len() > 10_000 {
-                entries.retain(|_, (at, e)| {
-                    matches!(e, Entry::Pending(_)) || now.duration_since(*at) < self.ttl
-                });
+            if state.entries.len() > 10_000 {
+                state.expire(now, self.ttl);
             }
-            match entries.get(&key) {
+            match state.entries.get(&key) {
                 Some((_, Entry::Pending(pending))) => {
                     if pending != body {
                         return Seen::OtherBody;
@@ -142,9 +183,9 @@ impl ReplayCache {
                     if left.is_zero() {
                         return Seen::OtherBody;
                     }
-                    entries = self
+                    state = self
                         .settled
-                        .wait_timeout(entries, left)
+                        .wait_timeout(state, left)
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
@@ -156,28 +197,58 @@ impl ReplayCache {
                     };
                 }
                 _ => {
-                    entries.insert(key, (now, Entry::Pending(*body)));
+                    state.remove(&key);
+                    state.entries.insert(key, (now, Entry::Pending(*body)));
                     return Seen::New;
                 }
             }
         }
     }
 
-    /// Records the answer of a claimed request; waiting duplicates get it.
-    pub fn remember(&self, user: &str, timestamp: &str, sign: &str, answer: Replayed) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.insert(
-            Self::key(user, timestamp, sign),
-            (Instant::now(), Entry::Done(answer)),
-        );
+    /// Records the answer of a claimed request (`whole`, or `summary()` when the cache cannot
+    /// keep it whole); waiting duplicates get it.
+    pub fn remember(
+        &self,
+        user: &str,
+        timestamp: &str,
+        sign: &str,
+        whole: Replayed,
+        summary: impl FnOnce() -> String,
+    ) {
+        let key = Self::key(user, timestamp, sign);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let len = whole.answer.len();
+        if state.answer_bytes + len > REPLAY_ANSWERS_MAX_BYTES {
+            state.expire(now, self.ttl);
+        }
+        let answer = if len <= REPLAY_ANSWER_MAX_BYTES
+            && state.answer_bytes + len <= REPLAY_ANSWERS_MAX_BYTES
+        {
+            whole
+        } else {
+            Replayed {
+                answer: summary().into(),
+                ..whole
+            }
+        };
+        state.remove(&key);
+        state.answer_bytes += answer.answer.len();
+        state.entries.insert(key, (now, Entry::Done(answer)));
         self.settled.notify_all();
+    }
+
+    /// Bytes of the answers kept now.
+    pub fn answer_bytes(&self) -> usize {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.answer_bytes
     }
 
     /// Releases a claimed request that was not answered for good (an internal fault): the
     /// same request may be sent again.
     pub fn forget(&self, user: &str, timestamp: &str, sign: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.remove(&Self::key(user, timestamp, sign));
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.remove(&Self::key(user, timestamp, sign));
         self.settled.notify_all();
     }
 }
@@ -275,8 +346,9 @@ mod tests {
                 status: 200,
                 answer: "x".into(),
             },
+            String::new,
         );
-        assert!(matches!(cache.claim("a", "1", "s", &body), Seen::Same(r) if r.answer == "x"));
+        assert!(matches!(cache.claim("a", "1", "s", &body), Seen::Same(r) if &*r.answer == "x"));
         assert!(matches!(
             cache.claim("a", "1", "s", &[2u8; 32]),
             Seen::OtherBody
@@ -292,7 +364,7 @@ mod tests {
         let waiter = {
             let cache = cache.clone();
             std::thread::spawn(move || match cache.claim("c", "1", "s", &body) {
-                Seen::Same(r) => r.answer,
+                Seen::Same(r) => r.answer.to_string(),
                 _ => "not the first answer".to_string(),
             })
         };
@@ -306,6 +378,7 @@ mod tests {
                 status: 200,
                 answer: "first".into(),
             },
+            String::new,
         );
         assert_eq!(waiter.join().unwrap(), "first");
 
@@ -314,5 +387,42 @@ mod tests {
         assert!(limiter.take("a").is_ok());
         assert!(limiter.take("a").is_err());
         assert!(limiter.take("b").is_ok(), "buckets are per user");
+    }
+
+    #[test]
+    fn the_replay_cache_is_bounded_in_bytes() {
+        let cache = ReplayCache::new(Duration::from_secs(300));
+        let answer = |n: usize| Replayed {
+            body_sha256: [1; 32],
+            status: 200,
+            answer: "a".repeat(n).into(),
+        };
+        // A long answer is kept as its summary.
+        assert!(matches!(cache.claim("u", "1", "s", &[1; 32]), Seen::New));
+        cache.remember("u", "1", "s", answer(REPLAY_ANSWER_MAX_BYTES + 1), || {
+            "short".into()
+        });
+        match cache.claim("u", "1", "s", &[1; 32]) {
+            Seen::Same(r) => assert_eq!(&*r.answer, "short"),
+            _ => panic!("the same request is a replay"),
+        }
+        // Many answers of the largest kept size: the total stays within the budget.
+        let n = REPLAY_ANSWERS_MAX_BYTES / REPLAY_ANSWER_MAX_BYTES + 50;
+        for i in 0..n {
+            let ts = i.to_string();
+            assert!(matches!(cache.claim("u", &ts, "t", &[1; 32]), Seen::New));
+            cache.remember("u", &ts, "t", answer(REPLAY_ANSWER_MAX_BYTES), || {
+                "s".into()
+            });
+        }
+        assert!(cache.answer_bytes() <= REPLAY_ANSWERS_MAX_BYTES);
+        match cache.claim("u", &(n - 1).to_string(), "t", &[1; 32]) {
+            Seen::Same(r) => assert_eq!(&*r.answer, "s"),
+            _ => panic!("the same request is a replay"),
+        }
+        // Forgetting gives the bytes back.
+        let before = cache.answer_bytes();
+        cache.forget("u", "0", "t");
+        assert_eq!(cache.answer_bytes(), before - REPLAY_ANSWER_MAX_BYTES);
     }
 }

@@ -210,7 +210,9 @@ pub(crate) enum BodyError {
     /// Longer than the limit (the rest was read and dropped, up to the discard limit).
     TooLarge,
     /// The bodies held by all requests reached the budget (the rest was read and dropped).
-    Busy { budget: u64 },
+    Busy {
+        budget: u64,
+    },
     Read(String),
 }
 

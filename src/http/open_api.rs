@@ -198,8 +198,7 @@ async fn add_hidden_danger(
         super::discard_body(body, DISCARD_BYTES).await;
         return refuse(too_large());
     }
-    let body = match super::read_body(body, limit as usize, DISCARD_BYTES, &state.body_budget)
-        .await
+    let body = match super::read_body(body, limit as usize, DISCARD_BYTES, &state.body_budget).await
     {
         Ok(body) => body,
         Err(super::BodyError::TooLarge) => return refuse(too_large()),
@@ -337,11 +336,39 @@ fn handle(state: &AppState, api: &Arc<OpenApi>, bytes: &[u8]) -> Answer {
             Replayed {
                 body_sha256: body_hash,
                 status: answer.status.as_u16(),
-                answer: answer.body.to_string(),
+                answer: answer.body.to_string().into(),
             },
+            || replay_summary(&answer.body),
         );
     }
     answer
+}
+
+/// What a replay is answered when the first answer was too long to keep: the same status,
+/// codes, message and counts, with the per-item failures left out (`failuresOmitted` says how
+/// many there were).
+fn replay_summary(answer: &Value) -> String {
+    let mut data = serde_json::Map::new();
+    for (k, v) in answer["data"].as_object().into_iter().flatten() {
+        if k == "failures" {
+            data.insert(k.clone(), json!([]));
+            data.insert(
+                "failuresOmitted".into(),
+                json!(v.as_array().map_or(0, Vec::len)),
+            );
+        } else {
+            data.insert(k.clone(), v.clone());
+        }
+    }
+    let mut summary = serde_json::Map::new();
+    for (k, v) in answer.as_object().into_iter().flatten() {
+        if k == "data" {
+            summary.insert(k.clone(), Value::Object(std::mem::take(&mut data)));
+        } else {
+            summary.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(summary).to_string()
 }
 
 fn process(state: &AppState, api: &OpenApi, user: &str, raw: Option<&RawValue>) -> Answer {
