@@ -680,6 +680,21 @@ fn the_stix_export_passes_the_validator() {
         "application/stix+json;version=2.1"
     );
     let bundle: Value = resp.json().unwrap();
+    // The id is written over a placeholder once every report was read: a real, stable one.
+    let id = bundle["id"].as_str().unwrap();
+    assert!(
+        id.starts_with("bundle--") && !id.ends_with("-0000-000000000000"),
+        "{id}"
+    );
+    let again: Value = n
+        .server
+        .client
+        .get(n.server.url("/api/v1/hidden-dangers/stix?user=alice"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(again, bundle, "the same reports export the same bundle");
     let objects = bundle["objects"].as_array().unwrap();
     let of = |t: &str| objects.iter().filter(|o| o["type"] == t).count();
     assert_eq!(of("sighting"), 3);

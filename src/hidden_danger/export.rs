@@ -7,12 +7,13 @@
 //! ids on any node; a new revision keeps its ids and advances `modified`.
 
 use std::collections::HashSet;
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::net::IpAddr;
 
 use serde_json::{Map, Value, json};
+use sha2::Digest;
 use stix::objects::{Object, identity, property_extension_definition, sco, sdo};
-use stix::{BundleWriter, Timestamp, sdo_id};
+use stix::{BundleWriter, SdoIdBuilder, Timestamp, sdo_id};
 
 use crate::convert::{producer_epoch, producer_identity_id};
 use crate::store::StoredHiddenDanger;
@@ -235,29 +236,51 @@ pub fn producer_objects() -> [Object; 2] {
     ]
 }
 
-/// Writes one bundle holding every object of `items` (each object once) and the producer
-/// identity and extension definition they reference.
-pub fn write_bundle<W: Write>(out: W, items: &[StoredHiddenDanger]) -> io::Result<W> {
-    let mut seed = Vec::new();
-    for hd in items {
-        seed.extend_from_slice(
-            format!("{}\u{0}{}\u{0}{};", hd.user, hd.risk_id, hd.revision).as_bytes(),
-        );
-    }
-    let mut bundle = BundleWriter::begin(out, &stix::objects::bundle_id(&seed))?;
+/// Writes one bundle holding every object of the hidden dangers `scan` hands over (each object
+/// once) and the producer identity and extension definition they reference; memory stays
+/// bounded whatever their number: objects go to `out` as they are made, and the bundle id
+/// (derived from every hidden danger's user, riskId and revision) is written over a
+/// placeholder of the same length at the end. Only objects that several hidden dangers can
+/// share (organisations, vulnerabilities, observables) are remembered, by a 128-bit digest of
+/// their id, to write them once.
+pub fn write_bundle<W: Write + Seek>(
+    mut out: W,
+    scan: impl FnOnce(&mut dyn FnMut(&StoredHiddenDanger) -> io::Result<()>) -> io::Result<()>,
+) -> io::Result<W> {
+    const HEAD: &[u8] = b"{\"type\":\"bundle\",\"id\":\"";
+    let start = out.stream_position()?;
+    let placeholder = format!("bundle--{}", uuid::Uuid::nil());
+    let mut bundle = BundleWriter::begin(out, &placeholder)?;
     for o in producer_objects() {
         bundle.write_object(&o)?;
     }
-    let mut written: HashSet<String> = HashSet::new();
-    for hd in items {
+    let mut bundle_id = SdoIdBuilder::new("bundle");
+    let mut shared: HashSet<u128> = HashSet::new();
+    scan(&mut |hd| {
+        bundle_id.update(format!("{}\u{0}{}\u{0}{};", hd.user, hd.risk_id, hd.revision).as_bytes());
         for o in objects(hd).map_err(io::Error::other)? {
-            let id = o["id"].as_str().unwrap_or_default().to_string();
-            if written.insert(id) {
+            let kind = o["type"].as_str().unwrap_or_default();
+            let own = matches!(kind, "observed-data" | "sighting" | "note");
+            if own || shared.insert(id_digest(o["id"].as_str().unwrap_or_default())) {
                 bundle.write_object(&o)?;
             }
         }
-    }
-    bundle.finish()
+        Ok(())
+    })?;
+    let mut out = bundle.finish()?;
+    let end = out.stream_position()?;
+    let id = bundle_id.finish();
+    debug_assert_eq!(id.len(), placeholder.len());
+    out.seek(SeekFrom::Start(start + HEAD.len() as u64))?;
+    out.write_all(id.as_bytes())?;
+    out.seek(SeekFrom::Start(end))?;
+    Ok(out)
+}
+
+/// 128 bits of an object id's SHA-256.
+fn id_digest(id: &str) -> u128 {
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
 }
 
 #[cfg(test)]

@@ -211,20 +211,38 @@ async fn stix_bundle(
         return Err(bad("the STIX export takes filters, not paging"));
     }
     let f = filter(&q)?;
-    let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-        let (items, _) = state
-            .meta
-            .hidden_dangers(&f, None)
-            .map_err(|e| e.to_string())?;
-        export::write_bundle(Vec::new(), &items).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(internal)?
-    .map_err(internal)?;
-    let mut resp = bytes.into_response();
+    // The bundle is written to an unnamed file in the data directory (memory stays bounded
+    // whatever the number of reports), then streamed from it.
+    let (file, len) =
+        tokio::task::spawn_blocking(move || -> Result<(std::fs::File, u64), String> {
+            let spool = tempfile::tempfile_in(&state.config.data_dir)
+                .map_err(|e| format!("creating the export file: {e}"))?;
+            let mut out = std::io::BufWriter::with_capacity(256 * 1024, spool);
+            out = export::write_bundle(out, |each| {
+                state
+                    .meta
+                    .scan_hidden_dangers(&f, &mut |hd| each(&hd))
+                    .map_err(std::io::Error::other)
+            })
+            .map_err(|e| format!("writing the STIX export: {e}"))?;
+            let mut file = out.into_inner().map_err(|e| e.to_string())?;
+            let len = std::io::Seek::stream_position(&mut file).map_err(|e| e.to_string())?;
+            std::io::Seek::rewind(&mut file).map_err(|e| e.to_string())?;
+            Ok((file, len))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        tokio::fs::File::from_std(file),
+        256 * 1024,
+    ));
+    let mut resp = body.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/stix+json;version=2.1"),
     );
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     Ok(resp)
 }

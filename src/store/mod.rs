@@ -481,6 +481,14 @@ pub trait HiddenDangerStore: Send + Sync {
         user: &str,
         risk_id: &str,
     ) -> Result<Option<(StoredHiddenDanger, Vec<HiddenDangerRevision>)>, StoreError>;
+    /// Calls `f` with every hidden danger matching `filter`, in the order of
+    /// [`HiddenDangerStore::hidden_dangers`], one at a time from one consistent snapshot (what
+    /// is stored meanwhile is not seen), without holding the store's other readers and writers.
+    fn scan_hidden_dangers(
+        &self,
+        filter: &HiddenDangerFilter,
+        f: &mut dyn FnMut(StoredHiddenDanger) -> io::Result<()>,
+    ) -> Result<(), StoreError>;
 }
 
 /// An object to add to a TAXII collection.

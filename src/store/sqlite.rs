@@ -1,6 +1,7 @@
 //! The embedded metadata store: one SQLite database in WAL mode, schema versioned by
 //! `rusqlite_migration` (PRAGMA user_version) and migrated at open.
 
+use std::io;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -203,6 +204,8 @@ const MIGRATIONS: &[M<'static>] = &[
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// The database file (long reads open a connection of their own).
+    path: std::path::PathBuf,
 }
 
 impl SqliteStore {
@@ -217,6 +220,7 @@ impl SqliteStore {
         Migrations::from_slice(MIGRATIONS).to_latest(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            path: path.to_path_buf(),
         })
     }
 
@@ -874,6 +878,54 @@ pub(super) fn hd_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredHidde
     })
 }
 
+/// The `WHERE` clause of a hidden-danger filter and its arguments.
+fn hd_filter_sql(filter: &HiddenDangerFilter) -> (String, Vec<rusqlite::types::Value>) {
+    let mut clauses: Vec<&str> = Vec::new();
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    use rusqlite::types::Value as V;
+    if let Some(u) = &filter.user {
+        clauses.push("user = ?");
+        args.push(V::Text(u.clone()));
+    }
+    if let Some(u) = &filter.unit_name {
+        clauses.push("unit_name = ?");
+        args.push(V::Text(u.clone()));
+    }
+    if let Some(l) = filter.issue_level {
+        clauses.push("issue_level = ?");
+        args.push(V::Integer(l as i64));
+    }
+    if let Some(j) = &filter.judge_state {
+        clauses.push("judge_state = ?");
+        args.push(V::Text(j.clone()));
+    }
+    if let Some(n) = &filter.notice_state {
+        clauses.push("notice_state = ?");
+        args.push(V::Text(n.clone()));
+    }
+    if let Some(t) = filter.since_ms {
+        clauses.push("end_ms >= ?");
+        args.push(V::Integer(t));
+    }
+    if let Some(t) = filter.until_ms {
+        clauses.push("start_ms <= ?");
+        args.push(V::Integer(t));
+    }
+    if let Some(ip) = &filter.ip {
+        clauses.push(
+            "(json_extract(data, '$.issueIP') = ? OR EXISTS (SELECT 1 FROM json_each(addresses) WHERE value = ?))",
+        );
+        args.push(V::Text(ip.clone()));
+        args.push(V::Text(ip.clone()));
+    }
+    let filter_sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    (filter_sql, args)
+}
+
 impl HiddenDangerStore for SqliteStore {
     fn add_user(&self, name: &str, token: &str) -> Result<(), StoreError> {
         self.with(|conn| {
@@ -1044,49 +1096,8 @@ impl HiddenDangerStore for SqliteStore {
         filter: &HiddenDangerFilter,
         page: Option<(u64, u64)>,
     ) -> Result<(Vec<StoredHiddenDanger>, u64), StoreError> {
-        let mut clauses: Vec<&str> = Vec::new();
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let (filter_sql, args) = hd_filter_sql(filter);
         use rusqlite::types::Value as V;
-        if let Some(u) = &filter.user {
-            clauses.push("user = ?");
-            args.push(V::Text(u.clone()));
-        }
-        if let Some(u) = &filter.unit_name {
-            clauses.push("unit_name = ?");
-            args.push(V::Text(u.clone()));
-        }
-        if let Some(l) = filter.issue_level {
-            clauses.push("issue_level = ?");
-            args.push(V::Integer(l as i64));
-        }
-        if let Some(j) = &filter.judge_state {
-            clauses.push("judge_state = ?");
-            args.push(V::Text(j.clone()));
-        }
-        if let Some(n) = &filter.notice_state {
-            clauses.push("notice_state = ?");
-            args.push(V::Text(n.clone()));
-        }
-        if let Some(t) = filter.since_ms {
-            clauses.push("end_ms >= ?");
-            args.push(V::Integer(t));
-        }
-        if let Some(t) = filter.until_ms {
-            clauses.push("start_ms <= ?");
-            args.push(V::Integer(t));
-        }
-        if let Some(ip) = &filter.ip {
-            clauses.push(
-                "(json_extract(data, '$.issueIP') = ? OR EXISTS (SELECT 1 FROM json_each(addresses) WHERE value = ?))",
-            );
-            args.push(V::Text(ip.clone()));
-            args.push(V::Text(ip.clone()));
-        }
-        let filter_sql = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
         let (limit, offset) = limit_offset(page);
         self.with(|conn| {
             let total: i64 = conn.query_row(
@@ -1105,6 +1116,29 @@ impl HiddenDangerStore for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((rows, total as u64))
         })
+    }
+
+    fn scan_hidden_dangers(
+        &self,
+        filter: &HiddenDangerFilter,
+        f: &mut dyn FnMut(StoredHiddenDanger) -> io::Result<()>,
+    ) -> Result<(), StoreError> {
+        let (filter_sql, args) = hd_filter_sql(filter);
+        // A connection of its own: one statement reads one snapshot (WAL), and the store's
+        // connection stays free for reports and pages meanwhile.
+        let conn = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {HD_COLUMNS} FROM hidden_dangers {filter_sql} ORDER BY updated_at DESC, id DESC"
+        ))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+        while let Some(row) = rows.next()? {
+            f(hd_from_row(row)?)?;
+        }
+        Ok(())
     }
 
     fn hidden_danger(

@@ -111,17 +111,42 @@ fn typed_id(object_type: &str, uuid: Uuid) -> String {
 /// A reproducible version-4 UUID id for a domain object (SDO, SRO, bundle, ...): the UUID's
 /// free bits are the first bytes of SHA-256(`type` NUL `seed`).
 pub fn sdo_id(sdo_type: &str, seed: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(sdo_type.as_bytes());
-    h.update([0]);
-    h.update(seed);
-    let digest = h.finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    typed_id(
-        sdo_type,
-        uuid::Builder::from_random_bytes(bytes).into_uuid(),
-    )
+    let mut id = SdoIdBuilder::new(sdo_type);
+    id.update(seed);
+    id.finish()
+}
+
+/// [`sdo_id`] for a seed that arrives in pieces (a seed too large to hold): the same id as
+/// `sdo_id(sdo_type, &pieces.concat())`.
+pub struct SdoIdBuilder {
+    sdo_type: String,
+    hash: Sha256,
+}
+
+impl SdoIdBuilder {
+    pub fn new(sdo_type: &str) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(sdo_type.as_bytes());
+        hash.update([0]);
+        SdoIdBuilder {
+            sdo_type: sdo_type.to_string(),
+            hash,
+        }
+    }
+
+    pub fn update(&mut self, piece: &[u8]) {
+        self.hash.update(piece);
+    }
+
+    pub fn finish(self) -> String {
+        let digest = self.hash.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        typed_id(
+            &self.sdo_type,
+            uuid::Builder::from_random_bytes(bytes).into_uuid(),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +198,10 @@ mod tests {
     fn sdo_ids_are_version_4_and_stable() {
         let a = sdo_id("observed-data", b"row 1");
         assert_eq!(a, sdo_id("observed-data", b"row 1"));
+        let mut pieces = SdoIdBuilder::new("observed-data");
+        pieces.update(b"ro");
+        pieces.update(b"w 1");
+        assert_eq!(pieces.finish(), a);
         assert_ne!(a, sdo_id("observed-data", b"row 2"));
         let uuid = Uuid::parse_str(a.strip_prefix("observed-data--").unwrap()).unwrap();
         assert_eq!(uuid.get_version_num(), 4);

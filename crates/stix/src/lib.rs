@@ -12,7 +12,7 @@ pub mod objects;
 pub mod timestamp;
 pub mod write;
 
-pub use id::{SCO_NAMESPACE, sco_id, sdo_id};
+pub use id::{SCO_NAMESPACE, SdoIdBuilder, sco_id, sdo_id};
 pub use jcs::{canonical_json, write_canonical};
 pub use objects::Object;
 pub use timestamp::Timestamp;
