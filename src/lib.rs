@@ -4,6 +4,7 @@
 //! step. The HTTP layer (`http`) is thin: it parses requests into domain types and calls the
 //! storage (`store`) and dataset (`dataset`) layers, which know nothing about HTTP.
 
+pub mod backup_cli;
 pub mod cli;
 pub mod config;
 pub mod convert;

@@ -35,6 +35,9 @@ enum Command {
     Users(br_cti::users_cli::UsersArgs),
     /// Push hidden dangers (a JSON file) to the platform above, in signed batches with retries.
     Report(br_cti::report_cli::ReportArgs),
+    /// Copy the data directory consistently while the node runs (database, files, mappings)
+    /// into a new directory, which `serve --data-dir` can then use as it is.
+    Backup(br_cti::backup_cli::BackupArgs),
 }
 
 #[derive(clap::Args)]
@@ -170,6 +173,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => br_cti::cli::convert_command(args),
         Command::Users(args) => br_cti::users_cli::users_command(args),
         Command::Report(args) => br_cti::report_cli::report_command(args),
+        Command::Backup(args) => br_cti::backup_cli::backup_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

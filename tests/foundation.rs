@@ -462,6 +462,109 @@ fn a_clean_stop_leaves_a_complete_database_file() {
     assert_eq!(n, 1);
 }
 
+/// `br-cti backup` while the node runs and converts: the copy is a data directory of its own
+/// that serves the same records and files.
+#[test]
+fn an_online_backup_serves_what_the_node_had() {
+    let server = TestServer::start(&[]);
+    let csv: String = std::iter::once("src,dst,Protocol\n".to_string())
+        .chain((0..500).map(|i| format!("10.0.{}.{},10.1.0.1,tcp\n", i / 250, i % 250)))
+        .collect();
+    let hash = server.upload_ok(csv.as_bytes(), "a.csv");
+    server.start_stix(&json!({"file_hash": hash, "stix_compress": 100}));
+    server.wait_stix(&hash);
+    // A second upload, converting while the backup runs.
+    let busy = server.upload_ok(csv.replace("tcp", "udp").as_bytes(), "b.csv");
+    server.start_stix(&json!({"file_hash": busy, "stix_compress": 10}));
+    let dest = tempfile::tempdir().unwrap();
+    let backup = dest.path().join("copy");
+    let out = Command::new(BIN)
+        .args(["backup", backup.to_str().unwrap(), "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("written to"), "{stdout}");
+    // Into a directory that is not empty: refused.
+    let again = Command::new(BIN)
+        .args(["backup", backup.to_str().unwrap(), "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
+    server.wait_stix(&busy);
+
+    let copy = TestServer::start_in(&backup, &[]);
+    let records = copy.stix_records(&hash);
+    assert_eq!(records.len(), 5);
+    // The same records, but for where the copy keeps the files.
+    let without_path = |mut rs: Vec<serde_json::Value>| {
+        for r in &mut rs {
+            r.as_object_mut().unwrap().remove("stix_file_path");
+        }
+        rs
+    };
+    assert_eq!(
+        without_path(records.clone()),
+        without_path(server.stix_records(&hash))
+    );
+    for r in &records {
+        let stix = r["stix_file_hash"].as_str().unwrap();
+        assert_eq!(copy.stix_file(&hash, stix), server.stix_file(&hash, stix));
+    }
+    let features = copy.features(&hash);
+    assert_eq!(features["data"], "src;dst;Protocol", "{features}");
+}
+
+/// A database file deleted or replaced under the running node: readiness fails and requests
+/// are refused, instead of acknowledging writes that go to a file nobody will read.
+#[test]
+fn a_replaced_database_file_is_noticed() {
+    let server = TestServer::start(&[]);
+    server.upload_ok(b"src,dst\n10.0.0.1,10.0.0.2\n", "a.csv");
+    assert_eq!(server.get_json("/readyz")["status"], "ready");
+    let db = server.data_dir.join("br-cti.sqlite");
+    let aside = server.data_dir.join("aside.sqlite");
+    std::fs::copy(&db, &aside).unwrap();
+    std::fs::rename(&aside, &db).unwrap(); // the same bytes, another file
+    let resp = server.client.get(server.url("/readyz")).send().unwrap();
+    assert_eq!(resp.status(), 503);
+    let v = json_of(resp);
+    assert!(
+        v["checks"]["database"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deleted or replaced"),
+        "{v}"
+    );
+    let resp = server
+        .client
+        .post(server.url("/data/upload_file"))
+        .multipart(
+            reqwest::blocking::multipart::Form::new()
+                .text("task_id", "t2")
+                .part(
+                    "file",
+                    reqwest::blocking::multipart::Part::bytes(b"src\n10.0.0.9\n".to_vec())
+                        .file_name("b.csv"),
+                ),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let v = json_of(resp);
+    assert!(
+        v.to_string().contains("deleted or replaced"),
+        "{v}"
+    );
+}
+
 /// Small files that declare or inflate to something huge: the node answers each with the limit
 /// it hit, stays up, and its memory stays within budget.
 #[test]

@@ -53,6 +53,14 @@ pub(crate) fn store_error(context: &'static str, e: StoreError) -> ApiError {
         StoreError::TaskConflict { .. } | StoreError::Conflict(_) => {
             ApiError::bad_request(e.to_string())
         }
+        StoreError::Replaced(_) => {
+            tracing::error!("{context}: {e}");
+            ApiError::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the node's database file was deleted or replaced while it ran; it refuses \
+                 requests until an operator restores the file or restarts it",
+            )
+        }
         other => ApiError::internal(context, other),
     }
 }

@@ -51,6 +51,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let checks = blocking("checking readiness", move || {
         let database = match state.meta.check() {
             Ok(()) => json!({"ok": true}),
+            Err(e @ crate::store::StoreError::Replaced(_)) => {
+                tracing::error!("readiness: database: {e}");
+                json!({"ok": false, "error": "the database file was deleted or replaced while the node ran (see the node's log)"})
+            }
             Err(e) => {
                 tracing::error!("readiness: database: {e}");
                 json!({"ok": false, "error": "the database cannot be queried (see the node's log)"})

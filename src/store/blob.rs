@@ -35,6 +35,49 @@ impl FsBlobStore {
         Ok(Self { blobs, staging })
     }
 
+    /// Copies every stored file of the data directory `root` into the blob store of the data
+    /// directory `dest` (files are immutable: one already there with the same size is kept),
+    /// without touching `root` (a node may be running on it: its staged files stay).
+    /// Answers the files and bytes copied.
+    pub fn copy_all(root: &Path, dest: &Path) -> io::Result<(u64, u64)> {
+        let target = dest.join("blobs");
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for prefix in fs::read_dir(root.join("blobs"))? {
+            let prefix = prefix?;
+            if !prefix.file_type()?.is_dir() {
+                continue;
+            }
+            let into = target.join(prefix.file_name());
+            fs::create_dir_all(&into)?;
+            for blob in fs::read_dir(prefix.path())? {
+                let blob = blob?;
+                let name = blob.file_name();
+                // Only finished files: `<sha256>` (staging names start with a dot).
+                if name.len() != 64
+                    || !name
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit())
+                {
+                    continue;
+                }
+                let size = blob.metadata()?.len();
+                let to = into.join(&name);
+                if fs::metadata(&to).is_ok_and(|m| m.len() == size) {
+                    continue;
+                }
+                let partial = into.join(format!(".{}.partial", name.to_string_lossy()));
+                fs::copy(blob.path(), &partial)?;
+                File::open(&partial)?.sync_all()?;
+                fs::rename(&partial, &to)?;
+                files += 1;
+                bytes += size;
+            }
+            File::open(&into)?.sync_all()?;
+        }
+        Ok((files, bytes))
+    }
+
     fn path_of(&self, hash: &Sha256Hex) -> PathBuf {
         let h = hash.as_str();
         self.blobs.join(&h[..2]).join(h)

@@ -8,7 +8,7 @@ mod sqlite;
 mod sqlite_taxii;
 
 pub use blob::FsBlobStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, backup_database};
 
 use std::io::{self, Read, Seek, Write};
 
@@ -140,6 +140,13 @@ pub enum StoreError {
     Migration(#[from] rusqlite_migration::Error),
     #[error("storage I/O error: {0}")]
     Io(#[from] io::Error),
+    /// The database file is not the one the node opened (deleted, moved or replaced): writing
+    /// on would lose what it acknowledges.
+    #[error(
+        "the database file {0} was deleted or replaced while the node ran; nothing more is \
+         written to it: restore it or restart the node"
+    )]
+    Replaced(String),
 }
 
 /// Metadata: files, tasks and their steps; jobs and records (see [`JobStore`], [`CtiStore`]).

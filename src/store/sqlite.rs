@@ -206,6 +206,43 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// The database file (long reads open a connection of their own).
     path: std::path::PathBuf,
+    /// The file's device and inode when it was opened: a file deleted or replaced under the
+    /// running node is noticed before each use.
+    identity: (u64, u64),
+}
+
+/// Copies the database at `from` into a new file `to`, consistently, while other processes
+/// read and write it (SQLite's online backup, a few pages at a time); then checks the copy.
+pub fn backup_database(from: &Path, to: &Path) -> Result<(), StoreError> {
+    let source = Connection::open_with_flags(
+        from,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    source.busy_timeout(std::time::Duration::from_secs(10))?;
+    let mut copy = Connection::open(to)?;
+    rusqlite::backup::Backup::new(&source, &mut copy)?.run_to_completion(
+        256,
+        std::time::Duration::from_millis(5),
+        None,
+    )?;
+    let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(StoreError::Conflict(format!(
+            "the copy of the database failed its integrity check: {check}"
+        )));
+    }
+    // A backup is one file: no write-ahead log beside it.
+    copy.pragma_update(None, "journal_mode", "DELETE")?;
+    drop(copy);
+    std::fs::File::open(to)?.sync_all()?;
+    Ok(())
+}
+
+/// The device and inode of a file.
+fn file_identity(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
 impl SqliteStore {
@@ -221,6 +258,7 @@ impl SqliteStore {
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            identity: file_identity(path)?,
         })
     }
 
@@ -229,6 +267,11 @@ impl SqliteStore {
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        // SQLite keeps writing to the file it opened, even when that file was deleted or
+        // another one put in its place: every acknowledged write would then be lost.
+        if file_identity(&self.path).ok() != Some(self.identity) {
+            return Err(StoreError::Replaced(self.path.display().to_string()));
+        }
         f(&mut conn)
     }
 }
