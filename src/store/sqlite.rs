@@ -238,6 +238,35 @@ pub fn backup_database(from: &Path, to: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// SQLite maps `<db>-shm` into memory and writes `<db>-wal`: one it cannot write (immutable,
+/// read-only, not a file) would make it fail late, or crash the process with SIGBUS when the
+/// mapped file cannot grow. Refuse to open instead, naming the file.
+fn check_side_files(db: &Path) -> Result<(), StoreError> {
+    for suffix in ["-shm", "-wal"] {
+        let mut name = db.as_os_str().to_os_string();
+        name.push(suffix);
+        let side = std::path::PathBuf::from(name);
+        if std::fs::symlink_metadata(&side).is_err() {
+            continue;
+        }
+        let writable = std::fs::metadata(&side).is_ok_and(|m| m.is_file())
+            && std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&side)
+                .is_ok();
+        if !writable {
+            return Err(StoreError::Conflict(format!(
+                "{} exists but cannot be written (immutable, read-only or not a file); the \
+                 database cannot be used safely: fix its attributes (`lsattr`, `chattr -i`) or \
+                 remove it while no node runs",
+                side.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The device and inode of a file.
 fn file_identity(path: &Path) -> io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -248,6 +277,7 @@ fn file_identity(path: &Path) -> io::Result<(u64, u64)> {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        check_side_files(path)?;
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit is on disk before it is acknowledged, also across power loss.
@@ -1225,6 +1255,22 @@ impl HiddenDangerStore for SqliteStore {
 mod tests {
     use super::*;
     use crate::store::STEP_STIX;
+
+    #[test]
+    fn side_files_that_cannot_be_written_are_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("br-cti.sqlite");
+        drop(SqliteStore::open(&db).unwrap());
+        // Not a file where SQLite maps its shared memory.
+        std::fs::create_dir(dir.path().join("br-cti.sqlite-shm")).unwrap();
+        let err = SqliteStore::open(&db).err().expect("refused").to_string();
+        assert!(
+            err.contains("br-cti.sqlite-shm exists but cannot be written"),
+            "{err}"
+        );
+        std::fs::remove_dir(dir.path().join("br-cti.sqlite-shm")).unwrap();
+        SqliteStore::open(&db).unwrap();
+    }
 
     fn meta(byte: char) -> FileMeta {
         FileMeta {
