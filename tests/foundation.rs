@@ -559,10 +559,7 @@ fn a_replaced_database_file_is_noticed() {
         .unwrap();
     assert_eq!(resp.status(), 503);
     let v = json_of(resp);
-    assert!(
-        v.to_string().contains("deleted or replaced"),
-        "{v}"
-    );
+    assert!(v.to_string().contains("deleted or replaced"), "{v}");
 }
 
 /// Small files that declare or inflate to something huge: the node answers each with the limit

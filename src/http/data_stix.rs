@@ -364,6 +364,9 @@ pub fn queue_job(
 ) -> Result<Job, ApiError> {
     let params_json =
         serde_json::to_string(params).map_err(|e| ApiError::internal("saving the job", e))?;
+    // A job that ended while its ending could not be written (a full disk) still holds its
+    // file's place in the database: write it first.
+    state.jobs.settle();
     let job = state
         .meta
         .create_job(
@@ -478,10 +481,18 @@ pub async fn latest_job(
 ) -> Result<Option<Job>, ApiError> {
     let hash = parse_hash("file_hash", file_hash)?;
     blocking("reading the progress", move || {
-        state
+        let mut job = state
             .meta
             .latest_job(kind, &hash)
-            .map_err(|e| store_error("reading the progress", e))
+            .map_err(|e| store_error("reading the progress", e))?;
+        // An ending not written yet is the job's true state.
+        if let Some(j) = job.as_mut()
+            && let Some(ending) = state.jobs.unsettled(j.id)
+        {
+            j.status = ending.status;
+            j.message = ending.message;
+        }
+        Ok(job)
     })
     .await
 }

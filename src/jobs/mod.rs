@@ -6,6 +6,11 @@
 //! Supervision: a job that panics fails with the panic's message and the worker lives on. Each
 //! run is counted durably before it starts, so a job that keeps killing the process (out of
 //! memory, an abort) fails after [`Jobs::start`]'s `max_attempts` runs instead of looping.
+//!
+//! Storage faults: when the end of a job cannot be written (the disk is full), the job is
+//! still over: its ending is kept in memory, answered by [`Jobs::unsettled`], and written as
+//! soon as the store takes it again (retried every few seconds and before a new job starts),
+//! so the same conversion can be started again once space is freed, without a restart.
 
 pub mod cti_job;
 pub mod stix_job;
@@ -37,7 +42,20 @@ struct Inner {
     dataset_limits: crate::dataset::DatasetLimits,
     queue: Mutex<mpsc::Sender<i64>>,
     cancels: Mutex<HashMap<i64, Arc<AtomicBool>>>,
+    /// Jobs that ended but whose ending could not be written yet.
+    unsettled: Mutex<HashMap<i64, Ending>>,
 }
+
+/// How a job ended, to be written to the store.
+#[derive(Clone, Debug)]
+pub struct Ending {
+    job: Job,
+    pub status: JobStatus,
+    pub message: Option<String>,
+}
+
+/// How often endings that could not be written are tried again.
+const SETTLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Jobs {
     /// Starts the worker and queues the jobs an earlier process left unfinished.
@@ -58,13 +76,23 @@ impl Jobs {
                 dataset_limits,
                 queue: Mutex::new(tx),
                 cancels: Mutex::new(HashMap::new()),
+                unsettled: Mutex::new(HashMap::new()),
             }),
         };
         let worker = jobs.clone();
         std::thread::Builder::new()
             .name("br-cti-jobs".into())
             .spawn(move || {
-                while let Ok(id) = rx.recv() {
+                loop {
+                    let id = match rx.recv_timeout(SETTLE_INTERVAL) {
+                        Ok(id) => id,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            worker.settle();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
+                    worker.settle();
                     // `run` turns a job's panic into its failure; this catches what is left
                     // (bookkeeping), so that the worker never dies.
                     if let Err(panic) = crate::supervise::catch(|| worker.run(id)) {
@@ -203,11 +231,74 @@ impl Jobs {
         self.inner.meta.set_step_for_file(&hash, step, state, done)
     }
 
+    /// The ending of a job that could not be written yet (the store refused it), if any.
+    pub fn unsettled(&self, id: i64) -> Option<Ending> {
+        self.inner
+            .unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Writes the endings that could not be written before; answers whether none is left.
+    pub fn settle(&self) -> bool {
+        let pending: Vec<Ending> = self
+            .inner
+            .unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for e in pending {
+            if self
+                .write_end(&e.job, e.status, e.message.as_deref())
+                .is_ok()
+            {
+                tracing::info!(job = e.job.id, "the job's ending is written now");
+                self.inner
+                    .unsettled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&e.job.id);
+            }
+        }
+        self.inner
+            .unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     fn end(&self, job: &Job, status: JobStatus, message: Option<&str>) -> Result<(), String> {
         match message {
             Some(m) => tracing::warn!(job = job.id, status = status.as_str(), "job ended: {m}"),
             None => tracing::info!(job = job.id, status = status.as_str(), "job ended"),
         }
+        if let Err(e) = self.write_end(job, status, message) {
+            tracing::error!(
+                job = job.id,
+                "the job's ending cannot be written ({e}); it is kept and written when the \
+                 store takes it"
+            );
+            self.inner
+                .unsettled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    job.id,
+                    Ending {
+                        job: job.clone(),
+                        status,
+                        message: message.map(str::to_string),
+                    },
+                );
+        }
+        Ok(())
+    }
+
+    fn write_end(&self, job: &Job, status: JobStatus, message: Option<&str>) -> Result<(), String> {
         let step = match job.kind.as_str() {
             KIND_STIX => Some(STEP_STIX),
             KIND_CTI => Some(STEP_CTI),

@@ -225,6 +225,10 @@ impl Publisher {
             .spawn(move || {
                 lower_priority();
                 let mut last_round = now_ms();
+                // After a failed round (a full disk, a locked database) the publisher waits
+                // longer each time, up to 30 s, and logs only when the error changes.
+                let mut backoff = Duration::from_millis(500);
+                let mut last_error = String::new();
                 loop {
                     let now = now_ms();
                     let loaded = busy.load(Ordering::Relaxed) > now
@@ -236,17 +240,32 @@ impl Publisher {
                     last_round = now;
                     // Supervised: a panic in one round is logged like an error, and the
                     // publisher goes on with the next round.
-                    match crate::supervise::catch(|| publish_once(&*db, &*blobs)) {
+                    let failure = match crate::supervise::catch(|| publish_once(&*db, &*blobs)) {
                         Ok(Ok(true)) => continue,
-                        Ok(Ok(false)) => {}
-                        Ok(Err(e)) => tracing::error!("publishing to TAXII collections: {e}"),
-                        Err(panic) => {
-                            tracing::error!(
-                                "publishing to TAXII collections: internal error: {panic}"
-                            )
+                        Ok(Ok(false)) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(panic) => Some(format!("internal error: {panic}")),
+                    };
+                    match failure {
+                        None => {
+                            if !last_error.is_empty() {
+                                tracing::info!("publishing to TAXII collections works again");
+                                last_error.clear();
+                            }
+                            backoff = Duration::from_millis(500);
+                        }
+                        Some(e) => {
+                            if e != last_error {
+                                tracing::error!(
+                                    "publishing to TAXII collections: {e} (retrying, at most \
+                                     every 30 s)"
+                                );
+                                last_error = e;
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
                         }
                     }
-                    std::thread::sleep(Duration::from_millis(500));
+                    std::thread::sleep(backoff);
                 }
             })
             .expect("spawning the TAXII publisher");

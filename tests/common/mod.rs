@@ -301,6 +301,10 @@ impl TestServer {
         loop {
             let v = self.stix_progress(hash);
             assert_eq!(v["code"], 200, "conversion failed: {v}");
+            assert!(
+                !(v["data"].is_null() && v["status"].is_string()),
+                "conversion ended without finishing: {v}"
+            );
             if v["data"]["progress"] == 100 {
                 return v["data"].clone();
             }
