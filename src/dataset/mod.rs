@@ -102,12 +102,7 @@ pub(crate) fn csv_reader(
     let input = LineGuard::new(input, limits.max_record_bytes);
     let decoded: Box<dyn Read + Send> = match dialect.encoding {
         TextEncoding::Utf8 => Box::new(SkipBom::new(input)),
-        other => Box::new(
-            encoding_rs_io::DecodeReaderBytesBuilder::new()
-                .encoding(Some(other.encoding()))
-                .bom_override(true)
-                .build(input),
-        ),
+        other => Box::new(StrictDecoder::new(input, other.encoding())),
     };
     let (guarded, mark) = RecordGuard::new(
         decoded,
@@ -148,7 +143,8 @@ fn csv_error(e: csv::Error) -> DatasetError {
     let line = e.position().map(|p| p.line()).unwrap_or(0);
     let detail = match e.kind() {
         csv::ErrorKind::Utf8 { err, pos } => format!(
-            "field {} of the record at byte {} is not valid UTF-8 (after its first {} bytes)",
+            "field {} of the record at byte {} is not valid text in the file's encoding (after \
+             its first {} bytes)",
             err.field() + 1,
             pos.as_ref().map(|p| p.byte()).unwrap_or(0),
             err.valid_up_to()
@@ -460,6 +456,92 @@ pub(crate) fn for_each_json_line(
             continue;
         }
         f(line_no, line).map_err(|e| json_error(e, line_no - 1))?;
+    }
+}
+
+/// Decodes a text in another encoding to UTF-8 without replacing what cannot be decoded: a
+/// malformed sequence becomes the byte 0xFF, which is never UTF-8, so that the CSV reader
+/// rejects the record that holds it (with its position), as it does for a UTF-8 file with a
+/// bad byte; nothing is silently turned into U+FFFD.
+pub(crate) struct StrictDecoder<R> {
+    inner: R,
+    decoder: encoding_rs::Decoder,
+    input: Box<[u8]>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    done: bool,
+    /// A marker for a malformed sequence that did not fit in the last read.
+    marker_pending: bool,
+}
+
+impl<R: Read> StrictDecoder<R> {
+    pub(crate) fn new(inner: R, encoding: &'static encoding_rs::Encoding) -> Self {
+        StrictDecoder {
+            inner,
+            decoder: encoding.new_decoder_with_bom_removal(),
+            input: vec![0u8; 64 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
+            done: false,
+            marker_pending: false,
+        }
+    }
+}
+
+/// Stands for a malformed sequence in the decoded text (never valid UTF-8).
+const MALFORMED: u8 = 0xFF;
+
+impl<R: Read> Read for StrictDecoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.marker_pending {
+            self.marker_pending = false;
+            buf[0] = MALFORMED;
+            return Ok(1);
+        }
+        loop {
+            if self.done {
+                return Ok(0);
+            }
+            if self.start == self.end && !self.eof {
+                let n = self.inner.read(&mut self.input)?;
+                self.start = 0;
+                self.end = n;
+                self.eof = n == 0;
+            }
+            let (result, read, written) = self.decoder.decode_to_utf8_without_replacement(
+                &self.input[self.start..self.end],
+                buf,
+                self.eof,
+            );
+            self.start += read;
+            match result {
+                encoding_rs::DecoderResult::Malformed(_, _) => {
+                    if written < buf.len() {
+                        buf[written] = MALFORMED;
+                        return Ok(written + 1);
+                    }
+                    self.marker_pending = true;
+                    return Ok(written);
+                }
+                encoding_rs::DecoderResult::OutputFull if written == 0 => {
+                    return Err(io::Error::other("read buffer too small to decode into"));
+                }
+                encoding_rs::DecoderResult::OutputFull => return Ok(written),
+                encoding_rs::DecoderResult::InputEmpty => {
+                    if self.eof {
+                        self.done = true;
+                    }
+                    if written > 0 || self.done {
+                        return Ok(written);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -642,7 +642,7 @@ mod tests {
         assert_eq!(rows.len(), good_rows + 2);
         let bad = rows[good_rows].as_ref().unwrap_err();
         assert!(
-            bad.contains(&format!("field 2 of the record at byte {offset} is not valid UTF-8 (after its first 1 bytes)")),
+            bad.contains(&format!("field 2 of the record at byte {offset} is not valid text in the file's encoding (after its first 1 bytes")),
             "{bad}"
         );
         assert!(rows[good_rows + 1].is_ok());
@@ -656,6 +656,43 @@ mod tests {
         let rows = collect(&jsonl);
         assert_eq!(rows.len(), n + 1);
         assert!(rows[n].is_err(), "{:?}", rows[n]);
+    }
+
+    #[test]
+    fn undecodable_bytes_in_other_encodings_reject_their_row() {
+        // GBK: Chinese text for the first 64 KiB (so the file is read as GBK), then a lead byte
+        // followed by a byte no GBK sequence has; encoding_rs would turn it into U+FFFD.
+        let (line, _, _) = encoding_rs::GBK.encode("源地址,协议\n");
+        let (row, _, _) = encoding_rs::GBK.encode("10.0.0.1,传输控制\n");
+        let mut csv = line.to_vec();
+        let mut good = 0;
+        while csv.len() < 70 * 1024 {
+            csv.extend_from_slice(&row);
+            good += 1;
+        }
+        csv.extend_from_slice(b"10.0.0.2,\x81\x7f\n");
+        csv.extend_from_slice(&row);
+        let rows = collect(&csv);
+        assert_eq!(rows.len(), good + 2);
+        let bad = rows[good].as_ref().unwrap_err();
+        assert!(
+            bad.contains("field 2 of the record at byte") && bad.contains("is not valid text"),
+            "{bad}"
+        );
+        assert_eq!(
+            rows[good + 1].as_ref().unwrap()[1],
+            ("协议".to_string(), "传输控制".to_string())
+        );
+        // UTF-16 with a lone surrogate.
+        let mut utf16 = vec![0xFF, 0xFE];
+        for u in "a,b\n1,2\n".encode_utf16() {
+            utf16.extend(u.to_le_bytes());
+        }
+        utf16.extend([b'3', 0, b',', 0, 0x00, 0xD8, b'\n', 0]);
+        let rows = collect(&utf16);
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].is_ok());
+        assert!(rows[1].is_err(), "{:?}", rows[1]);
     }
 
     #[test]
