@@ -20,3 +20,6 @@ pub mod supervise;
 pub mod taxii;
 pub mod time_util;
 pub mod users_cli;
+
+#[cfg(test)]
+mod props;

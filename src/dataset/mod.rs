@@ -6,6 +6,8 @@
 //! `.txt`.
 
 mod limits;
+#[cfg(test)]
+mod props;
 mod rows;
 mod sniff;
 mod xls_guard;

@@ -11,6 +11,15 @@ mod open_api;
 mod ops;
 mod taxii;
 
+/// The TAXII filter parser, for the property tests.
+#[cfg(test)]
+pub(crate) fn taxii_query_for_tests(
+    q: &std::collections::HashMap<String, String>,
+    id: Option<&str>,
+) -> bool {
+    taxii::query_for_tests(q, id)
+}
+
 use std::sync::Arc;
 
 use axum::Router;

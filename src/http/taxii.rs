@@ -354,6 +354,12 @@ async fn one_collection(
     Ok(taxii_json(StatusCode::OK, &body))
 }
 
+/// Whether `query` accepts these parameters (the property tests call it).
+#[cfg(test)]
+pub(crate) fn query_for_tests(q: &HashMap<String, String>, id: Option<&str>) -> bool {
+    query(q, id).is_ok()
+}
+
 /// The filters and paging of a request (`added_after`, `limit`, `next`, `match[...]`).
 fn query(q: &HashMap<String, String>, id: Option<&str>) -> Result<TaxiiQuery, TaxiiError> {
     let list = |k: &str| -> Vec<String> {
