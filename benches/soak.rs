@@ -4,8 +4,11 @@
 //! connections) at the same time. Prints the node's resident memory over time, the requests and
 //! errors of each kind, and checks that the node still answers (ready) afterwards.
 //!
+//! The conversions are paced (a pause between rounds) so that the output stays around a
+//! gigabyte: the node has no delete, and at full speed ten minutes write some 50 GB.
+//!
 //!     cargo bench --bench soak
-//!     BENCH_SOAK_SECS=120 BENCH_SOAK_ROWS=20000 cargo bench --bench soak
+//!     BENCH_SOAK_SECS=120 BENCH_SOAK_ROWS=5000 BENCH_SOAK_PAUSE_MS=3000 BENCH_SOAK_DIR=/mnt/x cargo bench --bench soak
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -104,8 +107,12 @@ fn main() {
         return;
     }
     let secs = env_num("BENCH_SOAK_SECS", 600);
-    let rows = env_num("BENCH_SOAK_ROWS", 20_000);
-    let tmp = tempfile::tempdir().unwrap();
+    let rows = env_num("BENCH_SOAK_ROWS", 5_000);
+    let pause = Duration::from_millis(env_num("BENCH_SOAK_PAUSE_MS", 3_000));
+    let tmp = match std::env::var("BENCH_SOAK_DIR") {
+        Ok(dir) => tempfile::tempdir_in(dir).unwrap(),
+        Err(_) => tempfile::tempdir().unwrap(),
+    };
     let dir = tmp.path().join("data");
     std::fs::create_dir_all(&dir).unwrap();
     let token = users_ok(&dir, &["add", "soak"]);
@@ -143,6 +150,7 @@ fn main() {
                 let v = upload(&c, &base, dataset(round, rows), &format!("d{round}.csv"));
                 let Some(hash) = v["data"]["file_hash"].as_str().map(str::to_string) else {
                     tally.note("upload", false, || v.to_string());
+                    std::thread::sleep(pause.max(Duration::from_millis(200)));
                     continue;
                 };
                 tally.note("upload", true, String::new);
@@ -181,6 +189,7 @@ fn main() {
                         .is_some_and(|a| a.len() as u64 == rows.div_ceil(500)),
                     || r.to_string().chars().take(200).collect(),
                 );
+                std::thread::sleep(pause);
             }
         }
     }));
@@ -367,8 +376,13 @@ fn main() {
     }
     let ready = reqwest::blocking::get(format!("{base}/readyz"))
         .and_then(|r| r.json::<Value>())
-        .unwrap_or(Value::Null);
-    println!("  afterwards: /readyz {}", ready["status"]);
+        .unwrap_or_else(|e| json!({"request": e.to_string()}));
+    println!("  afterwards: /readyz {ready}");
+    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+    println!(
+        "  afterwards: node process {}",
+        if alive { "running" } else { "gone" }
+    );
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(errors, 0, "unexpected answers under load");
 }

@@ -55,7 +55,10 @@ pub fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
     let shown = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    eprintln!(
+    // Not eprintln!: a standard error that cannot be written must not stop the node.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "br-cti: created a new, empty data directory {}",
         shown.display()
     );

@@ -149,6 +149,24 @@ struct ServeArgs {
     xls_max_cells: u64,
 }
 
+/// Standard error for the log, never failing. tracing-subscriber reports a failed write with
+/// `eprint!`, which panics when standard error itself cannot be written (a full disk under a
+/// redirected log): every request that logs would then die unanswered. A log line that cannot
+/// be written is dropped instead.
+struct LogWriter(std::io::Stderr);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
+}
+
 fn parse_points(s: &str) -> Result<f64, String> {
     s.trim()
         .parse::<f64>()
@@ -159,7 +177,7 @@ fn parse_points(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter(std::io::stderr()))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BRCTI_LOG")

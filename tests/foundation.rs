@@ -886,3 +886,54 @@ fn connections_over_the_limit_wait_for_a_free_one() {
     assert_eq!(resp.status(), 200);
     drop(held);
 }
+
+/// A log that cannot be written (standard error on a full disk: here `/dev/full`) must not
+/// take requests down: tracing-subscriber reports a failed write with `eprint!`, which panics.
+#[test]
+fn a_log_that_cannot_be_written_does_not_take_requests_down() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("br-cti listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+    let client = reqwest::blocking::Client::new();
+    for _ in 0..3 {
+        // Each of these logs (the request, an error): every one must still be answered.
+        let v: serde_json::Value = client
+            .get(format!("{base}/healthz"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(v["status"], "alive");
+        let v: serde_json::Value = client
+            .post(format!("{base}/data/get_stix_process_progress"))
+            .json(&json!({"file_hash": "nope"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(v["code"], 400, "{v}");
+        let resp = client.get(format!("{base}/no/such/path")).send().unwrap();
+        assert_eq!(resp.status(), 404);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -645,7 +645,13 @@ fn a_conversion_that_fills_the_disk_fails_cleanly_and_runs_again_after() {
         assert!(std::time::Instant::now() < deadline, "{v}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    assert_job_ended(&failed, "failed", "No space left on device");
+    // The file store or the database, whichever met the full disk first, names it.
+    assert_job_ended(&failed, "failed", "");
+    let msg = failed["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("No space left on device") || msg.contains("database or disk is full"),
+        "{msg}"
+    );
     // Nothing half-written: no staged file, and every record's file is whole.
     let staged: Vec<_> = std::fs::read_dir(data.join("tmp")).unwrap().collect();
     assert!(staged.is_empty(), "{staged:?}");
@@ -663,6 +669,29 @@ fn a_conversion_that_fills_the_disk_fails_cleanly_and_runs_again_after() {
         before < 150,
         "the disk filled before the end ({before} files)"
     );
+    // An upload meanwhile is refused naming the full disk (HTTP 507), not as an internal error.
+    let more: String = (0..40_000)
+        .map(|i| format!("10.9.{}.{},tcp\n", i / 256 % 256, i % 256))
+        .collect();
+    let resp = server
+        .client
+        .post(server.url("/data/upload_file"))
+        .multipart(
+            reqwest::blocking::multipart::Form::new()
+                .text("task_id", "more")
+                .part(
+                    "file",
+                    reqwest::blocking::multipart::Part::bytes(
+                        format!("src,Protocol\n{more}").into_bytes(),
+                    )
+                    .file_name("more.csv"),
+                ),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 507);
+    let v: Value = resp.json().unwrap();
+    assert!(v.to_string().contains("the node's disk is full"), "{v}");
     // Space freed: the same conversion starts at once and ends, resuming after the files kept.
     std::fs::remove_file(&filler).unwrap();
     let again = server.start_stix(&start);

@@ -48,7 +48,37 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(context, e))?
 }
 
+/// A storage fault while handling a request: a full disk is named (HTTP 507, the client may
+/// retry once space is freed), anything else is an internal error.
+pub(crate) fn storage_fault(context: &'static str, e: std::io::Error) -> ApiError {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        tracing::error!("{context}: {e}");
+        return disk_full(context);
+    }
+    ApiError::internal(context, e)
+}
+
+fn disk_full(context: &str) -> ApiError {
+    ApiError::status(
+        StatusCode::INSUFFICIENT_STORAGE,
+        format!(
+            "the node's disk is full ({context} failed); send the request again once space is freed"
+        ),
+    )
+}
+
 pub(crate) fn store_error(context: &'static str, e: StoreError) -> ApiError {
+    let full = match &e {
+        StoreError::Io(io) => io.raw_os_error() == Some(libc::ENOSPC),
+        StoreError::Db(rusqlite::Error::SqliteFailure(f, _)) => {
+            f.code == rusqlite::ErrorCode::DiskFull
+        }
+        _ => false,
+    };
+    if full {
+        tracing::error!("{context}: {e}");
+        return disk_full(context);
+    }
     match e {
         StoreError::TaskConflict { .. } | StoreError::Conflict(_) => {
             ApiError::bad_request(e.to_string())
@@ -105,15 +135,13 @@ async fn upload_file(
     } else {
         receive_upload(&state, &mut multipart, max).await
     };
-    match received {
-        Err(e) if e.http_status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            // Read the rest and drop it, so that a client sending the whole body before it
-            // reads (Python `requests`) receives the refusal instead of a broken pipe.
-            drain_multipart(&mut multipart, UPLOAD_DISCARD_BYTES).await;
-            Err(e)
-        }
-        other => other,
+    if received.is_err() {
+        // Read the rest and drop it, so that a client sending the whole body before it reads
+        // (Python `requests`) receives the refusal (too large, a full disk, a bad field)
+        // instead of a broken pipe.
+        drain_multipart(&mut multipart, UPLOAD_DISCARD_BYTES).await;
     }
+    received
 }
 
 /// Bytes of a refused upload read and dropped so that the refusal reaches the client.
@@ -176,7 +204,7 @@ async fn receive_upload(
     let (blob, record) = blocking("recording the upload", move || {
         let blob = staged
             .commit()
-            .map_err(|e| ApiError::internal("storing the upload", e))?;
+            .map_err(|e| storage_fault("storing the upload", e))?;
         let file = FileMeta {
             hash: blob.hash.clone(),
             size: blob.size,
@@ -347,7 +375,7 @@ async fn receive_file(
             "storing the upload",
             "the writer stopped early",
         )),
-        Err(e) => Err(ApiError::internal("storing the upload", e)),
+        Err(e) => Err(storage_fault("storing the upload", e)),
     }
 }
 

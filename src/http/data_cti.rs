@@ -163,6 +163,8 @@ async fn process_stix_to_cti(
     }
     let process_id = req.process_id.0;
     let job = blocking("starting the CTI build", move || {
+        // Endings a full disk kept from the database are written first (see `Jobs::settle`).
+        state.jobs.settle();
         require_file(&state, &hash)?;
         let meta = &state.meta;
         for (kind, what, how) in [

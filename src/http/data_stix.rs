@@ -299,6 +299,9 @@ async fn process_data_to_stix(
     let process_id = req.process_id.0;
     let job = blocking("starting the conversion", move || {
         require_file(&state, &hash)?;
+        // A job that ended while its ending could not be written (a full disk) still holds
+        // its file's place in the database: write it first.
+        state.jobs.settle();
         let meta = &state.meta;
         if let Some(job) = meta.latest_job(KIND_STIX, &hash).map_err(|e| store_error("reading jobs", e))?
             && !job.status.is_finished()
@@ -364,9 +367,6 @@ pub fn queue_job(
 ) -> Result<Job, ApiError> {
     let params_json =
         serde_json::to_string(params).map_err(|e| ApiError::internal("saving the job", e))?;
-    // A job that ended while its ending could not be written (a full disk) still holds its
-    // file's place in the database: write it first.
-    state.jobs.settle();
     let job = state
         .meta
         .create_job(

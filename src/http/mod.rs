@@ -268,6 +268,7 @@ pub(crate) async fn read_body(
                     drop((buf, held));
                     tracing::warn!(
                         budget = budget.total,
+                        held = budget.held(),
                         "a request body was refused: the bodies held reached the budget"
                     );
                     discard_body(body, discard.saturating_sub(seen)).await;
@@ -322,9 +323,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         time_zone = state.config.time_zone.name(),
         "node ready"
     );
-    println!("br-cti listening on http://{addr}");
     use std::io::Write;
-    std::io::stdout().flush()?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "br-cti listening on http://{addr}")?;
+    stdout.flush()?;
     let meta = state.meta.clone();
     let limits = state.config.connections;
     conn::serve(listener, router(state), limits, shutdown_signal()).await;

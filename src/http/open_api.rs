@@ -13,9 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-
-/// Bytes of a refused body read and dropped so that the refusal reaches the client.
-const DISCARD_BYTES: u64 = 64 << 20;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -27,6 +24,9 @@ use crate::hidden_danger::auth::{
 use crate::hidden_danger::{self, HiddenDanger, ItemCode, RawItem};
 use crate::store::Upsert;
 use crate::time_util::now_ms;
+
+/// Bytes of a refused body read and dropped so that the refusal reaches the client.
+const DISCARD_BYTES: u64 = 64 << 20;
 
 /// State of the report interface that lives in memory: the replay cache and rate limits.
 pub struct OpenApi {
