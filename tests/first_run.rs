@@ -64,6 +64,26 @@ fn the_connection_check_and_the_operator_endpoints_answer() {
     assert_eq!(ready["status"], "not ready");
     assert_eq!(ready["checks"]["blob_store"]["ok"], false, "{ready}");
     assert_eq!(ready["checks"]["database"]["ok"], true);
+    // An upload then fails inside: the client learns what failed and an incident id, never
+    // the cause (an OS error, a path), which is in the log under that id.
+    let v = server.upload(b"src\n10.0.0.1\n", "a.csv", "t-broken");
+    assert_eq!(v["code"], 500, "{v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.starts_with("internal error while "), "{msg}");
+    let id = msg
+        .split("(incident ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .unwrap_or_else(|| panic!("{msg}"));
+    assert!(
+        !msg.contains("os error") && !msg.contains(&*server.data_dir.to_string_lossy()),
+        "{msg}"
+    );
+    let log = std::fs::read_to_string(server.data_dir.with_extension("log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains(id) && l.contains("error")),
+        "the log holds incident {id}"
+    );
 }
 
 #[test]

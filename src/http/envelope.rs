@@ -40,11 +40,12 @@ impl ApiError {
     }
 
     /// An internal fault: logged in full, answered as HTTP 500.
+    /// An internal fault: the cause is logged (with an incident id), the client gets the
+    /// context and the id only.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
-        tracing::error!("{context}: {err}");
         Self::status(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error while {context}: {err}"),
+            super::incident(context, err),
         )
     }
 

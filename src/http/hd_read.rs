@@ -39,10 +39,9 @@ fn bad(message: impl Into<String>) -> RestError {
 }
 
 fn internal(e: impl std::fmt::Display) -> RestError {
-    tracing::error!("hidden-danger read failed: {e}");
     RestError(
         StatusCode::INTERNAL_SERVER_ERROR,
-        format!("internal error: {e}"),
+        super::incident("reading hidden dangers", e),
     )
 }
 

@@ -181,6 +181,16 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     }
 }
 
+/// An internal fault while answering a request: logged with its cause under a new incident id;
+/// the client is told only what failed and the id (never database messages or file paths).
+pub(crate) fn incident(context: &str, cause: impl std::fmt::Display) -> String {
+    let mut id = [0u8; 4];
+    let _ = getrandom::fill(&mut id);
+    let id = hex::encode(id);
+    tracing::error!(incident = %id, "{context}: {cause}");
+    format!("internal error while {context} (incident {id}; the node's log has the cause)")
+}
+
 /// Default bytes of request bodies held in memory at once, all requests together.
 pub const DEFAULT_MAX_BODY_MEMORY_BYTES: u64 = 256 << 20;
 

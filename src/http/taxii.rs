@@ -72,11 +72,10 @@ fn bad(description: impl Into<String>) -> TaxiiError {
 }
 
 fn internal(e: impl std::fmt::Display) -> TaxiiError {
-    tracing::error!("TAXII: {e}");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "Internal error",
-        e.to_string(),
+        super::incident("answering a TAXII request", e),
     )
 }
 
