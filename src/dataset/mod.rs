@@ -192,17 +192,30 @@ pub(crate) fn with_first_xlsx_sheet<T>(
     let mut input = input;
     xlsx_guard::check(&mut input, limits)?;
     input.seek(SeekFrom::Start(0))?;
-    let mut book: Xlsx<_> = Xlsx::new(BufReader::with_capacity(256 * 1024, input))
-        .map_err(|e| spreadsheet_error("XLSX", e))?;
-    let Some(sheet) = book.sheet_names().first().cloned() else {
-        return Err(DatasetError::NoColumns(
-            "the workbook has no worksheet".into(),
-        ));
-    };
-    let mut cells = book
-        .worksheet_cells_reader(&sheet)
-        .map_err(|e| spreadsheet_error("XLSX", e))?;
-    f(&mut cells)
+    // As for XLS: a panic of the third-party reader is this file's error.
+    crate::supervise::catch(|| {
+        let mut book: Xlsx<_> = Xlsx::new(BufReader::with_capacity(256 * 1024, input))
+            .map_err(|e| spreadsheet_error("XLSX", e))?;
+        let Some(sheet) = book.sheet_names().first().cloned() else {
+            return Err(DatasetError::NoColumns(
+                "the workbook has no worksheet".into(),
+            ));
+        };
+        let mut cells = book
+            .worksheet_cells_reader(&sheet)
+            .map_err(|e| spreadsheet_error("XLSX", e))?;
+        f(&mut cells)
+    })
+    .unwrap_or_else(|panic| Err(reader_failed("XLSX", &panic)))
+}
+
+/// A third-party reader that panicked on this file.
+fn reader_failed(kind: &'static str, panic: &str) -> DatasetError {
+    tracing::warn!("the {kind} reader panicked on a file: {panic}");
+    DatasetError::Spreadsheet {
+        kind,
+        detail: format!("the file is malformed: the {kind} reader failed on it ({panic})"),
+    }
 }
 
 fn xlsx_header(
@@ -246,11 +259,16 @@ pub(crate) fn first_xls_range(
 ) -> Result<calamine::Range<calamine::Data>, DatasetError> {
     xls_guard::check(&mut input, limits)?;
     input.seek(SeekFrom::Start(0))?;
-    let mut book: Xls<_> =
-        Xls::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLS", e))?;
-    book.worksheet_range_at(0)
-        .ok_or_else(|| DatasetError::NoColumns("the workbook has no worksheet".into()))?
-        .map_err(|e| spreadsheet_error("XLS", e))
+    // A malformed workbook the guard lets through may still make calamine panic (an
+    // unchecked subtraction, an index): that is this file's error, not the node's.
+    crate::supervise::catch(|| {
+        let mut book: Xls<_> =
+            Xls::new(BufReader::new(input)).map_err(|e| spreadsheet_error("XLS", e))?;
+        book.worksheet_range_at(0)
+            .ok_or_else(|| DatasetError::NoColumns("the workbook has no worksheet".into()))?
+            .map_err(|e| spreadsheet_error("XLS", e))
+    })
+    .unwrap_or_else(|panic| Err(reader_failed("XLS", &panic)))
 }
 
 fn xls_header(

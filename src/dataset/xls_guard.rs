@@ -148,14 +148,27 @@ fn check_sheet(
                 }
             }
             MUL_RK => {
-                if let (Some(row), Some(first), Some(last)) = (
+                let (Some(row), Some(first), Some(last)) = (
                     u16_at(data, 0),
                     u16_at(data, 2),
                     data.len().checked_sub(2).and_then(|at| u16_at(data, at)),
-                ) {
-                    cell(row, first);
-                    cell(row, last.max(first));
+                ) else {
+                    continue;
+                };
+                // calamine subtracts the first column from the last without a check.
+                if last < first {
+                    return Err(DatasetError::Spreadsheet {
+                        kind: "XLS",
+                        detail: format!(
+                            "worksheet {sheet} has a malformed MULRK record (its last column {} \
+                             is before its first {})",
+                            last + 1,
+                            first + 1
+                        ),
+                    });
                 }
+                cell(row, first);
+                cell(row, last);
             }
             t if CELLS.contains(&t) => {
                 if let (Some(row), Some(col)) = (u16_at(data, 0), u16_at(data, 2)) {
@@ -276,5 +289,14 @@ mod tests {
             record(EOF, &[]),
         ]);
         check_stream(&nested, &limits).unwrap();
+        // A MULRK whose last column is before its first (calamine overflowed on it).
+        let mut mulrk = 0u16.to_le_bytes().to_vec();
+        mulrk.extend(5u16.to_le_bytes());
+        mulrk.extend([0u8; 6]);
+        mulrk.extend(2u16.to_le_bytes());
+        let err = check_stream(&workbook(&[record(MUL_RK, &mulrk)]), &limits)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("malformed MULRK"), "{err}");
     }
 }
