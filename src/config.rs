@@ -81,6 +81,8 @@ pub struct ServeConfig {
     pub hidden_danger: HiddenDangerLimits,
     /// TAXII: let clients without credentials read the node's read collections.
     pub taxii_anonymous: bool,
+    /// Largest TAXII `POST objects/` body, bytes (the API root's `max_content_length`).
+    pub taxii_max_content_length: u64,
     /// The zone of the record times the front ends display (`create_time`).
     pub time_zone: DisplayZone,
     /// The `value` of a CTI record when a request gives none (and the answer of
@@ -95,6 +97,9 @@ pub struct ServeConfig {
     /// Bytes of request bodies held in memory at once, all requests together.
     pub max_body_memory_bytes: u64,
 }
+
+/// Default largest TAXII `POST objects/` body: 32 MiB.
+pub const DEFAULT_TAXII_MAX_CONTENT_LENGTH: u64 = 32 << 20;
 
 /// Shortest API token accepted on a non-loopback address.
 pub const MIN_EXPOSED_TOKEN_CHARS: usize = 16;
@@ -188,6 +193,7 @@ mod tests {
             geoip_db: None,
             hidden_danger: HiddenDangerLimits::default(),
             taxii_anonymous: false,
+            taxii_max_content_length: DEFAULT_TAXII_MAX_CONTENT_LENGTH,
             time_zone: DisplayZone::utc(),
             default_points: 0.0,
             job_max_attempts: DEFAULT_JOB_MAX_ATTEMPTS,

@@ -89,6 +89,12 @@ struct ServeArgs {
     /// TAXII: let clients without credentials read the datasets and hidden-danger collections.
     #[arg(long, env = "BRCTI_TAXII_ANONYMOUS")]
     taxii_anonymous: bool,
+    /// TAXII: largest `POST objects/` body, bytes (advertised as the API root's
+    /// `max_content_length`).
+    #[arg(long, env = "BRCTI_TAXII_MAX_CONTENT_LENGTH",
+          default_value_t = br_cti::config::DEFAULT_TAXII_MAX_CONTENT_LENGTH,
+          value_parser = clap::value_parser!(u64).range(1024..=(1 << 32)))]
+    taxii_max_content_length: u64,
     /// Time zone of the record times the front ends display (`create_time`): an IANA name
     /// (Asia/Shanghai), UTC, an offset (+08:00) or `system` (the machine's local zone).
     #[arg(long, env = "BRCTI_TIME_ZONE", default_value = "system", value_parser = DisplayZone::parse)]
@@ -221,6 +227,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             window_secs: args.hd_window_secs,
         },
         taxii_anonymous: args.taxii_anonymous,
+        taxii_max_content_length: args.taxii_max_content_length,
         time_zone: args.time_zone,
         default_points: args.default_points,
         job_max_attempts: args.job_max_attempts,

@@ -578,3 +578,40 @@ fn one_instant_written_three_ways_is_one_version() {
     .unwrap();
     assert_eq!(found["objects"][0]["name"], "way 0", "{found}");
 }
+
+/// `--taxii-max-content-length` is what the API root advertises and what a POST may send.
+#[test]
+fn the_largest_post_is_configurable_and_advertised() {
+    let n = node(&["--taxii-max-content-length", "2048"]);
+    let root: Value = taxii_get(&n.server, "peer", &n.peer, "/taxii2/api/")
+        .json()
+        .unwrap();
+    assert_eq!(root["max_content_length"], 2048, "{root}");
+    let objects: Vec<Value> = (0..20)
+        .map(|i| {
+            json!({"type": "ipv4-addr", "spec_version": "2.1",
+                   "id": format!("ipv4-addr--{}", uuid5(&format!("a{i}"))), "value": format!("203.0.113.{i}")})
+        })
+        .collect();
+    let body = json!({ "objects": objects }).to_string();
+    assert!(body.len() > 2048);
+    let resp = n
+        .server
+        .client
+        .post(n.server.url(&collection_path(&uuid5("inbox"), "objects/")))
+        .basic_auth("peer", Some(&n.peer))
+        .header("accept", TAXII)
+        .header("content-type", TAXII)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let v: Value = resp.json().unwrap();
+    assert!(
+        v["description"]
+            .as_str()
+            .unwrap()
+            .contains("--taxii-max-content-length"),
+        "{v}"
+    );
+}

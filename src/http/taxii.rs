@@ -20,7 +20,6 @@ use crate::taxii::{self, Collection};
 use crate::time_util::now_ms;
 
 pub const TAXII: &str = "application/taxii+json;version=2.1";
-const MAX_CONTENT_LENGTH: usize = 32 << 20;
 /// A refused body is read (and dropped) up to this much so that the client, which is still
 /// sending, gets the answer; past it the connection is closed.
 const DISCARD_LIMIT: u64 = 64 << 20;
@@ -296,6 +295,7 @@ async fn api_root(
     headers: HeaderMap,
 ) -> Result<Response, TaxiiError> {
     check_accept(&headers, false)?;
+    let max_content_length = state.config.taxii_max_content_length;
     blocking(move || principal(&state, &headers)).await?;
     Ok(taxii_json(
         StatusCode::OK,
@@ -303,7 +303,7 @@ async fn api_root(
             "title": "br-cti",
             "description": "The collections of this node.",
             "versions": [TAXII],
-            "max_content_length": MAX_CONTENT_LENGTH,
+            "max_content_length": max_content_length,
         }),
     ))
 }
@@ -629,8 +629,14 @@ async fn add_objects(
             }
         }
     };
-    let body = match super::read_body(body, MAX_CONTENT_LENGTH, DISCARD_LIMIT, &state.body_budget)
-        .await
+    let max_content_length = state.config.taxii_max_content_length;
+    let body = match super::read_body(
+        body,
+        max_content_length as usize,
+        DISCARD_LIMIT,
+        &state.body_budget,
+    )
+    .await
     {
         Ok(body) => body,
         Err(super::BodyError::Busy { budget }) => {
@@ -644,7 +650,10 @@ async fn add_objects(
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Too large",
-                format!("the body is larger than max_content_length ({MAX_CONTENT_LENGTH} bytes)"),
+                format!(
+                    "the body is larger than max_content_length ({max_content_length} bytes, \
+                     --taxii-max-content-length)"
+                ),
             ));
         }
         Err(super::BodyError::Read(e)) => {
