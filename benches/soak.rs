@@ -51,17 +51,6 @@ impl Tally {
     }
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn dataset(round: u64, rows: u64) -> Vec<u8> {
     let mut csv = String::from("src,dst,Protocol,label\n");
     for i in 0..rows {
@@ -335,14 +324,14 @@ fn main() {
     let started = Instant::now();
     let mut samples: Vec<(f64, f64)> = Vec::new();
     while started.elapsed() < Duration::from_secs(secs) {
-        samples.push((started.elapsed().as_secs_f64(), rss_mib(pid)));
+        samples.push((started.elapsed().as_secs_f64(), server.rss_mib()));
         std::thread::sleep(Duration::from_secs(5));
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().unwrap();
     }
-    samples.push((started.elapsed().as_secs_f64(), rss_mib(pid)));
+    samples.push((started.elapsed().as_secs_f64(), server.rss_mib()));
 
     println!("soak: {secs} s of mixed load on a release node");
     println!("  time (s)  RSS (MiB)");

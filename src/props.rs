@@ -7,6 +7,17 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+/// The configuration of every property test: 256 cases from a fixed seed, the same cases on
+/// every run (tests are deterministic); change the seed to explore.
+pub(crate) fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6272_6374_6931_3200),
+        ..ProptestConfig::default()
+    }
+}
+
 /// Strings with the characters that trip parsers: separators, quotes, escapes, digits, wide
 /// and invalid-looking characters, long runs.
 fn nasty_string() -> impl Strategy<Value = String> {
@@ -77,13 +88,7 @@ const TAXII_KEYS: &[&str] = &[
 ];
 
 proptest! {
-    // A fixed seed: the same cases on every run (tests are deterministic); change it to explore.
-    #![proptest_config(ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6272_6374_6931_3200),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config())]
 
     #[test]
     fn mapping_tables_never_panic(lines in prop::collection::vec(

@@ -88,13 +88,7 @@ fn xls_fixture() -> Vec<u8> {
 }
 
 proptest! {
-    // A fixed seed: the same cases on every run (tests are deterministic); change it to explore.
-    #![proptest_config(ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6272_6374_6931_3200),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(crate::props::config())]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {

@@ -51,11 +51,15 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// A storage fault while handling a request: a full disk is named (HTTP 507, the client may
 /// retry once space is freed), anything else is an internal error.
 pub(crate) fn storage_fault(context: &'static str, e: std::io::Error) -> ApiError {
-    if e.raw_os_error() == Some(libc::ENOSPC) {
+    if is_disk_full(&e) {
         tracing::error!("{context}: {e}");
         return disk_full(context);
     }
     ApiError::internal(context, e)
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC)
 }
 
 fn disk_full(context: &str) -> ApiError {
@@ -69,7 +73,7 @@ fn disk_full(context: &str) -> ApiError {
 
 pub(crate) fn store_error(context: &'static str, e: StoreError) -> ApiError {
     let full = match &e {
-        StoreError::Io(io) => io.raw_os_error() == Some(libc::ENOSPC),
+        StoreError::Io(io) => is_disk_full(io),
         StoreError::Db(rusqlite::Error::SqliteFailure(f, _)) => {
             f.code == rusqlite::ErrorCode::DiskFull
         }

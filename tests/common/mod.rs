@@ -165,11 +165,21 @@ impl TestServer {
 
     /// The server's peak resident memory so far (VmHWM), in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
+        self.memory_mib("VmHWM:")
+    }
+
+    /// The server's resident memory now (VmRSS), in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.memory_mib("VmRSS:")
+    }
+
+    /// A memory figure of /proc/PID/status (given in KiB), in MiB; 0 once the process is gone.
+    fn memory_mib(&self, field: &str) -> f64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
@@ -221,7 +231,22 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        let exited = self.child.try_wait().ok().flatten();
         self.kill();
+        // A failing test shows how the node ended and the end of its log (the data directory
+        // and its log are deleted with the test).
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "--- node {} (exited before the end: {exited:?}); the last lines of its log:",
+                self.base
+            );
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
