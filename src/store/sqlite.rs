@@ -249,12 +249,15 @@ fn check_side_files(db: &Path) -> Result<(), StoreError> {
         if std::fs::symlink_metadata(&side).is_err() {
             continue;
         }
-        let writable = std::fs::metadata(&side).is_ok_and(|m| m.is_file())
-            && std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&side)
-                .is_ok();
+        // access(2), not open: closing a descriptor of `-shm` would drop every POSIX lock
+        // this process holds on it (SQLite's other connections here included), and another
+        // process would then take the file for unused and truncate it under our mapping.
+        let writable = std::fs::metadata(&side).is_ok_and(|m| m.is_file()) && {
+            use std::os::unix::ffi::OsStrExt;
+            let c = std::ffi::CString::new(side.as_os_str().as_bytes()).unwrap_or_default();
+            // SAFETY: `c` is a NUL-terminated path that outlives the call.
+            unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+        };
         if !writable {
             return Err(StoreError::Conflict(format!(
                 "{} exists but cannot be written (immutable, read-only or not a file); the \
