@@ -9,8 +9,8 @@
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use br_cti::cti::geo::GeoIp;
-use br_cti::cti::stats::{Statistics, count};
+use br_cti_engine::cti::geo::GeoIp;
+use br_cti_engine::cti::stats::{Statistics, count};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)

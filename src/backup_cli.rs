@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::store::{FsBlobStore, backup_database};
+use br_cti_store_local::{FsBlobStore, backup_database};
 
 #[derive(clap::Args, Debug)]
-pub struct BackupArgs {
+pub(crate) struct BackupArgs {
     /// Where to write the backup: a directory that does not exist yet, or an empty one.
     pub dest: PathBuf,
     /// The node's data directory (as for `serve`).
@@ -19,7 +19,7 @@ pub struct BackupArgs {
     pub data_dir: PathBuf,
 }
 
-pub fn backup_command(args: BackupArgs) -> anyhow::Result<()> {
+pub(crate) fn backup_command(args: BackupArgs) -> anyhow::Result<()> {
     let database = args.data_dir.join("br-cti.sqlite");
     if !database.is_file() {
         bail!(

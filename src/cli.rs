@@ -11,12 +11,12 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::convert::{self, Batch, BatchSink, FileStore, Mapping, Settings, StoredFile};
+use br_cti_engine::convert::{self, Batch, BatchSink, FileStore, Mapping, Settings, StoredFile};
 
 /// `br-cti convert`: a dataset to STIX 2.1 offline, as JSON Lines files named by their SHA-256
 /// or as one bundle.
 #[derive(clap::Args, Debug)]
-pub struct ConvertArgs {
+pub(crate) struct ConvertArgs {
     /// The dataset file (CSV, XLSX, XLS, JSON, JSON Lines).
     pub file: PathBuf,
     /// A mapping table (`dataset_field,stix_object,object_property,transformation`); default: the embedded one.
@@ -42,7 +42,7 @@ fn parse_time(s: &str) -> Result<stix::Timestamp, String> {
 }
 
 /// SHA-256 of a file, streamed.
-pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn file_sha256(path: &Path) -> anyhow::Result<String> {
     let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -56,7 +56,7 @@ pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-pub fn load_mapping(path: Option<&Path>) -> anyhow::Result<Mapping> {
+pub(crate) fn load_mapping(path: Option<&Path>) -> anyhow::Result<Mapping> {
     match path {
         None => Ok(Mapping::default_table()),
         Some(p) => {
@@ -172,7 +172,7 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
     }
 }
 
-pub fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
+pub(crate) fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
     if args.out.is_some() && args.bundle.is_some() {
         bail!("--out and --bundle are exclusive: write JSON Lines files or one bundle");
     }
@@ -192,16 +192,16 @@ pub fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
         source_hash: source_hash.clone(),
         limits: Default::default(),
     };
-    let open = || -> anyhow::Result<Box<dyn crate::store::ReadSeek>> {
+    let open = || -> anyhow::Result<Box<dyn br_cti_domain::io::ReadSeek>> {
         Ok(Box::new(File::open(&args.file).with_context(|| {
             format!("cannot open {}", args.file.display())
         })?))
     };
     // Refuse what is not a dataset before creating any output.
-    crate::dataset::sniff(&mut open()?).with_context(|| args.file.display().to_string())?;
+    br_cti_engine::dataset::sniff(&mut open()?).with_context(|| args.file.display().to_string())?;
     let total = if std::io::stderr().is_terminal() {
         Some(
-            crate::dataset::count_rows(open()?, &Default::default())
+            br_cti_engine::dataset::count_rows(open()?, &Default::default())
                 .with_context(|| args.file.display().to_string())?,
         )
     } else {

@@ -1,16 +1,22 @@
+mod backup_cli;
+mod cli;
+mod node;
+mod report_cli;
+mod users_cli;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use br_cti::config::{
+use br_cti_app::config::ConnLimits;
+use br_cti_app::config::{
     CorsOrigins, DEFAULT_JOB_MAX_ATTEMPTS, DEFAULT_MAX_UPLOAD_BYTES, HiddenDangerLimits,
     ServeConfig,
 };
-use br_cti::dataset::DatasetLimits;
-use br_cti::http::ConnLimits;
-use br_cti::time_util::DisplayZone;
+use br_cti_domain::time::DisplayZone;
+use br_cti_engine::dataset::DatasetLimits;
 
 /// br-cti: a cyber-threat-intelligence data node.
 #[derive(Parser)]
@@ -30,14 +36,14 @@ enum Command {
         file: PathBuf,
     },
     /// Convert a dataset to STIX 2.1 offline: JSON Lines files named by their SHA-256, or one bundle.
-    Convert(br_cti::cli::ConvertArgs),
+    Convert(cli::ConvertArgs),
     /// Manage the users allowed to report hidden dangers (add, list, rotate, remove).
-    Users(br_cti::users_cli::UsersArgs),
+    Users(users_cli::UsersArgs),
     /// Push hidden dangers (a JSON file) to the platform above, in signed batches with retries.
-    Report(br_cti::report_cli::ReportArgs),
+    Report(report_cli::ReportArgs),
     /// Copy the data directory consistently while the node runs (database, files, mappings)
     /// into a new directory, which `serve --data-dir` can then use as it is.
-    Backup(br_cti::backup_cli::BackupArgs),
+    Backup(backup_cli::BackupArgs),
 }
 
 #[derive(clap::Args)]
@@ -92,7 +98,7 @@ struct ServeArgs {
     /// TAXII: largest `POST objects/` body, bytes (advertised as the API root's
     /// `max_content_length`).
     #[arg(long, env = "BRCTI_TAXII_MAX_CONTENT_LENGTH",
-          default_value_t = br_cti::config::DEFAULT_TAXII_MAX_CONTENT_LENGTH,
+          default_value_t = br_cti_app::config::DEFAULT_TAXII_MAX_CONTENT_LENGTH,
           value_parser = clap::value_parser!(u64).range(1024..=(1 << 32)))]
     taxii_max_content_length: u64,
     /// Time zone of the record times the front ends display (`create_time`): an IANA name
@@ -123,7 +129,7 @@ struct ServeArgs {
     idle_timeout_secs: u64,
     /// Bytes of request bodies (hidden-danger reports, TAXII objects) held in memory at once,
     /// all requests together; a body that would pass it is refused with 503 and Retry-After.
-    #[arg(long, env = "BRCTI_MAX_BODY_MEMORY_BYTES", default_value_t = br_cti::http::DEFAULT_MAX_BODY_MEMORY_BYTES,
+    #[arg(long, env = "BRCTI_MAX_BODY_MEMORY_BYTES", default_value_t = br_cti_app::config::DEFAULT_MAX_BODY_MEMORY_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_body_memory_bytes: u64,
     /// Datasets: bytes of one record (a CSV line or record, a JSON Lines line, an element of a
@@ -194,10 +200,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Features { file } => features(&file),
-        Command::Convert(args) => br_cti::cli::convert_command(args),
-        Command::Users(args) => br_cti::users_cli::users_command(args),
-        Command::Report(args) => br_cti::report_cli::report_command(args),
-        Command::Backup(args) => br_cti::backup_cli::backup_command(args),
+        Command::Convert(args) => cli::convert_command(args),
+        Command::Users(args) => users_cli::users_command(args),
+        Command::Report(args) => report_cli::report_command(args),
+        Command::Backup(args) => backup_cli::backup_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -247,13 +253,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             xls_max_cells: args.xls_max_cells,
         },
     };
-    tokio::runtime::Runtime::new()?.block_on(br_cti::http::serve(config))
+    tokio::runtime::Runtime::new()?.block_on(node::serve(config))
 }
 
 fn features(file: &std::path::Path) -> anyhow::Result<()> {
     let input = std::fs::File::open(file)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
-    let columns = br_cti::dataset::features(Box::new(input), &DatasetLimits::default())
+    let columns = br_cti_engine::dataset::features(Box::new(input), &DatasetLimits::default())
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     for c in columns {
         println!("{c}");

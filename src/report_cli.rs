@@ -10,12 +10,12 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::hidden_danger::auth::sign;
+use br_cti_app::hidden_danger_auth::sign;
 
-pub const PATH: &str = "/open/api/v1/retrieval/addHiddenDanger";
+pub(crate) const PATH: &str = "/open/api/v1/retrieval/addHiddenDanger";
 
 #[derive(clap::Args, Debug)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// The platform to report to: its base URL (`https://cti.example:5000`) or the full
     /// addHiddenDanger URL.
     #[arg(long)]
@@ -73,8 +73,8 @@ struct Totals {
     rejected: u64,
 }
 
-pub fn report_command(args: ReportArgs) -> anyhow::Result<()> {
-    crate::hidden_danger::auth::check_user_name(&args.user).map_err(anyhow::Error::msg)?;
+pub(crate) fn report_command(args: ReportArgs) -> anyhow::Result<()> {
+    br_cti_app::hidden_danger_auth::check_user_name(&args.user).map_err(anyhow::Error::msg)?;
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::hidden_danger::auth::{check_user_name, new_token};
-use crate::store::{HiddenDangerStore, SqliteStore, TaxiiStore};
-use crate::time_util::DisplayZone;
+use br_cti_app::hidden_danger_auth::{check_user_name, new_token};
+use br_cti_domain::time::DisplayZone;
+use br_cti_store::{HiddenDangerStore, TaxiiStore};
+use br_cti_store_local::SqliteStore;
 
 #[derive(clap::Args, Debug)]
-pub struct UsersArgs {
+pub(crate) struct UsersArgs {
     #[command(subcommand)]
     pub command: UsersCommand,
     /// The node's data directory (as for `serve`).
@@ -24,7 +25,7 @@ pub struct UsersArgs {
 }
 
 #[derive(clap::Subcommand, Debug)]
-pub enum UsersCommand {
+pub(crate) enum UsersCommand {
     /// Create a user; prints its new token as the last line.
     Add { name: String },
     /// List users (never their tokens).
@@ -48,8 +49,8 @@ pub enum UsersCommand {
     },
 }
 
-pub fn users_command(args: UsersArgs) -> anyhow::Result<()> {
-    crate::config::prepare_data_dir(&args.data_dir)?;
+pub(crate) fn users_command(args: UsersArgs) -> anyhow::Result<()> {
+    br_cti_app::config::prepare_data_dir(&args.data_dir)?;
     let store = SqliteStore::open(&args.data_dir.join("br-cti.sqlite"))?;
     match args.command {
         UsersCommand::Add { name } => {
@@ -92,7 +93,7 @@ pub fn users_command(args: UsersArgs) -> anyhow::Result<()> {
             if store.user_token(&name)?.is_none() {
                 bail!("no user {name:?}");
             }
-            let writable: Vec<String> = crate::taxii::collections()
+            let writable: Vec<String> = br_cti_app::taxii::collections()
                 .into_iter()
                 .filter(|c| c.writable)
                 .map(|c| c.id)

@@ -6,9 +6,9 @@
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_SEED: u64 = 20_240_601;
+pub(crate) const DEFAULT_SEED: u64 = 20_240_601;
 
-pub const SDN_COLUMNS: [&str; 23] = [
+pub(crate) const SDN_COLUMNS: [&str; 23] = [
     "dt",
     "switch",
     "src",
@@ -35,10 +35,10 @@ pub const SDN_COLUMNS: [&str; 23] = [
 ];
 
 /// SplitMix64: small, fast, and the same sequence everywhere.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(shape: &str, seed: u64) -> Self {
+    pub(crate) fn new(shape: &str, seed: u64) -> Self {
         let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
         for b in shape.bytes() {
             state = (state ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
@@ -46,7 +46,7 @@ impl Rng {
         Rng(state)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -55,21 +55,21 @@ impl Rng {
     }
 
     /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Uniform in `lo..=hi`.
-    pub fn int(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn int(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next_u64() % (hi - lo + 1)
     }
 
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.next_u64() as usize % items.len()]
     }
 
     /// An index drawn with the given weights.
-    pub fn weighted(&mut self, weights: &[u64]) -> usize {
+    pub(crate) fn weighted(&mut self, weights: &[u64]) -> usize {
         let mut r = self.next_u64() % weights.iter().sum::<u64>();
         for (i, w) in weights.iter().enumerate() {
             if r < *w {
@@ -83,7 +83,7 @@ impl Rng {
 
 /// One SDN cell: a number, a text, or blank (the real file has blank `rx_kbps`/`tot_kbps`).
 #[derive(Clone, Debug)]
-pub enum Cell {
+pub(crate) enum Cell {
     Int(u64),
     Float(f64),
     Text(String),
@@ -106,7 +106,7 @@ struct Flow {
 
 /// `n` SDN rows in [`SDN_COLUMNS`] order. Hosts 10.0.0.1-20 behind switches 1-10, flows seen
 /// over several 30 s ticks, about 40 % of the flows attacks (label 1), 1 % of rows with blanks.
-pub fn sdn_rows(n: u64, seed: u64) -> impl Iterator<Item = Vec<Cell>> {
+pub(crate) fn sdn_rows(n: u64, seed: u64) -> impl Iterator<Item = Vec<Cell>> {
     let mut rng = Rng::new("sdn", seed);
     let mut flows: Vec<Flow> = Vec::new();
     let mut dt_tick: u64 = 3000;
@@ -201,7 +201,7 @@ pub fn sdn_rows(n: u64, seed: u64) -> impl Iterator<Item = Vec<Cell>> {
     })
 }
 
-pub fn write_sdn_csv(path: &Path, n: u64, seed: u64) -> std::io::Result<()> {
+pub(crate) fn write_sdn_csv(path: &Path, n: u64, seed: u64) -> std::io::Result<()> {
     let mut out = BufWriter::new(std::fs::File::create(path)?);
     writeln!(out, "{}", SDN_COLUMNS.join(","))?;
     for row in sdn_rows(n, seed) {
@@ -222,7 +222,7 @@ pub fn write_sdn_csv(path: &Path, n: u64, seed: u64) -> std::io::Result<()> {
     out.flush()
 }
 
-pub fn write_sdn_xlsx(path: &Path, n: u64, seed: u64) -> std::io::Result<()> {
+pub(crate) fn write_sdn_xlsx(path: &Path, n: u64, seed: u64) -> std::io::Result<()> {
     use rust_xlsxwriter::{DocProperties, ExcelDateTime, Workbook};
     let err = |e: rust_xlsxwriter::XlsxError| std::io::Error::other(e.to_string());
     let mut wb = Workbook::new();
@@ -328,7 +328,7 @@ const POST_TARGETS: [(&str, &str); 3] = [
 
 /// `n` honeypot events: sessions of a TCP SYN record (from the NAT address or the attacker)
 /// usually followed by an HTTP GET or POST from the attacker with a payload object and a URL.
-pub fn honeypot_records(n: u64, seed: u64) -> Vec<serde_json::Value> {
+pub(crate) fn honeypot_records(n: u64, seed: u64) -> Vec<serde_json::Value> {
     use serde_json::json;
     let mut rng = Rng::new("honeypot", seed);
     let mut t = 1_697_326_037.992_695_f64;
@@ -383,7 +383,7 @@ pub fn honeypot_records(n: u64, seed: u64) -> Vec<serde_json::Value> {
     out
 }
 
-pub fn write_honeypot_jsonl(path: &Path, n: u64, seed: u64) -> std::io::Result<()> {
+pub(crate) fn write_honeypot_jsonl(path: &Path, n: u64, seed: u64) -> std::io::Result<()> {
     let mut out = BufWriter::new(std::fs::File::create(path)?);
     for rec in honeypot_records(n, seed) {
         serde_json::to_writer(&mut out, &rec)?;
@@ -394,7 +394,7 @@ pub fn write_honeypot_jsonl(path: &Path, n: u64, seed: u64) -> std::io::Result<(
 
 /// The file name a format's dataset of `rows` rows gets: `sdn_N.csv`, `sdn_N.xlsx`,
 /// `honeypot_N.jsonl`.
-pub fn file_name(format: &str, rows: u64) -> String {
+pub(crate) fn file_name(format: &str, rows: u64) -> String {
     match format {
         "jsonl" => format!("honeypot_{rows}.jsonl"),
         "csv" | "xlsx" => format!("sdn_{rows}.{format}"),
@@ -404,7 +404,7 @@ pub fn file_name(format: &str, rows: u64) -> String {
 
 /// Writes the datasets of `formats` with `rows` rows into `dir` (kept when already there:
 /// the files are a pure function of their name) and returns the folder.
-pub fn generate_into(dir: &Path, rows: u64, formats: &[&str]) -> PathBuf {
+pub(crate) fn generate_into(dir: &Path, rows: u64, formats: &[&str]) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     for format in formats {
         let path = dir.join(file_name(format, rows));

@@ -1,7 +1,7 @@
 //! Test harness: the real `br-cti` binary serving on a random loopback port, driven over HTTP.
 #![allow(dead_code)]
 
-pub mod datasets;
+pub(crate) mod datasets;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -12,9 +12,9 @@ use std::time::Duration;
 use reqwest::blocking::{Client, Response, multipart};
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_br-cti");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_br-cti");
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     child: Child,
     pub base: String,
     pub data_dir: PathBuf,
@@ -24,7 +24,7 @@ pub struct TestServer {
 
 impl TestServer {
     /// A server on a fresh data directory.
-    pub fn start(args: &[&str]) -> Self {
+    pub(crate) fn start(args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         let mut s = Self::start_in(&dir, args);
@@ -33,7 +33,7 @@ impl TestServer {
     }
 
     /// A server on the given data directory (kept by the caller, e.g. across a restart).
-    pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
+    pub(crate) fn start_in(data_dir: &Path, args: &[&str]) -> Self {
         Self::try_start_in_env(data_dir, args, &[]).unwrap_or_else(|| {
             panic!(
                 "server did not start; see {}",
@@ -44,7 +44,11 @@ impl TestServer {
 
     /// A server with extra environment variables; `None` when the process ends (or says
     /// nothing for 30 s) before it listens.
-    pub fn try_start_in_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Option<Self> {
+    pub(crate) fn try_start_in_env(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Option<Self> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -96,25 +100,25 @@ impl TestServer {
     }
 
     /// Whether the server process is still running.
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
-    pub fn post_json(&self, path: &str, body: &Value) -> Value {
+    pub(crate) fn post_json(&self, path: &str, body: &Value) -> Value {
         self.post_raw(path, body.to_string().into_bytes())
     }
 
     /// Posts raw bytes; asserts that the answer is JSON and returns it.
-    pub fn post_raw(&self, path: &str, body: Vec<u8>) -> Value {
+    pub(crate) fn post_raw(&self, path: &str, body: Vec<u8>) -> Value {
         self.post_raw_status(path, body).1
     }
 
     /// Posts raw bytes; asserts that the answer is JSON and returns the HTTP status and it.
-    pub fn post_raw_status(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+    pub(crate) fn post_raw_status(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
         let resp = self
             .client
             .post(self.url(path))
@@ -125,11 +129,11 @@ impl TestServer {
         (resp.status().as_u16(), json_of(resp))
     }
 
-    pub fn get_json(&self, path: &str) -> Value {
+    pub(crate) fn get_json(&self, path: &str) -> Value {
         json_of(self.client.get(self.url(path)).send().unwrap())
     }
 
-    pub fn upload(&self, bytes: &[u8], file_name: &str, task_id: &str) -> Value {
+    pub(crate) fn upload(&self, bytes: &[u8], file_name: &str, task_id: &str) -> Value {
         let form = multipart::Form::new()
             .text("task_id", task_id.to_string())
             .part(
@@ -146,30 +150,30 @@ impl TestServer {
     }
 
     /// Uploads and returns the file hash, asserting success.
-    pub fn upload_ok(&self, bytes: &[u8], file_name: &str) -> String {
+    pub(crate) fn upload_ok(&self, bytes: &[u8], file_name: &str) -> String {
         let v = self.upload(bytes, file_name, &format!("t-{}", sha256_hex(bytes)));
         assert_eq!(v["code"], 200, "upload failed: {v}");
         v["data"]["file_hash"].as_str().unwrap().to_string()
     }
 
-    pub fn features(&self, hash: &str) -> Value {
+    pub(crate) fn features(&self, hash: &str) -> Value {
         self.post_json(
             "/data/get_traffic_data_features",
             &serde_json::json!({"file_hash": hash}),
         )
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The server's peak resident memory so far (VmHWM), in MiB.
-    pub fn peak_rss_mib(&self) -> f64 {
+    pub(crate) fn peak_rss_mib(&self) -> f64 {
         self.memory_mib("VmHWM:")
     }
 
     /// The server's resident memory now (VmRSS), in MiB.
-    pub fn rss_mib(&self) -> f64 {
+    pub(crate) fn rss_mib(&self) -> f64 {
         self.memory_mib("VmRSS:")
     }
 
@@ -187,7 +191,7 @@ impl TestServer {
     }
 
     /// CPU time the server has used so far: (user, system) seconds, from /proc/PID/stat.
-    pub fn cpu_seconds(&self) -> (f64, f64) {
+    pub(crate) fn cpu_seconds(&self) -> (f64, f64) {
         let stat =
             std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
         // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
@@ -196,18 +200,16 @@ impl TestServer {
             .split_whitespace()
             .map(|f| f.parse().unwrap_or(0.0))
             .collect();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let hz = rustix::param::clock_ticks_per_second() as f64;
         let field = |n: usize| fields.get(n - 3).copied().unwrap_or(0.0) / hz;
         (field(14), field(15))
     }
 
     /// SIGTERM, as a service manager stops the node; waits for the process to end (at most
     /// 30 s) and answers whether it exited successfully.
-    pub fn terminate(&mut self) -> bool {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+    pub(crate) fn terminate(&mut self) -> bool {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -223,7 +225,7 @@ impl TestServer {
     }
 
     /// SIGKILL: no chance to clean up, as in a crash.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -250,20 +252,20 @@ impl Drop for TestServer {
     }
 }
 
-pub fn json_of(resp: Response) -> Value {
+pub(crate) fn json_of(resp: Response) -> Value {
     let status = resp.status();
     let text = resp.text().unwrap();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("HTTP {status}: not JSON ({e}): {text}"))
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Asserts a handled failure (`code` 400, `data` null) whose message contains `needle`.
 #[track_caller]
-pub fn assert_error(v: &Value, needle: &str) {
+pub(crate) fn assert_error(v: &Value, needle: &str) {
     assert_eq!(v["code"], 400, "expected a handled error, got {v}");
     assert!(v["data"].is_null(), "error data must be null: {v}");
     let msg = v["error"]
@@ -279,7 +281,7 @@ pub fn assert_error(v: &Value, needle: &str) {
 /// (they act only on `code == 200`, and take `data: null` as "failed, stop polling"), and that
 /// an API user still learns the status and the reason.
 #[track_caller]
-pub fn assert_job_ended(v: &Value, status: &str, needle: &str) {
+pub(crate) fn assert_job_ended(v: &Value, status: &str, needle: &str) {
     assert_eq!(v["code"], 200, "the pollers only act on code 200: {v}");
     assert!(
         v["data"].is_null(),
@@ -295,25 +297,25 @@ pub fn assert_job_ended(v: &Value, status: &str, needle: &str) {
     assert_eq!(v["job"]["status"], status, "the job's last progress: {v}");
 }
 
-pub fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
 }
 
 /// The honeypot sample kept in the repository (`samples/`), also used by the README.
-pub fn sample(name: &str) -> PathBuf {
+pub(crate) fn sample(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("samples")
         .join(name)
 }
 
 impl TestServer {
-    pub fn start_stix(&self, body: &Value) -> Value {
+    pub(crate) fn start_stix(&self, body: &Value) -> Value {
         self.post_json("/data/process_data_to_stix", body)
     }
 
-    pub fn stix_progress(&self, hash: &str) -> Value {
+    pub(crate) fn stix_progress(&self, hash: &str) -> Value {
         self.post_json(
             "/data/get_stix_process_progress",
             &serde_json::json!({"file_hash": hash}),
@@ -321,7 +323,7 @@ impl TestServer {
     }
 
     /// Polls the conversion progress until it reaches 100 (panics on failure or timeout).
-    pub fn wait_stix(&self, hash: &str) -> Value {
+    pub(crate) fn wait_stix(&self, hash: &str) -> Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
         loop {
             let v = self.stix_progress(hash);
@@ -341,7 +343,7 @@ impl TestServer {
         }
     }
 
-    pub fn stix_records(&self, hash: &str) -> Vec<Value> {
+    pub(crate) fn stix_records(&self, hash: &str) -> Vec<Value> {
         let v = self.post_json(
             "/data/get_local_stix_records",
             &serde_json::json!({"file_hash": hash}),
@@ -350,7 +352,7 @@ impl TestServer {
         v["data"].as_array().unwrap().clone()
     }
 
-    pub fn stix_file(&self, source: &str, stix: &str) -> Vec<u8> {
+    pub(crate) fn stix_file(&self, source: &str, stix: &str) -> Vec<u8> {
         let resp = self
             .client
             .get(self.url(&format!("/data/get_stix_file_content/{source}/{stix}")))
@@ -362,7 +364,7 @@ impl TestServer {
 }
 
 /// The Python of the oracle virtual environment (`scripts/test.sh` creates it).
-pub fn oracle_python() -> PathBuf {
+pub(crate) fn oracle_python() -> PathBuf {
     if let Ok(p) = std::env::var("BRCTI_TEST_PYTHON") {
         return PathBuf::from(p);
     }
@@ -376,7 +378,7 @@ pub fn oracle_python() -> PathBuf {
 
 /// Generates datasets with the harness's deterministic generator ([`datasets`]); returns the
 /// output folder.
-pub fn generate(rows: u64, formats: &[&str]) -> PathBuf {
+pub(crate) fn generate(rows: u64, formats: &[&str]) -> PathBuf {
     datasets::generate_into(
         &Path::new(env!("CARGO_TARGET_TMPDIR")).join("datasets"),
         rows,
@@ -385,7 +387,7 @@ pub fn generate(rows: u64, formats: &[&str]) -> PathBuf {
 }
 
 /// Runs the stix2-validator oracle over files; returns its JSON summary.
-pub fn validate_stix(files: &[PathBuf]) -> Value {
+pub(crate) fn validate_stix(files: &[PathBuf]) -> Value {
     assert!(!files.is_empty(), "nothing to validate");
     let out = Command::new(oracle_python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/validate.py"))
@@ -402,11 +404,11 @@ pub fn validate_stix(files: &[PathBuf]) -> Value {
 }
 
 impl TestServer {
-    pub fn start_cti(&self, body: &Value) -> Value {
+    pub(crate) fn start_cti(&self, body: &Value) -> Value {
         self.post_json("/data/process_stix_to_cti", body)
     }
 
-    pub fn cti_progress(&self, hash: &str) -> Value {
+    pub(crate) fn cti_progress(&self, hash: &str) -> Value {
         self.post_json(
             "/data/get_cti_process_progress",
             &serde_json::json!({"file_hash": hash}),
@@ -414,7 +416,7 @@ impl TestServer {
     }
 
     /// Polls the CTI progress until it reaches 100 (panics on failure or timeout).
-    pub fn wait_cti(&self, hash: &str) -> Value {
+    pub(crate) fn wait_cti(&self, hash: &str) -> Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
         loop {
             let v = self.cti_progress(hash);
@@ -430,7 +432,7 @@ impl TestServer {
         }
     }
 
-    pub fn cti_records(&self, hash: &str) -> Vec<Value> {
+    pub(crate) fn cti_records(&self, hash: &str) -> Vec<Value> {
         let v = self.post_json(
             "/data/get_local_cti_records",
             &serde_json::json!({"file_hash": hash}),
@@ -442,7 +444,7 @@ impl TestServer {
 
 /// Writes a small GeoIP2-City-layout `.mmdb` (the same format as GeoLite2-City and DB-IP Lite)
 /// that knows 101.33.0.0/16 (Guangzhou) and 2606:4700::/32 (San Francisco), nothing else.
-pub fn write_test_geoip(path: &Path) {
+pub(crate) fn write_test_geoip(path: &Path) {
     let mut writer = mmdb_writer::Writer::new("BrCti-Test-City");
     let place = |country: &str, iso: &str, region: &str, city: &str, lat: f64, lon: f64| {
         serde_json::json!({
@@ -475,7 +477,7 @@ pub fn write_test_geoip(path: &Path) {
 }
 
 /// Runs `br-cti users ARGS --data-dir DIR`.
-pub fn users_cli(dir: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn users_cli(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .arg("users")
         .args(args)
@@ -487,7 +489,7 @@ pub fn users_cli(dir: &Path, args: &[&str]) -> std::process::Output {
 
 /// Runs a `br-cti users` command that must succeed; returns its last line (a token, for
 /// `add` and `rotate`).
-pub fn users_ok(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn users_ok(dir: &Path, args: &[&str]) -> String {
     let out = users_cli(dir, args);
     assert!(
         out.status.success(),
@@ -505,7 +507,7 @@ pub fn users_ok(dir: &Path, args: &[&str]) -> String {
 /// A minimal XLSX workbook with one worksheet (its XML given as it is) and, optionally,
 /// shared strings: the parts a reader looks at, deflated. Hostile files are made with it,
 /// small, by the tests themselves.
-pub fn xlsx_with(sheet_xml: &[u8], shared_strings_xml: Option<&[u8]>) -> Vec<u8> {
+pub(crate) fn xlsx_with(sheet_xml: &[u8], shared_strings_xml: Option<&[u8]>) -> Vec<u8> {
     use std::io::Write;
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
@@ -539,7 +541,7 @@ pub fn xlsx_with(sheet_xml: &[u8], shared_strings_xml: Option<&[u8]>) -> Vec<u8>
 }
 
 /// A worksheet's XML around the given `<row>` elements.
-pub fn sheet_xml(rows: &str) -> Vec<u8> {
+pub(crate) fn sheet_xml(rows: &str) -> Vec<u8> {
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>{rows}</sheetData></worksheet>"#
     )

@@ -1,0 +1,315 @@
+//! Durable jobs: every long operation is a row in the `jobs` table with its parameters and
+//! progress. A worker thread runs queued jobs one at a time; at start, jobs left queued or
+//! running by a previous process (a restart, a crash, `kill -9`) are queued again and resume
+//! from their last committed step.
+//!
+//! Supervision: a job that panics fails with the panic's message and the worker lives on. Each
+//! run is counted durably before it starts, so a job that keeps killing the process (out of
+//! memory, an abort) fails after [`Jobs::start`]'s `max_attempts` runs instead of looping.
+//!
+//! Storage faults: when the end of a job cannot be written (the disk is full), the job is
+//! still over: its ending is kept in memory, answered by [`Jobs::unsettled`], and written as
+//! soon as the store takes it again (retried every few seconds and before a new job starts),
+//! so the same conversion can be started again once space is freed, without a restart.
+
+pub mod cti_job;
+pub mod stix_job;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::model::{Job, JobStatus, STEP_CTI, STEP_STIX, StepState};
+use br_cti_engine::cti::geo::GeoIp;
+use br_cti_store::{BlobStore, MetaStore, StoreError};
+
+pub const KIND_STIX: &str = "stix";
+pub const KIND_CTI: &str = "cti";
+
+/// Handle to the job worker. Cloning shares it.
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    meta: Arc<dyn MetaStore>,
+    blobs: Arc<dyn BlobStore>,
+    geo: Arc<GeoIp>,
+    max_attempts: u32,
+    dataset_limits: br_cti_engine::dataset::DatasetLimits,
+    queue: Mutex<mpsc::Sender<i64>>,
+    cancels: Mutex<HashMap<i64, Arc<AtomicBool>>>,
+    /// Jobs that ended but whose ending could not be written yet.
+    unsettled: Mutex<HashMap<i64, Ending>>,
+}
+
+/// How a job ended, to be written to the store.
+#[derive(Clone, Debug)]
+pub struct Ending {
+    job: Job,
+    pub status: JobStatus,
+    pub message: Option<String>,
+}
+
+/// How often endings that could not be written are tried again.
+const SETTLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Jobs {
+    /// Starts the worker and queues the jobs an earlier process left unfinished.
+    pub fn start(
+        meta: Arc<dyn MetaStore>,
+        blobs: Arc<dyn BlobStore>,
+        geo: Arc<GeoIp>,
+        max_attempts: u32,
+        dataset_limits: br_cti_engine::dataset::DatasetLimits,
+    ) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel::<i64>();
+        let jobs = Jobs {
+            inner: Arc::new(Inner {
+                meta,
+                blobs,
+                geo,
+                max_attempts: max_attempts.max(1),
+                dataset_limits,
+                queue: Mutex::new(tx),
+                cancels: Mutex::new(HashMap::new()),
+                unsettled: Mutex::new(HashMap::new()),
+            }),
+        };
+        let worker = jobs.clone();
+        std::thread::Builder::new()
+            .name("br-cti-jobs".into())
+            .spawn(move || {
+                loop {
+                    let id = match rx.recv_timeout(SETTLE_INTERVAL) {
+                        Ok(id) => id,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            worker.settle();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
+                    worker.settle();
+                    // `run` turns a job's panic into its failure; this catches what is left
+                    // (bookkeeping), so that the worker never dies.
+                    if let Err(panic) = br_cti_engine::supervise::catch(|| worker.run(id)) {
+                        tracing::error!(job = id, "the job worker caught a panic: {panic}");
+                    }
+                }
+            })
+            .expect("spawning the job worker");
+        for job in jobs.inner.meta.unfinished_jobs()? {
+            tracing::info!(job = job.id, kind = %job.kind, file = %job.file_hash, steps_done = job.progress.steps_done, attempts = job.attempts, "resuming job");
+            jobs.enqueue(job.id)
+                .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        }
+        Ok(jobs)
+    }
+
+    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+        &self.inner.meta
+    }
+
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.inner.blobs
+    }
+
+    pub fn geo(&self) -> &GeoIp {
+        &self.inner.geo
+    }
+
+    /// Hands a saved job to the worker. Fails only when the worker is gone (the job then stays
+    /// queued in the database and runs at the next start).
+    pub fn enqueue(&self, id: i64) -> Result<(), String> {
+        self.flag(id);
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(id)
+            .map_err(|_| format!("the job worker is not running; job {id} stays queued and runs at the next start"))
+    }
+
+    fn flag(&self, id: i64) -> Arc<AtomicBool> {
+        self.inner
+            .cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+
+    /// Asks a queued or running job to stop; it ends as `canceled` after its current step.
+    pub fn cancel(&self, id: i64) -> Result<(), StoreError> {
+        self.inner.meta.request_cancel(id)?;
+        self.flag(id).store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn run(&self, id: i64) {
+        let flag = self.flag(id);
+        let outcome = (|| -> Result<(), String> {
+            let job = self
+                .inner
+                .meta
+                .job(id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("job {id} does not exist"))?;
+            if job.status.is_finished() {
+                return Ok(());
+            }
+            if job.cancel_requested || flag.load(Ordering::SeqCst) {
+                return self.end(
+                    &job,
+                    JobStatus::Canceled,
+                    Some("canceled before it started"),
+                );
+            }
+            let attempt = self
+                .inner
+                .meta
+                .start_attempt(id)
+                .map_err(|e| e.to_string())?;
+            let max = self.inner.max_attempts;
+            if attempt > max {
+                return self.end(
+                    &job,
+                    JobStatus::Failed,
+                    Some(&format!(
+                        "the node stopped during each of the {max} runs of this job (it was \
+                         stopped, killed, ran out of memory or crashed), so it is not run again; \
+                         start it anew once the cause is found (--job-max-attempts sets the \
+                         number of runs)"
+                    )),
+                );
+            }
+            tracing::info!(job = id, kind = %job.kind, file = %job.file_hash, attempt, "job running");
+            let result = br_cti_engine::supervise::catch(|| match job.kind.as_str() {
+                KIND_STIX => stix_job::run(self, &job, &flag),
+                KIND_CTI => cti_job::run(self, &job, &flag),
+                other => Err(format!("unknown job kind {other:?}")),
+            })
+            .unwrap_or_else(|panic| Err(format!("internal error: {panic}")));
+            match result {
+                Ok(JobStatus::Canceled) => {
+                    self.end(&job, JobStatus::Canceled, Some("canceled on request"))
+                }
+                Ok(status) => self.end(&job, status, None),
+                Err(message) => self.end(&job, JobStatus::Failed, Some(&message)),
+            }
+        })();
+        if let Err(e) = outcome {
+            tracing::error!(job = id, "job bookkeeping failed: {e}");
+        }
+        self.inner
+            .cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Reflects the end of a job in its file's task records: step 1 for a conversion (files
+    /// written), step 2 for a CTI build (records written).
+    fn mark_step(&self, job: &Job, status: JobStatus, step: u8) -> Result<(), StoreError> {
+        let hash = Sha256Hex::parse(&job.file_hash)
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        let done = self
+            .inner
+            .meta
+            .job(job.id)?
+            .map(|j| j.progress.files)
+            .unwrap_or(job.progress.files);
+        let state = match status {
+            JobStatus::Succeeded => StepState::Finished,
+            JobStatus::Canceled => StepState::Pending,
+            _ => StepState::Failed,
+        };
+        self.inner.meta.set_step_for_file(&hash, step, state, done)
+    }
+
+    /// The ending of a job that could not be written yet (the store refused it), if any.
+    pub fn unsettled(&self, id: i64) -> Option<Ending> {
+        self.inner
+            .unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Writes the endings that could not be written before; answers whether none is left.
+    pub fn settle(&self) -> bool {
+        let pending: Vec<Ending> = self
+            .inner
+            .unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for e in pending {
+            if self
+                .write_end(&e.job, e.status, e.message.as_deref())
+                .is_ok()
+            {
+                tracing::info!(job = e.job.id, "the job's ending is written now");
+                self.inner
+                    .unsettled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&e.job.id);
+            }
+        }
+        self.inner
+            .unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    fn end(&self, job: &Job, status: JobStatus, message: Option<&str>) -> Result<(), String> {
+        match message {
+            Some(m) => tracing::warn!(job = job.id, status = status.as_str(), "job ended: {m}"),
+            None => tracing::info!(job = job.id, status = status.as_str(), "job ended"),
+        }
+        if let Err(e) = self.write_end(job, status, message) {
+            tracing::error!(
+                job = job.id,
+                "the job's ending cannot be written ({e}); it is kept and written when the \
+                 store takes it"
+            );
+            self.inner
+                .unsettled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    job.id,
+                    Ending {
+                        job: job.clone(),
+                        status,
+                        message: message.map(str::to_string),
+                    },
+                );
+        }
+        Ok(())
+    }
+
+    fn write_end(&self, job: &Job, status: JobStatus, message: Option<&str>) -> Result<(), String> {
+        let step = match job.kind.as_str() {
+            KIND_STIX => Some(STEP_STIX),
+            KIND_CTI => Some(STEP_CTI),
+            _ => None,
+        };
+        if let Some(step) = step {
+            self.mark_step(job, status, step)
+                .map_err(|e| e.to_string())?;
+        }
+        self.inner
+            .meta
+            .finish_job(job.id, status, message)
+            .map_err(|e| e.to_string())
+    }
+}

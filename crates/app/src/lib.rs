@@ -1,0 +1,8 @@
+//! The application: the node's configuration, the durable job scheduler (conversions and CTI
+//! builds), the TAXII collections and their publisher, and the signs, replay cache and rate
+//! limits of the report interface. It sees storage only through the `br-cti-store` traits.
+
+pub mod config;
+pub mod hidden_danger_auth;
+pub mod jobs;
+pub mod taxii;

@@ -1,0 +1,396 @@
+//! TAXII 2.1 sharing: the node's collections, what may be added to them, stateless cursors,
+//! and the worker that publishes the node's own STIX (dataset conversions, hidden dangers) into
+//! the read collections as it appears.
+
+use std::io::{BufRead, BufReader};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+
+use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::model::NewTaxiiObject;
+use br_cti_domain::time::now_ms;
+use br_cti_engine::hidden_danger_stix;
+use br_cti_store::{BlobStore, MetaStore};
+
+/// A collection of the node.
+#[derive(Clone, Debug)]
+pub struct Collection {
+    pub id: String,
+    pub title: &'static str,
+    pub description: &'static str,
+    /// Peers may add objects (with a grant); the others are filled by the node itself.
+    pub writable: bool,
+}
+
+fn collection_id(name: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("br-cti:taxii:{name}").as_bytes(),
+    )
+    .to_string()
+}
+
+pub fn datasets_id() -> String {
+    collection_id("datasets")
+}
+
+pub fn hidden_dangers_id() -> String {
+    collection_id("hidden-dangers")
+}
+
+pub fn inbox_id() -> String {
+    collection_id("inbox")
+}
+
+pub fn collections() -> Vec<Collection> {
+    vec![
+        Collection {
+            id: datasets_id(),
+            title: "br-cti datasets",
+            description: "Every STIX object this node produced from datasets, once per id and version.",
+            writable: false,
+        },
+        Collection {
+            id: hidden_dangers_id(),
+            title: "br-cti hidden dangers",
+            description: "Reported hidden dangers as sightings of vulnerabilities (one version per revision).",
+            writable: false,
+        },
+        Collection {
+            id: inbox_id(),
+            title: "br-cti inbox",
+            description: "STIX pushed by peers (writing takes `br-cti users grant NAME --write <id>`).",
+            writable: true,
+        },
+    ]
+}
+
+/// Microsecond-precision TAXII timestamp (`2024-06-01T08:00:00.123456Z`).
+pub fn format_us(us: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+/// Parses an RFC 3339 timestamp to microseconds.
+pub fn parse_us(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &Rfc3339)
+        .ok()
+        .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+}
+
+/// The opaque `next` of a page: the position after which the next page starts. It holds no
+/// server state, so it stays valid across restarts and on every node sharing the database.
+pub fn encode_cursor(seq: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{seq}"))
+}
+
+pub fn decode_cursor(s: &str) -> Option<i64> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim())
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    text.strip_prefix("v1:")?
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+}
+
+const SCO_TYPES: [&str; 18] = [
+    "artifact",
+    "autonomous-system",
+    "directory",
+    "domain-name",
+    "email-addr",
+    "email-message",
+    "file",
+    "ipv4-addr",
+    "ipv6-addr",
+    "mac-addr",
+    "mutex",
+    "network-traffic",
+    "process",
+    "software",
+    "url",
+    "user-account",
+    "windows-registry-key",
+    "x509-certificate",
+];
+
+fn valid_type_name(t: &str) -> bool {
+    (3..=250).contains(&t.len())
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !t.starts_with('-')
+        && !t.ends_with('-')
+        && !t.contains("--")
+}
+
+/// Checks one object of an add request and describes it for storage.
+pub fn parse_object(v: &Value) -> Result<NewTaxiiObject, String> {
+    let o = v.as_object().ok_or("not a JSON object")?;
+    let kind = o
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("`type` is required")?;
+    if !valid_type_name(kind) {
+        return Err(format!("`type` {kind:?} is not a STIX type name"));
+    }
+    if kind == "bundle" {
+        return Err("a bundle is not an object: send its objects".into());
+    }
+    let id = o
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or("`id` is required")?;
+    let uuid = id
+        .strip_prefix(kind)
+        .and_then(|rest| rest.strip_prefix("--"))
+        .ok_or_else(|| format!("`id` {id:?} must be `{kind}--<uuid>`"))?;
+    if uuid::Uuid::parse_str(uuid).is_err() || uuid.len() != 36 {
+        return Err(format!("`id` {id:?} does not end with a UUID"));
+    }
+    let spec_version = match o.get("spec_version") {
+        Some(Value::String(s)) if s == "2.1" => "2.1".to_string(),
+        Some(other) => return Err(format!("`spec_version` {other} is not \"2.1\"")),
+        None if SCO_TYPES.contains(&kind) => "2.1".to_string(),
+        None => return Err("`spec_version` is required (\"2.1\")".into()),
+    };
+    let stamp = |k: &str| -> Result<Option<(String, i64)>, String> {
+        match o.get(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => parse_us(s)
+                .map(|us| Some((s.clone(), us)))
+                .ok_or_else(|| format!("`{k}` {s:?} is not an RFC 3339 timestamp")),
+            Some(other) => Err(format!("`{k}` {other} is not a timestamp")),
+        }
+    };
+    let created = stamp("created")?;
+    let modified = stamp("modified")?;
+    if !SCO_TYPES.contains(&kind) && (created.is_none() || modified.is_none()) {
+        return Err("`created` and `modified` are required".into());
+    }
+    if let (Some((_, c)), Some((_, m))) = (&created, &modified)
+        && m < c
+    {
+        return Err("`modified` is before `created`".into());
+    }
+    let (version, version_us) = modified.or(created).unwrap_or((String::new(), 0));
+    Ok(NewTaxiiObject {
+        id: id.to_string(),
+        kind: kind.to_string(),
+        version,
+        version_us,
+        spec_version,
+        object: serde_json::to_string(v).expect("a JSON value serialises"),
+    })
+}
+
+const SOURCE_DATASETS: &str = "datasets";
+const SOURCE_HIDDEN_DANGERS: &str = "hidden-dangers";
+
+/// Publishes the node's own STIX into the read collections: dataset files as their records
+/// are committed, hidden dangers as their revisions arrive. Runs on its own thread with its
+/// own database connection, at a lower priority, and gives way to the node's work: while
+/// reports are arriving or a job is running it publishes one small round every few seconds at
+/// most, and catches up as soon as the node is quiet (within half a second otherwise).
+pub struct Publisher {
+    busy_until_ms: Arc<AtomicI64>,
+}
+
+/// How long after a report the node counts as busy.
+const QUIET_MS: i64 = 300;
+/// Under sustained load, still publish a round this often.
+const MAX_DEFER_MS: i64 = 5_000;
+
+impl Publisher {
+    pub fn start(db: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> Self {
+        let busy_until_ms = Arc::new(AtomicI64::new(0));
+        let busy = busy_until_ms.clone();
+        std::thread::Builder::new()
+            .name("br-cti-taxii".into())
+            .spawn(move || {
+                lower_priority();
+                let mut last_round = now_ms();
+                // After a failed round (a full disk, a locked database) the publisher waits
+                // longer each time, up to 30 s, and logs only when the error changes.
+                let mut backoff = Duration::from_millis(500);
+                let mut last_error = String::new();
+                loop {
+                    let now = now_ms();
+                    let loaded = busy.load(Ordering::Relaxed) > now
+                        || db.unfinished_jobs().map(|j| !j.is_empty()).unwrap_or(false);
+                    if loaded && now - last_round < MAX_DEFER_MS {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                    last_round = now;
+                    // Supervised: a panic in one round is logged like an error, and the
+                    // publisher goes on with the next round.
+                    let failure =
+                        match br_cti_engine::supervise::catch(|| publish_once(&*db, &*blobs)) {
+                            Ok(Ok(true)) => continue,
+                            Ok(Ok(false)) => None,
+                            Ok(Err(e)) => Some(e.to_string()),
+                            Err(panic) => Some(format!("internal error: {panic}")),
+                        };
+                    match failure {
+                        None => {
+                            if !last_error.is_empty() {
+                                tracing::info!("publishing to TAXII collections works again");
+                                last_error.clear();
+                            }
+                            backoff = Duration::from_millis(500);
+                        }
+                        Some(e) => {
+                            if e != last_error {
+                                tracing::error!(
+                                    "publishing to TAXII collections: {e} (retrying, at most \
+                                     every 30 s)"
+                                );
+                                last_error = e;
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                    std::thread::sleep(backoff);
+                }
+            })
+            .expect("spawning the TAXII publisher");
+        Publisher { busy_until_ms }
+    }
+
+    /// Reports are arriving: let them have the machine for a moment.
+    pub fn note_activity(&self) {
+        self.busy_until_ms
+            .store(now_ms() + QUIET_MS, Ordering::Relaxed);
+    }
+}
+
+/// Publishing is background work: on Linux the thread runs at nice 10, so requests (ingest,
+/// conversions, pages) get the CPU first and the collections catch up when the node is idle.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10).is_err() {
+        tracing::debug!("could not lower the TAXII publisher's priority");
+    }
+}
+
+/// One round; true when there may be more to do at once.
+fn publish_once(db: &dyn MetaStore, blobs: &dyn BlobStore) -> Result<bool, String> {
+    let mut busy = false;
+    let mark = db
+        .taxii_watermark(SOURCE_DATASETS)
+        .map_err(|e| e.to_string())?;
+    let files = db.stix_files_after(mark, 5).map_err(|e| e.to_string())?;
+    busy |= files.len() == 5;
+    for (position, hash) in files {
+        let h = Sha256Hex::parse(&hash).map_err(|e| e.to_string())?;
+        let mut objects = Vec::new();
+        if let Some(file) = blobs.open(&h).map_err(|e| e.to_string())? {
+            for line in BufReader::new(file).lines() {
+                let line = line.map_err(|e| e.to_string())?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let v: Value =
+                    serde_json::from_str(&line).map_err(|e| format!("STIX file {hash}: {e}"))?;
+                objects.push(parse_object(&v).map_err(|e| format!("STIX file {hash}: {e}"))?);
+            }
+        } else {
+            tracing::warn!(file = %hash, "STIX file missing: not published");
+        }
+        db.taxii_add(&datasets_id(), &objects, Some((SOURCE_DATASETS, position)))
+            .map_err(|e| e.to_string())?;
+    }
+    let mark = db
+        .taxii_watermark(SOURCE_HIDDEN_DANGERS)
+        .map_err(|e| e.to_string())?;
+    let changed = db
+        .hidden_dangers_after(mark, 100)
+        .map_err(|e| e.to_string())?;
+    busy |= changed.len() == 100;
+    if let Some((last, _)) = changed.last() {
+        let mut objects: Vec<NewTaxiiObject> = hidden_danger_stix::producer_objects()
+            .iter()
+            .map(|o| parse_object(&Value::Object(o.clone())))
+            .collect::<Result<_, _>>()?;
+        for (_, hd) in &changed {
+            for o in hidden_danger_stix::objects(hd)? {
+                objects.push(parse_object(&Value::Object(o))?);
+            }
+        }
+        db.taxii_add(
+            &hidden_dangers_id(),
+            &objects,
+            Some((SOURCE_HIDDEN_DANGERS, *last)),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(busy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        assert_eq!(decode_cursor(&encode_cursor(12345)), Some(12345));
+        assert_eq!(decode_cursor("12345"), None);
+        assert_eq!(decode_cursor("!!"), None);
+    }
+
+    #[test]
+    fn timestamps_have_microseconds() {
+        assert_eq!(
+            format_us(1_717_200_000_123_456),
+            "2024-06-01T00:00:00.123456Z"
+        );
+        assert_eq!(
+            parse_us("2024-06-01T00:00:00.123456Z"),
+            Some(1_717_200_000_123_456)
+        );
+    }
+
+    #[test]
+    fn objects_are_checked() {
+        let good = json!({"type": "indicator", "spec_version": "2.1",
+            "id": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
+            "created": "2024-01-01T00:00:00.000Z", "modified": "2024-02-01T00:00:00.000Z",
+            "pattern": "[ipv4-addr:value = '1.2.3.4']", "pattern_type": "stix", "valid_from": "2024-01-01T00:00:00Z"});
+        let o = parse_object(&good).unwrap();
+        assert_eq!(o.version, "2024-02-01T00:00:00.000Z");
+        let sco = json!({"type": "ipv4-addr", "id": "ipv4-addr--28bb3599-77cd-5a82-a950-b5bc3caf07c4", "value": "198.51.100.3"});
+        assert_eq!(parse_object(&sco).unwrap().version, "");
+        let mut bad = good.clone();
+        bad["id"] = json!("malware--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f");
+        assert!(parse_object(&bad).unwrap_err().contains("indicator--"));
+        let mut bad = good.clone();
+        bad["spec_version"] = json!("2.0");
+        assert!(parse_object(&bad).is_err());
+        let mut bad = good.clone();
+        bad["modified"] = json!("2023-01-01T00:00:00Z");
+        assert!(parse_object(&bad).unwrap_err().contains("before"));
+        let mut bad = good;
+        bad.as_object_mut().unwrap().remove("created");
+        assert!(parse_object(&bad).is_err());
+        assert!(parse_object(&json!([1])).is_err());
+        assert!(parse_object(&json!({"type": "Bad_Type", "id": "x"})).is_err());
+    }
+}

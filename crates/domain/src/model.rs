@@ -1,0 +1,331 @@
+//! The records the node keeps: uploaded files and their tasks and steps, jobs and their
+//! progress, STIX and CTI records, reporting users and hidden dangers, TAXII objects and
+//! statuses. Plain values: the storage traits (`br-cti-store`) take and answer them.
+
+use serde::Serialize;
+
+use crate::hash::Sha256Hex;
+
+/// An uploaded dataset file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMeta {
+    pub hash: Sha256Hex,
+    pub size: u64,
+    /// The client's file name, sanitised; metadata only, never a path.
+    pub original_name: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// Steps of a task, as the front ends number them.
+pub const STEP_UPLOAD: u8 = 0;
+pub const STEP_STIX: u8 = 1;
+pub const STEP_CTI: u8 = 2;
+pub const STEP_CHAIN: u8 = 3;
+pub const STEPS: [u8; 4] = [STEP_UPLOAD, STEP_STIX, STEP_CTI, STEP_CHAIN];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    Pending,
+    Running,
+    Finished,
+    Failed,
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Finished => "finished",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "finished" => Self::Finished,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StepStatus {
+    pub step: u8,
+    pub status: StepState,
+    pub total_num: u64,
+}
+
+/// A task record exactly as the front ends read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TaskRecord {
+    pub task_id: String,
+    pub source_file_hash: String,
+    pub step_status: Vec<StepStatus>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub timestamp: i64,
+}
+
+/// The state of a persisted job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "canceled" => Self::Canceled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
+    }
+}
+
+/// A persisted long operation (a conversion, a CTI build) and its progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub file_hash: String,
+    pub process_id: String,
+    /// The validated request, as JSON: everything needed to run (or resume) the job.
+    pub params: String,
+    pub status: JobStatus,
+    pub total_steps: u64,
+    pub rows_total: u64,
+    /// What the job has committed so far.
+    pub progress: JobProgress,
+    pub message: Option<String>,
+    pub cancel_requested: bool,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// How many times a process started running it (counted before each run).
+    pub attempts: u32,
+}
+
+/// The progress a job commits with each step (and resumes from).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobProgress {
+    pub steps_done: u64,
+    pub rows_done: u64,
+    pub rows_rejected: u64,
+    pub objects: u64,
+    pub files: u64,
+    /// The first row errors (at most 100), as `row N: reason`.
+    pub errors: Vec<String>,
+    /// The most recent finished steps (at most 100).
+    pub recent_steps: Vec<u64>,
+    /// Run time over all runs (a resumed job adds up), milliseconds.
+    pub run_ms: i64,
+}
+
+/// A STIX file produced from a dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StixRecord {
+    pub source_file_hash: String,
+    pub stix_file_hash: String,
+    pub job_id: i64,
+    pub batch: u64,
+    pub file_size: u64,
+    pub rows: u64,
+    pub objects: u64,
+    pub stix_type: u8,
+    pub stix_tags: Vec<String>,
+    pub stix_iocs: Vec<String>,
+    /// IP address → occurrences, in address order.
+    pub ioc_ips_map: Vec<(String, u64)>,
+    pub created_at: i64,
+    pub onchain: bool,
+    pub cti_file_path: Option<String>,
+}
+
+/// A CTI record: one per STIX record, with the fields of the chain payload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CtiRecord {
+    pub source_file_hash: String,
+    /// The STIX file's SHA-256 (also its `stix_file_hash`).
+    pub cti_hash: String,
+    pub job_id: i64,
+    pub cti_name: String,
+    pub cti_type: u8,
+    pub cti_traffic_type: u8,
+    pub open_source: u8,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub iocs: Vec<String>,
+    pub value: f64,
+    pub incentive_mechanism: u8,
+    /// Size of the STIX file, bytes.
+    pub data_size: u64,
+    /// Where the STIX file is (the publisher uploads it to IPFS from there).
+    pub stix_data: String,
+    pub stix_ipfs_hash: String,
+    /// The statistics, as JSON text.
+    pub statistic_info: String,
+    pub data_source_hash: String,
+    pub data_source_ipfs_hash: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub onchain: bool,
+    /// The id the chain assigned, once published.
+    pub cti_id: Option<String>,
+}
+
+/// What a publisher reports after putting a CTI record on chain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Publication {
+    pub cti_id: String,
+    pub stix_ipfs_hash: Option<String>,
+    pub data_source_ipfs_hash: Option<String>,
+}
+
+/// A reporting user (its token is never listed).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub created_at: i64,
+    pub rotated_at: i64,
+}
+
+/// What storing one hidden danger did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Upsert {
+    Created,
+    Updated,
+    /// The same content again (a retry): nothing changed.
+    Unchanged,
+}
+
+/// A stored hidden danger: the current revision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredHiddenDanger {
+    pub id: i64,
+    pub user: String,
+    pub risk_id: String,
+    pub revision: i64,
+    /// The validated fields as JSON (wire names), rawEvent apart.
+    pub data: String,
+    pub raw_event: String,
+    pub raw_event_sha256: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One past or current version of a hidden danger.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HiddenDangerRevision {
+    pub revision: i64,
+    pub data: String,
+    pub raw_event_sha256: String,
+    pub received_at: i64,
+}
+
+/// Filters of the hidden-danger listing; `None` matches everything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HiddenDangerFilter {
+    pub user: Option<String>,
+    pub unit_name: Option<String>,
+    pub issue_level: Option<u8>,
+    pub judge_state: Option<String>,
+    pub notice_state: Option<String>,
+    /// Findings that end at or after this time (ms).
+    pub since_ms: Option<i64>,
+    /// Findings that start at or before this time (ms).
+    pub until_ms: Option<i64>,
+    /// issueIP or one of the asset addresses.
+    pub ip: Option<String>,
+}
+
+/// An object to add to a TAXII collection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewTaxiiObject {
+    pub id: String,
+    pub kind: String,
+    /// `modified`, else `created`, as written in the object; `""` for unversioned objects.
+    pub version: String,
+    /// The version as microseconds since the epoch (ordering); 0 when unversioned.
+    pub version_us: i64,
+    pub spec_version: String,
+    /// The object's JSON text.
+    pub object: String,
+}
+
+/// An object version stored in a TAXII collection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaxiiObject {
+    /// Insertion order within the node's database: the paging key.
+    pub seq: i64,
+    pub id: String,
+    pub kind: String,
+    pub version: String,
+    pub spec_version: String,
+    /// Microseconds since the epoch; unique and increasing with `seq`.
+    pub date_added: i64,
+    pub object: String,
+}
+
+/// One `match[version]` value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VersionMatch {
+    Last,
+    First,
+    All,
+    /// The version of this instant (microseconds since the epoch), however it was written.
+    At(i64),
+}
+
+/// A page request of a collection: objects after `after_seq`, filtered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaxiiQuery {
+    pub after_seq: i64,
+    /// Only objects added after this time (microseconds).
+    pub added_after: Option<i64>,
+    pub limit: u64,
+    pub ids: Vec<String>,
+    pub types: Vec<String>,
+    pub versions: Vec<VersionMatch>,
+    pub spec_versions: Vec<String>,
+}
+
+/// The status of a TAXII add request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaxiiStatus {
+    pub id: String,
+    pub collection: String,
+    pub request_timestamp: i64,
+    pub total: u64,
+    /// JSON arrays of `{id, version, message?}`.
+    pub successes: String,
+    pub failures: String,
+    pub success_count: u64,
+    pub failure_count: u64,
+}

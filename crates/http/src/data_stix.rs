@@ -1,0 +1,818 @@
+//! The STIX part of the data API: start a conversion, follow it, cancel it, list the STIX
+//! records of a file and read their files.
+
+use std::io::{BufRead, BufReader, Write};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::data::{blocking, parse_hash, require_file, store_error};
+use super::envelope::{ApiError, JsonBody, ok};
+use br_cti_app::jobs::KIND_STIX;
+use br_cti_app::jobs::stix_job::StixParams;
+use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::model::{Job, JobStatus, STEP_STIX, StixRecord};
+use br_cti_engine::convert::Mapping;
+use br_cti_engine::dataset;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/process_data_to_stix", post(process_data_to_stix))
+        .route(
+            "/get_stix_process_progress",
+            post(get_stix_process_progress),
+        )
+        .route("/cancel_stix_process", post(cancel_stix_process))
+        .route(
+            "/get_local_stix_records",
+            post(stix_records_post).get(stix_records_get),
+        )
+        .route(
+            "/get_stix_file_content/{source_file_hash}/{stix_file_hash}",
+            get(stix_file_content),
+        )
+}
+
+pub(crate) const STIX_TYPES: [(u8, &str); 5] = [
+    (1, "恶意流量"),
+    (2, "蜜罐情报"),
+    (3, "僵尸网络"),
+    (4, "应用层攻击"),
+    (5, "开源情报"),
+];
+pub(crate) const TAGS: [&str; 11] = [
+    "honeypot",
+    "satellite",
+    "sdn",
+    "5g",
+    "malware",
+    "ddos",
+    "phishing",
+    "botnet",
+    "apt",
+    "iot",
+    "other",
+];
+pub(crate) const IOCS: [&str; 6] = ["ip", "port", "flow_feature", "hash", "url", "payload"];
+const DEFAULT_COMPRESS: u64 = 100;
+const MAX_COMPRESS: u64 = 1_000_000;
+
+pub(crate) fn stix_type_name(t: u8) -> &'static str {
+    STIX_TYPES
+        .iter()
+        .find(|(n, _)| *n == t)
+        .map(|(_, s)| *s)
+        .unwrap_or("")
+}
+
+// ------------------------------------------------------------------ lenient request fields
+
+/// A number sent as a JSON number, a numeric string, `""` or `null` (the front ends send all).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Num(pub Option<f64>);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(Num(None)),
+            Value::Number(n) => Ok(Num(n.as_f64())),
+            Value::String(s) if s.trim().is_empty() => Ok(Num(None)),
+            Value::String(s) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(|f| Num(Some(f)))
+                .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a number"))),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a number, got {other}"
+            ))),
+        }
+    }
+}
+
+impl Num {
+    /// A whole number in `min..=max`, or `None` when absent.
+    pub(crate) fn int(self, field: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+        match self.0 {
+            None => Ok(None),
+            Some(f) if f.fract() == 0.0 && f >= min as f64 && f <= max as f64 => Ok(Some(f as i64)),
+            Some(f) => Err(ApiError::bad_request(format!(
+                "field `{field}`: {f} is not a whole number from {min} to {max}"
+            ))),
+        }
+    }
+}
+
+/// Text sent as a string or a number.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(Text(String::new())),
+            Value::String(s) => Ok(Text(s)),
+            Value::Number(n) => Ok(Text(n.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a string, got {other}"
+            ))),
+        }
+    }
+}
+
+/// A list sent as an array of strings or as one string separated by `;` or `,`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct List(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for List {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let items = match Value::deserialize(d)? {
+            Value::Null => Vec::new(),
+            Value::String(s) => s.split([';', ',']).map(str::to_string).collect(),
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(serde::de::Error::custom(format!(
+                        "expected strings, got {other}"
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
+            other => Err(serde::de::Error::custom(format!(
+                "expected a string or an array of strings, got {other}"
+            )))?,
+        };
+        Ok(List(
+            items
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        ))
+    }
+}
+
+/// Checks every item against a vocabulary (case-insensitively), normalising to its spelling.
+pub(crate) fn check_vocabulary(
+    field: &str,
+    items: &[String],
+    vocabulary: &[&str],
+) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        let Some(word) = vocabulary.iter().find(|w| w.eq_ignore_ascii_case(item)) else {
+            return Err(ApiError::bad_request(format!(
+                "field `{field}`: {item:?} is not one of {}",
+                vocabulary.join(", ")
+            )));
+        };
+        if !out.iter().any(|o| o == word) {
+            out.push(word.to_string());
+        }
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------- conversion
+
+#[derive(Deserialize)]
+struct StixRequest {
+    file_hash: String,
+    #[serde(default)]
+    process_id: Text,
+    #[serde(default = "absent")]
+    stix_type: Num,
+    #[serde(default)]
+    stix_iocs: Option<List>,
+    #[serde(default)]
+    stix_tags: Option<List>,
+    #[serde(default = "absent")]
+    stix_compress: Num,
+    #[serde(default)]
+    stix_traffic_features: Option<List>,
+    #[serde(default)]
+    stix_label: Option<List>,
+    #[serde(default)]
+    mapping: Option<String>,
+    #[serde(default)]
+    observed_time: Option<String>,
+}
+
+pub(crate) fn absent() -> Num {
+    Num(None)
+}
+
+/// A mapping named in a request: a plain file name in `<data-dir>/mappings/`.
+fn named_mapping(state: &AppState, name: &str) -> Result<String, ApiError> {
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !valid {
+        return Err(ApiError::bad_request(format!(
+            "field `mapping`: {name:?} is not a mapping file name (letters, digits, '.', '_', '-')"
+        )));
+    }
+    let path = state.config.data_dir.join("mappings").join(name);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ApiError::bad_request(format!(
+            "field `mapping`: cannot read {name:?} from {}: {e}",
+            state.config.data_dir.join("mappings").display()
+        ))
+    })?;
+    Mapping::parse(&text)
+        .map_err(|e| ApiError::bad_request(format!("field `mapping`: {name}: {e}")))?;
+    Ok(text)
+}
+
+async fn process_data_to_stix(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<StixRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let hash = parse_hash("file_hash", &req.file_hash)?;
+    let stix_type = req.stix_type.int("stix_type", 1, 5)?.unwrap_or(1) as u8;
+    let compress = match req
+        .stix_compress
+        .int("stix_compress", 0, MAX_COMPRESS as i64)?
+    {
+        None | Some(0) => DEFAULT_COMPRESS,
+        Some(n) => n as u64,
+    };
+    let stix_iocs = req
+        .stix_iocs
+        .map(|l| check_vocabulary("stix_iocs", &l.0, &IOCS))
+        .transpose()?
+        .filter(|l| !l.is_empty());
+    let stix_tags = match req.stix_tags {
+        Some(l) => check_vocabulary("stix_tags", &l.0, &TAGS)?,
+        None => default_tags(stix_type),
+    };
+    let observed_time = match req
+        .observed_time
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        None => stix::Timestamp::from_micros(0),
+        Some(s) => stix::Timestamp::parse(s, time::UtcOffset::UTC).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "field `observed_time`: {s:?} is not a time (RFC 3339)"
+            ))
+        })?,
+    };
+    let mapping_text = match req
+        .mapping
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(name) => named_mapping(&state, name)?,
+        None => state.default_mapping.to_string(),
+    };
+    let features = req
+        .stix_traffic_features
+        .map(|l| l.0)
+        .filter(|l| !l.is_empty());
+    let mut params = StixParams {
+        stix_type,
+        stix_iocs,
+        stix_tags,
+        compress,
+        features,
+        labels: req.stix_label.map(|l| l.0).unwrap_or_default(),
+        label_columns: Vec::new(),
+        observed_time_micros: observed_time.micros(),
+        mapping_name: req.mapping.filter(|m| !m.trim().is_empty()),
+        mapping_text,
+    };
+    let process_id = req.process_id.0;
+    let job = blocking("starting the conversion", move || {
+        require_file(&state, &hash)?;
+        // A job that ended while its ending could not be written (a full disk) still holds
+        // its file's place in the database: write it first.
+        state.jobs.settle();
+        let meta = &state.meta;
+        if let Some(job) = meta.latest_job(KIND_STIX, &hash).map_err(|e| store_error("reading jobs", e))?
+            && !job.status.is_finished()
+        {
+            return Err(ApiError::bad_request(format!(
+                "a conversion of file {hash} is already {} (job {}); wait for it or cancel it with /data/cancel_stix_process",
+                job.status.as_str(),
+                job.id
+            )));
+        }
+        let open = || {
+            state
+                .blobs
+                .open(&hash)
+                .map_err(|e| ApiError::internal("opening the dataset", e))?
+                .ok_or_else(|| ApiError::internal("opening the dataset", format!("blob {hash} is missing")))
+        };
+        let unreadable = |e: dataset::DatasetError| ApiError::bad_request(format!("cannot read file {hash}: {e}"));
+        let columns = if params.features.is_some() || !params.labels.is_empty() {
+            dataset::features(open()?, &state.config.dataset_limits).map_err(unreadable)?
+        } else {
+            Vec::new()
+        };
+        // `stix_label` values that name a column label each row with its value there.
+        let (label_columns, labels): (Vec<String>, Vec<String>) =
+            std::mem::take(&mut params.labels).into_iter().partition(|l| columns.contains(l));
+        params.label_columns = label_columns;
+        params.labels = labels;
+        if let Some(features) = &params.features {
+            let unknown: Vec<&String> = features.iter().filter(|f| !columns.contains(f)).collect();
+            if !unknown.is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "field `stix_traffic_features`: {} not a column of this file (its columns: {})",
+                    unknown.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", "),
+                    columns.join(";")
+                )));
+            }
+        }
+        let rows = dataset::count_rows(open()?, &state.config.dataset_limits).map_err(unreadable)?;
+        let total_steps = rows.div_ceil(params.compress);
+        queue_job(&state, KIND_STIX, STEP_STIX, &hash, &process_id, &params, total_steps, rows)
+    })
+    .await?;
+    tracing::info!(job = job.id, file = %job.file_hash, rows = job.rows_total, files = job.total_steps, "conversion queued");
+    Ok(ok(
+        "Process data to stix successfully",
+        json!({"current_step": 0, "total_step": job.total_steps, "job_id": job.id}),
+    ))
+}
+
+/// Saves a job with its parameters, marks its step of the file's tasks running (one
+/// transaction) and queues it (blocking: call inside [`blocking`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn queue_job(
+    state: &AppState,
+    kind: &str,
+    step: u8,
+    hash: &Sha256Hex,
+    process_id: &str,
+    params: &impl serde::Serialize,
+    total_steps: u64,
+    rows_total: u64,
+) -> Result<Job, ApiError> {
+    let params_json =
+        serde_json::to_string(params).map_err(|e| ApiError::internal("saving the job", e))?;
+    let job = state
+        .meta
+        .create_job(
+            kind,
+            hash,
+            process_id,
+            &params_json,
+            total_steps,
+            rows_total,
+            step,
+        )
+        .map_err(|e| store_error("saving the job", e))?;
+    state
+        .jobs
+        .enqueue(job.id)
+        .map_err(|e| ApiError::internal("queueing the job", e))?;
+    Ok(job)
+}
+
+/// The paging of a listing: `page` from 1 and `page_size` 1-10,000 (default 100); both
+/// absent means everything.
+pub(crate) fn paging(page: Num, page_size: Num) -> Result<Option<(u64, u64)>, ApiError> {
+    let page = page.int("page", 1, i64::MAX)?;
+    let size = page_size.int("page_size", 1, 10_000)?;
+    Ok(match (page, size) {
+        (None, None) => None,
+        (p, s) => Some((p.unwrap_or(1) as u64, s.unwrap_or(100) as u64)),
+    })
+}
+
+fn default_tags(stix_type: u8) -> Vec<String> {
+    match stix_type {
+        2 => vec!["honeypot".to_string()],
+        3 => vec!["botnet".to_string()],
+        _ => Vec::new(),
+    }
+}
+
+#[derive(Deserialize)]
+struct FileHashRequest {
+    file_hash: String,
+}
+
+fn iso_ms(ms: Option<i64>) -> Value {
+    ms.map(|m| json!(stix::Timestamp::from_micros(m * 1000).to_millis_string()))
+        .unwrap_or(Value::Null)
+}
+
+/// The compat progress shape plus status, rows and times.
+pub(crate) fn progress_json(job: &Job) -> Value {
+    let p = &job.progress;
+    let progress = if job.status == JobStatus::Succeeded {
+        100
+    } else {
+        // 100 is the front ends' only "done" signal: never shown before the end.
+        (p.steps_done * 100)
+            .checked_div(job.total_steps)
+            .unwrap_or(0)
+            .min(99)
+    };
+    let use_time = p.run_ms as f64 / 1000.0;
+    let eta = (job.status == JobStatus::Running && p.rows_done > 0 && p.run_ms > 0).then(|| {
+        let rate = p.rows_done as f64 / (p.run_ms as f64 / 1000.0);
+        (job.rows_total.saturating_sub(p.rows_done) as f64 / rate * 10.0).round() / 10.0
+    });
+    let mut errors = p.errors.clone();
+    if let Some(m) = &job.message {
+        errors.push(m.clone());
+    }
+    json!({
+        "progress": progress,
+        "current_step": p.steps_done,
+        "total_step": job.total_steps,
+        "current_task_id": p.steps_done,
+        "total_task_list": p.recent_steps,
+        "errors": errors,
+        "result": {"use_time": use_time},
+        "status": job.status.as_str(),
+        "job_id": job.id,
+        "process_id": job.process_id,
+        "rows_total": job.rows_total,
+        "rows_done": p.rows_done,
+        "rows_rejected": p.rows_rejected,
+        "rows_converted": p.rows_done - p.rows_rejected,
+        "objects": p.objects,
+        "files": p.files,
+        "created_at": iso_ms(Some(job.created_at)),
+        "started_at": iso_ms(job.started_at),
+        "finished_at": iso_ms(job.finished_at),
+        "eta_seconds": eta,
+    })
+}
+
+async fn get_stix_process_progress(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<FileHashRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let job = latest_job(state, KIND_STIX, &req.file_hash).await?;
+    Ok(progress_answer(
+        job.as_ref(),
+        "conversion",
+        "Get stix process progress successfully",
+        |_| {},
+    ))
+}
+
+/// The newest job of `kind` for a file.
+pub(crate) async fn latest_job(
+    state: AppState,
+    kind: &'static str,
+    file_hash: &str,
+) -> Result<Option<Job>, ApiError> {
+    let hash = parse_hash("file_hash", file_hash)?;
+    blocking("reading the progress", move || {
+        let mut job = state
+            .meta
+            .latest_job(kind, &hash)
+            .map_err(|e| store_error("reading the progress", e))?;
+        // An ending not written yet is the job's true state.
+        if let Some(j) = job.as_mut()
+            && let Some(ending) = state.jobs.unsettled(j.id)
+        {
+            j.status = ending.status;
+            j.message = ending.message;
+        }
+        Ok(job)
+    })
+    .await
+}
+
+/// The progress answer of a job, in the shape both front ends' pollers read: they act only
+/// on `code == 200`, stop at `progress == 100`, and take `data: null` as "failed, stop".
+///
+/// - no job: code 200, `data: null`, `status: null`, `msg` saying so;
+/// - a failed or canceled job: code 200, `data: null`, `status` (`failed`/`canceled`), the
+///   reason in `msg` and `error`, and the job's last progress in `job`;
+/// - otherwise: code 200 with the progress in `data`.
+///
+/// `shape` adapts the progress object to the job kind (the CTI build counts records).
+pub(crate) fn progress_answer(
+    job: Option<&Job>,
+    what: &str,
+    ok_msg: &str,
+    shape: impl Fn(&mut Value),
+) -> axum::Json<Value> {
+    let Some(job) = job else {
+        return axum::Json(json!({
+            "code": 200,
+            "msg": format!("no {what} of this file was ever started"),
+            "data": Value::Null,
+            "status": Value::Null,
+        }));
+    };
+    let mut progress = progress_json(job);
+    shape(&mut progress);
+    match job.status {
+        JobStatus::Failed | JobStatus::Canceled => {
+            let verb = if job.status == JobStatus::Failed {
+                "failed"
+            } else {
+                "was canceled"
+            };
+            let reason = format!(
+                "the {what} (job {}) {verb}: {} ({} of {} steps done, {} rows rejected)",
+                job.id,
+                job.message.as_deref().unwrap_or("no reason recorded"),
+                job.progress.steps_done,
+                job.total_steps,
+                job.progress.rows_rejected
+            );
+            axum::Json(json!({
+                "code": 200,
+                "msg": reason,
+                "error": reason,
+                "data": Value::Null,
+                "status": job.status.as_str(),
+                "job": progress,
+            }))
+        }
+        _ => ok(ok_msg, progress),
+    }
+}
+
+async fn cancel_stix_process(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<FileHashRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let hash = parse_hash("file_hash", &req.file_hash)?;
+    let job = blocking("canceling the conversion", move || {
+        let job = state
+            .meta
+            .latest_job(KIND_STIX, &hash)
+            .map_err(|e| store_error("reading jobs", e))?
+            .filter(|j| !j.status.is_finished())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("no conversion of file {hash} is queued or running"))
+            })?;
+        state
+            .jobs
+            .cancel(job.id)
+            .map_err(|e| store_error("canceling the job", e))?;
+        Ok(job)
+    })
+    .await?;
+    Ok(ok(
+        "Cancel requested: the conversion stops after its current file",
+        json!({"job_id": job.id}),
+    ))
+}
+
+// ---------------------------------------------------------------------------- records
+
+#[derive(Deserialize)]
+struct RecordsRequest {
+    file_hash: String,
+    #[serde(default = "absent")]
+    page: Num,
+    #[serde(default = "absent")]
+    page_size: Num,
+}
+
+pub(crate) fn record_json(state: &AppState, r: &StixRecord) -> Value {
+    let ips: serde_json::Map<String, Value> = r
+        .ioc_ips_map
+        .iter()
+        .map(|(ip, n)| (ip.clone(), json!(n)))
+        .collect();
+    let path = Sha256Hex::parse(&r.stix_file_hash)
+        .map(|h| state.blobs.locate(&h))
+        .unwrap_or_default();
+    json!({
+        "source_file_hash": r.source_file_hash,
+        "stix_file_hash": r.stix_file_hash,
+        "stix_file_path": path,
+        "stix_file_size": r.file_size,
+        "stix_type": r.stix_type,
+        "stix_type_name": stix_type_name(r.stix_type),
+        "stix_tags": r.stix_tags,
+        "stix_iocs": r.stix_iocs,
+        "ioc_ips_map": ips,
+        "create_time": state.config.time_zone.display_ms(r.created_at),
+        "onchain": r.onchain,
+        "cti_file_path": r.cti_file_path,
+        "rows": r.rows,
+        "objects": r.objects,
+        "batch": r.batch,
+    })
+}
+
+async fn stix_records(state: AppState, req: RecordsRequest) -> Result<Response, ApiError> {
+    let hash = parse_hash("file_hash", &req.file_hash)?;
+    let paging = paging(req.page, req.page_size)?;
+    let st = state.clone();
+    let (records, total) = blocking("listing STIX records", move || {
+        require_file(&st, &hash)?;
+        st.meta
+            .stix_records(&hash, paging)
+            .map_err(|e| store_error("listing STIX records", e))
+    })
+    .await?;
+    let data: Vec<Value> = records.iter().map(|r| record_json(&state, r)).collect();
+    let mut resp = ok("Get stix records successfully", data).into_response();
+    resp.headers_mut()
+        .insert("x-total-count", HeaderValue::from(total));
+    Ok(resp)
+}
+
+async fn stix_records_post(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<RecordsRequest>,
+) -> Result<Response, ApiError> {
+    stix_records(state, req).await
+}
+
+async fn stix_records_get(
+    State(state): State<AppState>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let body =
+        serde_json::to_vec(&query).map_err(|e| ApiError::internal("reading the query", e))?;
+    let req: RecordsRequest = super::envelope::parse_json(&body)?;
+    stix_records(state, req).await
+}
+
+// ------------------------------------------------------------------------------ files
+
+#[derive(Deserialize)]
+struct ContentQuery {
+    format: Option<String>,
+    download: Option<String>,
+}
+
+/// A browser navigating to a URL sends `Accept: text/html,…`; API clients (curl, axios with
+/// `Accept: application/json`) do not.
+fn is_navigation(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/html"))
+}
+
+/// An `io::Write` that sends 64 KiB chunks to an HTTP body.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 64 * 1024 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = Bytes::from(std::mem::take(&mut self.buf));
+            self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A response body produced by blocking code, streamed as it is written.
+fn blocking_body(
+    produce: impl FnOnce(&mut ChannelWriter) -> std::io::Result<()> + Send + 'static,
+) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(64 * 1024),
+        };
+        if let Err(e) = produce(&mut w).and_then(|_| w.flush()) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// The STIX file as JSON Lines, or as a bundle with `?format=bundle`. A browser that navigates
+/// to it (the jQuery page opens it in a window) gets the text shown, not downloaded: JSON Lines
+/// as `text/plain`, the bundle as `application/json`. `?download=1` asks for a download under
+/// the file's name whatever the client.
+async fn stix_file_content(
+    State(state): State<AppState>,
+    Path((source, stix_hash)): Path<(String, String)>,
+    Query(query): Query<ContentQuery>,
+    request_headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let download = match query.download.as_deref().map(str::trim) {
+        None | Some("") | Some("0") | Some("false") => false,
+        Some("1") | Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "query `download`: {other:?} is not one of 1, true, 0, false"
+            )));
+        }
+    };
+    let shown = !download && is_navigation(&request_headers);
+    let source = parse_hash("source_file_hash", &source)?;
+    let stix_hash = parse_hash("stix_file_hash", &stix_hash)?;
+    let bundle = match query.format.as_deref() {
+        None | Some("") | Some("jsonl") => false,
+        Some("bundle") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "query `format`: {other:?} is not one of jsonl, bundle"
+            )));
+        }
+    };
+    let st = state.clone();
+    let (record, input) = blocking("reading the STIX file", move || {
+        let record = st
+            .meta
+            .stix_record(&source, &stix_hash)
+            .map_err(|e| store_error("reading the STIX record", e))?
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("file {source} has no STIX file {stix_hash}"))
+            })?;
+        let input = st
+            .blobs
+            .open(&stix_hash)
+            .map_err(|e| ApiError::internal("opening the STIX file", e))?
+            .ok_or_else(|| {
+                ApiError::internal(
+                    "opening the STIX file",
+                    format!("blob {stix_hash} is missing"),
+                )
+            })?;
+        Ok((record, input))
+    })
+    .await?;
+    let name = format!(
+        "{}.{}",
+        record.stix_file_hash,
+        if bundle { "json" } else { "jsonl" }
+    );
+    let (content_type, body) = if bundle {
+        let bundle_id = stix::objects::bundle_id(record.stix_file_hash.as_bytes());
+        let body = blocking_body(move |w| {
+            let mut out = stix::BundleWriter::begin(w, &bundle_id)?;
+            for line in BufReader::new(input).split(b'\n') {
+                let line = line?;
+                if !line.trim_ascii().is_empty() {
+                    out.write_raw(&line)?;
+                }
+            }
+            out.finish().map(|_| ())
+        });
+        let ct = if shown {
+            "application/json; charset=utf-8"
+        } else {
+            "application/stix+json;version=2.1"
+        };
+        (ct, body)
+    } else {
+        let body = blocking_body(move |w| {
+            let mut input = input;
+            std::io::copy(&mut input, w).map(|_| ())
+        });
+        let ct = if shown {
+            "text/plain; charset=utf-8"
+        } else {
+            "application/jsonl; charset=utf-8"
+        };
+        (ct, body)
+    };
+    let mut resp = Response::new(body);
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // The text is data: never let a browser sniff it into HTML.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let disposition = if download { "attachment" } else { "inline" };
+    if let Ok(v) = HeaderValue::from_str(&format!("{disposition}; filename=\"{name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,787 @@
+//! TAXII 2.1 (OASIS): discovery, one API root, status, collections, manifest, objects (GET and
+//! POST), object by id (GET and DELETE), and object versions. Media type
+//! `application/taxii+json;version=2.1`; errors in the TAXII error shape.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use br_cti_app::taxii::{self, Collection};
+use br_cti_domain::model::{TaxiiQuery, TaxiiStatus, VersionMatch};
+use br_cti_domain::time::now_ms;
+
+pub(crate) const TAXII: &str = "application/taxii+json;version=2.1";
+/// A refused body is read (and dropped) up to this much so that the client, which is still
+/// sending, gets the answer; past it the connection is closed.
+const DISCARD_LIMIT: u64 = 64 << 20;
+const DEFAULT_LIMIT: u64 = 1000;
+const MAX_LIMIT: u64 = 10_000;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/taxii2/", get(discovery))
+        .route("/taxii2/api/", get(api_root))
+        .route("/taxii2/api/status/{status_id}/", get(status))
+        .route("/taxii2/api/collections/", get(list_collections))
+        .route("/taxii2/api/collections/{id}/", get(one_collection))
+        .route("/taxii2/api/collections/{id}/manifest/", get(manifest))
+        .route(
+            "/taxii2/api/collections/{id}/objects/",
+            get(get_objects)
+                .post(add_objects)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/taxii2/api/collections/{id}/objects/{object_id}/",
+            get(get_object).delete(delete_object),
+        )
+        .route(
+            "/taxii2/api/collections/{id}/objects/{object_id}/versions/",
+            get(versions),
+        )
+}
+
+// ------------------------------------------------------------------------ errors, media
+
+pub(crate) struct TaxiiError {
+    status: StatusCode,
+    title: &'static str,
+    description: String,
+}
+
+fn error(status: StatusCode, title: &'static str, description: impl Into<String>) -> TaxiiError {
+    TaxiiError {
+        status,
+        title,
+        description: description.into(),
+    }
+}
+
+fn bad(description: impl Into<String>) -> TaxiiError {
+    error(StatusCode::BAD_REQUEST, "Bad request", description)
+}
+
+fn internal(e: impl std::fmt::Display) -> TaxiiError {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Internal error",
+        super::incident("answering a TAXII request", e),
+    )
+}
+
+impl IntoResponse for TaxiiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "title": self.title,
+            "description": self.description,
+            "http_status": self.status.as_u16().to_string(),
+        });
+        let mut resp = taxii_json(self.status, &body);
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is left unread: the connection cannot be reused.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"br-cti TAXII\", Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+fn taxii_json(status: StatusCode, body: &Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(TAXII));
+    resp
+}
+
+/// A media type and its `version` parameter, lowercased, without spaces.
+fn media(s: &str) -> (String, Option<String>) {
+    let mut parts = s.split(';').map(|p| p.trim().to_ascii_lowercase());
+    let kind = parts.next().unwrap_or_default();
+    let version = parts.find_map(|p| p.strip_prefix("version=").map(str::to_string));
+    (kind, version)
+}
+
+/// 406 unless the client accepts TAXII 2.1 JSON (or, for objects, STIX 2.1 JSON).
+fn check_accept(headers: &HeaderMap, stix_too: bool) -> Result<(), TaxiiError> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let ok = accept.split(',').any(|item| {
+        let (kind, version) = media(item);
+        let version_ok = version.as_deref().is_none_or(|v| v == "2.1");
+        kind == "*/*"
+            || kind == "application/*"
+            || (kind == "application/taxii+json" && version_ok)
+            || (stix_too && kind == "application/stix+json" && version_ok)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::NOT_ACCEPTABLE,
+            "Not acceptable",
+            format!("this server answers {TAXII}; the request accepts only {accept:?}"),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------- auth
+
+#[derive(Clone, Debug, PartialEq)]
+enum Principal {
+    /// The node's own API token.
+    Operator,
+    User(String),
+    Anonymous,
+}
+
+fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, TaxiiError> {
+    let unauthorized = || {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "send HTTP Basic (user name, token as password) or a Bearer token",
+        )
+    };
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return if state.config.taxii_anonymous {
+            Ok(Principal::Anonymous)
+        } else {
+            Err(unauthorized())
+        };
+    };
+    let db = &state.taxii_db;
+    if let Some(b64) = value.strip_prefix("Basic ") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(unauthorized)?;
+        let (user, token) = decoded.split_once(':').ok_or_else(unauthorized)?;
+        let stored = db.user_token(user).map_err(internal)?;
+        let matches = stored
+            .as_deref()
+            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())));
+        return if matches {
+            Ok(Principal::User(user.to_string()))
+        } else {
+            Err(unauthorized())
+        };
+    }
+    if let Some(token) = value.strip_prefix("Bearer ").map(str::trim) {
+        if let Some(op) = &state.config.api_token
+            && bool::from(op.as_bytes().ct_eq(token.as_bytes()))
+        {
+            return Ok(Principal::Operator);
+        }
+        return match db.user_by_token(token).map_err(internal)? {
+            Some(user) => Ok(Principal::User(user)),
+            None => Err(unauthorized()),
+        };
+    }
+    Err(unauthorized())
+}
+
+fn can_write(state: &AppState, who: &Principal, c: &Collection) -> Result<bool, TaxiiError> {
+    if !c.writable {
+        return Ok(false);
+    }
+    Ok(match who {
+        Principal::Operator => true,
+        Principal::Anonymous => false,
+        Principal::User(u) => state
+            .taxii_db
+            .taxii_grants(u)
+            .map_err(internal)?
+            .iter()
+            .any(|g| g == "all" || *g == c.id),
+    })
+}
+
+/// Every known user (and the operator) may read every collection; anonymous clients, when
+/// allowed, the node's read collections.
+fn can_read(who: &Principal, c: &Collection) -> bool {
+    !(matches!(who, Principal::Anonymous) && c.writable)
+}
+
+/// The collection, if the principal may see it (404 otherwise, 403 when it may see but not read).
+fn collection(state: &AppState, who: &Principal, id: &str) -> Result<Collection, TaxiiError> {
+    let c = taxii::collections()
+        .into_iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                format!("no collection {id}"),
+            )
+        })?;
+    if !can_read(who, &c) && !can_write(state, who, &c)? {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no collection {id}"),
+        ));
+    }
+    Ok(c)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TaxiiError> + Send + 'static,
+) -> Result<T, TaxiiError> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)?
+}
+
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http");
+    format!("{scheme}://{host}")
+}
+
+// ----------------------------------------------------------------------- the endpoints
+
+async fn discovery(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, TaxiiError> {
+    check_accept(&headers, false)?;
+    blocking({
+        let (state, headers) = (state.clone(), headers.clone());
+        move || principal(&state, &headers)
+    })
+    .await?;
+    let root = format!("{}/taxii2/api/", base_url(&headers));
+    Ok(taxii_json(
+        StatusCode::OK,
+        &json!({
+            "title": "br-cti TAXII 2.1",
+            "description": "STIX 2.1 produced by this br-cti node: dataset conversions and hidden dangers; an inbox for peers.",
+            "default": root,
+            "api_roots": [root],
+        }),
+    ))
+}
+
+async fn api_root(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, TaxiiError> {
+    check_accept(&headers, false)?;
+    let max_content_length = state.config.taxii_max_content_length;
+    blocking(move || principal(&state, &headers)).await?;
+    Ok(taxii_json(
+        StatusCode::OK,
+        &json!({
+            "title": "br-cti",
+            "description": "The collections of this node.",
+            "versions": [TAXII],
+            "max_content_length": max_content_length,
+        }),
+    ))
+}
+
+fn collection_json(state: &AppState, who: &Principal, c: &Collection) -> Result<Value, TaxiiError> {
+    Ok(json!({
+        "id": c.id,
+        "title": c.title,
+        "description": c.description,
+        "can_read": can_read(who, c),
+        "can_write": can_write(state, who, c)?,
+        "media_types": ["application/stix+json;version=2.1"],
+    }))
+}
+
+async fn list_collections(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, TaxiiError> {
+    check_accept(&headers, false)?;
+    let body = blocking(move || {
+        let who = principal(&state, &headers)?;
+        let mut out = Vec::new();
+        for c in taxii::collections() {
+            if can_read(&who, &c) || can_write(&state, &who, &c)? {
+                out.push(collection_json(&state, &who, &c)?);
+            }
+        }
+        Ok(json!({"collections": out}))
+    })
+    .await?;
+    Ok(taxii_json(StatusCode::OK, &body))
+}
+
+async fn one_collection(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, TaxiiError> {
+    check_accept(&headers, false)?;
+    let body = blocking(move || {
+        let who = principal(&state, &headers)?;
+        let c = collection(&state, &who, &id)?;
+        collection_json(&state, &who, &c)
+    })
+    .await?;
+    Ok(taxii_json(StatusCode::OK, &body))
+}
+
+/// Whether `query` accepts these parameters (the property tests call it).
+#[cfg(test)]
+pub(crate) fn query_for_tests(q: &HashMap<String, String>, id: Option<&str>) -> bool {
+    query(q, id).is_ok()
+}
+
+/// The filters and paging of a request (`added_after`, `limit`, `next`, `match[...]`).
+fn query(q: &HashMap<String, String>, id: Option<&str>) -> Result<TaxiiQuery, TaxiiError> {
+    let list = |k: &str| -> Vec<String> {
+        q.get(k)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for k in q.keys() {
+        let known = ["added_after", "limit", "next"].contains(&k.as_str())
+            || [
+                "match[id]",
+                "match[type]",
+                "match[version]",
+                "match[spec_version]",
+            ]
+            .contains(&k.as_str());
+        if !known && k.starts_with("match[") {
+            return Err(bad(format!("unknown filter {k}")));
+        }
+    }
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| bad(format!("limit {v:?} is not a positive integer")))?
+            .min(MAX_LIMIT),
+    };
+    let after_seq = match q.get("next") {
+        None => 0,
+        Some(v) => taxii::decode_cursor(v)
+            .ok_or_else(|| bad(format!("next {v:?} is not a cursor of this server")))?,
+    };
+    let added_after = match q.get("added_after") {
+        None => None,
+        Some(v) => Some(
+            taxii::parse_us(v.trim())
+                .ok_or_else(|| bad(format!("added_after {v:?} is not an RFC 3339 timestamp")))?,
+        ),
+    };
+    let mut versions = Vec::new();
+    for v in list("match[version]") {
+        versions.push(match v.as_str() {
+            "last" => VersionMatch::Last,
+            "first" => VersionMatch::First,
+            "all" => VersionMatch::All,
+            t if let Some(us) = taxii::parse_us(t) => VersionMatch::At(us),
+            other => {
+                return Err(bad(format!(
+                    "match[version] {other:?} is not last, first, all or a timestamp"
+                )));
+            }
+        });
+    }
+    let mut spec_versions = list("match[spec_version]");
+    if let Some(bad_sv) = spec_versions
+        .iter()
+        .find(|s| !["2.0", "2.1"].contains(&s.as_str()))
+    {
+        return Err(bad(format!(
+            "match[spec_version] {bad_sv:?} is not 2.0 or 2.1"
+        )));
+    }
+    spec_versions.retain(|s| s == "2.1" || s == "2.0");
+    let mut ids = list("match[id]");
+    if let Some(id) = id {
+        ids = vec![id.to_string()];
+    }
+    Ok(TaxiiQuery {
+        after_seq,
+        added_after,
+        limit,
+        ids,
+        types: list("match[type]"),
+        versions,
+        spec_versions,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Shape {
+    Objects,
+    Manifest,
+    Versions,
+}
+
+async fn page(
+    state: AppState,
+    headers: HeaderMap,
+    id: String,
+    object_id: Option<String>,
+    q: HashMap<String, String>,
+    shape: Shape,
+) -> Result<Response, TaxiiError> {
+    check_accept(&headers, matches!(shape, Shape::Objects))?;
+    let wanted = object_id.clone();
+    let (rows, more, query) = blocking(move || {
+        let who = principal(&state, &headers)?;
+        let c = collection(&state, &who, &id)?;
+        if !can_read(&who, &c) {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "this collection can be written, not read, with these credentials",
+            ));
+        }
+        let mut query = query(&q, object_id.as_deref())?;
+        if matches!(shape, Shape::Versions) {
+            query.versions = vec![VersionMatch::All];
+        }
+        let (rows, more) = state.taxii_db.taxii_page(&c.id, &query).map_err(internal)?;
+        Ok((rows, more, query))
+    })
+    .await?;
+    if let Some(object_id) = wanted
+        && rows.is_empty()
+        && query.after_seq == 0
+    {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no object {object_id} here"),
+        ));
+    }
+    let version_of = |r: &br_cti_domain::model::TaxiiObject| {
+        if r.version.is_empty() {
+            taxii::format_us(r.date_added)
+        } else {
+            r.version.clone()
+        }
+    };
+    let mut body = serde_json::Map::new();
+    body.insert("more".into(), json!(more));
+    if more && let Some(last) = rows.last() {
+        body.insert("next".into(), json!(taxii::encode_cursor(last.seq)));
+    }
+    match shape {
+        Shape::Objects => {
+            if !rows.is_empty() {
+                let objects: Vec<Value> = rows
+                    .iter()
+                    .map(|r| serde_json::from_str(&r.object).unwrap_or(Value::Null))
+                    .collect();
+                body.insert("objects".into(), Value::Array(objects));
+            }
+        }
+        Shape::Manifest => {
+            if !rows.is_empty() {
+                let objects: Vec<Value> = rows
+                    .iter()
+                    .map(|r| {
+                        json!({"id": r.id, "date_added": taxii::format_us(r.date_added),
+                               "version": version_of(r), "media_type": "application/stix+json;version=2.1"})
+                    })
+                    .collect();
+                body.insert("objects".into(), Value::Array(objects));
+            }
+        }
+        Shape::Versions => {
+            let mut versions: Vec<String> = rows.iter().map(version_of).collect();
+            versions.sort();
+            body.insert("versions".into(), json!(versions));
+        }
+    }
+    let mut resp = taxii_json(StatusCode::OK, &Value::Object(body));
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        let h = resp.headers_mut();
+        h.insert(
+            "x-taxii-date-added-first",
+            HeaderValue::from_str(&taxii::format_us(first.date_added)).map_err(internal)?,
+        );
+        h.insert(
+            "x-taxii-date-added-last",
+            HeaderValue::from_str(&taxii::format_us(last.date_added)).map_err(internal)?,
+        );
+    }
+    Ok(resp)
+}
+
+async fn manifest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, TaxiiError> {
+    page(state, headers, id, None, q, Shape::Manifest).await
+}
+
+async fn get_objects(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, TaxiiError> {
+    page(state, headers, id, None, q, Shape::Objects).await
+}
+
+async fn get_object(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, object_id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, TaxiiError> {
+    page(state, headers, id, Some(object_id), q, Shape::Objects).await
+}
+
+async fn versions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, object_id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, TaxiiError> {
+    page(state, headers, id, Some(object_id), q, Shape::Versions).await
+}
+
+fn writer(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Collection, TaxiiError> {
+    let who = principal(state, headers)?;
+    let c = collection(state, &who, id)?;
+    if !can_write(state, &who, &c)? {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            if c.writable {
+                "writing here takes a grant: br-cti users grant NAME --write <collection id>"
+            } else {
+                "this collection is filled by the node itself and cannot be written"
+            },
+        ));
+    }
+    Ok(c)
+}
+
+async fn add_objects(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, TaxiiError> {
+    check_accept(&headers, false)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (kind, version) = media(content_type);
+    if kind != "application/taxii+json" || version.as_deref().is_some_and(|v| v != "2.1") {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            format!("send {TAXII} (got {content_type:?})"),
+        ));
+    }
+    // Credentials and the collection first: an unauthorised client's body is never kept
+    // (it is read and dropped, so that the answer reaches the client).
+    let c = {
+        let (state, headers) = (state.clone(), headers.clone());
+        match blocking(move || writer(&state, &headers, &id)).await {
+            Ok(c) => c,
+            Err(e) => {
+                super::discard_body(body, DISCARD_LIMIT).await;
+                return Err(e);
+            }
+        }
+    };
+    let max_content_length = state.config.taxii_max_content_length;
+    let body = match super::read_body(
+        body,
+        max_content_length as usize,
+        DISCARD_LIMIT,
+        &state.body_budget,
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(super::BodyError::Busy { budget }) => {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                super::BodyError::busy_message(budget),
+            ));
+        }
+        Err(super::BodyError::TooLarge) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Too large",
+                format!(
+                    "the body is larger than max_content_length ({max_content_length} bytes, \
+                     --taxii-max-content-length)"
+                ),
+            ));
+        }
+        Err(super::BodyError::Read(e)) => {
+            return Err(bad(format!("the body could not be read: {e}")));
+        }
+    };
+    let status = blocking(move || {
+        let envelope: Value = serde_json::from_slice(&body.bytes)
+            .map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+        let objects = envelope
+            .get("objects")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("the body must be an envelope {\"objects\": [...]}"))?;
+        let mut valid = Vec::new();
+        let mut failures = Vec::new();
+        for o in objects {
+            match taxii::parse_object(o) {
+                Ok(n) => valid.push(n),
+                Err(message) => failures.push(json!({
+                    "id": o.get("id").and_then(Value::as_str).unwrap_or(""),
+                    "version": o.get("modified").or_else(|| o.get("created")).and_then(Value::as_str).unwrap_or(""),
+                    "message": message,
+                })),
+            }
+        }
+        state
+            .taxii_db
+            .taxii_add(&c.id, &valid, None)
+            .map_err(internal)?;
+        let successes: Vec<Value> = valid
+            .iter()
+            .map(|o| json!({"id": o.id, "version": o.version}))
+            .collect();
+        let status = TaxiiStatus {
+            id: uuid::Uuid::new_v4().to_string(),
+            collection: c.id.clone(),
+            request_timestamp: now_ms() * 1000,
+            total: objects.len() as u64,
+            success_count: successes.len() as u64,
+            failure_count: failures.len() as u64,
+            successes: Value::Array(successes).to_string(),
+            failures: Value::Array(failures).to_string(),
+        };
+        state.taxii_db.taxii_save_status(&status).map_err(internal)?;
+        Ok(status)
+    })
+    .await?;
+    Ok(taxii_json(StatusCode::ACCEPTED, &status_json(&status)))
+}
+
+fn status_json(s: &TaxiiStatus) -> Value {
+    json!({
+        "id": s.id,
+        "status": "complete",
+        "request_timestamp": taxii::format_us(s.request_timestamp),
+        "total_count": s.total,
+        "success_count": s.success_count,
+        "successes": serde_json::from_str::<Value>(&s.successes).unwrap_or(json!([])),
+        "failure_count": s.failure_count,
+        "failures": serde_json::from_str::<Value>(&s.failures).unwrap_or(json!([])),
+        "pending_count": 0,
+        "pendings": [],
+    })
+}
+
+async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(status_id): Path<String>,
+) -> Result<Response, TaxiiError> {
+    check_accept(&headers, false)?;
+    let s = blocking(move || {
+        let s = state
+            .taxii_db
+            .taxii_status(&status_id)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    "Not found",
+                    format!("no status {status_id}"),
+                )
+            })?;
+        // Only those who may write the collection see its add requests.
+        writer(&state, &headers, &s.collection).map_err(|_| {
+            error(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                format!("no status {status_id}"),
+            )
+        })?;
+        Ok(s)
+    })
+    .await?;
+    Ok(taxii_json(StatusCode::OK, &status_json(&s)))
+}
+
+async fn delete_object(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, object_id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, TaxiiError> {
+    check_accept(&headers, false)?;
+    blocking(move || {
+        let c = writer(&state, &headers, &id)?;
+        let query = query(&q, Some(&object_id))?;
+        let versions = if q.contains_key("match[version]") {
+            query.versions
+        } else {
+            vec![VersionMatch::All]
+        };
+        let n = state
+            .taxii_db
+            .taxii_delete(&c.id, &object_id, &versions)
+            .map_err(internal)?;
+        if n == 0 {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                format!("no object {object_id} here"),
+            ));
+        }
+        Ok(())
+    })
+    .await?;
+    let mut resp = StatusCode::OK.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(TAXII));
+    Ok(resp)
+}

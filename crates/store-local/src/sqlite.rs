@@ -1,0 +1,1387 @@
+//! The embedded metadata store: one SQLite database in WAL mode, schema versioned by
+//! `rusqlite_migration` (PRAGMA user_version) and migrated at open.
+
+use std::io;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations};
+
+use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::model::{
+    CtiRecord, FileMeta, HiddenDangerFilter, HiddenDangerRevision, Job, JobProgress, JobStatus,
+    Publication, STEP_UPLOAD, STEPS, StepState, StepStatus, StixRecord, StoredHiddenDanger,
+    TaskRecord, Upsert, UserInfo,
+};
+use br_cti_domain::time::now_ms;
+use br_cti_store::{CtiStore, HiddenDangerStore, JobStore, MetaStore, StoreError};
+
+/// Schema migrations, oldest first. Never edit a released migration: append a new one.
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        "CREATE TABLE files (
+         hash          TEXT PRIMARY KEY,
+         size          INTEGER NOT NULL,
+         original_name TEXT,
+         created_at    INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE tasks (
+         task_id          TEXT PRIMARY KEY,
+         source_file_hash TEXT NOT NULL REFERENCES files(hash),
+         created_at       INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX tasks_by_file ON tasks(source_file_hash, created_at);
+     CREATE TABLE task_steps (
+         task_id    TEXT NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+         step       INTEGER NOT NULL,
+         status     TEXT NOT NULL,
+         total_num  INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL,
+         PRIMARY KEY (task_id, step)
+     ) STRICT;",
+    ),
+    M::up(
+        "CREATE TABLE jobs (
+         id              INTEGER PRIMARY KEY AUTOINCREMENT,
+         kind            TEXT NOT NULL,
+         file_hash       TEXT NOT NULL REFERENCES files(hash),
+         process_id      TEXT NOT NULL,
+         params          TEXT NOT NULL,
+         status          TEXT NOT NULL,
+         total_steps     INTEGER NOT NULL,
+         steps_done      INTEGER NOT NULL DEFAULT 0,
+         rows_total      INTEGER NOT NULL DEFAULT 0,
+         rows_done       INTEGER NOT NULL DEFAULT 0,
+         rows_rejected   INTEGER NOT NULL DEFAULT 0,
+         objects         INTEGER NOT NULL DEFAULT 0,
+         files           INTEGER NOT NULL DEFAULT 0,
+         errors          TEXT NOT NULL DEFAULT '[]',
+         recent_steps    TEXT NOT NULL DEFAULT '[]',
+         message         TEXT,
+         cancel_requested INTEGER NOT NULL DEFAULT 0,
+         created_at      INTEGER NOT NULL,
+         started_at      INTEGER,
+         finished_at     INTEGER,
+         run_ms          INTEGER NOT NULL DEFAULT 0
+     ) STRICT;
+     CREATE INDEX jobs_by_file ON jobs(kind, file_hash, id);
+     CREATE INDEX jobs_unfinished ON jobs(status) WHERE status IN ('queued', 'running');
+     CREATE TABLE stix_records (
+         source_file_hash TEXT NOT NULL REFERENCES files(hash),
+         stix_file_hash   TEXT NOT NULL,
+         job_id           INTEGER NOT NULL REFERENCES jobs(id),
+         batch            INTEGER NOT NULL,
+         file_size        INTEGER NOT NULL,
+         rows             INTEGER NOT NULL,
+         objects          INTEGER NOT NULL,
+         stix_type        INTEGER NOT NULL,
+         stix_tags        TEXT NOT NULL,
+         stix_iocs        TEXT NOT NULL,
+         ioc_ips_map      TEXT NOT NULL,
+         created_at       INTEGER NOT NULL,
+         onchain          INTEGER NOT NULL DEFAULT 0,
+         cti_file_path    TEXT,
+         PRIMARY KEY (source_file_hash, stix_file_hash)
+     ) STRICT;",
+    ),
+    M::up(
+        "CREATE TABLE cti_records (
+         source_file_hash      TEXT NOT NULL,
+         cti_hash              TEXT NOT NULL,
+         job_id                INTEGER NOT NULL REFERENCES jobs(id),
+         cti_name              TEXT NOT NULL,
+         cti_type              INTEGER NOT NULL,
+         cti_traffic_type      INTEGER NOT NULL,
+         open_source           INTEGER NOT NULL,
+         description           TEXT NOT NULL,
+         tags                  TEXT NOT NULL,
+         iocs                  TEXT NOT NULL,
+         value                 REAL NOT NULL,
+         incentive_mechanism   INTEGER NOT NULL,
+         data_size             INTEGER NOT NULL,
+         stix_data             TEXT NOT NULL,
+         stix_ipfs_hash        TEXT NOT NULL DEFAULT '',
+         statistic_info        TEXT NOT NULL,
+         data_source_hash      TEXT NOT NULL,
+         data_source_ipfs_hash TEXT NOT NULL DEFAULT '',
+         created_at            INTEGER NOT NULL,
+         updated_at            INTEGER NOT NULL,
+         onchain               INTEGER NOT NULL DEFAULT 0,
+         cti_id                TEXT,
+         PRIMARY KEY (source_file_hash, cti_hash),
+         FOREIGN KEY (source_file_hash, cti_hash) REFERENCES stix_records(source_file_hash, stix_file_hash)
+     ) STRICT;",
+    ),
+    M::up(
+        "CREATE TABLE hd_users (
+         name       TEXT PRIMARY KEY,
+         token      TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         rotated_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE hidden_dangers (
+         id               INTEGER PRIMARY KEY AUTOINCREMENT,
+         user             TEXT NOT NULL,
+         risk_id          TEXT NOT NULL,
+         revision         INTEGER NOT NULL,
+         unit_name        TEXT NOT NULL,
+         issue_level      INTEGER NOT NULL,
+         judge_state      TEXT NOT NULL,
+         notice_state     TEXT NOT NULL,
+         addresses        TEXT NOT NULL,
+         start_ms         INTEGER NOT NULL,
+         end_ms           INTEGER NOT NULL,
+         data             TEXT NOT NULL,
+         raw_event        TEXT NOT NULL,
+         raw_event_sha256 TEXT NOT NULL,
+         content_sha256   TEXT NOT NULL,
+         created_at       INTEGER NOT NULL,
+         updated_at       INTEGER NOT NULL,
+         UNIQUE (user, risk_id)
+     ) STRICT;
+     CREATE INDEX hidden_dangers_by_update ON hidden_dangers(updated_at, id);
+     CREATE TABLE hidden_danger_revisions (
+         hd_id            INTEGER NOT NULL REFERENCES hidden_dangers(id),
+         revision         INTEGER NOT NULL,
+         data             TEXT NOT NULL,
+         raw_event        TEXT NOT NULL,
+         raw_event_sha256 TEXT NOT NULL,
+         received_at      INTEGER NOT NULL,
+         PRIMARY KEY (hd_id, revision)
+     ) STRICT;",
+    ),
+    M::up(
+        "CREATE TABLE taxii_objects (
+         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+         collection   TEXT NOT NULL,
+         id           TEXT NOT NULL,
+         type         TEXT NOT NULL,
+         version      TEXT NOT NULL,
+         version_us   INTEGER NOT NULL,
+         spec_version TEXT NOT NULL,
+         date_added   INTEGER NOT NULL,
+         is_latest    INTEGER NOT NULL,
+         is_first     INTEGER NOT NULL,
+         object       TEXT NOT NULL,
+         UNIQUE (collection, id, version)
+     ) STRICT;
+     CREATE INDEX taxii_latest ON taxii_objects(collection, is_latest, seq);
+     CREATE INDEX taxii_all ON taxii_objects(collection, seq);
+     CREATE INDEX taxii_added ON taxii_objects(collection, date_added);
+     CREATE TABLE taxii_status (
+         id                TEXT PRIMARY KEY,
+         collection        TEXT NOT NULL,
+         request_timestamp INTEGER NOT NULL,
+         total             INTEGER NOT NULL,
+         success_count     INTEGER NOT NULL,
+         failure_count     INTEGER NOT NULL,
+         successes         TEXT NOT NULL,
+         failures          TEXT NOT NULL
+     ) STRICT;
+     CREATE TABLE taxii_grants (
+         user       TEXT NOT NULL,
+         collection TEXT NOT NULL,
+         PRIMARY KEY (user, collection)
+     ) STRICT;
+     CREATE TABLE taxii_sync (
+         source    TEXT PRIMARY KEY,
+         watermark INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX hd_users_by_token ON hd_users(token);",
+    ),
+    // Attempts are counted before each run (a job that keeps killing the process ends failed),
+    // and one unfinished job per kind and file is enforced here, not only checked above. Jobs
+    // that raced in before are ended first, the newest kept.
+    M::up(
+        "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+     UPDATE jobs SET status = 'failed', finished_at = CAST(unixepoch('subsec') * 1000 AS INTEGER),
+         message = 'superseded: another job of this kind for this file was started at the same time'
+     WHERE status IN ('queued', 'running')
+       AND id NOT IN (SELECT max(id) FROM jobs WHERE status IN ('queued', 'running') GROUP BY kind, file_hash);
+     CREATE UNIQUE INDEX jobs_one_unfinished ON jobs(kind, file_hash) WHERE status IN ('queued', 'running');",
+    ),
+];
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    /// The database file (long reads open a connection of their own).
+    path: std::path::PathBuf,
+    /// The file's device and inode when it was opened: a file deleted or replaced under the
+    /// running node is noticed before each use.
+    identity: (u64, u64),
+}
+
+/// Copies the database at `from` into a new file `to`, consistently, while other processes
+/// read and write it (SQLite's online backup, a few pages at a time); then checks the copy.
+pub fn backup_database(from: &Path, to: &Path) -> Result<(), StoreError> {
+    let source = Connection::open_with_flags(
+        from,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql)?;
+    source
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sql)?;
+    let mut copy = Connection::open(to).map_err(sql)?;
+    rusqlite::backup::Backup::new(&source, &mut copy)
+        .map_err(sql)?
+        .run_to_completion(256, std::time::Duration::from_millis(5), None)
+        .map_err(sql)?;
+    let check: String = copy
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(sql)?;
+    if check != "ok" {
+        return Err(StoreError::Conflict(format!(
+            "the copy of the database failed its integrity check: {check}"
+        )));
+    }
+    // A backup is one file: no write-ahead log beside it.
+    copy.pragma_update(None, "journal_mode", "DELETE")
+        .map_err(sql)?;
+    drop(copy);
+    std::fs::File::open(to)?.sync_all()?;
+    Ok(())
+}
+
+/// SQLite maps `<db>-shm` into memory and writes `<db>-wal`: one it cannot write (immutable,
+/// read-only, not a file) would make it fail late, or crash the process with SIGBUS when the
+/// mapped file cannot grow. Refuse to open instead, naming the file.
+/// A SQLite error as the storage traits report it: a full disk is [`StoreError::Full`].
+pub(crate) fn sql(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+            StoreError::Full(Box::new(e))
+        }
+        _ => StoreError::Backend(Box::new(e)),
+    }
+}
+
+fn check_side_files(db: &Path) -> Result<(), StoreError> {
+    for suffix in ["-shm", "-wal"] {
+        let mut name = db.as_os_str().to_os_string();
+        name.push(suffix);
+        let side = std::path::PathBuf::from(name);
+        if std::fs::symlink_metadata(&side).is_err() {
+            continue;
+        }
+        // access(2), not open: closing a descriptor of `-shm` would drop every POSIX lock
+        // this process holds on it (SQLite's other connections here included), and another
+        // process would then take the file for unused and truncate it under our mapping.
+        let writable = std::fs::metadata(&side).is_ok_and(|m| m.is_file())
+            && rustix::fs::access(&side, rustix::fs::Access::WRITE_OK).is_ok();
+        if !writable {
+            return Err(StoreError::Conflict(format!(
+                "{} exists but cannot be written (immutable, read-only or not a file); the \
+                 database cannot be used safely: fix its attributes (`lsattr`, `chattr -i`) or \
+                 remove it while no node runs",
+                side.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The device and inode of a file.
+fn file_identity(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        check_side_files(path)?;
+        let mut conn = Connection::open(path).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        // FULL: a commit is on disk before it is acknowledged, also across power loss.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql)?;
+        Migrations::from_slice(MIGRATIONS)
+            .to_latest(&mut conn)
+            .map_err(|e| StoreError::Backend(format!("migrating the schema: {e}").into()))?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            identity: file_identity(path)?,
+        })
+    }
+
+    pub(super) fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        // SQLite keeps writing to the file it opened, even when that file was deleted or
+        // another one put in its place: every acknowledged write would then be lost.
+        if file_identity(&self.path).ok() != Some(self.identity) {
+            return Err(StoreError::Replaced(self.path.display().to_string()));
+        }
+        f(&mut conn)
+    }
+}
+
+fn load_task(conn: &Connection, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+    let head: Option<(String, i64)> = conn
+        .query_row(
+            "SELECT source_file_hash, created_at FROM tasks WHERE task_id = ?1",
+            [task_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(sql)?;
+    let Some((source_file_hash, timestamp)) = head else {
+        return Ok(None);
+    };
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT step, status, total_num FROM task_steps WHERE task_id = ?1 ORDER BY step",
+        )
+        .map_err(sql)?;
+    let step_status = stmt
+        .query_map([task_id], |r| {
+            let status: String = r.get(1)?;
+            Ok(StepStatus {
+                step: r.get(0)?,
+                status: StepState::parse(&status).unwrap_or(StepState::Failed),
+                total_num: r.get::<_, i64>(2)? as u64,
+            })
+        })
+        .map_err(sql)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql)?;
+    Ok(Some(TaskRecord {
+        task_id: task_id.to_string(),
+        source_file_hash,
+        step_status,
+        timestamp,
+    }))
+}
+
+impl MetaStore for SqliteStore {
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let (busy, log, done): (i64, i64, i64) = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(sql)?;
+            if busy != 0 || (log >= 0 && done < log) {
+                tracing::warn!(
+                    pages = log,
+                    checkpointed = done,
+                    "the write-ahead log could not be moved into the database file completely"
+                );
+            }
+            Ok(())
+        })
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.query_row("SELECT count(*) FROM files WHERE rowid = 0", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(sql)?;
+            Ok(())
+        })
+    }
+
+    fn record_upload(&self, file: &FileMeta, task_id: &str) -> Result<TaskRecord, StoreError> {
+        self.with(|conn| {
+            let tx = write_tx(conn).map_err(sql)?;
+            tx.execute(
+                "INSERT INTO files (hash, size, original_name, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(hash) DO NOTHING",
+                params![
+                    file.hash.as_str(),
+                    file.size as i64,
+                    file.original_name,
+                    file.created_at_ms
+                ],
+            )
+            .map_err(sql)?;
+            if let Some(existing) = load_task(&tx, task_id)? {
+                if existing.source_file_hash != file.hash.as_str() {
+                    return Err(StoreError::TaskConflict {
+                        task_id: task_id.to_string(),
+                        existing_file: existing.source_file_hash,
+                    });
+                }
+                return Ok(existing);
+            }
+            let now = file.created_at_ms;
+            tx.execute(
+                "INSERT INTO tasks (task_id, source_file_hash, created_at) VALUES (?1, ?2, ?3)",
+                params![task_id, file.hash.as_str(), now],
+            )
+            .map_err(sql)?;
+            for step in STEPS {
+                let (state, total) = if step == STEP_UPLOAD {
+                    (StepState::Finished, 1)
+                } else {
+                    (StepState::Pending, 0)
+                };
+                tx.execute(
+                    "INSERT INTO task_steps (task_id, step, status, total_num, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![task_id, step, state.as_str(), total, now],
+                )
+                .map_err(sql)?;
+            }
+            let record = load_task(&tx, task_id)?.expect("inserted in this transaction");
+            tx.commit().map_err(sql)?;
+            Ok(record)
+        })
+    }
+
+    fn file(&self, hash: &Sha256Hex) -> Result<Option<FileMeta>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT size, original_name, created_at FROM files WHERE hash = ?1",
+                [hash.as_str()],
+                |r| {
+                    Ok(FileMeta {
+                        hash: hash.clone(),
+                        size: r.get::<_, i64>(0)? as u64,
+                        original_name: r.get(1)?,
+                        created_at_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(sql)
+        })
+    }
+
+    fn task(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        self.with(|conn| load_task(conn, task_id))
+    }
+
+    fn tasks_for_file(&self, hash: &Sha256Hex) -> Result<Vec<TaskRecord>, StoreError> {
+        self.with(|conn| {
+            let ids: Vec<String> = conn
+                .prepare_cached(
+                    "SELECT task_id FROM tasks WHERE source_file_hash = ?1 ORDER BY created_at, task_id",
+                ).map_err(sql)?
+                .query_map([hash.as_str()], |r| r.get(0)).map_err(sql)?
+                .collect::<Result<_, _>>().map_err(sql)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.extend(load_task(conn, &id)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn set_step_for_file(
+        &self,
+        hash: &Sha256Hex,
+        step: u8,
+        state: StepState,
+        total_num: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE task_steps SET status = ?1, total_num = ?2, updated_at = ?3
+                 WHERE step = ?4 AND task_id IN (SELECT task_id FROM tasks WHERE source_file_hash = ?5)",
+                params![state.as_str(), total_num as i64, now_ms(), step, hash.as_str()],
+            ).map_err(sql)?;
+            Ok(())
+        })
+    }
+}
+
+const JOB_COLUMNS: &str = "id, kind, file_hash, process_id, params, status, total_steps, steps_done, rows_total, \
+     rows_done, rows_rejected, objects, files, errors, recent_steps, message, cancel_requested, created_at, \
+     started_at, finished_at, run_ms, attempts";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    let status: String = r.get(5)?;
+    let errors: String = r.get(13)?;
+    let recent: String = r.get(14)?;
+    Ok(Job {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        file_hash: r.get(2)?,
+        process_id: r.get(3)?,
+        params: r.get(4)?,
+        status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
+        total_steps: r.get::<_, i64>(6)? as u64,
+        rows_total: r.get::<_, i64>(8)? as u64,
+        progress: JobProgress {
+            steps_done: r.get::<_, i64>(7)? as u64,
+            rows_done: r.get::<_, i64>(9)? as u64,
+            rows_rejected: r.get::<_, i64>(10)? as u64,
+            objects: r.get::<_, i64>(11)? as u64,
+            files: r.get::<_, i64>(12)? as u64,
+            errors: serde_json::from_str(&errors).unwrap_or_default(),
+            recent_steps: serde_json::from_str(&recent).unwrap_or_default(),
+            run_ms: r.get(20)?,
+        },
+        message: r.get(15)?,
+        cancel_requested: r.get::<_, i64>(16)? != 0,
+        created_at: r.get(17)?,
+        started_at: r.get(18)?,
+        finished_at: r.get(19)?,
+        attempts: r.get::<_, i64>(21)?.clamp(0, i64::from(u32::MAX)) as u32,
+    })
+}
+
+const RECORD_COLUMNS: &str = "source_file_hash, stix_file_hash, job_id, batch, file_size, rows, objects, stix_type, \
+     stix_tags, stix_iocs, ioc_ips_map, created_at, onchain, cti_file_path";
+
+fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StixRecord> {
+    let tags: String = r.get(8)?;
+    let iocs: String = r.get(9)?;
+    let ips: String = r.get(10)?;
+    Ok(StixRecord {
+        source_file_hash: r.get(0)?,
+        stix_file_hash: r.get(1)?,
+        job_id: r.get(2)?,
+        batch: r.get::<_, i64>(3)? as u64,
+        file_size: r.get::<_, i64>(4)? as u64,
+        rows: r.get::<_, i64>(5)? as u64,
+        objects: r.get::<_, i64>(6)? as u64,
+        stix_type: r.get::<_, i64>(7)? as u8,
+        stix_tags: serde_json::from_str(&tags).unwrap_or_default(),
+        stix_iocs: serde_json::from_str(&iocs).unwrap_or_default(),
+        ioc_ips_map: serde_json::from_str::<Vec<(String, u64)>>(&ips).unwrap_or_default(),
+        created_at: r.get(11)?,
+        onchain: r.get::<_, i64>(12)? != 0,
+        cti_file_path: r.get(13)?,
+    })
+}
+
+/// A transaction that takes the write lock at once. A deferred one that reads first would fail
+/// with `SQLITE_BUSY` (without waiting) if another connection — the TAXII publisher, the users
+/// CLI, another node — committed between its read and its first write.
+pub(super) fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
+/// SQL `LIMIT`/`OFFSET` of a 1-based page; no page: everything.
+fn limit_offset(page: Option<(u64, u64)>) -> (i64, i64) {
+    match page {
+        Some((page, size)) => (
+            size as i64,
+            page.saturating_sub(1)
+                .saturating_mul(size)
+                .min(i64::MAX as u64) as i64,
+        ),
+        None => (-1, 0),
+    }
+}
+
+pub(super) fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serialising plain data cannot fail")
+}
+
+impl JobStore for SqliteStore {
+    fn create_job(
+        &self,
+        kind: &str,
+        file_hash: &Sha256Hex,
+        process_id: &str,
+        params: &str,
+        total_steps: u64,
+        rows_total: u64,
+        step: u8,
+    ) -> Result<Job, StoreError> {
+        let id = self.with(|conn| {
+            let tx = write_tx(conn).map_err(sql)?;
+            let unfinished: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT id, status FROM jobs WHERE kind = ?1 AND file_hash = ?2
+                     AND status IN ('queued', 'running')",
+                    params![kind, file_hash.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional().map_err(sql)?;
+            if let Some((id, status)) = unfinished {
+                return Err(StoreError::Conflict(format!(
+                    "job {id} of file {file_hash} is already {status}"
+                )));
+            }
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO jobs (kind, file_hash, process_id, params, status, total_steps, rows_total, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
+                params![kind, file_hash.as_str(), process_id, params, total_steps as i64, rows_total as i64, now],
+            ).map_err(sql)?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "UPDATE task_steps SET status = ?1, total_num = ?2, updated_at = ?3
+                 WHERE step = ?4 AND task_id IN (SELECT task_id FROM tasks WHERE source_file_hash = ?5)",
+                params![StepState::Running.as_str(), total_steps as i64, now, step, file_hash.as_str()],
+            ).map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok(id)
+        })?;
+        Ok(self.job(id)?.expect("inserted above"))
+    }
+
+    fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                [id],
+                job_from_row,
+            )
+            .optional()
+            .map_err(sql)
+        })
+    }
+
+    fn latest_job(&self, kind: &str, file_hash: &Sha256Hex) -> Result<Option<Job>, StoreError> {
+        self.with(|conn| {
+            conn
+                .query_row(
+                    &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE kind = ?1 AND file_hash = ?2 ORDER BY id DESC LIMIT 1"),
+                    params![kind, file_hash.as_str()],
+                    job_from_row,
+                )
+                .optional().map_err(sql)
+        })
+    }
+
+    fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('queued', 'running') ORDER BY id"
+            )).map_err(sql)?;
+            stmt.query_map([], job_from_row)
+                .map_err(sql)?
+                .collect::<Result<_, _>>()
+                .map_err(sql)
+        })
+    }
+
+    fn start_attempt(&self, id: i64) -> Result<u32, StoreError> {
+        self.with(|conn| {
+            let attempts: i64 = conn
+                .query_row(
+                    "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?2),
+                     attempts = attempts + 1
+                 WHERE id = ?1 RETURNING attempts",
+                    params![id, now_ms()],
+                    |r| r.get(0),
+                )
+                .map_err(sql)?;
+            Ok(attempts.clamp(0, i64::from(u32::MAX)) as u32)
+        })
+    }
+
+    fn request_cancel(&self, id: i64) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])
+                .map_err(sql)?;
+            Ok(())
+        })
+    }
+
+    fn finish_job(
+        &self,
+        id: i64,
+        status: JobStatus,
+        message: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE jobs SET status = ?2, message = ?3, finished_at = ?4 WHERE id = ?1",
+                params![id, status.as_str(), message, now_ms()],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+    }
+
+    fn commit_stix_steps(
+        &self,
+        job_id: i64,
+        records: &[StixRecord],
+        progress: &JobProgress,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let tx = write_tx(conn).map_err(sql)?;
+            for r in records {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO stix_records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, NULL)
+                         ON CONFLICT(source_file_hash, stix_file_hash) DO UPDATE SET
+                             stix_type = excluded.stix_type, stix_tags = excluded.stix_tags,
+                             stix_iocs = excluded.stix_iocs, ioc_ips_map = excluded.ioc_ips_map"
+                    ),
+                    params![
+                        r.source_file_hash,
+                        r.stix_file_hash,
+                        r.job_id,
+                        r.batch as i64,
+                        r.file_size as i64,
+                        r.rows as i64,
+                        r.objects as i64,
+                        r.stix_type,
+                        json_text(&r.stix_tags),
+                        json_text(&r.stix_iocs),
+                        json_text(&r.ioc_ips_map),
+                        r.created_at,
+                    ],
+                ).map_err(sql)?;
+            }
+            update_progress(&tx, job_id, progress)?;
+            tx.commit().map_err(sql)?;
+            Ok(())
+        })
+    }
+
+    fn stix_records(
+        &self,
+        file_hash: &Sha256Hex,
+        page: Option<(u64, u64)>,
+    ) -> Result<(Vec<StixRecord>, u64), StoreError> {
+        self.with(|conn| {
+            let total: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM stix_records WHERE source_file_hash = ?1",
+                [file_hash.as_str()],
+                |r| r.get(0),
+            ).map_err(sql)?;
+            let (limit, offset) = limit_offset(page);
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM stix_records WHERE source_file_hash = ?1 ORDER BY rowid LIMIT ?2 OFFSET ?3"
+            )).map_err(sql)?;
+            let rows = stmt
+                .query_map(params![file_hash.as_str(), limit, offset], record_from_row).map_err(sql)?
+                .collect::<Result<Vec<_>, _>>().map_err(sql)?;
+            Ok((rows, total as u64))
+        })
+    }
+
+    fn stix_record(
+        &self,
+        file_hash: &Sha256Hex,
+        stix_hash: &Sha256Hex,
+    ) -> Result<Option<StixRecord>, StoreError> {
+        self.with(|conn| {
+            conn
+                .query_row(
+                    &format!(
+                        "SELECT {RECORD_COLUMNS} FROM stix_records WHERE source_file_hash = ?1 AND stix_file_hash = ?2"
+                    ),
+                    params![file_hash.as_str(), stix_hash.as_str()],
+                    record_from_row,
+                )
+                .optional().map_err(sql)
+        })
+    }
+}
+
+const CTI_COLUMNS: &str = "source_file_hash, cti_hash, job_id, cti_name, cti_type, cti_traffic_type, open_source, \
+     description, tags, iocs, value, incentive_mechanism, data_size, stix_data, stix_ipfs_hash, statistic_info, \
+     data_source_hash, data_source_ipfs_hash, created_at, updated_at, onchain, cti_id";
+
+fn cti_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CtiRecord> {
+    let tags: String = r.get(8)?;
+    let iocs: String = r.get(9)?;
+    Ok(CtiRecord {
+        source_file_hash: r.get(0)?,
+        cti_hash: r.get(1)?,
+        job_id: r.get(2)?,
+        cti_name: r.get(3)?,
+        cti_type: r.get::<_, i64>(4)? as u8,
+        cti_traffic_type: r.get::<_, i64>(5)? as u8,
+        open_source: r.get::<_, i64>(6)? as u8,
+        description: r.get(7)?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        iocs: serde_json::from_str(&iocs).unwrap_or_default(),
+        value: r.get(10)?,
+        incentive_mechanism: r.get::<_, i64>(11)? as u8,
+        data_size: r.get::<_, i64>(12)? as u64,
+        stix_data: r.get(13)?,
+        stix_ipfs_hash: r.get(14)?,
+        statistic_info: r.get(15)?,
+        data_source_hash: r.get(16)?,
+        data_source_ipfs_hash: r.get(17)?,
+        created_at: r.get(18)?,
+        updated_at: r.get(19)?,
+        onchain: r.get::<_, i64>(20)? != 0,
+        cti_id: r.get(21)?,
+    })
+}
+
+fn update_progress(
+    tx: &rusqlite::Transaction<'_>,
+    job_id: i64,
+    progress: &JobProgress,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE jobs SET steps_done = ?2, rows_done = ?3, rows_rejected = ?4, objects = ?5, files = ?6,
+             errors = ?7, recent_steps = ?8, run_ms = ?9 WHERE id = ?1",
+        params![
+            job_id,
+            progress.steps_done as i64,
+            progress.rows_done as i64,
+            progress.rows_rejected as i64,
+            progress.objects as i64,
+            progress.files as i64,
+            json_text(&progress.errors),
+            json_text(&progress.recent_steps),
+            progress.run_ms,
+        ],
+    ).map_err(sql)?;
+    Ok(())
+}
+
+impl CtiStore for SqliteStore {
+    fn commit_cti_steps(
+        &self,
+        job_id: i64,
+        records: &[(CtiRecord, String)],
+        progress: &JobProgress,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let tx = write_tx(conn).map_err(sql)?;
+            for (r, cti_file_path) in records {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO cti_records ({CTI_COLUMNS}) VALUES
+                             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, '', ?15, ?16, '', ?17, ?17, 0, NULL)
+                         ON CONFLICT(source_file_hash, cti_hash) DO UPDATE SET
+                             job_id = excluded.job_id, cti_name = excluded.cti_name, cti_type = excluded.cti_type,
+                             cti_traffic_type = excluded.cti_traffic_type, open_source = excluded.open_source,
+                             description = excluded.description, tags = excluded.tags, iocs = excluded.iocs,
+                             value = excluded.value, incentive_mechanism = excluded.incentive_mechanism,
+                             data_size = excluded.data_size, stix_data = excluded.stix_data,
+                             statistic_info = excluded.statistic_info, data_source_hash = excluded.data_source_hash,
+                             updated_at = excluded.updated_at"
+                    ),
+                    params![
+                        r.source_file_hash,
+                        r.cti_hash,
+                        job_id,
+                        r.cti_name,
+                        r.cti_type,
+                        r.cti_traffic_type,
+                        r.open_source,
+                        r.description,
+                        json_text(&r.tags),
+                        json_text(&r.iocs),
+                        r.value,
+                        r.incentive_mechanism,
+                        r.data_size as i64,
+                        r.stix_data,
+                        r.statistic_info,
+                        r.data_source_hash,
+                        r.updated_at,
+                    ],
+                ).map_err(sql)?;
+                tx.execute(
+                    "UPDATE stix_records SET cti_file_path = ?3 WHERE source_file_hash = ?1 AND stix_file_hash = ?2",
+                    params![r.source_file_hash, r.cti_hash, cti_file_path],
+                ).map_err(sql)?;
+            }
+            update_progress(&tx, job_id, progress)?;
+            tx.commit().map_err(sql)?;
+            Ok(())
+        })
+    }
+
+    fn cti_records(
+        &self,
+        file_hash: &Sha256Hex,
+        page: Option<(u64, u64)>,
+    ) -> Result<(Vec<CtiRecord>, u64), StoreError> {
+        self.with(|conn| {
+            let total: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM cti_records WHERE source_file_hash = ?1",
+                    [file_hash.as_str()],
+                    |r| r.get(0),
+                )
+                .map_err(sql)?;
+            let (limit, offset) = limit_offset(page);
+            let columns = CTI_COLUMNS
+                .split(", ")
+                .map(|c| format!("c.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {columns} FROM cti_records c JOIN stix_records s
+                     ON s.source_file_hash = c.source_file_hash AND s.stix_file_hash = c.cti_hash
+                 WHERE c.source_file_hash = ?1 ORDER BY s.rowid LIMIT ?2 OFFSET ?3"
+                ))
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![file_hash.as_str(), limit, offset], cti_from_row)
+                .map_err(sql)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql)?;
+            Ok((rows, total as u64))
+        })
+    }
+
+    fn cti_record(
+        &self,
+        file_hash: &Sha256Hex,
+        cti_hash: &Sha256Hex,
+    ) -> Result<Option<CtiRecord>, StoreError> {
+        self.with(|conn| {
+            conn
+                .query_row(
+                    &format!(
+                        "SELECT {CTI_COLUMNS} FROM cti_records WHERE source_file_hash = ?1 AND cti_hash = ?2"
+                    ),
+                    params![file_hash.as_str(), cti_hash.as_str()],
+                    cti_from_row,
+                )
+                .optional().map_err(sql)
+        })
+    }
+
+    fn mark_cti_onchain(
+        &self,
+        file_hash: &Sha256Hex,
+        cti_hash: &Sha256Hex,
+        publication: &Publication,
+    ) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            let tx = write_tx(conn).map_err(sql)?;
+            let changed = tx.execute(
+                "UPDATE cti_records SET onchain = 1, cti_id = ?3,
+                     stix_ipfs_hash = COALESCE(?4, stix_ipfs_hash),
+                     data_source_ipfs_hash = COALESCE(?5, data_source_ipfs_hash), updated_at = ?6
+                 WHERE source_file_hash = ?1 AND cti_hash = ?2",
+                params![
+                    file_hash.as_str(),
+                    cti_hash.as_str(),
+                    publication.cti_id,
+                    publication.stix_ipfs_hash,
+                    publication.data_source_ipfs_hash,
+                    now_ms()
+                ],
+            ).map_err(sql)?;
+            tx.execute(
+                "UPDATE stix_records SET onchain = 1 WHERE source_file_hash = ?1 AND stix_file_hash = ?2",
+                params![file_hash.as_str(), cti_hash.as_str()],
+            ).map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok(changed > 0)
+        })
+    }
+}
+
+pub(super) const HD_COLUMNS: &str =
+    "id, user, risk_id, revision, data, raw_event, raw_event_sha256, created_at, updated_at";
+
+pub(super) fn hd_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredHiddenDanger> {
+    Ok(StoredHiddenDanger {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        risk_id: r.get(2)?,
+        revision: r.get(3)?,
+        data: r.get(4)?,
+        raw_event: r.get(5)?,
+        raw_event_sha256: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+    })
+}
+
+/// The `WHERE` clause of a hidden-danger filter and its arguments.
+fn hd_filter_sql(filter: &HiddenDangerFilter) -> (String, Vec<rusqlite::types::Value>) {
+    let mut clauses: Vec<&str> = Vec::new();
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    use rusqlite::types::Value as V;
+    if let Some(u) = &filter.user {
+        clauses.push("user = ?");
+        args.push(V::Text(u.clone()));
+    }
+    if let Some(u) = &filter.unit_name {
+        clauses.push("unit_name = ?");
+        args.push(V::Text(u.clone()));
+    }
+    if let Some(l) = filter.issue_level {
+        clauses.push("issue_level = ?");
+        args.push(V::Integer(l as i64));
+    }
+    if let Some(j) = &filter.judge_state {
+        clauses.push("judge_state = ?");
+        args.push(V::Text(j.clone()));
+    }
+    if let Some(n) = &filter.notice_state {
+        clauses.push("notice_state = ?");
+        args.push(V::Text(n.clone()));
+    }
+    if let Some(t) = filter.since_ms {
+        clauses.push("end_ms >= ?");
+        args.push(V::Integer(t));
+    }
+    if let Some(t) = filter.until_ms {
+        clauses.push("start_ms <= ?");
+        args.push(V::Integer(t));
+    }
+    if let Some(ip) = &filter.ip {
+        clauses.push(
+            "(json_extract(data, '$.issueIP') = ? OR EXISTS (SELECT 1 FROM json_each(addresses) WHERE value = ?))",
+        );
+        args.push(V::Text(ip.clone()));
+        args.push(V::Text(ip.clone()));
+    }
+    let filter_sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    (filter_sql, args)
+}
+
+impl HiddenDangerStore for SqliteStore {
+    fn add_user(&self, name: &str, token: &str) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let now = now_ms();
+            let n = conn.execute(
+                "INSERT INTO hd_users (name, token, created_at, rotated_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT(name) DO NOTHING",
+                params![name, token, now],
+            ).map_err(sql)?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "user {name:?} exists already"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn user_token(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached("SELECT token FROM hd_users WHERE name = ?1")
+                .map_err(sql)?
+                .query_row([name], |r| r.get(0))
+                .optional()
+                .map_err(sql)
+        })
+    }
+
+    fn users(&self) -> Result<Vec<UserInfo>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT name, created_at, rotated_at FROM hd_users ORDER BY name")
+                .map_err(sql)?;
+            stmt.query_map([], |r| {
+                Ok(UserInfo {
+                    name: r.get(0)?,
+                    created_at: r.get(1)?,
+                    rotated_at: r.get(2)?,
+                })
+            })
+            .map_err(sql)?
+            .collect::<Result<_, _>>()
+            .map_err(sql)
+        })
+    }
+
+    fn rotate_user(&self, name: &str, token: &str) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .execute(
+                    "UPDATE hd_users SET token = ?2, rotated_at = ?3 WHERE name = ?1",
+                    params![name, token, now_ms()],
+                )
+                .map_err(sql)?
+                > 0)
+        })
+    }
+
+    fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            let tx = write_tx(conn).map_err(sql)?;
+            tx.execute("DELETE FROM taxii_grants WHERE user = ?1", [name])
+                .map_err(sql)?;
+            let n = tx
+                .execute("DELETE FROM hd_users WHERE name = ?1", [name])
+                .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok(n > 0)
+        })
+    }
+
+    fn upsert_hidden_dangers(
+        &self,
+        user: &str,
+        items: &[br_cti_domain::hidden_danger::HiddenDanger],
+    ) -> Result<Vec<Upsert>, StoreError> {
+        use sha2::{Digest, Sha256};
+        // Serialise and hash outside the lock.
+        let prepared: Vec<(String, String, String, String)> = items
+            .iter()
+            .map(|hd| {
+                let data = json_text(hd);
+                let raw_sha = hd.raw_event_sha256();
+                let mut h = Sha256::new();
+                h.update(data.as_bytes());
+                h.update([0]);
+                h.update(hd.raw_event.as_bytes());
+                let content = hex::encode(h.finalize());
+                (data, raw_sha, content, json_text(&hd.addresses()))
+            })
+            .collect();
+        self.with(|conn| {
+            let now = now_ms();
+            let tx = write_tx(conn).map_err(sql)?;
+            let mut out = Vec::with_capacity(items.len());
+            {
+                let mut find = tx.prepare_cached(
+                    "SELECT id, revision, content_sha256 FROM hidden_dangers WHERE user = ?1 AND risk_id = ?2",
+                ).map_err(sql)?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO hidden_dangers (user, risk_id, revision, unit_name, issue_level, judge_state,
+                         notice_state, addresses, start_ms, end_ms, data, raw_event, raw_event_sha256,
+                         content_sha256, created_at, updated_at)
+                     VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+                ).map_err(sql)?;
+                let mut update = tx.prepare_cached(
+                    "UPDATE hidden_dangers SET revision = ?2, unit_name = ?3, issue_level = ?4, judge_state = ?5,
+                         notice_state = ?6, addresses = ?7, start_ms = ?8, end_ms = ?9, data = ?10,
+                         raw_event = ?11, raw_event_sha256 = ?12, content_sha256 = ?13, updated_at = ?14
+                     WHERE id = ?1",
+                ).map_err(sql)?;
+                let mut revision = tx.prepare_cached(
+                    "INSERT INTO hidden_danger_revisions (hd_id, revision, data, raw_event, raw_event_sha256, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                ).map_err(sql)?;
+                for (hd, (data, raw_sha, content, addresses)) in items.iter().zip(&prepared) {
+                    let existing: Option<(i64, i64, String)> = find
+                        .query_row(params![user, hd.risk_id], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })
+                        .optional().map_err(sql)?;
+                    let (id, rev, outcome) = match existing {
+                        Some((_, _, old)) if &old == content => {
+                            out.push(Upsert::Unchanged);
+                            continue;
+                        }
+                        Some((id, rev, _)) => {
+                            update.execute(params![
+                                id,
+                                rev + 1,
+                                hd.unit_name,
+                                hd.issue_level,
+                                hd.judge_state,
+                                hd.notice_state,
+                                addresses,
+                                hd.start_ms,
+                                hd.end_ms,
+                                data,
+                                hd.raw_event,
+                                raw_sha,
+                                content,
+                                now
+                            ]).map_err(sql)?;
+                            (id, rev + 1, Upsert::Updated)
+                        }
+                        None => {
+                            insert.execute(params![
+                                user,
+                                hd.risk_id,
+                                hd.unit_name,
+                                hd.issue_level,
+                                hd.judge_state,
+                                hd.notice_state,
+                                addresses,
+                                hd.start_ms,
+                                hd.end_ms,
+                                data,
+                                hd.raw_event,
+                                raw_sha,
+                                content,
+                                now
+                            ]).map_err(sql)?;
+                            (tx.last_insert_rowid(), 1, Upsert::Created)
+                        }
+                    };
+                    revision.execute(params![id, rev, data, hd.raw_event, raw_sha, now]).map_err(sql)?;
+                    out.push(outcome);
+                }
+            }
+            tx.commit().map_err(sql)?;
+            Ok(out)
+        })
+    }
+
+    fn hidden_dangers(
+        &self,
+        filter: &HiddenDangerFilter,
+        page: Option<(u64, u64)>,
+    ) -> Result<(Vec<StoredHiddenDanger>, u64), StoreError> {
+        let (filter_sql, args) = hd_filter_sql(filter);
+        use rusqlite::types::Value as V;
+        let (limit, offset) = limit_offset(page);
+        self.with(|conn| {
+            let total: i64 = conn.query_row(
+                &format!("SELECT COUNT(*) FROM hidden_dangers {filter_sql}"),
+                rusqlite::params_from_iter(args.iter()),
+                |r| r.get(0),
+            ).map_err(sql)?;
+            let mut page_args = args.clone();
+            page_args.push(V::Integer(limit));
+            page_args.push(V::Integer(offset));
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {HD_COLUMNS} FROM hidden_dangers {filter_sql} ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?"
+            )).map_err(sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(page_args.iter()), hd_from_row).map_err(sql)?
+                .collect::<Result<Vec<_>, _>>().map_err(sql)?;
+            Ok((rows, total as u64))
+        })
+    }
+
+    fn scan_hidden_dangers(
+        &self,
+        filter: &HiddenDangerFilter,
+        f: &mut dyn FnMut(StoredHiddenDanger) -> io::Result<()>,
+    ) -> Result<(), StoreError> {
+        let (filter_sql, args) = hd_filter_sql(filter);
+        // A connection of its own: one statement reads one snapshot (WAL), and the store's
+        // connection stays free for reports and pages meanwhile.
+        let conn = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql)?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {HD_COLUMNS} FROM hidden_dangers {filter_sql} ORDER BY updated_at DESC, id DESC"
+        )).map_err(sql)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(args.iter()))
+            .map_err(sql)?;
+        while let Some(row) = rows.next().map_err(sql)? {
+            f(hd_from_row(row).map_err(sql)?)?;
+        }
+        Ok(())
+    }
+
+    fn hidden_danger(
+        &self,
+        user: &str,
+        risk_id: &str,
+    ) -> Result<Option<(StoredHiddenDanger, Vec<HiddenDangerRevision>)>, StoreError> {
+        self.with(|conn| {
+            let Some(hd) = conn
+                .query_row(
+                    &format!(
+                        "SELECT {HD_COLUMNS} FROM hidden_dangers WHERE user = ?1 AND risk_id = ?2"
+                    ),
+                    params![user, risk_id],
+                    hd_from_row,
+                )
+                .optional()
+                .map_err(sql)?
+            else {
+                return Ok(None);
+            };
+            let mut stmt = conn.prepare_cached(
+                "SELECT revision, data, raw_event_sha256, received_at FROM hidden_danger_revisions
+                 WHERE hd_id = ?1 ORDER BY revision",
+            ).map_err(sql)?;
+            let revisions = stmt
+                .query_map([hd.id], |r| {
+                    Ok(HiddenDangerRevision {
+                        revision: r.get(0)?,
+                        data: r.get(1)?,
+                        raw_event_sha256: r.get(2)?,
+                        received_at: r.get(3)?,
+                    })
+                })
+                .map_err(sql)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql)?;
+            Ok(Some((hd, revisions)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use br_cti_domain::model::STEP_STIX;
+
+    #[test]
+    fn side_files_that_cannot_be_written_are_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("br-cti.sqlite");
+        drop(SqliteStore::open(&db).unwrap());
+        // Not a file where SQLite maps its shared memory.
+        std::fs::create_dir(dir.path().join("br-cti.sqlite-shm")).unwrap();
+        let err = SqliteStore::open(&db).err().expect("refused").to_string();
+        assert!(
+            err.contains("br-cti.sqlite-shm exists but cannot be written"),
+            "{err}"
+        );
+        std::fs::remove_dir(dir.path().join("br-cti.sqlite-shm")).unwrap();
+        SqliteStore::open(&db).unwrap();
+    }
+
+    fn meta(byte: char) -> FileMeta {
+        FileMeta {
+            hash: Sha256Hex::parse(&byte.to_string().repeat(64)).unwrap(),
+            size: 10,
+            original_name: Some("a.csv".into()),
+            created_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn migrations_are_valid() {
+        assert!(Migrations::from_slice(MIGRATIONS).validate().is_ok());
+    }
+
+    #[test]
+    fn upload_tasks_and_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStore::open(&dir.path().join("m.sqlite")).unwrap();
+        let a = meta('a');
+        let rec = db.record_upload(&a, "1001").unwrap();
+        assert_eq!(rec.step_status.len(), 4);
+        assert_eq!(rec.step_status[0].status, StepState::Finished);
+        assert_eq!(rec.step_status[1].status, StepState::Pending);
+        // Same task, same file: the same record.
+        assert_eq!(db.record_upload(&a, "1001").unwrap(), rec);
+        // New task for a known file: its own record.
+        let rec2 = db.record_upload(&a, "1002").unwrap();
+        assert_eq!(rec2.task_id, "1002");
+        // Known task for another file: refused.
+        let err = db.record_upload(&meta('b'), "1001").unwrap_err();
+        assert!(matches!(err, StoreError::TaskConflict { .. }));
+        db.set_step_for_file(&a.hash, STEP_STIX, StepState::Finished, 7)
+            .unwrap();
+        let tasks = db.tasks_for_file(&a.hash).unwrap();
+        assert_eq!(tasks.len(), 2);
+        for t in tasks {
+            assert_eq!(t.step_status[1].status, StepState::Finished);
+            assert_eq!(t.step_status[1].total_num, 7);
+        }
+        assert_eq!(db.file(&a.hash).unwrap().unwrap().size, 10);
+        assert!(db.file(&meta('c').hash).unwrap().is_none());
+    }
+
+    #[test]
+    fn reopening_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.sqlite");
+        {
+            let db = SqliteStore::open(&path).unwrap();
+            db.record_upload(&meta('a'), "t").unwrap();
+        }
+        let db = SqliteStore::open(&path).unwrap();
+        assert!(db.task("t").unwrap().is_some());
+    }
+}
