@@ -6,10 +6,10 @@
 //!     cargo bench --bench convert
 //!     BENCH_ROWS=1000000 BENCH_FORMATS=csv,jsonl,xlsx BENCH_COMPRESS=1000 BENCH_RUNS=3 cargo bench --bench convert
 //!
-//! Datasets come from the test harness's deterministic generator (`tests/common/datasets.rs`)
+//! Datasets come from the test harness's deterministic generator (`tests/it/common/datasets.rs`)
 //! and are cached in target/bench-data.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::path::Path;
@@ -44,8 +44,10 @@ fn main() {
         let mut cpu = Vec::new();
         let mut finished = Vec::new();
         for run in 1..=runs {
-            let mut server =
-                TestServer::start(&["--max-upload-bytes", &(bytes.len() as u64 + 1).to_string()]);
+            let mut server = TestServer::start_process(&[
+                "--max-upload-bytes",
+                &(bytes.len() as u64 + 1).to_string(),
+            ]);
             let hash = server.upload_ok(&bytes, &name);
             let cpu_before = server.cpu_seconds();
             let start = Instant::now();

@@ -6,7 +6,7 @@
 //!     cargo bench --bench hidden_danger
 //!     BENCH_ITEMS=200000 BENCH_BATCH=500 BENCH_CLIENTS=4 BENCH_RUNS=3 cargo bench --bench hidden_danger
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;

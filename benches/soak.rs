@@ -10,7 +10,7 @@
 //!     cargo bench --bench soak
 //!     BENCH_SOAK_SECS=120 BENCH_SOAK_ROWS=5000 BENCH_SOAK_PAUSE_MS=3000 BENCH_SOAK_DIR=/mnt/x cargo bench --bench soak
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;

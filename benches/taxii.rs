@@ -6,7 +6,7 @@
 //!     cargo bench --bench taxii
 //!     BENCH_SMALL=100000 BENCH_LARGE=1000000 BENCH_RUNS=3 cargo bench --bench taxii
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::time::Instant;

@@ -7,7 +7,7 @@
 //! Each run uploads different bytes (so deduplication cannot shortcut it) into a fresh data
 //! directory; the server is restarted per run so that its peak RSS belongs to that run.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::time::Instant;
@@ -71,7 +71,7 @@ fn main() {
     let mut speeds = Vec::new();
     let mut rss = Vec::new();
     for run in 0..runs {
-        let server = TestServer::start(&["--max-upload-bytes", &(size + 1).to_string()]);
+        let server = TestServer::start_process(&["--max-upload-bytes", &(size + 1).to_string()]);
         let form = multipart::Form::new()
             .text("task_id", format!("bench-{run}"))
             .part(

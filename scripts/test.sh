@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit tests, API tests over real HTTP, and the external
-# oracles (Python packages installed into ./.venv). Safe to run on a fresh machine.
+# The whole test suite: formatting, lints, then two stages. Safe to run on a fresh machine.
+#   fast: every crate's unit and property tests, and the API tests against a node in-process;
+#   slow: the real binary as a process (kill -9 and resume, SIGTERM, restarts, faults, memory,
+#         the CLI, the README's quick start) and the external oracles (Python packages in ./.venv).
+# `scripts/test.sh fast` runs the fast stage alone (no formatting, lints or Python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "fast" ]; then
+    exec cargo test --workspace --locked -- --skip ::process:: --skip oracles::
+fi
 
 # The README's quick start (run by tests/first_run.rs) uses curl and jq.
 missing=""
@@ -26,6 +33,8 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
-echo "== cargo test"
-cargo test --workspace --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== fast stage: unit and property tests, API tests in-process"
+cargo test --workspace --locked -- --skip ::process:: --skip oracles::
+echo "== slow stage: the binary as a process, the external oracles"
+cargo test --locked --test it -- ::process:: oracles::

@@ -15,7 +15,7 @@ use br_cti_store_local::{FsBlobStore, SqliteStore};
 
 /// Opens the data directory (`<data-dir>/br-cti.sqlite` and the blob store beside it), starts
 /// the scheduler and the publisher, and builds the state the HTTP layer serves.
-pub(crate) fn open(config: ServeConfig) -> anyhow::Result<AppState> {
+pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
     prepare_data_dir(&config.data_dir)?;
     let default_mapping = match &config.mapping {
         None => DEFAULT_MAPPING.to_string(),
@@ -60,7 +60,7 @@ pub(crate) fn open(config: ServeConfig) -> anyhow::Result<AppState> {
 
 /// Binds, prints `br-cti listening on http://ADDR` on standard output (tests read it to find a
 /// random port), and serves until Ctrl-C or SIGTERM.
-pub(crate) async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     config.check_exposure().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -78,6 +78,85 @@ pub(crate) async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "br-cti listening on http://{addr}")?;
     stdout.flush()?;
-    br_cti_http::serve(listener, state).await;
+    br_cti_http::serve(listener, state, shutdown_signal()).await;
     Ok(())
+}
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// A node serving in this process, on a runtime of its own (API tests start one per test, on
+/// a random port). Dropping it stops it: the server, the job worker and the publisher.
+pub struct InProcess {
+    addr: std::net::SocketAddr,
+    jobs: Jobs,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Opens the node (as `serve` does, without the exposure check and the signals) and serves
+    /// it on `config.listen` (port 0: any free port).
+    pub fn start(config: ServeConfig) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let listener = runtime.block_on(tokio::net::TcpListener::bind(config.listen))?;
+        let addr = listener.local_addr()?;
+        let state = open(config)?;
+        let jobs = state.jobs.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("br-cti-node".into())
+            .spawn(move || {
+                runtime.block_on(br_cti_http::serve(listener, state, async {
+                    let _ = stopped.await;
+                }));
+            })?;
+        Ok(Self {
+            addr,
+            jobs,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// The job scheduler (tests wait for it to be idle instead of polling progress).
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

@@ -305,37 +305,23 @@ pub(crate) async fn discard_body(body: axum::body::Body, limit: u64) {
     .await;
 }
 
-/// Serves the node on `listener` until Ctrl-C or SIGTERM, then checkpoints the database.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) {
+/// Serves the node on `listener` until `shutdown` completes; then stops the job worker and the
+/// publisher and checkpoints the database.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let meta = state.meta.clone();
     let limits = state.config.connections;
-    conn::serve(listener, router(state), limits, shutdown_signal()).await;
+    let (jobs, publisher) = (state.jobs.clone(), state.publisher.clone());
+    conn::serve(listener, router(state), limits, shutdown).await;
+    jobs.stop();
+    publisher.stop();
     // A clean stop leaves a complete database file (not a file plus its write-ahead log).
     match tokio::task::spawn_blocking(move || meta.checkpoint()).await {
         Ok(Ok(())) => tracing::info!("database checkpointed; stopped"),
         Ok(Err(e)) => tracing::error!("checkpointing the database at stop: {e}"),
         Err(e) => tracing::error!("checkpointing the database at stop: {e}"),
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
 }

@@ -17,7 +17,8 @@ pub mod stix_job;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::Duration;
 
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{Job, JobStatus, STEP_CTI, STEP_STIX, StepState};
@@ -39,10 +40,20 @@ struct Inner {
     geo: Arc<GeoIp>,
     max_attempts: u32,
     dataset_limits: br_cti_engine::dataset::DatasetLimits,
-    queue: Mutex<mpsc::Sender<i64>>,
+    queue: Mutex<mpsc::Sender<Msg>>,
+    /// Jobs handed to the worker and not yet run to their end; `idle` is notified when it
+    /// drops to zero.
+    pending: Mutex<u64>,
+    idle: Condvar,
     cancels: Mutex<HashMap<i64, Arc<AtomicBool>>>,
     /// Jobs that ended but whose ending could not be written yet.
     unsettled: Mutex<HashMap<i64, Ending>>,
+}
+
+/// What the worker is told.
+enum Msg {
+    Run(i64),
+    Stop,
 }
 
 /// How a job ended, to be written to the store.
@@ -54,7 +65,7 @@ pub struct Ending {
 }
 
 /// How often endings that could not be written are tried again.
-const SETTLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+const SETTLE_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Jobs {
     /// Starts the worker and queues the jobs an earlier process left unfinished.
@@ -65,7 +76,7 @@ impl Jobs {
         max_attempts: u32,
         dataset_limits: br_cti_engine::dataset::DatasetLimits,
     ) -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::channel::<i64>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let jobs = Jobs {
             inner: Arc::new(Inner {
                 meta,
@@ -74,6 +85,8 @@ impl Jobs {
                 max_attempts: max_attempts.max(1),
                 dataset_limits,
                 queue: Mutex::new(tx),
+                pending: Mutex::new(0),
+                idle: Condvar::new(),
                 cancels: Mutex::new(HashMap::new()),
                 unsettled: Mutex::new(HashMap::new()),
             }),
@@ -84,12 +97,12 @@ impl Jobs {
             .spawn(move || {
                 loop {
                     let id = match rx.recv_timeout(SETTLE_INTERVAL) {
-                        Ok(id) => id,
+                        Ok(Msg::Run(id)) => id,
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             worker.settle();
                             continue;
                         }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     };
                     worker.settle();
                     // `run` turns a job's panic into its failure; this catches what is left
@@ -97,7 +110,9 @@ impl Jobs {
                     if let Err(panic) = br_cti_engine::supervise::catch(|| worker.run(id)) {
                         tracing::error!(job = id, "the job worker caught a panic: {panic}");
                     }
+                    worker.done_one();
                 }
+                tracing::debug!("the job worker stopped");
             })
             .expect("spawning the job worker");
         for job in jobs.inner.meta.unfinished_jobs()? {
@@ -124,12 +139,52 @@ impl Jobs {
     /// queued in the database and runs at the next start).
     pub fn enqueue(&self, id: i64) -> Result<(), String> {
         self.flag(id);
-        self.inner
+        *self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        let sent = self
+            .inner
             .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .send(id)
-            .map_err(|_| format!("the job worker is not running; job {id} stays queued and runs at the next start"))
+            .send(Msg::Run(id));
+        if sent.is_err() {
+            self.done_one();
+            return Err(format!(
+                "the job worker is not running; job {id} stays queued and runs at the next start"
+            ));
+        }
+        Ok(())
+    }
+
+    fn done_one(&self) {
+        let mut pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+        *pending = pending.saturating_sub(1);
+        if *pending == 0 {
+            self.inner.idle.notify_all();
+        }
+    }
+
+    /// Waits until every job handed to the worker has run to its end (or `timeout` passes);
+    /// answers whether the worker is idle. Tests drive jobs to completion with it instead of
+    /// polling their progress.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let (pending, _) = self
+            .inner
+            .idle
+            .wait_timeout_while(pending, timeout, |n| *n > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        *pending == 0
+    }
+
+    /// Stops the worker after the job it is running (queued jobs stay queued in the store and
+    /// run at the next start).
+    pub fn stop(&self) {
+        let _ = self
+            .inner
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Msg::Stop);
     }
 
     fn flag(&self, id: i64) -> Arc<AtomicBool> {

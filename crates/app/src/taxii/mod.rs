@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -210,6 +210,7 @@ const SOURCE_HIDDEN_DANGERS: &str = "hidden-dangers";
 /// most, and catches up as soon as the node is quiet (within half a second otherwise).
 pub struct Publisher {
     busy_until_ms: Arc<AtomicI64>,
+    stop: Arc<AtomicBool>,
 }
 
 /// How long after a report the node counts as busy.
@@ -221,6 +222,8 @@ impl Publisher {
     pub fn start(db: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> Self {
         let busy_until_ms = Arc::new(AtomicI64::new(0));
         let busy = busy_until_ms.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
         std::thread::Builder::new()
             .name("br-cti-taxii".into())
             .spawn(move || {
@@ -230,7 +233,7 @@ impl Publisher {
                 // longer each time, up to 30 s, and logs only when the error changes.
                 let mut backoff = Duration::from_millis(500);
                 let mut last_error = String::new();
-                loop {
+                while !stopping.load(Ordering::Relaxed) {
                     let now = now_ms();
                     let loaded = busy.load(Ordering::Relaxed) > now
                         || db.unfinished_jobs().map(|j| !j.is_empty()).unwrap_or(false);
@@ -267,17 +270,37 @@ impl Publisher {
                             backoff = (backoff * 2).min(Duration::from_secs(30));
                         }
                     }
-                    std::thread::sleep(backoff);
+                    pause(&stopping, backoff);
                 }
             })
             .expect("spawning the TAXII publisher");
-        Publisher { busy_until_ms }
+        Publisher {
+            busy_until_ms,
+            stop,
+        }
+    }
+
+    /// Stops publishing (at the end of the current round or pause).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 
     /// Reports are arriving: let them have the machine for a moment.
     pub fn note_activity(&self) {
         self.busy_until_ms
             .store(now_ms() + QUIET_MS, Ordering::Relaxed);
+    }
+}
+
+/// Sleeps `total`, waking early when the publisher is told to stop.
+fn pause(stop: &AtomicBool, total: Duration) {
+    let until = std::time::Instant::now() + total;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
     }
 }
 

@@ -2,12 +2,10 @@
 //! error code, replay, upserts with revisions, limits, reading back and the STIX export. After
 //! every refused request, the stored state is shown unchanged.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 
@@ -115,58 +113,6 @@ fn refused(server: &TestServer, body: &Value, status: u16, code: &str) -> Value 
         "a refused request changed nothing"
     );
     v
-}
-
-#[test]
-fn users_cli_and_a_running_node_see_changes_at_once() {
-    let n = node(&[]);
-    let token = add_user(&n.dir, "alice");
-    let (s, v) = post(&n.server, &signed("alice", &token, json!([item("r1")])));
-    assert_eq!((s, &v["success"]), (200, &json!(true)), "{v}");
-
-    let dup = users_cli(&n.dir, &["add", "alice"]);
-    assert!(!dup.status.success());
-    assert!(String::from_utf8_lossy(&dup.stderr).contains("exists already"));
-    for bad in ["1abc", "elevenchars", "a b"] {
-        let out = users_cli(&n.dir, &["add", bad]);
-        assert!(!out.status.success(), "{bad}");
-    }
-    let list = String::from_utf8(users_cli(&n.dir, &["list"]).stdout).unwrap();
-    assert!(list.starts_with("alice\t"), "{list}");
-    assert!(!list.contains(&token), "tokens are never listed");
-
-    // Rotation: the old token stops working at once, the new one works.
-    let out = users_cli(&n.dir, &["rotate", "alice"]);
-    assert!(out.status.success());
-    let new = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    assert_ne!(new, token);
-    refused(
-        &n.server,
-        &signed("alice", &token, json!([item("r2")])),
-        200,
-        "AUTH_FAILED",
-    );
-    let (_, v) = post(&n.server, &signed("alice", &new, json!([item("r2")])));
-    assert_eq!(v["success"], true, "{v}");
-
-    assert!(users_cli(&n.dir, &["remove", "alice"]).status.success());
-    refused(
-        &n.server,
-        &signed("alice", &new, json!([item("r3")])),
-        200,
-        "AUTH_FAILED",
-    );
-    assert!(!users_cli(&n.dir, &["remove", "alice"]).status.success());
-    // Its reports are kept.
-    assert_eq!(snapshot(&n.server)["total"], 2);
-    // Tokens are never logged.
-    let log = std::fs::read_to_string(n.dir.with_extension("log")).unwrap();
-    assert!(!log.contains(&token) && !log.contains(&new));
 }
 
 #[test]
@@ -727,109 +673,6 @@ fn the_stix_export_passes_the_validator() {
 }
 
 #[test]
-fn report_pushes_to_a_second_node_in_signed_batches() {
-    let upper = node(&[]);
-    let token = add_user(&upper.dir, "lower");
-    let mut items: Vec<Value> = (0..7).map(|i| item(&format!("up-{i}"))).collect();
-    items[4]["issueLevel"] = json!(9);
-    let mut raw_object = item("up-raw");
-    raw_object["rawEvent"] = json!({"kept": "as sent"});
-    items.push(raw_object);
-    let file = upper.dir.with_extension("items.json");
-    // An object rawEvent spelled with spaces: it must arrive byte for byte.
-    let text = serde_json::to_string_pretty(&items).unwrap().replace(
-        "{\n      \"kept\": \"as sent\"\n    }",
-        "{ \"kept\" :  \"as sent\" }",
-    );
-    assert!(text.contains("{ \"kept\" :  \"as sent\" }"));
-    std::fs::write(&file, text).unwrap();
-    let report = |to: &str, token: &str, extra: &[&str]| {
-        Command::new(BIN)
-            .args(["report", "--to", to, "--user", "lower", "--batch", "3"])
-            .args(extra)
-            .arg(&file)
-            .env("BRCTI_REPORT_TOKEN", token)
-            .output()
-            .unwrap()
-    };
-    let out = report(&upper.server.base, &token, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "one item is invalid: the exit status says so"
-    );
-    assert!(
-        stdout.contains("8 items in 3 requests")
-            && stdout.contains("7 accepted (7 created, 0 updated, 0 unchanged), 1 rejected"),
-        "{stdout}"
-    );
-    assert!(
-        stderr.contains("item 4 (riskId \"up-4\"): INVALID_ENUM"),
-        "{stderr}"
-    );
-    assert_eq!(snapshot(&upper.server)["total"], 7);
-    let (_, raw) = get(&upper.server, "/api/v1/hidden-dangers/lower/up-raw");
-    assert_eq!(raw["rawEvent"], "{ \"kept\" :  \"as sent\" }");
-
-    // Reporting again is harmless: the upsert leaves everything as it was.
-    let before = snapshot(&upper.server);
-    let out = report(&upper.server.base, &token, &[]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains("7 accepted (0 created, 0 updated, 7 unchanged)")
-    );
-    assert_eq!(snapshot(&upper.server), before);
-
-    // A wrong token is refused whole; an unreachable platform is retried, then given up.
-    let out = report(&upper.server.base, &"0".repeat(64), &[]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("AUTH_FAILED"));
-    let out = report("http://127.0.0.1:9", &token, &["--attempts", "2"]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("attempt 1:") && stderr.contains("gave up after 2 attempts"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains(&token), "the token is never printed");
-}
-
-#[test]
-fn report_waits_out_a_rate_limit_and_retries() {
-    let upper = node(&["--hd-rate", "2", "--hd-burst", "1"]);
-    let token = add_user(&upper.dir, "lower");
-    let items: Vec<Value> = (0..4).map(|i| item(&format!("rl-{i}"))).collect();
-    let file = upper.dir.with_extension("items.json");
-    std::fs::write(
-        &file,
-        serde_json::to_vec(&json!({"dataValues": items})).unwrap(),
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "report",
-            "--to",
-            &upper.server.base,
-            "--user",
-            "lower",
-            "--batch",
-            "1",
-        ])
-        .arg(&file)
-        .env("BRCTI_REPORT_TOKEN", &token)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("HTTP 429"),
-        "the limit was hit and waited out: {stderr}"
-    );
-    assert_eq!(snapshot(&upper.server)["total"], 4);
-}
-
-#[test]
 fn concurrent_replays_of_one_signed_request_store_one_body() {
     let n = node(&["--hd-rate", "0"]);
     let token = add_user(&n.dir, "alice");
@@ -991,4 +834,164 @@ fn refusals_reach_clients_that_send_everything_first_and_bodies_share_a_memory_b
     let (status, v) = post(s, &padded);
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["success"], true, "{v}");
+}
+
+/// Tests of the real binary as a process (the slow stage).
+mod process {
+    use super::*;
+
+    #[test]
+    fn users_cli_and_a_running_node_see_changes_at_once() {
+        let n = node(&[]);
+        let token = add_user(&n.dir, "alice");
+        let (s, v) = post(&n.server, &signed("alice", &token, json!([item("r1")])));
+        assert_eq!((s, &v["success"]), (200, &json!(true)), "{v}");
+
+        let dup = users_cli(&n.dir, &["add", "alice"]);
+        assert!(!dup.status.success());
+        assert!(String::from_utf8_lossy(&dup.stderr).contains("exists already"));
+        for bad in ["1abc", "elevenchars", "a b"] {
+            let out = users_cli(&n.dir, &["add", bad]);
+            assert!(!out.status.success(), "{bad}");
+        }
+        let list = String::from_utf8(users_cli(&n.dir, &["list"]).stdout).unwrap();
+        assert!(list.starts_with("alice\t"), "{list}");
+        assert!(!list.contains(&token), "tokens are never listed");
+
+        // Rotation: the old token stops working at once, the new one works.
+        let out = users_cli(&n.dir, &["rotate", "alice"]);
+        assert!(out.status.success());
+        let new = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string();
+        assert_ne!(new, token);
+        refused(
+            &n.server,
+            &signed("alice", &token, json!([item("r2")])),
+            200,
+            "AUTH_FAILED",
+        );
+        let (_, v) = post(&n.server, &signed("alice", &new, json!([item("r2")])));
+        assert_eq!(v["success"], true, "{v}");
+
+        assert!(users_cli(&n.dir, &["remove", "alice"]).status.success());
+        refused(
+            &n.server,
+            &signed("alice", &new, json!([item("r3")])),
+            200,
+            "AUTH_FAILED",
+        );
+        assert!(!users_cli(&n.dir, &["remove", "alice"]).status.success());
+        // Its reports are kept.
+        assert_eq!(snapshot(&n.server)["total"], 2);
+        // Tokens are never logged.
+        let log = std::fs::read_to_string(n.dir.with_extension("log")).unwrap();
+        assert!(!log.contains(&token) && !log.contains(&new));
+    }
+
+    #[test]
+    fn report_pushes_to_a_second_node_in_signed_batches() {
+        let upper = node(&[]);
+        let token = add_user(&upper.dir, "lower");
+        let mut items: Vec<Value> = (0..7).map(|i| item(&format!("up-{i}"))).collect();
+        items[4]["issueLevel"] = json!(9);
+        let mut raw_object = item("up-raw");
+        raw_object["rawEvent"] = json!({"kept": "as sent"});
+        items.push(raw_object);
+        let file = upper.dir.with_extension("items.json");
+        // An object rawEvent spelled with spaces: it must arrive byte for byte.
+        let text = serde_json::to_string_pretty(&items).unwrap().replace(
+            "{\n      \"kept\": \"as sent\"\n    }",
+            "{ \"kept\" :  \"as sent\" }",
+        );
+        assert!(text.contains("{ \"kept\" :  \"as sent\" }"));
+        std::fs::write(&file, text).unwrap();
+        let report = |to: &str, token: &str, extra: &[&str]| {
+            Command::new(BIN)
+                .args(["report", "--to", to, "--user", "lower", "--batch", "3"])
+                .args(extra)
+                .arg(&file)
+                .env("BRCTI_REPORT_TOKEN", token)
+                .output()
+                .unwrap()
+        };
+        let out = report(&upper.server.base, &token, &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "one item is invalid: the exit status says so"
+        );
+        assert!(
+            stdout.contains("8 items in 3 requests")
+                && stdout.contains("7 accepted (7 created, 0 updated, 0 unchanged), 1 rejected"),
+            "{stdout}"
+        );
+        assert!(
+            stderr.contains("item 4 (riskId \"up-4\"): INVALID_ENUM"),
+            "{stderr}"
+        );
+        assert_eq!(snapshot(&upper.server)["total"], 7);
+        let (_, raw) = get(&upper.server, "/api/v1/hidden-dangers/lower/up-raw");
+        assert_eq!(raw["rawEvent"], "{ \"kept\" :  \"as sent\" }");
+
+        // Reporting again is harmless: the upsert leaves everything as it was.
+        let before = snapshot(&upper.server);
+        let out = report(&upper.server.base, &token, &[]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .contains("7 accepted (0 created, 0 updated, 7 unchanged)")
+        );
+        assert_eq!(snapshot(&upper.server), before);
+
+        // A wrong token is refused whole; an unreachable platform is retried, then given up.
+        let out = report(&upper.server.base, &"0".repeat(64), &[]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("AUTH_FAILED"));
+        let out = report("http://127.0.0.1:9", &token, &["--attempts", "2"]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("attempt 1:") && stderr.contains("gave up after 2 attempts"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(&token), "the token is never printed");
+    }
+
+    #[test]
+    fn report_waits_out_a_rate_limit_and_retries() {
+        let upper = node(&["--hd-rate", "2", "--hd-burst", "1"]);
+        let token = add_user(&upper.dir, "lower");
+        let items: Vec<Value> = (0..4).map(|i| item(&format!("rl-{i}"))).collect();
+        let file = upper.dir.with_extension("items.json");
+        std::fs::write(
+            &file,
+            serde_json::to_vec(&json!({"dataValues": items})).unwrap(),
+        )
+        .unwrap();
+        let out = Command::new(BIN)
+            .args([
+                "report",
+                "--to",
+                &upper.server.base,
+                "--user",
+                "lower",
+                "--batch",
+                "1",
+            ])
+            .arg(&file)
+            .env("BRCTI_REPORT_TOKEN", &token)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("HTTP 429"),
+            "the limit was hit and waited out: {stderr}"
+        );
+        assert_eq!(snapshot(&upper.server)["total"], 4);
+    }
 }

@@ -1,12 +1,10 @@
 //! The external oracles: OASIS stix2-validator over everything the converter writes, and
 //! OASIS python-stix2's identifiers for every observable it emits.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Converts `input` with the CLI into a fresh folder and returns the JSON Lines files.

@@ -1,11 +1,9 @@
 //! The STIX conversion over real HTTP: the full flow, row accounting, validation, determinism,
 //! idempotence, cancel, restart after `kill -9`, and every request error.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn hashes(records: &[Value]) -> BTreeSet<String> {
@@ -247,50 +245,6 @@ fn big_csv(rows: usize) -> Vec<u8> {
 }
 
 #[test]
-fn a_killed_server_resumes_and_ends_with_the_same_files() {
-    // 1,500 files, each made durable (fsync) before its record: long enough to be interrupted.
-    let csv = big_csv(150_000);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let mut server = TestServer::start_in(&dir, &[]);
-    let hash = server.upload_ok(&csv, "big.csv");
-    let body = json!({"file_hash": hash, "stix_compress": 100});
-    assert_eq!(server.start_stix(&body)["data"]["total_step"], 1500);
-    // Kill -9 once some files are committed and the job is not finished.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let p = server.stix_progress(&hash);
-        let done = p["data"]["current_step"].as_u64().unwrap_or(0);
-        assert!(
-            p["data"]["progress"] != 100,
-            "the job ended before it could be interrupted: {p}"
-        );
-        if done >= 3 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    server.kill();
-    let server = TestServer::start_in(&dir, &[]);
-    let done = server.wait_stix(&hash);
-    assert_eq!(
-        done["rows_done"], 150_000,
-        "no row counted twice or lost: {done}"
-    );
-    assert_eq!(done["files"], 1500);
-    let resumed = server.stix_records(&hash);
-    assert_eq!(resumed.len(), 1500);
-
-    // An uninterrupted run elsewhere writes exactly the same files.
-    let other = TestServer::start(&[]);
-    other.upload_ok(&csv, "big.csv");
-    other.start_stix(&body);
-    other.wait_stix(&hash);
-    assert_eq!(hashes(&other.stix_records(&hash)), hashes(&resumed));
-}
-
-#[test]
 fn a_conversion_can_be_canceled() {
     let server = TestServer::start(&[]);
     let hash = server.upload_ok(&big_csv(60_000), "big.csv");
@@ -450,102 +404,6 @@ fn a_named_mapping_and_features_shape_the_output() {
 }
 
 #[test]
-fn a_panicking_job_fails_and_the_next_job_runs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let server =
-        TestServer::try_start_in_env(&dir, &[], &[("BRCTI_TEST_FAULT", "panic:boom")]).unwrap();
-    let hash = server.upload_ok(&big_csv(3000), "flows.csv");
-    let v = server.start_stix(&json!({"file_hash": hash, "process_id": "boom"}));
-    assert_eq!(v["code"], 200, "{v}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let ended = loop {
-        let p = server.stix_progress(&hash);
-        if !p["data"].is_object() {
-            break p;
-        }
-        assert!(std::time::Instant::now() < deadline, "{p}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert_job_ended(&ended, "failed", "internal error");
-    assert!(
-        ended["msg"].as_str().unwrap().contains("injected fault"),
-        "{ended}"
-    );
-    // The worker lives on: the same file converts, and so does another.
-    let v = server.start_stix(&json!({"file_hash": hash, "process_id": "fine"}));
-    assert_eq!(v["code"], 200, "{v}");
-    server.wait_stix(&hash);
-    let other = server.upload_ok(&big_csv(10), "small.csv");
-    assert_eq!(server.start_stix(&json!({"file_hash": other}))["code"], 200);
-    server.wait_stix(&other);
-}
-
-#[test]
-fn a_job_that_keeps_killing_the_node_fails_after_three_runs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let fault = [("BRCTI_TEST_FAULT", "abort:crash")];
-    let mut server = TestServer::try_start_in_env(&dir, &[], &fault).unwrap();
-    let hash = server.upload_ok(&big_csv(500), "flows.csv");
-    // The job is queued durably before the answer is written, and its first run kills the node:
-    // the answer may be lost with it.
-    let answer = server
-        .client
-        .post(server.url("/data/process_data_to_stix"))
-        .body(json!({"file_hash": hash, "process_id": "crash"}).to_string())
-        .send()
-        .and_then(|r| r.json::<Value>());
-    if let Ok(v) = answer {
-        assert_eq!(v["code"], 200, "{v}");
-    }
-    // Each process that runs the job dies; the attempt was counted before it ran.
-    let mut deaths = 0;
-    let survivor = loop {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let mut died = false;
-        while std::time::Instant::now() < deadline {
-            if !server.is_running() {
-                died = true;
-                break;
-            }
-            let p = server
-                .client
-                .post(server.url("/data/get_stix_process_progress"))
-                .body(json!({"file_hash": hash}).to_string())
-                .send()
-                .ok()
-                .and_then(|r| r.json::<Value>().ok());
-            if p.as_ref().is_some_and(|p| p["status"] == "failed") {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        if !died {
-            break server;
-        }
-        deaths += 1;
-        assert!(deaths <= 3, "the node kept dying");
-        server = loop {
-            if let Some(s) = TestServer::try_start_in_env(&dir, &[], &fault) {
-                break s;
-            }
-            deaths += 1; // died before it listened
-            assert!(deaths <= 3, "the node kept dying before it listened");
-        };
-    };
-    assert_eq!(deaths, 3, "one death per counted run");
-    let p = survivor.stix_progress(&hash);
-    assert_job_ended(&p, "failed", "the node stopped during each of the 3 runs");
-    // The node works, and the conversion can be started anew.
-    assert_eq!(
-        survivor.start_stix(&json!({"file_hash": hash, "process_id": "again"}))["code"],
-        200
-    );
-    survivor.wait_stix(&hash);
-}
-
-#[test]
 fn concurrent_starts_of_one_conversion_make_one_job() {
     let server = TestServer::start(&[]);
     let hash = server.upload_ok(&big_csv(20_000), "flows.csv");
@@ -610,102 +468,247 @@ impl Drop for Tmpfs {
     }
 }
 
-/// A conversion that fills the disk fails with the reason, leaves no partial file or record,
-/// and the same conversion runs to the end once space is freed, without a restart.
-#[test]
-fn a_conversion_that_fills_the_disk_fails_cleanly_and_runs_again_after() {
-    let disk = match Tmpfs::mount("40m") {
-        Ok(d) => d,
-        Err(why) => {
-            // Only where a tmpfs cannot be mounted (not root, no mount namespace).
-            eprintln!(
-                "SKIPPED: a tmpfs cannot be mounted here ({why}); the disk-full test did not run"
+/// Tests of the real binary as a process (the slow stage).
+mod process {
+    use super::*;
+
+    #[test]
+    fn a_killed_server_resumes_and_ends_with_the_same_files() {
+        // 1,500 files, each made durable (fsync) before its record: long enough to be interrupted.
+        let csv = big_csv(150_000);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let mut server = TestServer::start_in(&dir, &[]);
+        let hash = server.upload_ok(&csv, "big.csv");
+        let body = json!({"file_hash": hash, "stix_compress": 100});
+        assert_eq!(server.start_stix(&body)["data"]["total_step"], 1500);
+        // Kill -9 once some files are committed and the job is not finished.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let p = server.stix_progress(&hash);
+            let done = p["data"]["current_step"].as_u64().unwrap_or(0);
+            assert!(
+                p["data"]["progress"] != 100,
+                "the job ended before it could be interrupted: {p}"
             );
-            return;
+            if done >= 3 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-    };
-    // A filler that takes most of the space: the conversion cannot fit beside it.
-    let filler = disk.0.join("filler");
-    std::fs::write(&filler, vec![0u8; 28 << 20]).unwrap();
-    let data = disk.0.join("data");
-    std::fs::create_dir(&data).unwrap();
-    let server = TestServer::start_in(&data, &[]);
-    let csv: String = std::iter::once("src,dst,Protocol,label\n".to_string())
-        .chain((0..15_000).map(|i| {
-            format!(
-                "10.{}.{}.{},192.0.2.{},tcp,1\n",
-                i / 65536,
-                i / 256 % 256,
-                i % 256,
-                i % 200
+        server.kill();
+        let server = TestServer::start_in(&dir, &[]);
+        let done = server.wait_stix(&hash);
+        assert_eq!(
+            done["rows_done"], 150_000,
+            "no row counted twice or lost: {done}"
+        );
+        assert_eq!(done["files"], 1500);
+        let resumed = server.stix_records(&hash);
+        assert_eq!(resumed.len(), 1500);
+
+        // An uninterrupted run elsewhere writes exactly the same files.
+        let other = TestServer::start(&[]);
+        other.upload_ok(&csv, "big.csv");
+        other.start_stix(&body);
+        other.wait_stix(&hash);
+        assert_eq!(hashes(&other.stix_records(&hash)), hashes(&resumed));
+    }
+
+    #[test]
+    fn a_panicking_job_fails_and_the_next_job_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let server =
+            TestServer::try_start_in_env(&dir, &[], &[("BRCTI_TEST_FAULT", "panic:boom")]).unwrap();
+        let hash = server.upload_ok(&big_csv(3000), "flows.csv");
+        let v = server.start_stix(&json!({"file_hash": hash, "process_id": "boom"}));
+        assert_eq!(v["code"], 200, "{v}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let ended = loop {
+            let p = server.stix_progress(&hash);
+            if !p["data"].is_object() {
+                break p;
+            }
+            assert!(std::time::Instant::now() < deadline, "{p}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert_job_ended(&ended, "failed", "internal error");
+        assert!(
+            ended["msg"].as_str().unwrap().contains("injected fault"),
+            "{ended}"
+        );
+        // The worker lives on: the same file converts, and so does another.
+        let v = server.start_stix(&json!({"file_hash": hash, "process_id": "fine"}));
+        assert_eq!(v["code"], 200, "{v}");
+        server.wait_stix(&hash);
+        let other = server.upload_ok(&big_csv(10), "small.csv");
+        assert_eq!(server.start_stix(&json!({"file_hash": other}))["code"], 200);
+        server.wait_stix(&other);
+    }
+
+    #[test]
+    fn a_job_that_keeps_killing_the_node_fails_after_three_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let fault = [("BRCTI_TEST_FAULT", "abort:crash")];
+        let mut server = TestServer::try_start_in_env(&dir, &[], &fault).unwrap();
+        let hash = server.upload_ok(&big_csv(500), "flows.csv");
+        // The job is queued durably before the answer is written, and its first run kills the node:
+        // the answer may be lost with it.
+        let answer = server
+            .client
+            .post(server.url("/data/process_data_to_stix"))
+            .body(json!({"file_hash": hash, "process_id": "crash"}).to_string())
+            .send()
+            .and_then(|r| r.json::<Value>());
+        if let Ok(v) = answer {
+            assert_eq!(v["code"], 200, "{v}");
+        }
+        // Each process that runs the job dies; the attempt was counted before it ran.
+        let mut deaths = 0;
+        let survivor = loop {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let mut died = false;
+            while std::time::Instant::now() < deadline {
+                if !server.is_running() {
+                    died = true;
+                    break;
+                }
+                let p = server
+                    .client
+                    .post(server.url("/data/get_stix_process_progress"))
+                    .body(json!({"file_hash": hash}).to_string())
+                    .send()
+                    .ok()
+                    .and_then(|r| r.json::<Value>().ok());
+                if p.as_ref().is_some_and(|p| p["status"] == "failed") {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            if !died {
+                break server;
+            }
+            deaths += 1;
+            assert!(deaths <= 3, "the node kept dying");
+            server = loop {
+                if let Some(s) = TestServer::try_start_in_env(&dir, &[], &fault) {
+                    break s;
+                }
+                deaths += 1; // died before it listened
+                assert!(deaths <= 3, "the node kept dying before it listened");
+            };
+        };
+        assert_eq!(deaths, 3, "one death per counted run");
+        let p = survivor.stix_progress(&hash);
+        assert_job_ended(&p, "failed", "the node stopped during each of the 3 runs");
+        // The node works, and the conversion can be started anew.
+        assert_eq!(
+            survivor.start_stix(&json!({"file_hash": hash, "process_id": "again"}))["code"],
+            200
+        );
+        survivor.wait_stix(&hash);
+    }
+
+    /// A conversion that fills the disk fails with the reason, leaves no partial file or record,
+    /// and the same conversion runs to the end once space is freed, without a restart.
+    #[test]
+    fn a_conversion_that_fills_the_disk_fails_cleanly_and_runs_again_after() {
+        let disk = match Tmpfs::mount("40m") {
+            Ok(d) => d,
+            Err(why) => {
+                // Only where a tmpfs cannot be mounted (not root, no mount namespace).
+                eprintln!(
+                    "SKIPPED: a tmpfs cannot be mounted here ({why}); the disk-full test did not run"
+                );
+                return;
+            }
+        };
+        // A filler that takes most of the space: the conversion cannot fit beside it.
+        let filler = disk.0.join("filler");
+        std::fs::write(&filler, vec![0u8; 28 << 20]).unwrap();
+        let data = disk.0.join("data");
+        std::fs::create_dir(&data).unwrap();
+        let server = TestServer::start_in(&data, &[]);
+        let csv: String = std::iter::once("src,dst,Protocol,label\n".to_string())
+            .chain((0..15_000).map(|i| {
+                format!(
+                    "10.{}.{}.{},192.0.2.{},tcp,1\n",
+                    i / 65536,
+                    i / 256 % 256,
+                    i % 256,
+                    i % 200
+                )
+            }))
+            .collect();
+        let hash = server.upload_ok(csv.as_bytes(), "big.csv");
+        let start = json!({"file_hash": hash, "stix_compress": 100});
+        assert_eq!(server.start_stix(&start)["code"], 200);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let failed = loop {
+            let v = server.stix_progress(&hash);
+            if v["data"].is_null() && v["status"].is_string() {
+                break v;
+            }
+            assert_ne!(v["data"]["progress"], 100, "the conversion fitted: {v}");
+            assert!(std::time::Instant::now() < deadline, "{v}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        // The file store or the database, whichever met the full disk first, names it.
+        assert_job_ended(&failed, "failed", "");
+        let msg = failed["msg"].as_str().unwrap();
+        assert!(
+            msg.contains("No space left on device") || msg.contains("database or disk is full"),
+            "{msg}"
+        );
+        // Nothing half-written: no staged file, and every record's file is whole.
+        let staged: Vec<_> = std::fs::read_dir(data.join("tmp")).unwrap().collect();
+        assert!(staged.is_empty(), "{staged:?}");
+        let check_records = |expected_at_least: usize| {
+            let records = server.stix_records(&hash);
+            assert!(records.len() >= expected_at_least);
+            for r in &records {
+                let stix = r["stix_file_hash"].as_str().unwrap();
+                assert_eq!(sha256_hex(&server.stix_file(&hash, stix)), stix);
+            }
+            records.len()
+        };
+        let before = check_records(1);
+        assert!(
+            before < 150,
+            "the disk filled before the end ({before} files)"
+        );
+        // An upload meanwhile is refused naming the full disk (HTTP 507), not as an internal error.
+        let more: String = (0..40_000)
+            .map(|i| format!("10.9.{}.{},tcp\n", i / 256 % 256, i % 256))
+            .collect();
+        let resp = server
+            .client
+            .post(server.url("/data/upload_file"))
+            .multipart(
+                reqwest::blocking::multipart::Form::new()
+                    .text("task_id", "more")
+                    .part(
+                        "file",
+                        reqwest::blocking::multipart::Part::bytes(
+                            format!("src,Protocol\n{more}").into_bytes(),
+                        )
+                        .file_name("more.csv"),
+                    ),
             )
-        }))
-        .collect();
-    let hash = server.upload_ok(csv.as_bytes(), "big.csv");
-    let start = json!({"file_hash": hash, "stix_compress": 100});
-    assert_eq!(server.start_stix(&start)["code"], 200);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let failed = loop {
-        let v = server.stix_progress(&hash);
-        if v["data"].is_null() && v["status"].is_string() {
-            break v;
-        }
-        assert_ne!(v["data"]["progress"], 100, "the conversion fitted: {v}");
-        assert!(std::time::Instant::now() < deadline, "{v}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    // The file store or the database, whichever met the full disk first, names it.
-    assert_job_ended(&failed, "failed", "");
-    let msg = failed["msg"].as_str().unwrap();
-    assert!(
-        msg.contains("No space left on device") || msg.contains("database or disk is full"),
-        "{msg}"
-    );
-    // Nothing half-written: no staged file, and every record's file is whole.
-    let staged: Vec<_> = std::fs::read_dir(data.join("tmp")).unwrap().collect();
-    assert!(staged.is_empty(), "{staged:?}");
-    let check_records = |expected_at_least: usize| {
-        let records = server.stix_records(&hash);
-        assert!(records.len() >= expected_at_least);
-        for r in &records {
-            let stix = r["stix_file_hash"].as_str().unwrap();
-            assert_eq!(sha256_hex(&server.stix_file(&hash, stix)), stix);
-        }
-        records.len()
-    };
-    let before = check_records(1);
-    assert!(
-        before < 150,
-        "the disk filled before the end ({before} files)"
-    );
-    // An upload meanwhile is refused naming the full disk (HTTP 507), not as an internal error.
-    let more: String = (0..40_000)
-        .map(|i| format!("10.9.{}.{},tcp\n", i / 256 % 256, i % 256))
-        .collect();
-    let resp = server
-        .client
-        .post(server.url("/data/upload_file"))
-        .multipart(
-            reqwest::blocking::multipart::Form::new()
-                .text("task_id", "more")
-                .part(
-                    "file",
-                    reqwest::blocking::multipart::Part::bytes(
-                        format!("src,Protocol\n{more}").into_bytes(),
-                    )
-                    .file_name("more.csv"),
-                ),
-        )
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 507);
-    let v: Value = resp.json().unwrap();
-    assert!(v.to_string().contains("the node's disk is full"), "{v}");
-    // Space freed: the same conversion starts at once and ends, resuming after the files kept.
-    std::fs::remove_file(&filler).unwrap();
-    let again = server.start_stix(&start);
-    assert_eq!(again["code"], 200, "{again}");
-    server.wait_stix(&hash);
-    assert_eq!(check_records(150), 150);
-    assert_eq!(server.get_json("/healthz")["status"], "alive");
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 507);
+        let v: Value = resp.json().unwrap();
+        assert!(v.to_string().contains("the node's disk is full"), "{v}");
+        // Space freed: the same conversion starts at once and ends, resuming after the files kept.
+        std::fs::remove_file(&filler).unwrap();
+        let again = server.start_stix(&start);
+        assert_eq!(again["code"], 200, "{again}");
+        server.wait_stix(&hash);
+        assert_eq!(check_records(150), 150);
+        assert_eq!(server.get_json("/healthz")["status"], "alive");
+    }
 }

@@ -1,4 +1,7 @@
-//! Test harness: the real `br-cti` binary serving on a random loopback port, driven over HTTP.
+//! Test harness: a node serving on a random loopback port, driven over HTTP. API tests run it
+//! in this process ([`TestServer::start`]: fast, and jobs are awaited with the scheduler's
+//! idle hook); process tests (kill -9, SIGTERM, restarts, memory, injected faults) run the real
+//! `br-cti` binary ([`TestServer::start_process`] and the `start_in` family).
 #![allow(dead_code)]
 
 pub(crate) mod datasets;
@@ -14,8 +17,14 @@ use serde_json::Value;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_br-cti");
 
+/// How the node under test runs.
+enum Node {
+    Process(Child),
+    InProcess(br_cti::node::InProcess),
+}
+
 pub(crate) struct TestServer {
-    child: Child,
+    node: Node,
     pub base: String,
     pub data_dir: PathBuf,
     pub client: Client,
@@ -23,8 +32,29 @@ pub(crate) struct TestServer {
 }
 
 impl TestServer {
-    /// A server on a fresh data directory.
+    /// A node in this process on a fresh data directory, with `serve`'s flags `args`.
     pub(crate) fn start(args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let dir_arg = dir.to_str().unwrap();
+        let argv = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dir_arg]
+            .into_iter()
+            .chain(args.iter().copied());
+        let config = br_cti::serve_args::ServeArgs::parse_from(argv)
+            .unwrap_or_else(|e| panic!("serve {args:?}: {e}"))
+            .into_config();
+        let node = br_cti::node::InProcess::start(config).expect("starting the node in-process");
+        TestServer {
+            base: format!("http://{}", node.addr()),
+            node: Node::InProcess(node),
+            data_dir: dir,
+            client: client(),
+            _tmp: Some(tmp),
+        }
+    }
+
+    /// The real binary on a fresh data directory.
+    pub(crate) fn start_process(args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         let mut s = Self::start_in(&dir, args);
@@ -88,20 +118,45 @@ impl TestServer {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
         Some(TestServer {
-            child,
+            node: Node::Process(child),
             base,
             data_dir: data_dir.to_path_buf(),
-            client: Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .unwrap(),
+            client: client(),
             _tmp: None,
         })
     }
 
+    fn child(&mut self) -> &mut Child {
+        match &mut self.node {
+            Node::Process(child) => child,
+            Node::InProcess(_) => {
+                panic!("this test needs the node as a process: start it with start_process")
+            }
+        }
+    }
+
+    /// The scheduler of a node in this process.
+    fn in_process(&self) -> Option<&br_cti::node::InProcess> {
+        match &self.node {
+            Node::InProcess(node) => Some(node),
+            Node::Process(_) => None,
+        }
+    }
+
     /// Whether the server process is still running.
     pub(crate) fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        matches!(self.child().try_wait(), Ok(None))
+    }
+
+    /// Waits until the node's job worker has nothing left to run (in-process nodes only; a
+    /// process is polled through its progress endpoints instead).
+    pub(crate) fn wait_jobs_idle(&self) {
+        if let Some(node) = self.in_process() {
+            assert!(
+                node.jobs().wait_idle(Duration::from_secs(300)),
+                "the jobs did not finish within 300 s"
+            );
+        }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -164,7 +219,12 @@ impl TestServer {
     }
 
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.node {
+            Node::Process(child) => child.id(),
+            Node::InProcess(_) => {
+                panic!("this test needs the node as a process: start it with start_process")
+            }
+        }
     }
 
     /// The server's peak resident memory so far (VmHWM), in MiB.
@@ -208,12 +268,12 @@ impl TestServer {
     /// SIGTERM, as a service manager stops the node; waits for the process to end (at most
     /// 30 s) and answers whether it exited successfully.
     pub(crate) fn terminate(&mut self) -> bool {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid() as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child().try_wait() {
                 return status.success();
             }
             assert!(
@@ -226,14 +286,18 @@ impl TestServer {
 
     /// SIGKILL: no chance to clean up, as in a crash.
     pub(crate) fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        let exited = self.child.try_wait().ok().flatten();
+        let Node::Process(child) = &mut self.node else {
+            return;
+        };
+        let exited = child.try_wait().ok().flatten();
         self.kill();
         // A failing test shows how the node ended and the end of its log (the data directory
         // and its log are deleted with the test).
@@ -250,6 +314,13 @@ impl Drop for TestServer {
             }
         }
     }
+}
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
 }
 
 pub(crate) fn json_of(resp: Response) -> Value {
@@ -324,6 +395,7 @@ impl TestServer {
 
     /// Polls the conversion progress until it reaches 100 (panics on failure or timeout).
     pub(crate) fn wait_stix(&self, hash: &str) -> Value {
+        self.wait_jobs_idle();
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
         loop {
             let v = self.stix_progress(hash);
@@ -417,6 +489,7 @@ impl TestServer {
 
     /// Polls the CTI progress until it reaches 100 (panics on failure or timeout).
     pub(crate) fn wait_cti(&self, hash: &str) -> Value {
+        self.wait_jobs_idle();
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
         loop {
             let v = self.cti_progress(hash);

@@ -1,12 +1,10 @@
 //! The CTI step over HTTP: upload → STIX → CTI records, statistics with a real `.mmdb`,
 //! chain payloads, idempotent re-runs, publication, restart after `kill -9`, request errors.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// An SDN-style CSV whose addresses cover every kind of location: in the test database
@@ -431,58 +429,63 @@ fn cti_request_errors_name_the_field() {
     assert_error(&no_id, "cti_id");
 }
 
-#[test]
-fn a_killed_cti_build_resumes_and_ends_with_the_same_records() {
-    // 200 STIX files of 500 rows: the CTI build reads and scans each one.
-    let csv = dataset(100_000);
-    let geo = tempfile::tempdir().unwrap();
-    let db = geo.path().join("city.mmdb");
-    write_test_geoip(&db);
-    let args = ["--geoip-db", db.to_str().unwrap()];
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let mut server = TestServer::start_in(&dir, &args);
-    let hash = converted(&server, &csv, 500);
-    let body = json!({"file_hash": hash, "cti_name": "big", "default_value": 2});
-    assert_eq!(server.start_cti(&body)["data"]["total_step"], 200);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let p = server.cti_progress(&hash);
-        assert!(
-            p["data"]["progress"] != 100,
-            "the CTI build ended before it could be interrupted: {p}"
-        );
-        if p["data"]["current_step"].as_u64().unwrap_or(0) >= 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    server.kill();
-    let server = TestServer::start_in(&dir, &args);
-    let done = server.wait_cti(&hash);
-    assert_eq!(
-        done["records_done"], 200,
-        "no record counted twice or lost: {done}"
-    );
-    let resumed = server.cti_records(&hash);
-    assert_eq!(resumed.len(), 200);
+/// Tests of the real binary as a process (the slow stage).
+mod process {
+    use super::*;
 
-    // An uninterrupted build elsewhere gives the same records and statistics.
-    let other = TestServer::start(&args);
-    converted(&other, &csv, 500);
-    other.start_cti(&body);
-    other.wait_cti(&hash);
-    let fresh = other.cti_records(&hash);
-    let key = |v: &Value| {
-        (
-            v["cti_hash"].as_str().unwrap().to_string(),
-            v["cti_name"].as_str().unwrap().to_string(),
-            v["statistic_info"].as_str().unwrap().to_string(),
-        )
-    };
-    assert_eq!(
-        resumed.iter().map(key).collect::<Vec<_>>(),
-        fresh.iter().map(key).collect::<Vec<_>>()
-    );
+    #[test]
+    fn a_killed_cti_build_resumes_and_ends_with_the_same_records() {
+        // 200 STIX files of 500 rows: the CTI build reads and scans each one.
+        let csv = dataset(100_000);
+        let geo = tempfile::tempdir().unwrap();
+        let db = geo.path().join("city.mmdb");
+        write_test_geoip(&db);
+        let args = ["--geoip-db", db.to_str().unwrap()];
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let mut server = TestServer::start_in(&dir, &args);
+        let hash = converted(&server, &csv, 500);
+        let body = json!({"file_hash": hash, "cti_name": "big", "default_value": 2});
+        assert_eq!(server.start_cti(&body)["data"]["total_step"], 200);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let p = server.cti_progress(&hash);
+            assert!(
+                p["data"]["progress"] != 100,
+                "the CTI build ended before it could be interrupted: {p}"
+            );
+            if p["data"]["current_step"].as_u64().unwrap_or(0) >= 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server.kill();
+        let server = TestServer::start_in(&dir, &args);
+        let done = server.wait_cti(&hash);
+        assert_eq!(
+            done["records_done"], 200,
+            "no record counted twice or lost: {done}"
+        );
+        let resumed = server.cti_records(&hash);
+        assert_eq!(resumed.len(), 200);
+
+        // An uninterrupted build elsewhere gives the same records and statistics.
+        let other = TestServer::start(&args);
+        converted(&other, &csv, 500);
+        other.start_cti(&body);
+        other.wait_cti(&hash);
+        let fresh = other.cti_records(&hash);
+        let key = |v: &Value| {
+            (
+                v["cti_hash"].as_str().unwrap().to_string(),
+                v["cti_name"].as_str().unwrap().to_string(),
+                v["statistic_info"].as_str().unwrap().to_string(),
+            )
+        };
+        assert_eq!(
+            resumed.iter().map(key).collect::<Vec<_>>(),
+            fresh.iter().map(key).collect::<Vec<_>>()
+        );
+    }
 }
