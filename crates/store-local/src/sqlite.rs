@@ -1312,7 +1312,6 @@ impl HiddenDangerStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use br_cti_domain::model::STEP_STIX;
 
     #[test]
     fn side_files_that_cannot_be_written_are_refused_at_open() {
@@ -1342,35 +1341,6 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(Migrations::from_slice(MIGRATIONS).validate().is_ok());
-    }
-
-    #[test]
-    fn upload_tasks_and_steps() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = SqliteStore::open(&dir.path().join("m.sqlite")).unwrap();
-        let a = meta('a');
-        let rec = db.record_upload(&a, "1001").unwrap();
-        assert_eq!(rec.step_status.len(), 4);
-        assert_eq!(rec.step_status[0].status, StepState::Finished);
-        assert_eq!(rec.step_status[1].status, StepState::Pending);
-        // Same task, same file: the same record.
-        assert_eq!(db.record_upload(&a, "1001").unwrap(), rec);
-        // New task for a known file: its own record.
-        let rec2 = db.record_upload(&a, "1002").unwrap();
-        assert_eq!(rec2.task_id, "1002");
-        // Known task for another file: refused.
-        let err = db.record_upload(&meta('b'), "1001").unwrap_err();
-        assert!(matches!(err, StoreError::TaskConflict { .. }));
-        db.set_step_for_file(&a.hash, STEP_STIX, StepState::Finished, 7)
-            .unwrap();
-        let tasks = db.tasks_for_file(&a.hash).unwrap();
-        assert_eq!(tasks.len(), 2);
-        for t in tasks {
-            assert_eq!(t.step_status[1].status, StepState::Finished);
-            assert_eq!(t.step_status[1].total_num, 7);
-        }
-        assert_eq!(db.file(&a.hash).unwrap().unwrap().size, 10);
-        assert!(db.file(&meta('c').hash).unwrap().is_none());
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! [`MetaStore`] for metadata. The HTTP layer and the jobs only see these traits, so another
 //! backend (PostgreSQL, an object store) can be added without touching them.
 
+#[cfg(feature = "contract")]
+pub mod contract;
+
 use std::io::{self, Write};
 
 use br_cti_domain::hash::Sha256Hex;

@@ -1,0 +1,525 @@
+//! The store contract: scenarios every backend of these traits must pass, written against the
+//! traits alone. A backend runs them all from its tests with [`meta_store_contract!`] and
+//! [`blob_store_contract!`] (feature `contract`), each scenario on a fresh, empty store:
+//!
+//! ```ignore
+//! br_cti_store::meta_store_contract!(|| my_backend::open_empty());
+//! ```
+//!
+//! The scenarios say what the application relies on: task and step records, one running job per
+//! kind and file, durable progress, records that keep their chain state when committed again,
+//! paging, hidden-danger revisions, TAXII pages and watermarks, content-addressed blobs.
+
+use std::io::Read;
+
+use sha2::Digest;
+
+use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::model::{
+    CtiRecord, FileMeta, HiddenDangerFilter, JobProgress, JobStatus, NewTaxiiObject, Publication,
+    STEP_STIX, StepState, StixRecord, TaxiiQuery, TaxiiStatus, Upsert, VersionMatch,
+};
+use br_cti_domain::testing::sample;
+
+use crate::{BlobStore, MetaStore, StoreError};
+
+fn hash(c: char) -> Sha256Hex {
+    Sha256Hex::parse(&c.to_string().repeat(64)).unwrap()
+}
+
+fn file(c: char) -> FileMeta {
+    FileMeta {
+        hash: hash(c),
+        size: 10,
+        original_name: Some("a.csv".into()),
+        created_at_ms: 1_700_000_000_000,
+    }
+}
+
+fn stix_record(source: char, stix: char, job_id: i64, batch: u64) -> StixRecord {
+    StixRecord {
+        source_file_hash: hash(source).to_string(),
+        stix_file_hash: hash(stix).to_string(),
+        job_id,
+        batch,
+        file_size: 100 + batch,
+        rows: 5,
+        objects: 22,
+        stix_type: 1,
+        stix_tags: vec!["tag".into()],
+        stix_iocs: vec!["ip".into()],
+        ioc_ips_map: vec![("10.0.0.1".into(), 2)],
+        created_at: 1_700_000_000_000 + batch as i64,
+        onchain: false,
+        cti_file_path: None,
+    }
+}
+
+fn cti_record(source: char, stix: char, job_id: i64) -> CtiRecord {
+    CtiRecord {
+        source_file_hash: hash(source).to_string(),
+        cti_hash: hash(stix).to_string(),
+        job_id,
+        cti_name: "name".into(),
+        cti_type: 1,
+        cti_traffic_type: 0,
+        open_source: 1,
+        description: "d".into(),
+        tags: vec!["tag".into()],
+        iocs: vec!["ip".into()],
+        value: 1.5,
+        incentive_mechanism: 1,
+        data_size: 100,
+        stix_data: "/x".into(),
+        stix_ipfs_hash: String::new(),
+        statistic_info: "{}".into(),
+        data_source_hash: hash(source).to_string(),
+        data_source_ipfs_hash: String::new(),
+        created_at: 1_700_000_000_000,
+        updated_at: 1_700_000_000_000,
+        onchain: false,
+        cti_id: None,
+    }
+}
+
+fn progress(steps: u64) -> JobProgress {
+    JobProgress {
+        steps_done: steps,
+        rows_done: steps * 5,
+        rows_rejected: 1,
+        objects: steps * 22,
+        files: steps,
+        errors: vec!["row 3: bad".into()],
+        recent_steps: (1..=steps).collect(),
+        run_ms: 42,
+    }
+}
+
+/// An upload records a file and a task with four steps (upload finished); the same task and
+/// file again is the same record; a task id of another file is a conflict; a step is set for
+/// every task of a file.
+pub fn uploads_tasks_and_steps(db: &dyn MetaStore) {
+    db.check().unwrap();
+    let a = file('a');
+    let rec = db.record_upload(&a, "1001").unwrap();
+    assert_eq!(rec.step_status.len(), 4);
+    assert_eq!(rec.step_status[0].status, StepState::Finished);
+    assert_eq!(rec.step_status[1].status, StepState::Pending);
+    assert_eq!(db.record_upload(&a, "1001").unwrap(), rec);
+    assert_eq!(db.record_upload(&a, "1002").unwrap().task_id, "1002");
+    let err = db.record_upload(&file('b'), "1001").unwrap_err();
+    assert!(matches!(err, StoreError::TaskConflict { .. }), "{err}");
+    db.set_step_for_file(&a.hash, STEP_STIX, StepState::Finished, 7)
+        .unwrap();
+    let tasks = db.tasks_for_file(&a.hash).unwrap();
+    assert_eq!(
+        tasks.iter().map(|t| t.task_id.as_str()).collect::<Vec<_>>(),
+        ["1001", "1002"]
+    );
+    for t in &tasks {
+        assert_eq!(t.step_status[1].status, StepState::Finished);
+        assert_eq!(t.step_status[1].total_num, 7);
+    }
+    assert_eq!(
+        db.task("1001").unwrap().unwrap().source_file_hash,
+        a.hash.to_string()
+    );
+    assert!(db.task("nope").unwrap().is_none());
+    assert_eq!(db.file(&a.hash).unwrap().unwrap(), a);
+    assert!(db.file(&hash('c')).unwrap().is_none());
+    db.checkpoint().unwrap();
+}
+
+/// One queued or running job per kind and file; attempts are counted; a cancel request and an
+/// ending are kept; finished jobs are not resumed, and a new job may then start.
+pub fn jobs_run_one_at_a_time_per_file(db: &dyn MetaStore) {
+    let a = file('a');
+    db.record_upload(&a, "t").unwrap();
+    let job = db
+        .create_job("stix", &a.hash, "p1", r#"{"k":1}"#, 3, 15, STEP_STIX)
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!((job.total_steps, job.rows_total), (3, 15));
+    assert_eq!(job.params, r#"{"k":1}"#);
+    assert_eq!(
+        db.task("t").unwrap().unwrap().step_status[1].status,
+        StepState::Running
+    );
+    let err = db
+        .create_job("stix", &a.hash, "p2", "{}", 3, 15, STEP_STIX)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    // Another kind for the same file is another queue.
+    db.create_job("cti", &a.hash, "p3", "{}", 1, 1, 2).unwrap();
+    assert_eq!(db.unfinished_jobs().unwrap().len(), 2);
+    assert_eq!(db.start_attempt(job.id).unwrap(), 1);
+    assert_eq!(db.start_attempt(job.id).unwrap(), 2);
+    let running = db.job(job.id).unwrap().unwrap();
+    assert_eq!((running.status, running.attempts), (JobStatus::Running, 2));
+    db.request_cancel(job.id).unwrap();
+    assert!(db.job(job.id).unwrap().unwrap().cancel_requested);
+    db.finish_job(job.id, JobStatus::Canceled, Some("canceled on request"))
+        .unwrap();
+    let ended = db.job(job.id).unwrap().unwrap();
+    assert_eq!(ended.status, JobStatus::Canceled);
+    assert_eq!(ended.message.as_deref(), Some("canceled on request"));
+    assert!(ended.finished_at.is_some());
+    assert_eq!(db.unfinished_jobs().unwrap().len(), 1);
+    let again = db
+        .create_job("stix", &a.hash, "p4", "{}", 3, 15, STEP_STIX)
+        .unwrap();
+    assert_ne!(again.id, job.id);
+    assert_eq!(
+        db.latest_job("stix", &a.hash).unwrap().unwrap().id,
+        again.id
+    );
+    assert!(db.latest_job("stix", &hash('b')).unwrap().is_none());
+    assert!(db.job(i64::MAX).unwrap().is_none());
+}
+
+/// Steps commit records and progress together; pages keep creation order; committing a record
+/// again keeps its chain state and CTI link; CTI records link their STIX records and are
+/// marked on chain.
+pub fn records_commit_with_progress_and_keep_chain_state(db: &dyn MetaStore) {
+    let a = file('a');
+    db.record_upload(&a, "t").unwrap();
+    let job = db
+        .create_job("stix", &a.hash, "p", "{}", 3, 15, STEP_STIX)
+        .unwrap();
+    let first = [
+        stix_record('a', '1', job.id, 1),
+        stix_record('a', '2', job.id, 2),
+    ];
+    db.commit_stix_steps(job.id, &first, &progress(2)).unwrap();
+    db.commit_stix_steps(job.id, &[stix_record('a', '3', job.id, 3)], &progress(3))
+        .unwrap();
+    assert_eq!(db.job(job.id).unwrap().unwrap().progress, progress(3));
+    let (all, total) = db.stix_records(&a.hash, None).unwrap();
+    assert_eq!(total, 3);
+    assert_eq!(all[0], first[0]);
+    assert_eq!(
+        all.iter().map(|r| r.batch).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "creation order"
+    );
+    let (page, total) = db.stix_records(&a.hash, Some((2, 2))).unwrap();
+    assert_eq!((page.len(), total), (1, 3));
+    assert_eq!(page[0].batch, 3);
+    assert_eq!(
+        db.stix_record(&a.hash, &hash('2')).unwrap().unwrap(),
+        first[1]
+    );
+    assert!(db.stix_record(&a.hash, &hash('9')).unwrap().is_none());
+    db.finish_job(job.id, JobStatus::Succeeded, None).unwrap();
+
+    let cti_job = db.create_job("cti", &a.hash, "p", "{}", 1, 1, 2).unwrap();
+    db.commit_cti_steps(
+        cti_job.id,
+        &[(cti_record('a', '1', cti_job.id), "cti/1.json".into())],
+        &progress(1),
+    )
+    .unwrap();
+    let (ctis, total) = db.cti_records(&a.hash, None).unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(ctis[0], cti_record('a', '1', cti_job.id));
+    let linked = db.stix_record(&a.hash, &hash('1')).unwrap().unwrap();
+    assert_eq!(linked.cti_file_path.as_deref(), Some("cti/1.json"));
+    let publication = Publication {
+        cti_id: "42".into(),
+        stix_ipfs_hash: Some("Qm1".into()),
+        data_source_ipfs_hash: None,
+    };
+    assert!(
+        db.mark_cti_onchain(&a.hash, &hash('1'), &publication)
+            .unwrap()
+    );
+    assert!(
+        !db.mark_cti_onchain(&a.hash, &hash('9'), &publication)
+            .unwrap()
+    );
+    let cti = db.cti_record(&a.hash, &hash('1')).unwrap().unwrap();
+    assert!(cti.onchain);
+    assert_eq!(cti.cti_id.as_deref(), Some("42"));
+    assert_eq!(cti.stix_ipfs_hash, "Qm1");
+    // The same file committed again by a new conversion keeps its chain state and CTI link.
+    let rerun = db
+        .create_job("stix", &a.hash, "p", "{}", 3, 15, STEP_STIX)
+        .unwrap();
+    let mut again = stix_record('a', '1', rerun.id, 1);
+    again.stix_tags = vec!["retagged".into()];
+    db.commit_stix_steps(rerun.id, &[again], &progress(1))
+        .unwrap();
+    let kept = db.stix_record(&a.hash, &hash('1')).unwrap().unwrap();
+    assert!(kept.onchain);
+    assert_eq!(kept.stix_tags, ["retagged"]);
+    assert_eq!(kept.cti_file_path.as_deref(), Some("cti/1.json"));
+}
+
+/// Reporting users: names are unique, tokens are replaced, removal keeps nothing listed.
+pub fn users_and_tokens(db: &dyn MetaStore) {
+    db.add_user("alice", "token-a").unwrap();
+    let err = db.add_user("alice", "other").unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(db.user_token("alice").unwrap().as_deref(), Some("token-a"));
+    assert_eq!(
+        db.user_by_token("token-a").unwrap().as_deref(),
+        Some("alice")
+    );
+    assert!(db.rotate_user("alice", "token-b").unwrap());
+    assert_eq!(db.user_token("alice").unwrap().as_deref(), Some("token-b"));
+    assert!(db.user_by_token("token-a").unwrap().is_none());
+    assert!(!db.rotate_user("bob", "x").unwrap());
+    assert_eq!(
+        db.users()
+            .unwrap()
+            .iter()
+            .map(|u| u.name.as_str())
+            .collect::<Vec<_>>(),
+        ["alice"]
+    );
+    assert!(db.remove_user("alice").unwrap());
+    assert!(!db.remove_user("alice").unwrap());
+    assert!(db.users().unwrap().is_empty());
+    assert!(db.user_token("alice").unwrap().is_none());
+}
+
+/// Hidden dangers: `riskId` is unique per user; a repeat with the same content changes
+/// nothing, a changed one adds a revision; listings filter and page; a scan sees them all;
+/// revisions are published in the order of positions that only grow.
+pub fn hidden_dangers_keep_revisions(db: &dyn MetaStore) {
+    db.add_user("u", "t").unwrap();
+    db.add_user("v", "t2").unwrap();
+    let (r1, r2) = (sample("r1"), sample("r2"));
+    assert_eq!(
+        db.upsert_hidden_dangers("u", &[r1.clone(), r2.clone()])
+            .unwrap(),
+        [Upsert::Created, Upsert::Created]
+    );
+    assert_eq!(
+        db.upsert_hidden_dangers("u", std::slice::from_ref(&r1))
+            .unwrap(),
+        [Upsert::Unchanged]
+    );
+    // The same riskId from another user is another record.
+    assert_eq!(
+        db.upsert_hidden_dangers("v", std::slice::from_ref(&r1))
+            .unwrap(),
+        [Upsert::Created]
+    );
+    let mut changed = r1.clone();
+    changed.issue_name = "changed".into();
+    assert_eq!(
+        db.upsert_hidden_dangers("u", &[changed]).unwrap(),
+        [Upsert::Updated]
+    );
+    let (stored, revisions) = db.hidden_danger("u", "r1").unwrap().unwrap();
+    assert_eq!(stored.revision, 2);
+    assert_eq!(revisions.len(), 2);
+    assert!(stored.data.contains("changed"), "{}", stored.data);
+    assert!(db.hidden_danger("u", "nope").unwrap().is_none());
+
+    let all = HiddenDangerFilter::default();
+    let (_, total) = db.hidden_dangers(&all, None).unwrap();
+    assert_eq!(total, 3);
+    let only_u = HiddenDangerFilter {
+        user: Some("u".into()),
+        ..Default::default()
+    };
+    let (page, total) = db.hidden_dangers(&only_u, Some((1, 1))).unwrap();
+    assert_eq!((page.len(), total), (1, 2));
+    let mut scanned = Vec::new();
+    db.scan_hidden_dangers(&only_u, &mut |hd| {
+        scanned.push(hd.risk_id);
+        Ok(())
+    })
+    .unwrap();
+    scanned.sort();
+    assert_eq!(scanned, ["r1", "r2"]);
+    // One position per revision (r1 of u twice), each with the record as it is now.
+    let after = db.hidden_dangers_after(0, 100).unwrap();
+    assert_eq!(after.len(), 4);
+    assert!(
+        after
+            .iter()
+            .filter(|(_, hd)| hd.user == "u" && hd.risk_id == "r1")
+            .all(|(_, hd)| hd.revision == 2)
+    );
+    assert!(after.windows(2).all(|w| w[0].0 < w[1].0), "positions grow");
+    let last = after.last().unwrap().0;
+    assert!(db.hidden_dangers_after(last, 100).unwrap().is_empty());
+}
+
+fn taxii_object(i: usize, version_us: i64) -> NewTaxiiObject {
+    NewTaxiiObject {
+        id: format!("indicator--00000000-0000-4000-8000-{i:012}"),
+        kind: "indicator".into(),
+        version: format!("v{version_us}"),
+        version_us,
+        spec_version: "2.1".into(),
+        object: format!(r#"{{"n":{i}}}"#),
+    }
+}
+
+fn query(after_seq: i64, limit: u64) -> TaxiiQuery {
+    TaxiiQuery {
+        after_seq,
+        added_after: None,
+        limit,
+        ids: vec![],
+        types: vec![],
+        versions: vec![VersionMatch::All],
+        spec_versions: vec![],
+    }
+}
+
+/// TAXII: an id and version already there is kept; pages follow insertion order with an opaque
+/// position; deletes count; statuses, grants and watermarks are kept.
+pub fn taxii_collections_page_and_keep_watermarks(db: &dyn MetaStore) {
+    let added = db
+        .taxii_add(
+            "c",
+            &[taxii_object(1, 10), taxii_object(2, 10)],
+            Some(("src", 5)),
+        )
+        .unwrap();
+    assert_eq!(added, [true, true]);
+    assert_eq!(
+        db.taxii_add("c", &[taxii_object(1, 10), taxii_object(1, 20)], None)
+            .unwrap(),
+        [false, true]
+    );
+    assert_eq!(db.taxii_watermark("src").unwrap(), 5);
+    assert_eq!(db.taxii_watermark("other").unwrap(), 0);
+    let (first, more) = db.taxii_page("c", &query(0, 2)).unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(more);
+    let (rest, more) = db.taxii_page("c", &query(first[1].seq, 2)).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(!more);
+    assert!(first[0].date_added < first[1].date_added);
+    assert!(first[1].date_added < rest[0].date_added);
+    assert!(db.taxii_page("other", &query(0, 10)).unwrap().0.is_empty());
+    let last = TaxiiQuery {
+        versions: vec![VersionMatch::Last],
+        ..query(0, 10)
+    };
+    let (latest, _) = db.taxii_page("c", &last).unwrap();
+    assert_eq!(latest.len(), 2, "one version per object");
+    let id = taxii_object(1, 0).id;
+    assert_eq!(db.taxii_delete("c", &id, &[VersionMatch::All]).unwrap(), 2);
+    assert_eq!(db.taxii_delete("c", &id, &[VersionMatch::All]).unwrap(), 0);
+
+    let status = TaxiiStatus {
+        id: "s1".into(),
+        collection: "c".into(),
+        request_timestamp: 1,
+        total: 2,
+        successes: "[]".into(),
+        failures: "[]".into(),
+        success_count: 2,
+        failure_count: 0,
+    };
+    db.taxii_save_status(&status).unwrap();
+    assert_eq!(db.taxii_status("s1").unwrap().unwrap(), status);
+    assert!(db.taxii_status("s2").unwrap().is_none());
+
+    db.add_user("w", "tok").unwrap();
+    db.taxii_grant("w", "c").unwrap();
+    assert_eq!(db.taxii_grants("w").unwrap(), ["c"]);
+    assert!(db.taxii_revoke("w", "c").unwrap());
+    assert!(!db.taxii_revoke("w", "c").unwrap());
+    assert!(db.taxii_grants("w").unwrap().is_empty());
+}
+
+/// Blobs are named by the SHA-256 of their bytes; storing them again is deduplicated; a
+/// dropped stage leaves nothing; unknown hashes are absent.
+pub fn blobs_are_content_addressed(store: &dyn BlobStore) {
+    let mut staged = store.stage().unwrap();
+    std::io::Write::write_all(&mut staged, b"hello").unwrap();
+    assert_eq!(staged.written(), 5);
+    let first = staged.commit().unwrap();
+    assert_eq!(
+        first.hash.as_str(),
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    );
+    assert!(!first.deduplicated);
+    let second = store.put(b"hello").unwrap();
+    assert!(second.deduplicated);
+    assert_eq!(second.hash, first.hash);
+    let mut text = String::new();
+    store
+        .open(&first.hash)
+        .unwrap()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "hello");
+    assert_eq!(store.size(&first.hash).unwrap(), Some(5));
+    let mut dropped = store.stage().unwrap();
+    std::io::Write::write_all(&mut dropped, b"partial").unwrap();
+    drop(dropped);
+    let partial = Sha256Hex::from_digest(&sha2::Sha256::digest(b"partial"));
+    assert!(store.open(&partial).unwrap().is_none());
+    assert!(store.open(&hash('0')).unwrap().is_none());
+    assert_eq!(store.size(&hash('0')).unwrap(), None);
+    assert!(store.check().is_ok());
+}
+
+/// Runs every [`MetaStore`] scenario as its own test, each on a store from `$make` (a closure
+/// answering a fresh, empty store that lives as long as the value it returns).
+#[macro_export]
+macro_rules! meta_store_contract {
+    ($make:expr) => {
+        mod meta_store_contract {
+            use super::*;
+
+            #[test]
+            fn uploads_tasks_and_steps() {
+                let store = ($make)();
+                $crate::contract::uploads_tasks_and_steps(&*store);
+            }
+
+            #[test]
+            fn jobs_run_one_at_a_time_per_file() {
+                let store = ($make)();
+                $crate::contract::jobs_run_one_at_a_time_per_file(&*store);
+            }
+
+            #[test]
+            fn records_commit_with_progress_and_keep_chain_state() {
+                let store = ($make)();
+                $crate::contract::records_commit_with_progress_and_keep_chain_state(&*store);
+            }
+
+            #[test]
+            fn users_and_tokens() {
+                let store = ($make)();
+                $crate::contract::users_and_tokens(&*store);
+            }
+
+            #[test]
+            fn hidden_dangers_keep_revisions() {
+                let store = ($make)();
+                $crate::contract::hidden_dangers_keep_revisions(&*store);
+            }
+
+            #[test]
+            fn taxii_collections_page_and_keep_watermarks() {
+                let store = ($make)();
+                $crate::contract::taxii_collections_page_and_keep_watermarks(&*store);
+            }
+        }
+    };
+}
+
+/// Runs the [`BlobStore`] scenario on a store from `$make`.
+#[macro_export]
+macro_rules! blob_store_contract {
+    ($make:expr) => {
+        #[test]
+        fn blob_store_contract() {
+            let store = ($make)();
+            $crate::contract::blobs_are_content_addressed(&*store);
+        }
+    };
+}
