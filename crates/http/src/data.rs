@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::AppState;
 use super::envelope::{ApiError, JsonBody, ok};
+use br_cti_app::error::AppError;
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::FileMeta;
 use br_cti_domain::time::now_ms;
@@ -73,35 +74,36 @@ fn disk_full(context: &str) -> ApiError {
 }
 
 pub(crate) fn store_error(context: &'static str, e: StoreError) -> ApiError {
-    if e.is_full() {
-        tracing::error!("{context}: {e}");
-        return disk_full(context);
-    }
-    match e {
-        StoreError::TaskConflict { .. } | StoreError::Conflict(_) => {
-            ApiError::bad_request(e.to_string())
+    AppError::store(context, e).into()
+}
+
+/// The data API's answer to an application error (its one conversion).
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Invalid(m) | AppError::NotFound(m) | AppError::Conflict(m) => {
+                ApiError::bad_request(m)
+            }
+            AppError::StorageFull { context, cause } => {
+                tracing::error!("{context}: {cause}");
+                disk_full(context)
+            }
+            AppError::StoreReplaced { cause } => {
+                tracing::error!("{cause}");
+                ApiError::status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the node's database file was deleted or replaced while it ran; it refuses \
+                     requests until an operator restores the file or restarts it",
+                )
+            }
+            AppError::Internal { context, cause } => ApiError::internal(context, cause),
         }
-        StoreError::Replaced(_) => {
-            tracing::error!("{context}: {e}");
-            ApiError::status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the node's database file was deleted or replaced while it ran; it refuses \
-                 requests until an operator restores the file or restarts it",
-            )
-        }
-        other => ApiError::internal(context, other),
     }
 }
 
 /// Fails unless an uploaded file has this hash (blocking: call inside [`blocking`]).
 pub(crate) fn require_file(state: &AppState, hash: &Sha256Hex) -> Result<(), ApiError> {
-    match state.meta.file(hash) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(ApiError::bad_request(format!(
-            "no uploaded file has hash {hash}"
-        ))),
-        Err(e) => Err(store_error("looking up the file", e)),
-    }
+    Ok(br_cti_app::conversion::require_file(&*state.meta, hash)?)
 }
 
 /// Parses a `file_hash`-like field, naming it in the error.

@@ -15,12 +15,13 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::data::{blocking, parse_hash, require_file, store_error};
 use super::data_stix::{
-    List, Num, TAGS, Text, absent, check_vocabulary, latest_job, paging, progress_answer, queue_job,
+    List, Num, TAGS, Text, absent, check_vocabulary, latest_job, paging, progress_answer,
 };
 use super::envelope::{ApiError, JsonBody, ok, parse_json};
+use br_cti_app::conversion::{CtiBuildRequest, start_cti_build};
+use br_cti_app::jobs::KIND_CTI;
 use br_cti_app::jobs::cti_job::CtiParams;
-use br_cti_app::jobs::{KIND_CTI, KIND_STIX};
-use br_cti_domain::model::{CtiRecord, Publication, STEP_CTI};
+use br_cti_domain::model::{CtiRecord, Publication};
 use br_cti_domain::time::DisplayZone;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -161,69 +162,26 @@ async fn process_stix_to_cti(
             "field `cti_description`: longer than {MAX_DESCRIPTION_CHARS} characters"
         )));
     }
-    let process_id = req.process_id.0;
-    let job = blocking("starting the CTI build", move || {
-        // Endings a full disk kept from the database are written first (see `Jobs::settle`).
-        state.jobs.settle();
-        require_file(&state, &hash)?;
-        let meta = &state.meta;
-        for (kind, what, how) in [
-            (KIND_STIX, "a conversion", "wait for it to finish"),
-            (KIND_CTI, "a CTI build", "wait for it to finish"),
-        ] {
-            if let Some(job) = meta
-                .latest_job(kind, &hash)
-                .map_err(|e| store_error("reading jobs", e))?
-                && !job.status.is_finished()
-            {
-                return Err(ApiError::bad_request(format!(
-                    "{what} of file {hash} is {} (job {}); {how}",
-                    job.status.as_str(),
-                    job.id
-                )));
-            }
-        }
-        let (_, records) = meta
-            .stix_records(&hash, Some((1, 1)))
-            .map_err(|e| store_error("counting STIX records", e))?;
-        if records == 0 {
-            return Err(ApiError::bad_request(format!(
-                "file {hash} has no STIX records: convert it first with /data/process_data_to_stix"
-            )));
-        }
-        let cti_name = if name.is_empty() {
-            let file = meta
-                .file(&hash)
-                .map_err(|e| store_error("reading the file", e))?;
-            file.and_then(|f| f.original_name)
-                .unwrap_or_else(|| format!("CTI {}", &hash.as_str()[..12]))
-        } else {
-            name
-        };
-        let params = CtiParams {
+    let request = CtiBuildRequest {
+        file: hash,
+        process_id: req.process_id.0,
+        params: CtiParams {
             cti_type,
-            cti_name,
+            cti_name: name,
             open_source,
             description,
             value,
             incentive_mechanism,
             cti_traffic_type,
             tags,
-            records,
-        };
-        queue_job(
-            &state,
-            KIND_CTI,
-            STEP_CTI,
-            &hash,
-            &process_id,
-            &params,
-            records,
-            records,
-        )
+            records: 0,
+        },
+    };
+    let job = blocking("starting the CTI build", move || {
+        Ok(start_cti_build(&state.jobs, request)?)
     })
     .await?;
-    tracing::info!(job = job.id, file = %job.file_hash, records = job.total_steps, "CTI build queued");
+
     Ok(ok(
         "start create local cti records by hash",
         json!({"current_step": 0, "total_step": job.total_steps, "job_id": job.id}),

@@ -16,12 +16,11 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::data::{blocking, parse_hash, require_file, store_error};
 use super::envelope::{ApiError, JsonBody, ok};
+use br_cti_app::conversion::{ConversionRequest, cancel_conversion, start_conversion};
 use br_cti_app::jobs::KIND_STIX;
 use br_cti_app::jobs::stix_job::StixParams;
 use br_cti_domain::hash::Sha256Hex;
-use br_cti_domain::model::{Job, JobStatus, STEP_STIX, StixRecord};
-use br_cti_engine::convert::Mapping;
-use br_cti_engine::dataset;
+use br_cti_domain::model::{Job, JobStatus, StixRecord};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -211,31 +210,6 @@ pub(crate) fn absent() -> Num {
     Num(None)
 }
 
-/// A mapping named in a request: a plain file name in `<data-dir>/mappings/`.
-fn named_mapping(state: &AppState, name: &str) -> Result<String, ApiError> {
-    let valid = !name.is_empty()
-        && !name.starts_with('.')
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !valid {
-        return Err(ApiError::bad_request(format!(
-            "field `mapping`: {name:?} is not a mapping file name (letters, digits, '.', '_', '-')"
-        )));
-    }
-    let path = state.config.data_dir.join("mappings").join(name);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        ApiError::bad_request(format!(
-            "field `mapping`: cannot read {name:?} from {}: {e}",
-            state.config.data_dir.join("mappings").display()
-        ))
-    })?;
-    Mapping::parse(&text)
-        .map_err(|e| ApiError::bad_request(format!("field `mapping`: {name}: {e}")))?;
-    Ok(text)
-}
-
 async fn process_data_to_stix(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<StixRequest>,
@@ -271,20 +245,11 @@ async fn process_data_to_stix(
             ))
         })?,
     };
-    let mapping_text = match req
-        .mapping
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        Some(name) => named_mapping(&state, name)?,
-        None => state.default_mapping.to_string(),
-    };
     let features = req
         .stix_traffic_features
         .map(|l| l.0)
         .filter(|l| !l.is_empty());
-    let mut params = StixParams {
+    let params = StixParams {
         stix_type,
         stix_iocs,
         stix_tags,
@@ -293,97 +258,30 @@ async fn process_data_to_stix(
         labels: req.stix_label.map(|l| l.0).unwrap_or_default(),
         label_columns: Vec::new(),
         observed_time_micros: observed_time.micros(),
-        mapping_name: req.mapping.filter(|m| !m.trim().is_empty()),
-        mapping_text,
+        mapping_name: req
+            .mapping
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty()),
+        mapping_text: String::new(),
     };
-    let process_id = req.process_id.0;
+    let request = ConversionRequest {
+        file: hash,
+        process_id: req.process_id.0,
+        params,
+    };
     let job = blocking("starting the conversion", move || {
-        require_file(&state, &hash)?;
-        // A job that ended while its ending could not be written (a full disk) still holds
-        // its file's place in the database: write it first.
-        state.jobs.settle();
-        let meta = &state.meta;
-        if let Some(job) = meta.latest_job(KIND_STIX, &hash).map_err(|e| store_error("reading jobs", e))?
-            && !job.status.is_finished()
-        {
-            return Err(ApiError::bad_request(format!(
-                "a conversion of file {hash} is already {} (job {}); wait for it or cancel it with /data/cancel_stix_process",
-                job.status.as_str(),
-                job.id
-            )));
-        }
-        let open = || {
-            state
-                .blobs
-                .open(&hash)
-                .map_err(|e| ApiError::internal("opening the dataset", e))?
-                .ok_or_else(|| ApiError::internal("opening the dataset", format!("blob {hash} is missing")))
-        };
-        let unreadable = |e: dataset::DatasetError| ApiError::bad_request(format!("cannot read file {hash}: {e}"));
-        let columns = if params.features.is_some() || !params.labels.is_empty() {
-            dataset::features(open()?, &state.config.dataset_limits).map_err(unreadable)?
-        } else {
-            Vec::new()
-        };
-        // `stix_label` values that name a column label each row with its value there.
-        let (label_columns, labels): (Vec<String>, Vec<String>) =
-            std::mem::take(&mut params.labels).into_iter().partition(|l| columns.contains(l));
-        params.label_columns = label_columns;
-        params.labels = labels;
-        if let Some(features) = &params.features {
-            let unknown: Vec<&String> = features.iter().filter(|f| !columns.contains(f)).collect();
-            if !unknown.is_empty() {
-                return Err(ApiError::bad_request(format!(
-                    "field `stix_traffic_features`: {} not a column of this file (its columns: {})",
-                    unknown.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", "),
-                    columns.join(";")
-                )));
-            }
-        }
-        let rows = dataset::count_rows(open()?, &state.config.dataset_limits).map_err(unreadable)?;
-        let total_steps = rows.div_ceil(params.compress);
-        queue_job(&state, KIND_STIX, STEP_STIX, &hash, &process_id, &params, total_steps, rows)
+        Ok(start_conversion(
+            &state.jobs,
+            &state.config,
+            &state.default_mapping,
+            request,
+        )?)
     })
     .await?;
-    tracing::info!(job = job.id, file = %job.file_hash, rows = job.rows_total, files = job.total_steps, "conversion queued");
     Ok(ok(
         "Process data to stix successfully",
         json!({"current_step": 0, "total_step": job.total_steps, "job_id": job.id}),
     ))
-}
-
-/// Saves a job with its parameters, marks its step of the file's tasks running (one
-/// transaction) and queues it (blocking: call inside [`blocking`]).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn queue_job(
-    state: &AppState,
-    kind: &str,
-    step: u8,
-    hash: &Sha256Hex,
-    process_id: &str,
-    params: &impl serde::Serialize,
-    total_steps: u64,
-    rows_total: u64,
-) -> Result<Job, ApiError> {
-    let params_json =
-        serde_json::to_string(params).map_err(|e| ApiError::internal("saving the job", e))?;
-    let job = state
-        .meta
-        .create_job(
-            kind,
-            hash,
-            process_id,
-            &params_json,
-            total_steps,
-            rows_total,
-            step,
-        )
-        .map_err(|e| store_error("saving the job", e))?;
-    state
-        .jobs
-        .enqueue(job.id)
-        .map_err(|e| ApiError::internal("queueing the job", e))?;
-    Ok(job)
 }
 
 /// The paging of a listing: `page` from 1 and `page_size` 1-10,000 (default 100); both
@@ -556,19 +454,7 @@ async fn cancel_stix_process(
 ) -> Result<axum::Json<Value>, ApiError> {
     let hash = parse_hash("file_hash", &req.file_hash)?;
     let job = blocking("canceling the conversion", move || {
-        let job = state
-            .meta
-            .latest_job(KIND_STIX, &hash)
-            .map_err(|e| store_error("reading jobs", e))?
-            .filter(|j| !j.status.is_finished())
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("no conversion of file {hash} is queued or running"))
-            })?;
-        state
-            .jobs
-            .cancel(job.id)
-            .map_err(|e| store_error("canceling the job", e))?;
-        Ok(job)
+        Ok(cancel_conversion(&state.jobs, &hash)?)
     })
     .await?;
     Ok(ok(

@@ -155,6 +155,40 @@ impl Jobs {
         Ok(())
     }
 
+    /// Saves a job with its parameters, marks `step` of the file's tasks running (one
+    /// transaction) and queues it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit(
+        &self,
+        kind: &str,
+        step: u8,
+        hash: &Sha256Hex,
+        process_id: &str,
+        params: &impl serde::Serialize,
+        total_steps: u64,
+        rows_total: u64,
+    ) -> Result<Job, crate::error::AppError> {
+        use crate::error::AppError;
+        let params_json =
+            serde_json::to_string(params).map_err(|e| AppError::internal("saving the job", e))?;
+        let job = self
+            .inner
+            .meta
+            .create_job(
+                kind,
+                hash,
+                process_id,
+                &params_json,
+                total_steps,
+                rows_total,
+                step,
+            )
+            .map_err(|e| AppError::store("saving the job", e))?;
+        self.enqueue(job.id)
+            .map_err(|e| AppError::internal("queueing the job", e))?;
+        Ok(job)
+    }
+
     fn done_one(&self) {
         let mut pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
         *pending = pending.saturating_sub(1);
