@@ -11,6 +11,12 @@ pub enum AppError {
     /// What the request names does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The request presents no credentials, or wrong ones.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The credentials are known but do not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request conflicts with the state (a job already running, a name taken).
     #[error("{0}")]
     Conflict(String),

@@ -84,6 +84,8 @@ impl From<AppError> for ApiError {
             AppError::Invalid(m) | AppError::NotFound(m) | AppError::Conflict(m) => {
                 ApiError::bad_request(m)
             }
+            AppError::Unauthorized(m) => ApiError::status(StatusCode::UNAUTHORIZED, m),
+            AppError::Forbidden(m) => ApiError::status(StatusCode::FORBIDDEN, m),
             AppError::StorageFull { context, cause } => {
                 tracing::error!("{context}: {cause}");
                 disk_full(context)

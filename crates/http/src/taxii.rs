@@ -11,8 +11,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
+use br_cti_app::error::AppError;
+use br_cti_app::taxii::access::{
+    Credentials, Policy, Principal, authenticate, can_read, can_write, visible_collection,
+    writable_collection,
+};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use super::AppState;
 use br_cti_app::taxii::{self, Collection};
@@ -146,108 +150,76 @@ fn check_accept(headers: &HeaderMap, stix_too: bool) -> Result<(), TaxiiError> {
 
 // ---------------------------------------------------------------------------------- auth
 
-#[derive(Clone, Debug, PartialEq)]
-enum Principal {
-    /// The node's own API token.
-    Operator,
-    User(String),
-    Anonymous,
-}
-
-fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, TaxiiError> {
-    let unauthorized = || {
-        error(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "send HTTP Basic (user name, token as password) or a Bearer token",
-        )
-    };
+/// The `Authorization` header as credentials (decoding is parsing; checking them is the
+/// application's).
+fn credentials(headers: &HeaderMap) -> Credentials {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     else {
-        return if state.config.taxii_anonymous {
-            Ok(Principal::Anonymous)
-        } else {
-            Err(unauthorized())
-        };
+        return Credentials::None;
     };
-    let db = &state.taxii_db;
     if let Some(b64) = value.strip_prefix("Basic ") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
             .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(unauthorized)?;
-        let (user, token) = decoded.split_once(':').ok_or_else(unauthorized)?;
-        let stored = db.user_token(user).map_err(internal)?;
-        let matches = stored
-            .as_deref()
-            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())));
-        return if matches {
-            Ok(Principal::User(user.to_string()))
-        } else {
-            Err(unauthorized())
+            .and_then(|b| String::from_utf8(b).ok());
+        return match decoded.as_deref().and_then(|d| d.split_once(':')) {
+            Some((user, token)) => Credentials::Basic {
+                user: user.to_string(),
+                token: token.to_string(),
+            },
+            None => Credentials::Malformed,
         };
     }
-    if let Some(token) = value.strip_prefix("Bearer ").map(str::trim) {
-        if let Some(op) = &state.config.api_token
-            && bool::from(op.as_bytes().ct_eq(token.as_bytes()))
-        {
-            return Ok(Principal::Operator);
+    match value.strip_prefix("Bearer ") {
+        Some(token) => Credentials::Bearer(token.trim().to_string()),
+        None => Credentials::Malformed,
+    }
+}
+
+/// Who the request acts for.
+fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, TaxiiError> {
+    let policy = Policy {
+        anonymous: state.config.taxii_anonymous,
+        api_token: state.config.api_token.as_deref(),
+    };
+    Ok(authenticate(
+        &*state.taxii_db,
+        &policy,
+        credentials(headers),
+    )?)
+}
+
+/// The TAXII answer to an application error (its one conversion).
+impl From<AppError> for TaxiiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Invalid(m) => bad(m),
+            AppError::NotFound(m) => error(StatusCode::NOT_FOUND, "Not found", m),
+            AppError::Unauthorized(m) => error(StatusCode::UNAUTHORIZED, "Unauthorized", m),
+            AppError::Forbidden(m) => error(StatusCode::FORBIDDEN, "Forbidden", m),
+            AppError::Conflict(m) => error(StatusCode::CONFLICT, "Conflict", m),
+            AppError::StorageFull { context, cause } => {
+                tracing::error!("{context}: {cause}");
+                error(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "Insufficient storage",
+                    format!("the node's disk is full ({context} failed); try again later"),
+                )
+            }
+            AppError::StoreReplaced { cause } => {
+                tracing::error!("{cause}");
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Unavailable",
+                    "the node's database was replaced while it ran",
+                )
+            }
+            AppError::Internal { context, cause } => internal(format!("{context}: {cause}")),
         }
-        return match db.user_by_token(token).map_err(internal)? {
-            Some(user) => Ok(Principal::User(user)),
-            None => Err(unauthorized()),
-        };
     }
-    Err(unauthorized())
 }
-
-fn can_write(state: &AppState, who: &Principal, c: &Collection) -> Result<bool, TaxiiError> {
-    if !c.writable {
-        return Ok(false);
-    }
-    Ok(match who {
-        Principal::Operator => true,
-        Principal::Anonymous => false,
-        Principal::User(u) => state
-            .taxii_db
-            .taxii_grants(u)
-            .map_err(internal)?
-            .iter()
-            .any(|g| g == "all" || *g == c.id),
-    })
-}
-
-/// Every known user (and the operator) may read every collection; anonymous clients, when
-/// allowed, the node's read collections.
-fn can_read(who: &Principal, c: &Collection) -> bool {
-    !(matches!(who, Principal::Anonymous) && c.writable)
-}
-
-/// The collection, if the principal may see it (404 otherwise, 403 when it may see but not read).
-fn collection(state: &AppState, who: &Principal, id: &str) -> Result<Collection, TaxiiError> {
-    let c = taxii::collections()
-        .into_iter()
-        .find(|c| c.id == id)
-        .ok_or_else(|| {
-            error(
-                StatusCode::NOT_FOUND,
-                "Not found",
-                format!("no collection {id}"),
-            )
-        })?;
-    if !can_read(who, &c) && !can_write(state, who, &c)? {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            format!("no collection {id}"),
-        ));
-    }
-    Ok(c)
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, TaxiiError> + Send + 'static,
 ) -> Result<T, TaxiiError> {
@@ -314,7 +286,7 @@ fn collection_json(state: &AppState, who: &Principal, c: &Collection) -> Result<
         "title": c.title,
         "description": c.description,
         "can_read": can_read(who, c),
-        "can_write": can_write(state, who, c)?,
+        "can_write": can_write(&*state.taxii_db, who, c)?,
         "media_types": ["application/stix+json;version=2.1"],
     }))
 }
@@ -328,7 +300,7 @@ async fn list_collections(
         let who = principal(&state, &headers)?;
         let mut out = Vec::new();
         for c in taxii::collections() {
-            if can_read(&who, &c) || can_write(&state, &who, &c)? {
+            if can_read(&who, &c) || can_write(&*state.taxii_db, &who, &c)? {
                 out.push(collection_json(&state, &who, &c)?);
             }
         }
@@ -346,7 +318,7 @@ async fn one_collection(
     check_accept(&headers, false)?;
     let body = blocking(move || {
         let who = principal(&state, &headers)?;
-        let c = collection(&state, &who, &id)?;
+        let c = visible_collection(&*state.taxii_db, &who, &id)?;
         collection_json(&state, &who, &c)
     })
     .await?;
@@ -464,7 +436,7 @@ async fn page(
     let wanted = object_id.clone();
     let (rows, more, query) = blocking(move || {
         let who = principal(&state, &headers)?;
-        let c = collection(&state, &who, &id)?;
+        let c = visible_collection(&*state.taxii_db, &who, &id)?;
         if !can_read(&who, &c) {
             return Err(error(
                 StatusCode::FORBIDDEN,
@@ -583,19 +555,7 @@ async fn versions(
 
 fn writer(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Collection, TaxiiError> {
     let who = principal(state, headers)?;
-    let c = collection(state, &who, id)?;
-    if !can_write(state, &who, &c)? {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            if c.writable {
-                "writing here takes a grant: br-cti users grant NAME --write <collection id>"
-            } else {
-                "this collection is filled by the node itself and cannot be written"
-            },
-        ));
-    }
-    Ok(c)
+    Ok(writable_collection(&*state.taxii_db, &who, id)?)
 }
 
 async fn add_objects(

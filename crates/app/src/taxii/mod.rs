@@ -2,6 +2,8 @@
 //! and the worker that publishes the node's own STIX (dataset conversions, hidden dangers) into
 //! the read collections as it appears.
 
+pub mod access;
+
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
