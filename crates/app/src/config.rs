@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use br_cti_domain::error::Invalid;
+
 use br_cti_domain::time::DisplayZone;
 
 /// Default cap on one uploaded file: 1 GiB.
@@ -23,7 +25,7 @@ pub enum CorsOrigins {
 
 impl CorsOrigins {
     /// Parses `*`, `none`, or a comma-separated list of origins.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
         let s = s.trim();
         match s {
             "*" => Ok(Self::Any),
@@ -36,9 +38,9 @@ impl CorsOrigins {
                     .collect();
                 for o in &list {
                     if !(o.starts_with("http://") || o.starts_with("https://")) {
-                        return Err(format!(
+                        return Err(Invalid(format!(
                             "CORS origin {o:?} must start with http:// or https:// (or use '*' or 'none')"
-                        ));
+                        )));
                     }
                 }
                 Ok(Self::List(list))
@@ -161,7 +163,11 @@ impl Default for HiddenDangerLimits {
 
 impl ServeConfig {
     /// Refuses configurations that would expose an unauthenticated node to the network.
-    pub fn check_exposure(&self) -> Result<(), String> {
+    pub fn check_exposure(&self) -> Result<(), Invalid> {
+        self.exposure().map_err(Invalid)
+    }
+
+    fn exposure(&self) -> Result<(), String> {
         if let Some(token) = &self.api_token {
             if token.trim().is_empty() {
                 return Err(
@@ -232,7 +238,7 @@ mod tests {
         let err = cfg("0.0.0.0:5000", None, false)
             .check_exposure()
             .unwrap_err();
-        assert!(err.contains("--api-token"), "{err}");
+        assert!(err.0.contains("--api-token"), "{err}");
         let long = "0123456789abcdef";
         assert!(
             cfg("0.0.0.0:5000", Some(long), false)
@@ -250,7 +256,7 @@ mod tests {
             let err = cfg(listen, Some(token), false)
                 .check_exposure()
                 .unwrap_err();
-            assert!(err.contains(needle), "{token:?}: {err}");
+            assert!(err.0.contains(needle), "{token:?}: {err}");
         }
         assert!(
             cfg("127.0.0.1:5000", Some("t"), false)

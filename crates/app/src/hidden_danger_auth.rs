@@ -1,6 +1,7 @@
 //! Authentication of reports: `sign = md5(timestamp + user + token)`, the time window, the
 //! replay cache and the per-user rate limit. Also the reporting users' names and tokens.
 
+use br_cti_domain::error::Invalid;
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -10,20 +11,22 @@ use subtle::ConstantTimeEq;
 
 /// A reporting user's name: 1-10 characters, not starting with a digit (the signed text
 /// `timestamp + user` would be ambiguous otherwise), no whitespace or control characters.
-pub fn check_user_name(name: &str) -> Result<(), String> {
+pub fn check_user_name(name: &str) -> Result<(), Invalid> {
     let n = name.chars().count();
     if n == 0 || n > 10 {
-        return Err(format!(
+        return Err(Invalid(format!(
             "user name {name:?} must have 1 to 10 characters (it has {n})"
-        ));
+        )));
     }
     if name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!("user name {name:?} must not start with a digit"));
+        return Err(Invalid(format!(
+            "user name {name:?} must not start with a digit"
+        )));
     }
     if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
+        return Err(Invalid(format!(
             "user name {name:?} must not contain spaces or control characters"
-        ));
+        )));
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! objects), and the validation of a reported hidden danger. No I/O: nothing here opens a file,
 //! a socket or a database.
 
+pub mod error;
 pub mod hash;
 pub mod hidden_danger;
 pub mod io;

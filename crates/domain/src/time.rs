@@ -2,6 +2,8 @@
 
 use jiff::tz::{Offset, TimeZone};
 
+use crate::error::Invalid;
+
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
@@ -30,7 +32,7 @@ impl DisplayZone {
     }
 
     /// `system`, an IANA name (`Asia/Shanghai`, `UTC`) or a fixed offset (`+08:00`, `-0530`).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
         let s = s.trim();
         if s.is_empty() || s.eq_ignore_ascii_case("system") || s.eq_ignore_ascii_case("local") {
             return Ok(Self::system());
@@ -47,10 +49,10 @@ impl DisplayZone {
                 tz,
             })
             .map_err(|_| {
-                format!(
+                Invalid::new(format!(
                     "{s:?} is not a time zone: give an IANA name such as Asia/Shanghai or UTC, \
                      an offset such as +08:00, or `system`"
-                )
+                ))
             })
     }
 
@@ -124,7 +126,7 @@ mod tests {
     fn refuses_what_is_not_a_zone() {
         for bad in ["Mars/Olympus", "+25:00", "+8:75", "08:00", "+"] {
             let err = DisplayZone::parse(bad).unwrap_err();
-            assert!(err.contains("not a time zone"), "{bad}: {err}");
+            assert!(err.to_string().contains("not a time zone"), "{bad}: {err}");
         }
         assert!(DisplayZone::parse("system").is_ok());
     }

@@ -4,9 +4,14 @@
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+/// A panic caught by [`catch`]: its message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Panic(pub String);
+
 /// Runs `f`; a panic becomes `Err` with the panic's message.
-pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(payload.as_ref()))
+pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Panic> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| Panic(panic_message(payload.as_ref())))
 }
 
 /// The message a panic was raised with (`panic!("…")`, `expect`, an index out of bounds).
@@ -29,10 +34,10 @@ mod tests {
         assert_eq!(catch(|| 5), Ok(5));
         assert_eq!(
             catch(|| -> u8 { panic!("boom {}", 1) }),
-            Err("boom 1".to_string())
+            Err(Panic("boom 1".to_string()))
         );
         let v: Vec<u8> = Vec::new();
-        let e = catch(|| v[3]).unwrap_err();
+        let e = catch(|| v[3]).unwrap_err().0;
         assert!(e.contains("index out of bounds"), "{e}");
     }
 }

@@ -632,10 +632,10 @@ async fn add_objects(
         for o in objects {
             match taxii::parse_object(o) {
                 Ok(n) => valid.push(n),
-                Err(message) => failures.push(json!({
+                Err(invalid) => failures.push(json!({
                     "id": o.get("id").and_then(Value::as_str).unwrap_or(""),
                     "version": o.get("modified").or_else(|| o.get("created")).and_then(Value::as_str).unwrap_or(""),
-                    "message": message,
+                    "message": invalid.to_string(),
                 })),
             }
         }

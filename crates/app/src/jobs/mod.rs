@@ -25,6 +25,8 @@ use br_cti_domain::model::{Job, JobStatus, STEP_CTI, STEP_STIX, StepState};
 use br_cti_engine::cti::geo::GeoIp;
 use br_cti_store::{BlobStore, MetaStore, StoreError};
 
+use crate::error::AppError;
+
 pub const KIND_STIX: &str = "stix";
 pub const KIND_CTI: &str = "cti";
 
@@ -137,7 +139,7 @@ impl Jobs {
 
     /// Hands a saved job to the worker. Fails only when the worker is gone (the job then stays
     /// queued in the database and runs at the next start).
-    pub fn enqueue(&self, id: i64) -> Result<(), String> {
+    pub fn enqueue(&self, id: i64) -> Result<(), AppError> {
         self.flag(id);
         *self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         let sent = self
@@ -148,8 +150,11 @@ impl Jobs {
             .send(Msg::Run(id));
         if sent.is_err() {
             self.done_one();
-            return Err(format!(
-                "the job worker is not running; job {id} stays queued and runs at the next start"
+            return Err(AppError::internal(
+                "queueing the job",
+                format!(
+                    "the job worker is not running; job {id} stays queued and runs at the next start"
+                ),
             ));
         }
         Ok(())
@@ -168,7 +173,6 @@ impl Jobs {
         total_steps: u64,
         rows_total: u64,
     ) -> Result<Job, crate::error::AppError> {
-        use crate::error::AppError;
         let params_json =
             serde_json::to_string(params).map_err(|e| AppError::internal("saving the job", e))?;
         let job = self
@@ -184,8 +188,7 @@ impl Jobs {
                 step,
             )
             .map_err(|e| AppError::store("saving the job", e))?;
-        self.enqueue(job.id)
-            .map_err(|e| AppError::internal("queueing the job", e))?;
+        self.enqueue(job.id)?;
         Ok(job)
     }
 

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 
+use br_cti_domain::error::Invalid;
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::NewTaxiiObject;
 use br_cti_domain::time::now_ms;
@@ -143,7 +144,11 @@ fn valid_type_name(t: &str) -> bool {
 }
 
 /// Checks one object of an add request and describes it for storage.
-pub fn parse_object(v: &Value) -> Result<NewTaxiiObject, String> {
+pub fn parse_object(v: &Value) -> Result<NewTaxiiObject, Invalid> {
+    check_object(v).map_err(Invalid)
+}
+
+fn check_object(v: &Value) -> Result<NewTaxiiObject, String> {
     let o = v.as_object().ok_or("not a JSON object")?;
     let kind = o
         .get("type")
@@ -353,10 +358,11 @@ fn publish_once(db: &dyn MetaStore, blobs: &dyn BlobStore) -> Result<bool, Strin
         let mut objects: Vec<NewTaxiiObject> = hidden_danger_stix::producer_objects()
             .iter()
             .map(|o| parse_object(&Value::Object(o.clone())))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
         for (_, hd) in &changed {
             for o in hidden_danger_stix::objects(hd)? {
-                objects.push(parse_object(&Value::Object(o))?);
+                objects.push(parse_object(&Value::Object(o)).map_err(|e| e.to_string())?);
             }
         }
         db.taxii_add(
@@ -405,13 +411,13 @@ mod tests {
         assert_eq!(parse_object(&sco).unwrap().version, "");
         let mut bad = good.clone();
         bad["id"] = json!("malware--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f");
-        assert!(parse_object(&bad).unwrap_err().contains("indicator--"));
+        assert!(parse_object(&bad).unwrap_err().0.contains("indicator--"));
         let mut bad = good.clone();
         bad["spec_version"] = json!("2.0");
         assert!(parse_object(&bad).is_err());
         let mut bad = good.clone();
         bad["modified"] = json!("2023-01-01T00:00:00Z");
-        assert!(parse_object(&bad).unwrap_err().contains("before"));
+        assert!(parse_object(&bad).unwrap_err().0.contains("before"));
         let mut bad = good;
         bad.as_object_mut().unwrap().remove("created");
         assert!(parse_object(&bad).is_err());

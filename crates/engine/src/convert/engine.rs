@@ -803,6 +803,7 @@ impl<'s> RowConverter<'s> {
             let outcome = match row {
                 Ok(row) => row
                     .with_row(|row| self.convert(index, row, &mut batch))
+                    .map_err(|e| e.0)
                     .and_then(|converted| converted),
                 Err(reason) => Err(reason),
             };

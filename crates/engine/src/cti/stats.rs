@@ -84,9 +84,18 @@ fn is_address_id(id: &str) -> bool {
     id.starts_with("ipv4-addr--") || id.starts_with("ipv6-addr--")
 }
 
+/// A STIX file that cannot be read or scanned: the line and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ScanError(pub String);
+
 /// Reads a STIX JSON Lines file and counts, for every IP address object, how many
 /// observations reference it. Memory is proportional to the distinct addresses, not the file.
-pub fn scan_stix(input: impl BufRead) -> Result<StixScan, String> {
+pub fn scan_stix(input: impl BufRead) -> Result<StixScan, ScanError> {
+    scan(input).map_err(ScanError)
+}
+
+fn scan(input: impl BufRead) -> Result<StixScan, String> {
     let mut refs: FxHashMap<String, u64> = FxHashMap::default();
     let mut values: FxHashMap<String, String> = FxHashMap::default();
     let mut objects = 0u64;
@@ -156,9 +165,9 @@ mod tests {
             &b"{\"type\":\"observed-data\",\"id\":\"o\",\"object_refs\":[\"ipv4-addr--9\"]}\n"[..],
         )
         .unwrap_err();
-        assert!(err.contains("ipv4-addr--9"), "{err}");
+        assert!(err.0.contains("ipv4-addr--9"), "{err}");
         let err = scan_stix(&b"{\"type\":1}\n"[..]).unwrap_err();
-        assert!(err.starts_with("line 1:"), "{err}");
+        assert!(err.0.starts_with("line 1:"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub(crate) mod xlsx_guard;
 pub use limits::DatasetLimits;
 pub(crate) use limits::{LineGuard, RecordGuard, RecordMark};
 
-pub use rows::{Cell, OwnedRow, Row, RowResult, count_rows, for_each_row};
+pub use rows::{Cell, OwnedRow, Row, RowError, RowResult, count_rows, for_each_row};
 pub use sniff::{CsvDialect, Format, TextEncoding, binary_kind, sniff};
 
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
@@ -206,7 +206,7 @@ pub(crate) fn with_first_xlsx_sheet<T>(
             .map_err(|e| spreadsheet_error("XLSX", e))?;
         f(&mut cells)
     })
-    .unwrap_or_else(|panic| Err(reader_failed("XLSX", &panic)))
+    .unwrap_or_else(|panic| Err(reader_failed("XLSX", &panic.0)))
 }
 
 /// A third-party reader that panicked on this file.
@@ -268,7 +268,7 @@ pub(crate) fn first_xls_range(
             .ok_or_else(|| DatasetError::NoColumns("the workbook has no worksheet".into()))?
             .map_err(|e| spreadsheet_error("XLS", e))
     })
-    .unwrap_or_else(|panic| Err(reader_failed("XLS", &panic)))
+    .unwrap_or_else(|panic| Err(reader_failed("XLS", &panic.0)))
 }
 
 fn xls_header(

@@ -91,11 +91,14 @@ impl Row for OwnedRow {
 impl OwnedRow {
     /// Calls `f` with the row's cells; a JSON Lines row that is not a JSON object is an error
     /// (`line N: reason`).
-    pub fn with_row<T>(&self, f: impl FnOnce(&dyn Row) -> T) -> Result<T, String> {
+    pub fn with_row<T>(&self, f: impl FnOnce(&dyn Row) -> T) -> Result<T, RowError> {
         match self {
             OwnedRow::JsonLine { line, bytes } => {
                 let pairs: Pairs<'_> = serde_json::from_slice(bytes).map_err(|e| {
-                    format!("line {line}: {}", super::strip_position(&e.to_string()))
+                    RowError(format!(
+                        "line {line}: {}",
+                        super::strip_position(&e.to_string())
+                    ))
                 })?;
                 Ok(f(&pairs))
             }
@@ -103,6 +106,11 @@ impl OwnedRow {
         }
     }
 }
+
+/// A row that cannot be read (a JSON Lines line that is not an object): `line N: reason`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RowError(pub String);
 
 /// A JSON object's members in order, keys borrowed from the input where they have no escapes
 /// (cheaper than a map: no hashing, fewer allocations).
@@ -594,6 +602,7 @@ mod tests {
                         });
                         cells
                     })
+                    .map_err(|e| e.0)
                 }));
                 ControlFlow::Continue(())
             },
