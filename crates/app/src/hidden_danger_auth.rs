@@ -71,7 +71,7 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 #[derive(Clone)]
 pub struct Replayed {
     pub body_sha256: [u8; 32],
-    pub status: u16,
+    pub outcome: crate::reports::Outcome,
     /// The answer's JSON text (whole, or its summary when the cache could not keep it whole).
     pub answer: std::sync::Arc<str>,
 }
@@ -93,7 +93,7 @@ type ReplayKey = (String, String, String);
 /// at once under one key, exactly one is processed; the other waits for its answer (the same
 /// body) or is refused (another body).
 ///
-/// Memory is bounded: an entry holds the body's SHA-256, the status and the answer; answers are
+/// Memory is bounded: an entry holds the body's SHA-256, the outcome and the answer; answers are
 /// kept whole up to [`REPLAY_ANSWER_MAX_BYTES`] each and [`REPLAY_ANSWERS_MAX_BYTES`] in all,
 /// beyond which an entry keeps the summary its caller gives (a few hundred bytes). Entries
 /// are bounded by the rate limit times the window.
@@ -346,7 +346,7 @@ mod tests {
             "S",
             Replayed {
                 body_sha256: body,
-                status: 200,
+                outcome: crate::reports::Outcome::Answered,
                 answer: "x".into(),
             },
             String::new,
@@ -378,7 +378,7 @@ mod tests {
             "s",
             Replayed {
                 body_sha256: body,
-                status: 200,
+                outcome: crate::reports::Outcome::Answered,
                 answer: "first".into(),
             },
             String::new,
@@ -397,7 +397,7 @@ mod tests {
         let cache = ReplayCache::new(Duration::from_secs(300));
         let answer = |n: usize| Replayed {
             body_sha256: [1; 32],
-            status: 200,
+            outcome: crate::reports::Outcome::Answered,
             answer: "a".repeat(n).into(),
         };
         // A long answer is kept as its summary.

@@ -9,4 +9,5 @@ pub mod conversion;
 pub mod error;
 pub mod hidden_danger_auth;
 pub mod jobs;
+pub mod reports;
 pub mod taxii;

@@ -49,7 +49,7 @@ pub struct AppState {
     /// The text of the default mapping table (validated at start).
     pub default_mapping: Arc<String>,
     /// The hidden-danger interface's replay cache and rate limits.
-    pub open_api: Arc<open_api::OpenApi>,
+    pub reports: Arc<br_cti_app::reports::Reports>,
     /// A connection of its own for TAXII (pages never wait behind ingest or jobs).
     pub taxii_db: Arc<dyn MetaStore>,
     /// Publishes new STIX into the TAXII read collections.
@@ -86,7 +86,9 @@ impl AppState {
         Self {
             blobs,
             meta,
-            open_api: Arc::new(open_api::OpenApi::new(config.hidden_danger.clone())),
+            reports: Arc::new(br_cti_app::reports::Reports::new(
+                config.hidden_danger.clone(),
+            )),
             taxii_db,
             publisher,
             body_budget: BodyBudget::new(config.max_body_memory_bytes),
