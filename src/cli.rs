@@ -59,11 +59,7 @@ pub(crate) fn file_sha256(path: &Path) -> anyhow::Result<String> {
 pub(crate) fn load_mapping(path: Option<&Path>) -> anyhow::Result<Mapping> {
     match path {
         None => Ok(Mapping::default_table()),
-        Some(p) => {
-            let text = fs::read_to_string(p)
-                .with_context(|| format!("cannot read mapping {}", p.display()))?;
-            Mapping::parse(&text).with_context(|| format!("mapping {}", p.display()))
-        }
+        Some(p) => Ok(Mapping::read_file(p).map_err(anyhow::Error::new)?.1),
     }
 }
 

@@ -19,13 +19,7 @@ pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
     prepare_data_dir(&config.data_dir)?;
     let default_mapping = match &config.mapping {
         None => DEFAULT_MAPPING.to_string(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read mapping {}: {e}", path.display()))?;
-            Mapping::parse(&text)
-                .map_err(|e| anyhow::anyhow!("mapping {}: {e}", path.display()))?;
-            text
-        }
+        Some(path) => Mapping::read_file(path)?.0,
     };
     let db_path = config.data_dir.join("br-cti.sqlite");
     let meta: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&db_path)?);

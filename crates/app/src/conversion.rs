@@ -3,7 +3,7 @@
 
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{Job, STEP_CTI, STEP_STIX};
-use br_cti_engine::convert::Mapping;
+use br_cti_engine::convert::{Mapping, MappingFileError};
 use br_cti_engine::dataset::{self, DatasetError};
 use br_cti_store::MetaStore;
 
@@ -50,15 +50,16 @@ fn named_mapping(config: &ServeConfig, name: &str) -> Result<String, AppError> {
         )));
     }
     let dir = config.data_dir.join("mappings");
-    let text = std::fs::read_to_string(dir.join(name)).map_err(|e| {
-        AppError::Invalid(format!(
-            "field `mapping`: cannot read {name:?} from {}: {e}",
+    match Mapping::read_file(&dir.join(name)) {
+        Ok((text, _)) => Ok(text),
+        Err(MappingFileError::Read { cause, .. }) => Err(AppError::Invalid(format!(
+            "field `mapping`: cannot read {name:?} from {}: {cause}",
             dir.display()
-        ))
-    })?;
-    Mapping::parse(&text)
-        .map_err(|e| AppError::Invalid(format!("field `mapping`: {name}: {e}")))?;
-    Ok(text)
+        ))),
+        Err(MappingFileError::Table { cause, .. }) => Err(AppError::Invalid(format!(
+            "field `mapping`: {name}: {cause}"
+        ))),
+    }
 }
 
 /// A request to convert an uploaded dataset, its fields parsed. `params.labels` holds every

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use time::macros::{format_description, offset};
 
 use crate::json::json_kind;
+use crate::net::{is_host_name, normalise_mac};
 
 /// Per-item error codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -220,58 +221,6 @@ pub fn parse_time(s: &str) -> Option<i64> {
     )
     .ok()?;
     Some((t.assume_offset(offset!(+8)).unix_timestamp_nanos() / 1_000_000) as i64)
-}
-
-/// A host name (RFC 1123 labels, ASCII; IDNs as punycode), not an address in disguise.
-pub fn is_host_name(s: &str) -> bool {
-    let s = s.strip_suffix('.').unwrap_or(s);
-    if s.is_empty() || s.len() > 253 {
-        return false;
-    }
-    let labels: Vec<&str> = s.split('.').collect();
-    let label_ok = |l: &&str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    // An all-digit last label would make "999.1.1.1" a host name.
-    labels.iter().all(label_ok) && !labels.last().unwrap().bytes().all(|b| b.is_ascii_digit())
-}
-
-/// A MAC address as `aa:bb:cc:dd:ee:ff`, `aa-bb-…` or `aabb.ccdd.eeff`; normalised to
-/// lowercase colons (the STIX form).
-pub fn normalise_mac(s: &str) -> Option<String> {
-    let hex: String = if s.len() == 17 {
-        let sep = s.as_bytes()[2];
-        if sep != b':' && sep != b'-' {
-            return None;
-        }
-        let parts: Vec<&str> = s.split(sep as char).collect();
-        if parts.len() != 6 || parts.iter().any(|p| p.len() != 2) {
-            return None;
-        }
-        parts.concat()
-    } else if s.len() == 14 {
-        let parts: Vec<&str> = s.split('.').collect();
-        if parts.len() != 3 || parts.iter().any(|p| p.len() != 4) {
-            return None;
-        }
-        parts.concat()
-    } else {
-        return None;
-    };
-    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let hex = hex.to_ascii_lowercase();
-    Some(
-        (0..6)
-            .map(|i| &hex[i * 2..i * 2 + 2])
-            .collect::<Vec<_>>()
-            .join(":"),
-    )
 }
 
 /// Validates one item. Checks run in the order of the spec's table, so the first problem is
@@ -577,18 +526,5 @@ mod tests {
             code(with("issueDescription", "描".repeat(1001).into())),
             ItemCode::FieldTooLong
         );
-    }
-
-    #[test]
-    fn macs_and_host_names() {
-        assert_eq!(
-            normalise_mac("aabb.ccdd.eeff").unwrap(),
-            "aa:bb:cc:dd:ee:ff"
-        );
-        assert!(normalise_mac("aa:bb-cc:dd:ee:ff").is_none());
-        assert!(normalise_mac("gg:bb:cc:dd:ee:ff").is_none());
-        assert!(is_host_name("xn--fiqs8s.cn"));
-        assert!(!is_host_name("-a.com"));
-        assert!(!is_host_name("1.2.3.4"));
     }
 }

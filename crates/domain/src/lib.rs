@@ -9,6 +9,7 @@ pub mod hidden_danger;
 pub mod io;
 pub mod json;
 pub mod model;
+pub mod net;
 pub mod time;
 
 #[cfg(test)]

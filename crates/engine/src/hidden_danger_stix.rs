@@ -15,7 +15,7 @@ use sha2::Digest;
 use stix::objects::{Object, identity, property_extension_definition, sco, sdo};
 use stix::{BundleWriter, SdoIdBuilder, Timestamp, sdo_id};
 
-use crate::convert::{producer_epoch, producer_identity_id};
+use crate::producer::{producer_epoch, producer_identity, producer_identity_id};
 use br_cti_domain::model::StoredHiddenDanger;
 
 /// The property-extension holding the fields STIX has no property for.
@@ -40,7 +40,7 @@ fn extension_definition() -> Object {
 }
 
 fn ms(t: i64) -> String {
-    Timestamp::from_micros(t * 1000).to_millis_string()
+    Timestamp::from_millis(t).to_millis_string()
 }
 
 /// The first CVE id in a text (`CVE-YYYY-NNNN…`), upper-cased.
@@ -95,8 +95,8 @@ pub fn objects(hd: &StoredHiddenDanger) -> Result<Vec<Object>, String> {
         .map_err(|e| format!("stored hidden danger {} is unreadable: {e}", hd.id))?;
     let producer = producer_identity_id();
     let seed = format!("{}\u{0}{}", hd.user, hd.risk_id);
-    let created = Timestamp::from_micros(hd.created_at * 1000);
-    let modified = Timestamp::from_micros(hd.updated_at.max(hd.created_at) * 1000);
+    let created = Timestamp::from_millis(hd.created_at);
+    let modified = Timestamp::from_millis(hd.updated_at.max(hd.created_at));
     let start =
         br_cti_domain::hidden_danger::parse_time(text(&data, "startTime").unwrap_or_default())
             .ok_or("stored startTime is unreadable")?;
@@ -231,10 +231,7 @@ pub fn objects(hd: &StoredHiddenDanger) -> Result<Vec<Object>, String> {
 
 /// The objects every export references: the producer identity and the extension definition.
 pub fn producer_objects() -> [Object; 2] {
-    [
-        identity(producer_identity_id(), "br-cti", "system", producer_epoch()),
-        extension_definition(),
-    ]
+    [producer_identity(), extension_definition()]
 }
 
 /// Writes one bundle holding every object of the hidden dangers `scan` hands over (each object

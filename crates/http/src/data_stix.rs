@@ -309,7 +309,7 @@ struct FileHashRequest {
 }
 
 fn iso_ms(ms: Option<i64>) -> Value {
-    ms.map(|m| json!(stix::Timestamp::from_micros(m * 1000).to_millis_string()))
+    ms.map(|m| json!(stix::Timestamp::from_millis(m).to_millis_string()))
         .unwrap_or(Value::Null)
 }
 

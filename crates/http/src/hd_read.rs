@@ -136,7 +136,7 @@ fn number(q: &HashMap<String, String>, k: &str, default: u64, max: u64) -> Resul
 }
 
 fn iso(ms: i64) -> String {
-    stix::Timestamp::from_micros(ms * 1000).to_millis_string()
+    stix::Timestamp::from_millis(ms).to_millis_string()
 }
 
 /// A stored hidden danger as the API shows it: the reported fields, then the node's own.

@@ -73,41 +73,53 @@ pub fn write_f64(f: f64, out: &mut String) {
 }
 
 /// A JSON string with the escapes RFC 8785 prescribes: `\"`, `\\`, `\b \f \n \r \t`, other
-/// control characters as `\u00xx`; everything else as itself.
-pub fn write_string(s: &str, out: &mut String) {
-    out.push('"');
+/// control characters as `\u00xx`; everything else as itself. The pieces (quotes included)
+/// go to `emit` in order, so that one escaper serves every kind of output.
+pub fn escape_string(s: &str, mut emit: impl FnMut(&str)) {
+    emit("\"");
     if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        out.push_str(s);
-        out.push('"');
+        emit(s);
+        emit("\"");
         return;
     }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
-        let esc: Option<&str> = match b {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0x08 => Some("\\b"),
-            0x0c => Some("\\f"),
-            0..=0x1f => None,
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
             _ => continue,
         };
-        out.push_str(&s[start..i]);
-        match esc {
-            Some(e) => out.push_str(e),
-            None => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\u00");
-                out.push(HEX[(b >> 4) as usize] as char);
-                out.push(HEX[(b & 0xf) as usize] as char);
-            }
+        // Escaped bytes are ASCII, so `i` is a character boundary.
+        emit(&s[start..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let code = [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ];
+            emit(std::str::from_utf8(&code).expect("ASCII"));
+        } else {
+            emit(esc);
         }
         start = i + 1;
     }
-    out.push_str(&s[start..]);
-    out.push('"');
+    emit(&s[start..]);
+    emit("\"");
+}
+
+/// [`escape_string`] into a `String`.
+pub fn write_string(s: &str, out: &mut String) {
+    escape_string(s, |piece| out.push_str(piece));
 }
 
 #[cfg(test)]

@@ -13,6 +13,11 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
+    /// A time given in milliseconds since the Unix epoch (how the node records times).
+    pub fn from_millis(millis: i64) -> Self {
+        Self::from_micros(millis.saturating_mul(1000))
+    }
+
     pub fn from_micros(micros: i64) -> Self {
         Self { micros }
     }
@@ -74,6 +79,16 @@ impl Timestamp {
             (self.micros.rem_euclid(1_000_000) / 1000) as u32,
             3,
         );
+        out.push('Z');
+        out
+    }
+
+    /// Exactly microsecond precision (`...T00:00:00.000000Z`), as TAXII writes `date_added`
+    /// and versions.
+    pub fn to_micros_string(self) -> String {
+        let mut out = self.seconds_text();
+        out.push('.');
+        push_digits(&mut out, self.micros.rem_euclid(1_000_000) as u32, 6);
         out.push('Z');
         out
     }

@@ -75,18 +75,7 @@ pub fn collections() -> Vec<Collection> {
 
 /// Microsecond-precision TAXII timestamp (`2024-06-01T08:00:00.123456Z`).
 pub fn format_us(us: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
+    stix::Timestamp::from_micros(us).to_micros_string()
 }
 
 /// Parses an RFC 3339 timestamp to microseconds.

@@ -25,30 +25,20 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use stix::Timestamp;
-use stix::objects::{identity, property_extension_definition, sdo};
+use stix::objects::{property_extension_definition, sdo};
 
 use super::json_out::{Column, Flow, Name, Obj};
 use super::mapping::{End, Mapping, Target};
 use crate::dataset::{self, Cell, DatasetError, Row};
+use crate::producer::{producer_epoch, producer_identity, producer_identity_id};
 use br_cti_domain::io::ReadSeek;
+use br_cti_domain::net::{is_host_name, normalise_mac};
 
-/// When the producer objects (identity, extension definition) were defined; also the
-/// `created` of attack patterns and threat actors, which carry no time of their own.
-const PRODUCER_EPOCH_MICROS: i64 = 1_795_392_000_000_000; // 2026-11-23T00:00:00Z
 const MAX_KEPT_ERRORS: usize = 100;
 
 /// An object id (or an address value), shared rather than copied between the places a row
 /// uses it.
 type Id = Arc<str>;
-
-pub fn producer_epoch() -> Timestamp {
-    Timestamp::from_micros(PRODUCER_EPOCH_MICROS)
-}
-
-/// The identity that creates br-cti's objects.
-pub fn producer_identity_id() -> String {
-    stix::sdo_id("identity", b"br-cti data node")
-}
 
 /// The property-extension that holds dataset columns.
 pub fn extension_definition_id() -> String {
@@ -56,12 +46,11 @@ pub fn extension_definition_id() -> String {
 }
 
 fn producer_objects() -> [Map<String, Value>; 2] {
-    let identity_id = producer_identity_id();
     [
-        identity(identity_id.clone(), "br-cti", "system", producer_epoch()),
+        producer_identity(),
         property_extension_definition(
             extension_definition_id(),
-            &identity_id,
+            &producer_identity_id(),
             producer_epoch(),
             "br-cti dataset columns",
             "Dataset columns that have no standard STIX property, kept with their original names.",
@@ -658,47 +647,18 @@ fn as_int(column: &str, v: &Value, max: u64) -> Result<u64, String> {
     }
 }
 
-fn is_host_name(s: &str) -> bool {
-    let s = s.strip_suffix('.').unwrap_or(s);
-    !s.is_empty()
-        && s.len() <= 253
-        && s.contains('.')
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        && !s
-            .rsplit('.')
-            .next()
-            .unwrap_or("")
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-}
-
-/// A MAC address in STIX form (lower case, colon-delimited), from `aa:bb:..`, `AA-BB-..`.
-fn mac_address(value: &str) -> Option<String> {
-    let parts: Vec<&str> = value.split([':', '-']).collect();
-    (parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit())))
-    .then(|| parts.join(":").to_ascii_lowercase())
-}
-
 /// The SCO type of an address value, and the value as STIX writes it.
 fn address_type(value: &str) -> Option<(&'static str, String)> {
     match value.parse::<IpAddr>() {
         Ok(IpAddr::V4(_)) => Some(("ipv4-addr", value.to_string())),
         Ok(IpAddr::V6(_)) => Some(("ipv6-addr", value.to_string())),
         Err(_) => {
-            if let Some(mac) = mac_address(value) {
+            if let Some(mac) = normalise_mac(value) {
                 Some(("mac-addr", mac))
-            } else if is_host_name(value) {
+            } else if value.strip_suffix('.').unwrap_or(value).contains('.') && is_host_name(value)
+            {
+                // A cell is taken for a domain name only with a dot: single words
+                // ("unknown", "localhost") are not.
                 Some(("domain-name", value.to_ascii_lowercase()))
             } else {
                 None

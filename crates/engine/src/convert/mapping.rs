@@ -114,7 +114,30 @@ fn target_of(field: &str, object: &str, property: &str) -> Result<Target, String
 
 const TRANSFORMATIONS: &[&str] = &["none", "list", "base64", "iso", "ip", "url", "label", ""];
 
+/// Why a mapping file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingFileError {
+    #[error("cannot read mapping {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
+    #[error("mapping {path}: {cause}")]
+    Table { path: String, cause: MappingError },
+}
+
 impl Mapping {
+    /// Reads and checks a mapping table file (a node's `--mapping`, a named mapping in the data
+    /// directory, the CLI's `--mapping`); answers its text (what a job keeps) and the table.
+    pub fn read_file(path: &std::path::Path) -> Result<(String, Mapping), MappingFileError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| MappingFileError::Read {
+            path: path.display().to_string(),
+            cause,
+        })?;
+        let mapping = Mapping::parse(&text).map_err(|cause| MappingFileError::Table {
+            path: path.display().to_string(),
+            cause,
+        })?;
+        Ok((text, mapping))
+    }
+
     pub fn default_table() -> Self {
         Self::parse(DEFAULT_MAPPING).expect("the embedded mapping is valid")
     }

@@ -10,6 +10,6 @@ mod props;
 
 pub use engine::{
     Batch, BatchSink, ConvertError, ConvertSummary, FileStore, IocKinds, Settings, StoredFile,
-    convert, describe_rejections, extension_definition_id, producer_epoch, producer_identity_id,
+    convert, describe_rejections, extension_definition_id,
 };
-pub use mapping::{DEFAULT_MAPPING, Mapping, MappingError};
+pub use mapping::{DEFAULT_MAPPING, Mapping, MappingError, MappingFileError};
