@@ -1,5 +1,5 @@
-//! The hidden-danger report interface (`../shared/seeds/003_…`, decisions in
-//! `../shared/docs/hidden-danger.md`): other platforms push batches of vulnerability findings
+//! The hidden-danger report interface (described in `docs/hidden-danger.md`): other platforms
+//! push batches of vulnerability findings
 //! ("hidden dangers"), signed with `md5(timestamp + user + token)`. This module turns an item
 //! of the wire into a validated [`HiddenDanger`] or says exactly what is wrong with it; it knows
 //! nothing about HTTP or storage.

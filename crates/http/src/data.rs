@@ -1,5 +1,5 @@
-//! The br-cti data API (`/data/*`), wire-compatible with the old Python server
-//! (see `shared/docs/compat.md`).
+//! The br-cti data API (`/data/*`), wire-compatible with the old Python server (the contract
+//! is described in `docs/api.md`).
 
 use std::io::Write;
 
