@@ -1,8 +1,7 @@
-//! The hidden-danger report interface (described in `docs/hidden-danger.md`): other platforms
-//! push batches of vulnerability findings
-//! ("hidden dangers"), signed with `md5(timestamp + user + token)`. This module turns an item
-//! of the wire into a validated [`HiddenDanger`] or says exactly what is wrong with it; it knows
-//! nothing about HTTP or storage.
+//! Hidden dangers (described in `docs/hidden-danger.md`): vulnerability findings other
+//! platforms report in signed batches. This module turns an item of the wire into a validated
+//! [`HiddenDanger`] or says exactly what is wrong with it; it knows nothing about HTTP or
+//! storage.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
