@@ -2,16 +2,16 @@
 //! the job's parameters, saving and queueing it (one transaction with its task step).
 
 use br_cti_domain::hash::Sha256Hex;
-use br_cti_domain::model::{Job, STEP_CTI, STEP_STIX};
+use br_cti_domain::model::{Job, JobKind};
 use br_cti_engine::convert::{Mapping, MappingFileError};
 use br_cti_engine::dataset::{self, DatasetError};
 use br_cti_store::MetaStore;
 
 use crate::config::ServeConfig;
 use crate::error::AppError;
+use crate::jobs::Jobs;
 use crate::jobs::cti_job::CtiParams;
 use crate::jobs::stix_job::StixParams;
-use crate::jobs::{Jobs, KIND_CTI, KIND_STIX};
 
 /// Fails unless an uploaded file has this hash.
 pub fn require_file(meta: &dyn MetaStore, hash: &Sha256Hex) -> Result<(), AppError> {
@@ -27,7 +27,7 @@ pub fn require_file(meta: &dyn MetaStore, hash: &Sha256Hex) -> Result<(), AppErr
 /// The job of `kind` for the file that is queued or running, if any.
 fn running_job(
     meta: &dyn MetaStore,
-    kind: &str,
+    kind: JobKind,
     hash: &Sha256Hex,
 ) -> Result<Option<Job>, AppError> {
     Ok(meta
@@ -93,7 +93,7 @@ pub fn start_conversion(
     // A job that ended while its ending could not be written (a full disk) still holds its
     // file's place in the database: write it first.
     jobs.settle();
-    if let Some(job) = running_job(meta, KIND_STIX, &hash)? {
+    if let Some(job) = running_job(meta, JobKind::Stix, &hash)? {
         return Err(AppError::Conflict(format!(
             "a conversion of file {hash} is already {} (job {}); wait for it or cancel it with \
              /data/cancel_stix_process",
@@ -138,8 +138,7 @@ pub fn start_conversion(
     let rows = dataset::count_rows(open()?, &config.dataset_limits).map_err(unreadable)?;
     let total_steps = rows.div_ceil(params.compress);
     let job = jobs.submit(
-        KIND_STIX,
-        STEP_STIX,
+        JobKind::Stix,
         &hash,
         &process_id,
         &params,
@@ -152,7 +151,7 @@ pub fn start_conversion(
 
 /// Asks the conversion of a file that is queued or running to stop; answers its job.
 pub fn cancel_conversion(jobs: &Jobs, hash: &Sha256Hex) -> Result<Job, AppError> {
-    let job = running_job(&**jobs.meta(), KIND_STIX, hash)?.ok_or_else(|| {
+    let job = running_job(&**jobs.meta(), JobKind::Stix, hash)?.ok_or_else(|| {
         AppError::NotFound(format!("no conversion of file {hash} is queued or running"))
     })?;
     jobs.cancel(job.id)
@@ -180,7 +179,10 @@ pub fn start_cti_build(jobs: &Jobs, request: CtiBuildRequest) -> Result<Job, App
     // Endings a full disk kept from the database are written first (see `Jobs::settle`).
     jobs.settle();
     require_file(meta, &hash)?;
-    for (kind, what) in [(KIND_STIX, "a conversion"), (KIND_CTI, "a CTI build")] {
+    for (kind, what) in [
+        (JobKind::Stix, "a conversion"),
+        (JobKind::Cti, "a CTI build"),
+    ] {
         if let Some(job) = running_job(meta, kind, &hash)? {
             return Err(AppError::Conflict(format!(
                 "{what} of file {hash} is {} (job {}); wait for it to finish",
@@ -206,15 +208,7 @@ pub fn start_cti_build(jobs: &Jobs, request: CtiBuildRequest) -> Result<Job, App
             .unwrap_or_else(|| format!("CTI {}", &hash.as_str()[..12]));
     }
     params.records = records;
-    let job = jobs.submit(
-        KIND_CTI,
-        STEP_CTI,
-        &hash,
-        &process_id,
-        &params,
-        records,
-        records,
-    )?;
+    let job = jobs.submit(JobKind::Cti, &hash, &process_id, &params, records, records)?;
     tracing::info!(job = job.id, file = %job.file_hash, records = job.total_steps, "CTI build queued");
     Ok(job)
 }

@@ -108,11 +108,52 @@ impl JobStatus {
     }
 }
 
+/// What a job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// A dataset's conversion to STIX files.
+    Stix,
+    /// The CTI records of a converted dataset.
+    Cti,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stix => "stix",
+            Self::Cti => "cti",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "stix" => Self::Stix,
+            "cti" => Self::Cti,
+            _ => return None,
+        })
+    }
+
+    /// The step of a task the job fills (its state follows the job's).
+    pub fn step(self) -> u8 {
+        match self {
+            Self::Stix => STEP_STIX,
+            Self::Cti => STEP_CTI,
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A persisted long operation (a conversion, a CTI build) and its progress.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Job {
     pub id: i64,
-    pub kind: String,
+    pub kind: JobKind,
     pub file_hash: String,
     pub process_id: String,
     /// The validated request, as JSON: everything needed to run (or resume) the job.

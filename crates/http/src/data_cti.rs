@@ -19,9 +19,8 @@ use super::data_stix::{
 };
 use super::envelope::{ApiError, JsonBody, ok, parse_json};
 use br_cti_app::conversion::{CtiBuildRequest, start_cti_build};
-use br_cti_app::jobs::KIND_CTI;
 use br_cti_app::jobs::cti_job::CtiParams;
-use br_cti_domain::model::{CtiRecord, Publication};
+use br_cti_domain::model::{CtiRecord, JobKind, Publication};
 use br_cti_domain::time::DisplayZone;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -220,7 +219,7 @@ async fn get_cti_process_progress(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<FileHashRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let job = latest_job(state, KIND_CTI, &req.file_hash).await?;
+    let job = latest_job(state, JobKind::Cti, &req.file_hash).await?;
     // The conversion's row counters are record counters here.
     Ok(progress_answer(
         job.as_ref(),

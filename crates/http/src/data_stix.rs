@@ -17,10 +17,9 @@ use super::AppState;
 use super::data::{blocking, parse_hash, require_file, store_error};
 use super::envelope::{ApiError, JsonBody, ok};
 use br_cti_app::conversion::{ConversionRequest, cancel_conversion, start_conversion};
-use br_cti_app::jobs::KIND_STIX;
 use br_cti_app::jobs::stix_job::StixParams;
 use br_cti_domain::hash::Sha256Hex;
-use br_cti_domain::model::{Job, JobStatus, StixRecord};
+use br_cti_domain::model::{Job, JobKind, JobStatus, StixRecord};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -362,7 +361,7 @@ async fn get_stix_process_progress(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<FileHashRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let job = latest_job(state, KIND_STIX, &req.file_hash).await?;
+    let job = latest_job(state, JobKind::Stix, &req.file_hash).await?;
     Ok(progress_answer(
         job.as_ref(),
         "conversion",
@@ -374,7 +373,7 @@ async fn get_stix_process_progress(
 /// The newest job of `kind` for a file.
 pub(crate) async fn latest_job(
     state: AppState,
-    kind: &'static str,
+    kind: JobKind,
     file_hash: &str,
 ) -> Result<Option<Job>, ApiError> {
     let hash = parse_hash("file_hash", file_hash)?;

@@ -10,9 +10,9 @@ use rusqlite_migration::{M, Migrations};
 
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{
-    CtiRecord, FileMeta, HiddenDangerFilter, HiddenDangerRevision, Job, JobProgress, JobStatus,
-    Publication, STEP_UPLOAD, STEPS, StepState, StepStatus, StixRecord, StoredHiddenDanger,
-    TaskRecord, Upsert, UserInfo,
+    CtiRecord, FileMeta, HiddenDangerFilter, HiddenDangerRevision, Job, JobKind, JobProgress,
+    JobStatus, Publication, STEP_UPLOAD, STEPS, StepState, StepStatus, StixRecord,
+    StoredHiddenDanger, TaskRecord, Upsert, UserInfo,
 };
 use br_cti_domain::time::now_ms;
 use br_cti_store::{CtiStore, HiddenDangerStore, JobStore, MetaStore, StoreError};
@@ -247,14 +247,52 @@ pub fn backup_database(from: &Path, to: &Path) -> Result<(), StoreError> {
 /// SQLite maps `<db>-shm` into memory and writes `<db>-wal`: one it cannot write (immutable,
 /// read-only, not a file) would make it fail late, or crash the process with SIGBUS when the
 /// mapped file cannot grow. Refuse to open instead, naming the file.
-/// A SQLite error as the storage traits report it: a full disk is [`StoreError::Full`].
+/// A SQLite error as the storage traits report it: a full disk is [`StoreError::Full`], a
+/// stored value that does not parse [`StoreError::Corrupt`].
 pub(crate) fn sql(e: rusqlite::Error) -> StoreError {
     match &e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
             StoreError::Full(Box::new(e))
         }
+        rusqlite::Error::FromSqlConversionFailure(column, _, cause) if cause.is::<Corrupt>() => {
+            StoreError::Corrupt(format!("column {column}: {cause}"))
+        }
         _ => StoreError::Backend(Box::new(e)),
     }
+}
+
+/// A stored value that does not parse (never replaced by a default).
+#[derive(Debug, thiserror::Error)]
+#[error("stored {what} {value:?} does not parse")]
+struct Corrupt {
+    what: &'static str,
+    value: String,
+}
+
+/// Reads a text column and parses it; a value that does not parse is an error of the row.
+pub(crate) fn parsed<T>(
+    r: &rusqlite::Row<'_>,
+    column: usize,
+    what: &'static str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(column)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            Box::new(Corrupt { what, value: text }),
+        )
+    })
+}
+
+/// Reads a JSON text column.
+pub(crate) fn json<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row<'_>,
+    column: usize,
+    what: &'static str,
+) -> rusqlite::Result<T> {
+    parsed(r, column, what, |t| serde_json::from_str(t).ok())
 }
 
 fn check_side_files(db: &Path) -> Result<(), StoreError> {
@@ -346,10 +384,9 @@ fn load_task(conn: &Connection, task_id: &str) -> Result<Option<TaskRecord>, Sto
         .map_err(sql)?;
     let step_status = stmt
         .query_map([task_id], |r| {
-            let status: String = r.get(1)?;
             Ok(StepStatus {
                 step: r.get(0)?,
-                status: StepState::parse(&status).unwrap_or(StepState::Failed),
+                status: parsed(r, 1, "step state", StepState::parse)?,
                 total_num: r.get::<_, i64>(2)? as u64,
             })
         })
@@ -503,16 +540,13 @@ const JOB_COLUMNS: &str = "id, kind, file_hash, process_id, params, status, tota
      started_at, finished_at, run_ms, attempts";
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
-    let status: String = r.get(5)?;
-    let errors: String = r.get(13)?;
-    let recent: String = r.get(14)?;
     Ok(Job {
         id: r.get(0)?,
-        kind: r.get(1)?,
+        kind: parsed(r, 1, "job kind", JobKind::parse)?,
         file_hash: r.get(2)?,
         process_id: r.get(3)?,
         params: r.get(4)?,
-        status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
+        status: parsed(r, 5, "job status", JobStatus::parse)?,
         total_steps: r.get::<_, i64>(6)? as u64,
         rows_total: r.get::<_, i64>(8)? as u64,
         progress: JobProgress {
@@ -521,8 +555,8 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
             rows_rejected: r.get::<_, i64>(10)? as u64,
             objects: r.get::<_, i64>(11)? as u64,
             files: r.get::<_, i64>(12)? as u64,
-            errors: serde_json::from_str(&errors).unwrap_or_default(),
-            recent_steps: serde_json::from_str(&recent).unwrap_or_default(),
+            errors: json(r, 13, "job errors")?,
+            recent_steps: json(r, 14, "job recent steps")?,
             run_ms: r.get(20)?,
         },
         message: r.get(15)?,
@@ -538,9 +572,6 @@ const RECORD_COLUMNS: &str = "source_file_hash, stix_file_hash, job_id, batch, f
      stix_tags, stix_iocs, ioc_ips_map, created_at, onchain, cti_file_path";
 
 fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StixRecord> {
-    let tags: String = r.get(8)?;
-    let iocs: String = r.get(9)?;
-    let ips: String = r.get(10)?;
     Ok(StixRecord {
         source_file_hash: r.get(0)?,
         stix_file_hash: r.get(1)?,
@@ -550,9 +581,9 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StixRecord> {
         rows: r.get::<_, i64>(5)? as u64,
         objects: r.get::<_, i64>(6)? as u64,
         stix_type: r.get::<_, i64>(7)? as u8,
-        stix_tags: serde_json::from_str(&tags).unwrap_or_default(),
-        stix_iocs: serde_json::from_str(&iocs).unwrap_or_default(),
-        ioc_ips_map: serde_json::from_str::<Vec<(String, u64)>>(&ips).unwrap_or_default(),
+        stix_tags: json(r, 8, "STIX tags")?,
+        stix_iocs: json(r, 9, "STIX IOCs")?,
+        ioc_ips_map: json(r, 10, "IOC address counts")?,
         created_at: r.get(11)?,
         onchain: r.get::<_, i64>(12)? != 0,
         cti_file_path: r.get(13)?,
@@ -586,13 +617,12 @@ pub(super) fn json_text<T: serde::Serialize>(v: &T) -> String {
 impl JobStore for SqliteStore {
     fn create_job(
         &self,
-        kind: &str,
+        kind: JobKind,
         file_hash: &Sha256Hex,
         process_id: &str,
         params: &str,
         total_steps: u64,
         rows_total: u64,
-        step: u8,
     ) -> Result<Job, StoreError> {
         let id = self.with(|conn| {
             let tx = write_tx(conn).map_err(sql)?;
@@ -600,7 +630,7 @@ impl JobStore for SqliteStore {
                 .query_row(
                     "SELECT id, status FROM jobs WHERE kind = ?1 AND file_hash = ?2
                      AND status IN ('queued', 'running')",
-                    params![kind, file_hash.as_str()],
+                    params![kind.as_str(), file_hash.as_str()],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional().map_err(sql)?;
@@ -613,13 +643,13 @@ impl JobStore for SqliteStore {
             tx.execute(
                 "INSERT INTO jobs (kind, file_hash, process_id, params, status, total_steps, rows_total, created_at)
                  VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
-                params![kind, file_hash.as_str(), process_id, params, total_steps as i64, rows_total as i64, now],
+                params![kind.as_str(), file_hash.as_str(), process_id, params, total_steps as i64, rows_total as i64, now],
             ).map_err(sql)?;
             let id = tx.last_insert_rowid();
             tx.execute(
                 "UPDATE task_steps SET status = ?1, total_num = ?2, updated_at = ?3
                  WHERE step = ?4 AND task_id IN (SELECT task_id FROM tasks WHERE source_file_hash = ?5)",
-                params![StepState::Running.as_str(), total_steps as i64, now, step, file_hash.as_str()],
+                params![StepState::Running.as_str(), total_steps as i64, now, kind.step(), file_hash.as_str()],
             ).map_err(sql)?;
             tx.commit().map_err(sql)?;
             Ok(id)
@@ -639,12 +669,12 @@ impl JobStore for SqliteStore {
         })
     }
 
-    fn latest_job(&self, kind: &str, file_hash: &Sha256Hex) -> Result<Option<Job>, StoreError> {
+    fn latest_job(&self, kind: JobKind, file_hash: &Sha256Hex) -> Result<Option<Job>, StoreError> {
         self.with(|conn| {
             conn
                 .query_row(
                     &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE kind = ?1 AND file_hash = ?2 ORDER BY id DESC LIMIT 1"),
-                    params![kind, file_hash.as_str()],
+                    params![kind.as_str(), file_hash.as_str()],
                     job_from_row,
                 )
                 .optional().map_err(sql)
@@ -786,8 +816,6 @@ const CTI_COLUMNS: &str = "source_file_hash, cti_hash, job_id, cti_name, cti_typ
      data_source_hash, data_source_ipfs_hash, created_at, updated_at, onchain, cti_id";
 
 fn cti_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CtiRecord> {
-    let tags: String = r.get(8)?;
-    let iocs: String = r.get(9)?;
     Ok(CtiRecord {
         source_file_hash: r.get(0)?,
         cti_hash: r.get(1)?,
@@ -797,8 +825,8 @@ fn cti_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CtiRecord> {
         cti_traffic_type: r.get::<_, i64>(5)? as u8,
         open_source: r.get::<_, i64>(6)? as u8,
         description: r.get(7)?,
-        tags: serde_json::from_str(&tags).unwrap_or_default(),
-        iocs: serde_json::from_str(&iocs).unwrap_or_default(),
+        tags: json(r, 8, "CTI tags")?,
+        iocs: json(r, 9, "CTI IOCs")?,
         value: r.get(10)?,
         incentive_mechanism: r.get::<_, i64>(11)? as u8,
         data_size: r.get::<_, i64>(12)? as u64,
@@ -1341,6 +1369,26 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(Migrations::from_slice(MIGRATIONS).validate().is_ok());
+    }
+
+    /// A stored value that does not parse is an error naming it, never a default.
+    #[test]
+    fn corrupt_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStore::open(&dir.path().join("m.sqlite")).unwrap();
+        let a = meta('a');
+        db.record_upload(&a, "t").unwrap();
+        let job = db
+            .create_job(JobKind::Stix, &a.hash, "p", "{}", 1, 1)
+            .unwrap();
+        db.with(|conn| {
+            conn.execute("UPDATE jobs SET status = 'exploded' WHERE id = ?1", [job.id])
+                .map_err(sql)
+        })
+        .unwrap();
+        let err = db.job(job.id).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains("\"exploded\""), "{err}");
     }
 
     #[test]

@@ -16,8 +16,8 @@ use sha2::Digest;
 
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{
-    CtiRecord, FileMeta, HiddenDangerFilter, JobProgress, JobStatus, NewTaxiiObject, Publication,
-    STEP_STIX, StepState, StixRecord, TaxiiQuery, TaxiiStatus, Upsert, VersionMatch,
+    CtiRecord, FileMeta, HiddenDangerFilter, JobKind, JobProgress, JobStatus, NewTaxiiObject,
+    Publication, STEP_STIX, StepState, StixRecord, TaxiiQuery, TaxiiStatus, Upsert, VersionMatch,
 };
 use br_cti_domain::testing::sample;
 
@@ -136,7 +136,7 @@ pub fn jobs_run_one_at_a_time_per_file(db: &dyn MetaStore) {
     let a = file('a');
     db.record_upload(&a, "t").unwrap();
     let job = db
-        .create_job("stix", &a.hash, "p1", r#"{"k":1}"#, 3, 15, STEP_STIX)
+        .create_job(JobKind::Stix, &a.hash, "p1", r#"{"k":1}"#, 3, 15)
         .unwrap();
     assert_eq!(job.status, JobStatus::Queued);
     assert_eq!((job.total_steps, job.rows_total), (3, 15));
@@ -146,11 +146,12 @@ pub fn jobs_run_one_at_a_time_per_file(db: &dyn MetaStore) {
         StepState::Running
     );
     let err = db
-        .create_job("stix", &a.hash, "p2", "{}", 3, 15, STEP_STIX)
+        .create_job(JobKind::Stix, &a.hash, "p2", "{}", 3, 15)
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     // Another kind for the same file is another queue.
-    db.create_job("cti", &a.hash, "p3", "{}", 1, 1, 2).unwrap();
+    db.create_job(JobKind::Cti, &a.hash, "p3", "{}", 1, 1)
+        .unwrap();
     assert_eq!(db.unfinished_jobs().unwrap().len(), 2);
     assert_eq!(db.start_attempt(job.id).unwrap(), 1);
     assert_eq!(db.start_attempt(job.id).unwrap(), 2);
@@ -166,14 +167,14 @@ pub fn jobs_run_one_at_a_time_per_file(db: &dyn MetaStore) {
     assert!(ended.finished_at.is_some());
     assert_eq!(db.unfinished_jobs().unwrap().len(), 1);
     let again = db
-        .create_job("stix", &a.hash, "p4", "{}", 3, 15, STEP_STIX)
+        .create_job(JobKind::Stix, &a.hash, "p4", "{}", 3, 15)
         .unwrap();
     assert_ne!(again.id, job.id);
     assert_eq!(
-        db.latest_job("stix", &a.hash).unwrap().unwrap().id,
+        db.latest_job(JobKind::Stix, &a.hash).unwrap().unwrap().id,
         again.id
     );
-    assert!(db.latest_job("stix", &hash('b')).unwrap().is_none());
+    assert!(db.latest_job(JobKind::Stix, &hash('b')).unwrap().is_none());
     assert!(db.job(i64::MAX).unwrap().is_none());
 }
 
@@ -184,7 +185,7 @@ pub fn records_commit_with_progress_and_keep_chain_state(db: &dyn MetaStore) {
     let a = file('a');
     db.record_upload(&a, "t").unwrap();
     let job = db
-        .create_job("stix", &a.hash, "p", "{}", 3, 15, STEP_STIX)
+        .create_job(JobKind::Stix, &a.hash, "p", "{}", 3, 15)
         .unwrap();
     let first = [
         stix_record('a', '1', job.id, 1),
@@ -212,7 +213,9 @@ pub fn records_commit_with_progress_and_keep_chain_state(db: &dyn MetaStore) {
     assert!(db.stix_record(&a.hash, &hash('9')).unwrap().is_none());
     db.finish_job(job.id, JobStatus::Succeeded, None).unwrap();
 
-    let cti_job = db.create_job("cti", &a.hash, "p", "{}", 1, 1, 2).unwrap();
+    let cti_job = db
+        .create_job(JobKind::Cti, &a.hash, "p", "{}", 1, 1)
+        .unwrap();
     db.commit_cti_steps(
         cti_job.id,
         &[(cti_record('a', '1', cti_job.id), "cti/1.json".into())],
@@ -243,7 +246,7 @@ pub fn records_commit_with_progress_and_keep_chain_state(db: &dyn MetaStore) {
     assert_eq!(cti.stix_ipfs_hash, "Qm1");
     // The same file committed again by a new conversion keeps its chain state and CTI link.
     let rerun = db
-        .create_job("stix", &a.hash, "p", "{}", 3, 15, STEP_STIX)
+        .create_job(JobKind::Stix, &a.hash, "p", "{}", 3, 15)
         .unwrap();
     let mut again = stix_record('a', '1', rerun.id, 1);
     again.stix_tags = vec!["retagged".into()];

@@ -70,6 +70,9 @@ pub enum StoreError {
     Full(#[source] BoxError),
     #[error("storage I/O error: {0}")]
     Io(#[from] io::Error),
+    /// A stored value does not parse: the store was written by something else, or damaged.
+    #[error("corrupt data in the store: {0}")]
+    Corrupt(String),
     /// The database file is not the one the node opened (deleted, moved or replaced): writing
     /// on would lose what it acknowledges.
     #[error(
@@ -121,23 +124,21 @@ pub trait MetaStore: JobStore + CtiStore + HiddenDangerStore + TaxiiStore + Send
 
 /// Jobs and the STIX records they commit.
 pub trait JobStore: Send + Sync {
-    /// Saves a queued job and marks `step` of the file's tasks running, in one transaction.
-    /// At most one job of a kind per file is queued or running, which the database enforces:
-    /// a second one is a [`StoreError::Conflict`] naming the first.
-    #[allow(clippy::too_many_arguments)]
+    /// Saves a queued job and marks its kind's step of the file's tasks running, in one
+    /// transaction. At most one job of a kind per file is queued or running, which the store
+    /// enforces: a second one is a [`StoreError::Conflict`] naming the first.
     fn create_job(
         &self,
-        kind: &str,
+        kind: JobKind,
         file_hash: &Sha256Hex,
         process_id: &str,
         params: &str,
         total_steps: u64,
         rows_total: u64,
-        step: u8,
     ) -> Result<Job, StoreError>;
     fn job(&self, id: i64) -> Result<Option<Job>, StoreError>;
     /// The newest job of `kind` for a file.
-    fn latest_job(&self, kind: &str, file_hash: &Sha256Hex) -> Result<Option<Job>, StoreError>;
+    fn latest_job(&self, kind: JobKind, file_hash: &Sha256Hex) -> Result<Option<Job>, StoreError>;
     /// Queued and running jobs, oldest first (to resume after a restart).
     fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError>;
     /// Marks a job running and counts the attempt, durably, before it runs; answers the

@@ -21,14 +21,11 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use br_cti_domain::hash::Sha256Hex;
-use br_cti_domain::model::{Job, JobStatus, STEP_CTI, STEP_STIX, StepState};
+use br_cti_domain::model::{Job, JobKind, JobStatus, StepState};
 use br_cti_engine::cti::geo::GeoIp;
 use br_cti_store::{BlobStore, MetaStore, StoreError};
 
 use crate::error::AppError;
-
-pub const KIND_STIX: &str = "stix";
-pub const KIND_CTI: &str = "cti";
 
 /// Handle to the job worker. Cloning shares it.
 #[derive(Clone)]
@@ -160,13 +157,12 @@ impl Jobs {
         Ok(())
     }
 
-    /// Saves a job with its parameters, marks `step` of the file's tasks running (one
+    /// Saves a job with its parameters, marks its step of the file's tasks running (one
     /// transaction) and queues it.
     #[allow(clippy::too_many_arguments)]
     pub fn submit(
         &self,
-        kind: &str,
-        step: u8,
+        kind: JobKind,
         hash: &Sha256Hex,
         process_id: &str,
         params: &impl serde::Serialize,
@@ -185,7 +181,6 @@ impl Jobs {
                 &params_json,
                 total_steps,
                 rows_total,
-                step,
             )
             .map_err(|e| AppError::store("saving the job", e))?;
         self.enqueue(job.id)?;
@@ -279,10 +274,9 @@ impl Jobs {
                 );
             }
             tracing::info!(job = id, kind = %job.kind, file = %job.file_hash, attempt, "job running");
-            let result = br_cti_engine::supervise::catch(|| match job.kind.as_str() {
-                KIND_STIX => stix_job::run(self, &job, &flag),
-                KIND_CTI => cti_job::run(self, &job, &flag),
-                other => Err(format!("unknown job kind {other:?}")),
+            let result = br_cti_engine::supervise::catch(|| match job.kind {
+                JobKind::Stix => stix_job::run(self, &job, &flag),
+                JobKind::Cti => cti_job::run(self, &job, &flag),
             })
             .unwrap_or_else(|panic| Err(format!("internal error: {panic}")));
             match result {
@@ -390,15 +384,8 @@ impl Jobs {
     }
 
     fn write_end(&self, job: &Job, status: JobStatus, message: Option<&str>) -> Result<(), String> {
-        let step = match job.kind.as_str() {
-            KIND_STIX => Some(STEP_STIX),
-            KIND_CTI => Some(STEP_CTI),
-            _ => None,
-        };
-        if let Some(step) = step {
-            self.mark_step(job, status, step)
-                .map_err(|e| e.to_string())?;
-        }
+        self.mark_step(job, status, job.kind.step())
+            .map_err(|e| e.to_string())?;
         self.inner
             .meta
             .finish_job(job.id, status, message)
