@@ -1382,8 +1382,11 @@ mod tests {
             .create_job(JobKind::Stix, &a.hash, "p", "{}", 1, 1)
             .unwrap();
         db.with(|conn| {
-            conn.execute("UPDATE jobs SET status = 'exploded' WHERE id = ?1", [job.id])
-                .map_err(sql)
+            conn.execute(
+                "UPDATE jobs SET status = 'exploded' WHERE id = ?1",
+                [job.id],
+            )
+            .map_err(sql)
         })
         .unwrap();
         let err = db.job(job.id).unwrap_err();
