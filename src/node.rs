@@ -10,7 +10,7 @@ use br_cti_app::taxii::Publisher;
 use br_cti_engine::convert::{DEFAULT_MAPPING, Mapping};
 use br_cti_engine::cti::geo::GeoIp;
 use br_cti_http::{AppState, Parts};
-use br_cti_store::{BlobStore, MetaStore};
+use br_cti_store::{BlobStore, RecordStore};
 use br_cti_store_local::{FsBlobStore, SqliteStore};
 
 /// Opens the data directory (`<data-dir>/br-cti.sqlite` and the blob store beside it), starts
@@ -22,7 +22,7 @@ pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
         Some(path) => Mapping::read_file(path)?.0,
     };
     let db_path = config.data_dir.join("br-cti.sqlite");
-    let meta: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&db_path)?);
+    let meta: Arc<dyn RecordStore> = Arc::new(SqliteStore::open(&db_path)?);
     let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&config.data_dir)?);
     let geo = match &config.geoip_db {
         None => GeoIp::none(),
@@ -38,8 +38,8 @@ pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
     )?;
     // TAXII pages and the publisher have connections of their own (they never wait behind
     // ingest or jobs).
-    let taxii_db: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&db_path)?);
-    let publisher_db: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&db_path)?);
+    let taxii_db: Arc<dyn RecordStore> = Arc::new(SqliteStore::open(&db_path)?);
+    let publisher_db: Arc<dyn RecordStore> = Arc::new(SqliteStore::open(&db_path)?);
     let publisher = Arc::new(Publisher::start(publisher_db, blobs.clone()));
     Ok(AppState::new(Parts {
         config,

@@ -5,7 +5,7 @@ use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{Job, JobKind};
 use br_cti_engine::convert::{Mapping, MappingFileError};
 use br_cti_engine::dataset::{self, DatasetError};
-use br_cti_store::MetaStore;
+use br_cti_store::RecordStore;
 
 use crate::config::ServeConfig;
 use crate::error::AppError;
@@ -14,7 +14,7 @@ use crate::jobs::cti_job::CtiParams;
 use crate::jobs::stix_job::StixParams;
 
 /// Fails unless an uploaded file has this hash.
-pub fn require_file(meta: &dyn MetaStore, hash: &Sha256Hex) -> Result<(), AppError> {
+pub fn require_file(meta: &dyn RecordStore, hash: &Sha256Hex) -> Result<(), AppError> {
     match meta.file(hash) {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(AppError::NotFound(format!(
@@ -26,7 +26,7 @@ pub fn require_file(meta: &dyn MetaStore, hash: &Sha256Hex) -> Result<(), AppErr
 
 /// The job of `kind` for the file that is queued or running, if any.
 fn running_job(
-    meta: &dyn MetaStore,
+    meta: &dyn RecordStore,
     kind: JobKind,
     hash: &Sha256Hex,
 ) -> Result<Option<Job>, AppError> {

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use br_cti_domain::hidden_danger::{self, HiddenDanger, ItemCode, RawItem};
 use br_cti_domain::model::Upsert;
 use br_cti_domain::time::now_ms;
-use br_cti_store::MetaStore;
+use br_cti_store::RecordStore;
 
 use crate::config::HiddenDangerLimits;
 use crate::hidden_danger_auth::{
@@ -168,7 +168,7 @@ struct Failure {
 /// body) gets the first answer again; nothing is acknowledged that was not stored.
 pub fn ingest(
     reports: &Reports,
-    meta: &dyn MetaStore,
+    meta: &dyn RecordStore,
     publisher: &Publisher,
     bytes: &[u8],
 ) -> Answer {
@@ -315,7 +315,7 @@ fn replay_summary(answer: &Value) -> String {
 }
 
 fn process(
-    meta: &dyn MetaStore,
+    meta: &dyn RecordStore,
     publisher: &Publisher,
     api: &Reports,
     user: &str,

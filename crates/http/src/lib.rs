@@ -36,14 +36,14 @@ use tracing::Level;
 
 use br_cti_app::config::{CorsOrigins, ServeConfig};
 use br_cti_app::jobs::Jobs;
-use br_cti_store::{BlobStore, MetaStore};
+use br_cti_store::{BlobStore, RecordStore};
 use envelope::ApiError;
 
 /// Everything a request handler may use.
 #[derive(Clone)]
 pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
-    pub meta: Arc<dyn MetaStore>,
+    pub meta: Arc<dyn RecordStore>,
     pub config: Arc<ServeConfig>,
     pub jobs: Jobs,
     /// The text of the default mapping table (validated at start).
@@ -51,7 +51,7 @@ pub struct AppState {
     /// The hidden-danger interface's replay cache and rate limits.
     pub reports: Arc<br_cti_app::reports::Reports>,
     /// A connection of its own for TAXII (pages never wait behind ingest or jobs).
-    pub taxii_db: Arc<dyn MetaStore>,
+    pub taxii_db: Arc<dyn RecordStore>,
     /// Publishes new STIX into the TAXII read collections.
     pub publisher: Arc<br_cti_app::taxii::Publisher>,
     /// Request bodies held in memory, all requests together.
@@ -63,9 +63,9 @@ pub struct AppState {
 pub struct Parts {
     pub config: ServeConfig,
     pub blobs: Arc<dyn BlobStore>,
-    pub meta: Arc<dyn MetaStore>,
+    pub meta: Arc<dyn RecordStore>,
     /// A connection of its own for TAXII reads.
-    pub taxii_db: Arc<dyn MetaStore>,
+    pub taxii_db: Arc<dyn RecordStore>,
     pub jobs: Jobs,
     pub publisher: Arc<br_cti_app::taxii::Publisher>,
     /// The text of the default mapping table (already validated).

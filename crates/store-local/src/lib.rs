@@ -43,6 +43,6 @@ mod contract {
         Fresh { store, _dir: dir }
     }
 
-    br_cti_store::meta_store_contract!(sqlite);
+    br_cti_store::record_store_contract!(sqlite);
     br_cti_store::blob_store_contract!(blobs);
 }

@@ -15,7 +15,7 @@ use br_cti_domain::model::{
     StoredHiddenDanger, TaskRecord, Upsert, UserInfo,
 };
 use br_cti_domain::time::now_ms;
-use br_cti_store::{CtiStore, HiddenDangerStore, JobStore, MetaStore, StoreError};
+use br_cti_store::{CtiStore, HiddenDangerStore, JobStore, RecordStore, StoreError, UploadStore};
 
 /// Schema migrations, oldest first. Never edit a released migration: append a new one.
 const MIGRATIONS: &[M<'static>] = &[
@@ -401,7 +401,7 @@ fn load_task(conn: &Connection, task_id: &str) -> Result<Option<TaskRecord>, Sto
     }))
 }
 
-impl MetaStore for SqliteStore {
+impl RecordStore for SqliteStore {
     fn checkpoint(&self) -> Result<(), StoreError> {
         self.with(|conn| {
             let (busy, log, done): (i64, i64, i64) = conn
@@ -429,7 +429,9 @@ impl MetaStore for SqliteStore {
             Ok(())
         })
     }
+}
 
+impl UploadStore for SqliteStore {
     fn record_upload(&self, file: &FileMeta, task_id: &str) -> Result<TaskRecord, StoreError> {
         self.with(|conn| {
             let tx = write_tx(conn).map_err(sql)?;

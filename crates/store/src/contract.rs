@@ -1,9 +1,9 @@
 //! The store contract: scenarios every backend of these traits must pass, written against the
-//! traits alone. A backend runs them all from its tests with [`meta_store_contract!`] and
+//! traits alone. A backend runs them all from its tests with [`record_store_contract!`] and
 //! [`blob_store_contract!`] (feature `contract`), each scenario on a fresh, empty store:
 //!
 //! ```ignore
-//! br_cti_store::meta_store_contract!(|| my_backend::open_empty());
+//! br_cti_store::record_store_contract!(|| my_backend::open_empty());
 //! ```
 //!
 //! The scenarios say what the application relies on: task and step records, one running job per
@@ -21,7 +21,7 @@ use br_cti_domain::model::{
 };
 use br_cti_domain::testing::sample;
 
-use crate::{BlobStore, MetaStore, StoreError};
+use crate::{BlobStore, RecordStore, StoreError};
 
 fn hash(c: char) -> Sha256Hex {
     Sha256Hex::parse(&c.to_string().repeat(64)).unwrap()
@@ -98,7 +98,7 @@ fn progress(steps: u64) -> JobProgress {
 /// An upload records a file and a task with four steps (upload finished); the same task and
 /// file again is the same record; a task id of another file is a conflict; a step is set for
 /// every task of a file.
-pub fn uploads_tasks_and_steps(db: &dyn MetaStore) {
+pub fn uploads_tasks_and_steps(db: &dyn RecordStore) {
     db.check().unwrap();
     let a = file('a');
     let rec = db.record_upload(&a, "1001").unwrap();
@@ -132,7 +132,7 @@ pub fn uploads_tasks_and_steps(db: &dyn MetaStore) {
 
 /// One queued or running job per kind and file; attempts are counted; a cancel request and an
 /// ending are kept; finished jobs are not resumed, and a new job may then start.
-pub fn jobs_run_one_at_a_time_per_file(db: &dyn MetaStore) {
+pub fn jobs_run_one_at_a_time_per_file(db: &dyn RecordStore) {
     let a = file('a');
     db.record_upload(&a, "t").unwrap();
     let job = db
@@ -181,7 +181,7 @@ pub fn jobs_run_one_at_a_time_per_file(db: &dyn MetaStore) {
 /// Steps commit records and progress together; pages keep creation order; committing a record
 /// again keeps its chain state and CTI link; CTI records link their STIX records and are
 /// marked on chain.
-pub fn records_commit_with_progress_and_keep_chain_state(db: &dyn MetaStore) {
+pub fn records_commit_with_progress_and_keep_chain_state(db: &dyn RecordStore) {
     let a = file('a');
     db.record_upload(&a, "t").unwrap();
     let job = db
@@ -259,7 +259,7 @@ pub fn records_commit_with_progress_and_keep_chain_state(db: &dyn MetaStore) {
 }
 
 /// Reporting users: names are unique, tokens are replaced, removal keeps nothing listed.
-pub fn users_and_tokens(db: &dyn MetaStore) {
+pub fn users_and_tokens(db: &dyn RecordStore) {
     db.add_user("alice", "token-a").unwrap();
     let err = db.add_user("alice", "other").unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -289,7 +289,7 @@ pub fn users_and_tokens(db: &dyn MetaStore) {
 /// Hidden dangers: `riskId` is unique per user; a repeat with the same content changes
 /// nothing, a changed one adds a revision; listings filter and page; a scan sees them all;
 /// revisions are published in the order of positions that only grow.
-pub fn hidden_dangers_keep_revisions(db: &dyn MetaStore) {
+pub fn hidden_dangers_keep_revisions(db: &dyn RecordStore) {
     db.add_user("u", "t").unwrap();
     db.add_user("v", "t2").unwrap();
     let (r1, r2) = (sample("r1"), sample("r2"));
@@ -377,7 +377,7 @@ fn query(after_seq: i64, limit: u64) -> TaxiiQuery {
 
 /// TAXII: an id and version already there is kept; pages follow insertion order with an opaque
 /// position; deletes count; statuses, grants and watermarks are kept.
-pub fn taxii_collections_page_and_keep_watermarks(db: &dyn MetaStore) {
+pub fn taxii_collections_page_and_keep_watermarks(db: &dyn RecordStore) {
     let added = db
         .taxii_add(
             "c",
@@ -468,12 +468,12 @@ pub fn blobs_are_content_addressed(store: &dyn BlobStore) {
     assert!(store.check().is_ok());
 }
 
-/// Runs every [`MetaStore`] scenario as its own test, each on a store from `$make` (a closure
+/// Runs every [`RecordStore`] scenario as its own test, each on a store from `$make` (a closure
 /// answering a fresh, empty store that lives as long as the value it returns).
 #[macro_export]
-macro_rules! meta_store_contract {
+macro_rules! record_store_contract {
     ($make:expr) => {
-        mod meta_store_contract {
+        mod record_store_contract {
             use super::*;
 
             #[test]

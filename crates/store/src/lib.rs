@@ -1,5 +1,5 @@
 //! Storage behind narrow interfaces: [`BlobStore`] for file bytes (content-addressed) and
-//! [`MetaStore`] for metadata. The HTTP layer and the jobs only see these traits, so another
+//! [`RecordStore`] for the records. The HTTP layer and the jobs only see these traits, so another
 //! backend (PostgreSQL, an object store) can be added without touching them.
 
 #[cfg(feature = "contract")]
@@ -97,16 +97,24 @@ impl StoreError {
 /// A backend's own error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Metadata: files, tasks and their steps; jobs and records (see [`JobStore`], [`CtiStore`]).
-pub trait MetaStore: JobStore + CtiStore + HiddenDangerStore + TaxiiStore + Send + Sync {
-    /// Records an uploaded file and a task for it, in one transaction. Uploading the same file
-    /// under the same `task_id` again returns the existing record; a `task_id` that belongs to
-    /// another file is a [`StoreError::TaskConflict`].
+/// Every record the node keeps, in one database: uploads and their tasks, jobs and the STIX
+/// records they commit, CTI records, reporting users and hidden dangers, TAXII collections.
+/// What the application holds to reach them all; a backend implements each part.
+pub trait RecordStore:
+    UploadStore + JobStore + CtiStore + HiddenDangerStore + TaxiiStore + Send + Sync
+{
     /// Readiness: the database answers a query on its schema.
     fn check(&self) -> Result<(), StoreError>;
     /// At a clean stop: everything committed moves into the main database file (for SQLite,
     /// out of the write-ahead log), so that a copy of that file alone is complete.
     fn checkpoint(&self) -> Result<(), StoreError>;
+}
+
+/// Uploaded dataset files and their tasks, with the steps the front ends show.
+pub trait UploadStore: Send + Sync {
+    /// Records an uploaded file and a task for it, in one transaction. Uploading the same file
+    /// under the same `task_id` again returns the existing record; a `task_id` that belongs to
+    /// another file is a [`StoreError::TaskConflict`].
     fn record_upload(&self, file: &FileMeta, task_id: &str) -> Result<TaskRecord, StoreError>;
     fn file(&self, hash: &Sha256Hex) -> Result<Option<FileMeta>, StoreError>;
     fn task(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError>;

@@ -23,7 +23,7 @@ use std::time::Duration;
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{Job, JobKind, JobStatus, StepState};
 use br_cti_engine::cti::geo::GeoIp;
-use br_cti_store::{BlobStore, MetaStore, StoreError};
+use br_cti_store::{BlobStore, RecordStore, StoreError};
 
 use crate::error::AppError;
 
@@ -34,7 +34,7 @@ pub struct Jobs {
 }
 
 struct Inner {
-    meta: Arc<dyn MetaStore>,
+    meta: Arc<dyn RecordStore>,
     blobs: Arc<dyn BlobStore>,
     geo: Arc<GeoIp>,
     max_attempts: u32,
@@ -69,7 +69,7 @@ const SETTLE_INTERVAL: Duration = Duration::from_secs(2);
 impl Jobs {
     /// Starts the worker and queues the jobs an earlier process left unfinished.
     pub fn start(
-        meta: Arc<dyn MetaStore>,
+        meta: Arc<dyn RecordStore>,
         blobs: Arc<dyn BlobStore>,
         geo: Arc<GeoIp>,
         max_attempts: u32,
@@ -122,7 +122,7 @@ impl Jobs {
         Ok(jobs)
     }
 
-    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+    pub fn meta(&self) -> &Arc<dyn RecordStore> {
         &self.inner.meta
     }
 

@@ -4,7 +4,7 @@
 
 use subtle::ConstantTimeEq;
 
-use br_cti_store::MetaStore;
+use br_cti_store::RecordStore;
 
 use super::{Collection, collections};
 use crate::error::AppError;
@@ -45,7 +45,7 @@ fn unauthorized() -> AppError {
 
 /// Whose credentials these are; tokens compare in constant time.
 pub fn authenticate(
-    db: &dyn MetaStore,
+    db: &dyn RecordStore,
     policy: &Policy<'_>,
     credentials: Credentials,
 ) -> Result<Principal, AppError> {
@@ -83,7 +83,7 @@ pub fn authenticate(
 }
 
 /// Whether the principal may add objects to (and delete from) the collection.
-pub fn can_write(db: &dyn MetaStore, who: &Principal, c: &Collection) -> Result<bool, AppError> {
+pub fn can_write(db: &dyn RecordStore, who: &Principal, c: &Collection) -> Result<bool, AppError> {
     if !c.writable {
         return Ok(false);
     }
@@ -106,7 +106,7 @@ pub fn can_read(who: &Principal, c: &Collection) -> bool {
 
 /// The collection, if the principal may see it (not found otherwise).
 pub fn visible_collection(
-    db: &dyn MetaStore,
+    db: &dyn RecordStore,
     who: &Principal,
     id: &str,
 ) -> Result<Collection, AppError> {
@@ -123,7 +123,7 @@ pub fn visible_collection(
 
 /// The collection, if the principal may write to it (forbidden when it may only see it).
 pub fn writable_collection(
-    db: &dyn MetaStore,
+    db: &dyn RecordStore,
     who: &Principal,
     id: &str,
 ) -> Result<Collection, AppError> {

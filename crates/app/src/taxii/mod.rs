@@ -18,7 +18,7 @@ use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::NewTaxiiObject;
 use br_cti_domain::time::now_ms;
 use br_cti_engine::hidden_danger_stix;
-use br_cti_store::{BlobStore, MetaStore};
+use br_cti_store::{BlobStore, RecordStore};
 
 /// A collection of the node.
 #[derive(Clone, Debug)]
@@ -215,7 +215,7 @@ const QUIET_MS: i64 = 300;
 const MAX_DEFER_MS: i64 = 5_000;
 
 impl Publisher {
-    pub fn start(db: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> Self {
+    pub fn start(db: Arc<dyn RecordStore>, blobs: Arc<dyn BlobStore>) -> Self {
         let busy_until_ms = Arc::new(AtomicI64::new(0));
         let busy = busy_until_ms.clone();
         let stop = Arc::new(AtomicBool::new(false));
@@ -310,7 +310,7 @@ fn lower_priority() {
 }
 
 /// One round; true when there may be more to do at once.
-fn publish_once(db: &dyn MetaStore, blobs: &dyn BlobStore) -> Result<bool, String> {
+fn publish_once(db: &dyn RecordStore, blobs: &dyn BlobStore) -> Result<bool, String> {
     let mut busy = false;
     let mark = db
         .taxii_watermark(SOURCE_DATASETS)
