@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
+use br_cti_domain::hash::Sha256Hex;
 use br_cti_engine::convert::{self, Batch, BatchSink, FileStore, Mapping, Settings, StoredFile};
 
 /// `br-cti convert`: a dataset to STIX 2.1 offline, as JSON Lines files named by their SHA-256
@@ -71,7 +72,7 @@ struct DirFiles {
 
 impl FileStore for DirFiles {
     fn store(&self, bytes: &[u8]) -> anyhow::Result<StoredFile> {
-        let hash = hex::encode(Sha256::digest(bytes));
+        let hash = Sha256Hex::from_digest(&Sha256::digest(bytes));
         let dest = self.dir.join(format!("{hash}.jsonl"));
         let tmp = self.dir.join(format!(".{hash}.jsonl.tmp"));
         fs::write(&tmp, bytes)?;
@@ -89,7 +90,7 @@ struct NoFiles;
 impl FileStore for NoFiles {
     fn store(&self, bytes: &[u8]) -> anyhow::Result<StoredFile> {
         Ok(StoredFile {
-            hash: String::new(),
+            hash: Sha256Hex::from_digest(&Sha256::digest(bytes)),
             size: bytes.len() as u64,
         })
     }

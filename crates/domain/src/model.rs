@@ -64,7 +64,7 @@ pub struct StepStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TaskRecord {
     pub task_id: String,
-    pub source_file_hash: String,
+    pub source_file_hash: Sha256Hex,
     pub step_status: Vec<StepStatus>,
     /// Creation time, milliseconds since the Unix epoch.
     pub timestamp: i64,
@@ -154,7 +154,7 @@ impl std::fmt::Display for JobKind {
 pub struct Job {
     pub id: i64,
     pub kind: JobKind,
-    pub file_hash: String,
+    pub file_hash: Sha256Hex,
     pub process_id: String,
     /// The validated request, as JSON: everything needed to run (or resume) the job.
     pub params: String,
@@ -191,8 +191,8 @@ pub struct JobProgress {
 /// A STIX file produced from a dataset.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StixRecord {
-    pub source_file_hash: String,
-    pub stix_file_hash: String,
+    pub source_file_hash: Sha256Hex,
+    pub stix_file_hash: Sha256Hex,
     pub job_id: i64,
     pub batch: u64,
     pub file_size: u64,
@@ -211,9 +211,9 @@ pub struct StixRecord {
 /// A CTI record: one per STIX record, with the fields of the chain payload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CtiRecord {
-    pub source_file_hash: String,
+    pub source_file_hash: Sha256Hex,
     /// The STIX file's SHA-256 (also its `stix_file_hash`).
-    pub cti_hash: String,
+    pub cti_hash: Sha256Hex,
     pub job_id: i64,
     pub cti_name: String,
     pub cti_type: u8,
@@ -231,7 +231,7 @@ pub struct CtiRecord {
     pub stix_ipfs_hash: String,
     /// The statistics, as JSON text.
     pub statistic_info: String,
-    pub data_source_hash: String,
+    pub data_source_hash: Sha256Hex,
     pub data_source_ipfs_hash: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -276,7 +276,7 @@ pub struct StoredHiddenDanger {
     /// The validated fields as JSON (wire names), rawEvent apart.
     pub data: String,
     pub raw_event: String,
-    pub raw_event_sha256: String,
+    pub raw_event_sha256: Sha256Hex,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -286,7 +286,7 @@ pub struct StoredHiddenDanger {
 pub struct HiddenDangerRevision {
     pub revision: i64,
     pub data: String,
-    pub raw_event_sha256: String,
+    pub raw_event_sha256: Sha256Hex,
     pub received_at: i64,
 }
 

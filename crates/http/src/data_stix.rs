@@ -18,7 +18,6 @@ use super::data::{blocking, parse_hash, require_file, store_error};
 use super::envelope::{ApiError, JsonBody, ok};
 use br_cti_app::conversion::{ConversionRequest, cancel_conversion, start_conversion};
 use br_cti_app::jobs::stix_job::StixParams;
-use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{Job, JobKind, JobStatus, StixRecord};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -479,9 +478,7 @@ pub(crate) fn record_json(state: &AppState, r: &StixRecord) -> Value {
         .iter()
         .map(|(ip, n)| (ip.clone(), json!(n)))
         .collect();
-    let path = Sha256Hex::parse(&r.stix_file_hash)
-        .map(|h| state.blobs.locate(&h))
-        .unwrap_or_default();
+    let path = state.blobs.locate(&r.stix_file_hash);
     json!({
         "source_file_hash": r.source_file_hash,
         "stix_file_hash": r.stix_file_hash,
@@ -658,7 +655,7 @@ async fn stix_file_content(
         if bundle { "json" } else { "jsonl" }
     );
     let (content_type, body) = if bundle {
-        let bundle_id = stix::objects::bundle_id(record.stix_file_hash.as_bytes());
+        let bundle_id = stix::objects::bundle_id(record.stix_file_hash.as_str().as_bytes());
         let body = blocking_body(move |w| {
             let mut out = stix::BundleWriter::begin(w, &bundle_id)?;
             for line in BufReader::new(input).split(b'\n') {

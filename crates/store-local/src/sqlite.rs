@@ -286,6 +286,11 @@ pub(crate) fn parsed<T>(
     })
 }
 
+/// Reads a hash column.
+pub(crate) fn hash(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Sha256Hex> {
+    parsed(r, column, "hash", |t| Sha256Hex::parse(t).ok())
+}
+
 /// Reads a JSON text column.
 pub(crate) fn json<T: serde::de::DeserializeOwned>(
     r: &rusqlite::Row<'_>,
@@ -366,11 +371,11 @@ impl SqliteStore {
 }
 
 fn load_task(conn: &Connection, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
-    let head: Option<(String, i64)> = conn
+    let head: Option<(Sha256Hex, i64)> = conn
         .query_row(
             "SELECT source_file_hash, created_at FROM tasks WHERE task_id = ?1",
             [task_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((hash(r, 0)?, r.get(1)?)),
         )
         .optional()
         .map_err(sql)?;
@@ -447,10 +452,10 @@ impl UploadStore for SqliteStore {
             )
             .map_err(sql)?;
             if let Some(existing) = load_task(&tx, task_id)? {
-                if existing.source_file_hash != file.hash.as_str() {
+                if existing.source_file_hash != file.hash {
                     return Err(StoreError::TaskConflict {
                         task_id: task_id.to_string(),
-                        existing_file: existing.source_file_hash,
+                        existing_file: existing.source_file_hash.to_string(),
                     });
                 }
                 return Ok(existing);
@@ -545,7 +550,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     Ok(Job {
         id: r.get(0)?,
         kind: parsed(r, 1, "job kind", JobKind::parse)?,
-        file_hash: r.get(2)?,
+        file_hash: hash(r, 2)?,
         process_id: r.get(3)?,
         params: r.get(4)?,
         status: parsed(r, 5, "job status", JobStatus::parse)?,
@@ -575,8 +580,8 @@ const RECORD_COLUMNS: &str = "source_file_hash, stix_file_hash, job_id, batch, f
 
 fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StixRecord> {
     Ok(StixRecord {
-        source_file_hash: r.get(0)?,
-        stix_file_hash: r.get(1)?,
+        source_file_hash: hash(r, 0)?,
+        stix_file_hash: hash(r, 1)?,
         job_id: r.get(2)?,
         batch: r.get::<_, i64>(3)? as u64,
         file_size: r.get::<_, i64>(4)? as u64,
@@ -751,8 +756,8 @@ impl JobStore for SqliteStore {
                              stix_iocs = excluded.stix_iocs, ioc_ips_map = excluded.ioc_ips_map"
                     ),
                     params![
-                        r.source_file_hash,
-                        r.stix_file_hash,
+                        r.source_file_hash.as_str(),
+                        r.stix_file_hash.as_str(),
                         r.job_id,
                         r.batch as i64,
                         r.file_size as i64,
@@ -819,8 +824,8 @@ const CTI_COLUMNS: &str = "source_file_hash, cti_hash, job_id, cti_name, cti_typ
 
 fn cti_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CtiRecord> {
     Ok(CtiRecord {
-        source_file_hash: r.get(0)?,
-        cti_hash: r.get(1)?,
+        source_file_hash: hash(r, 0)?,
+        cti_hash: hash(r, 1)?,
         job_id: r.get(2)?,
         cti_name: r.get(3)?,
         cti_type: r.get::<_, i64>(4)? as u8,
@@ -835,7 +840,7 @@ fn cti_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CtiRecord> {
         stix_data: r.get(13)?,
         stix_ipfs_hash: r.get(14)?,
         statistic_info: r.get(15)?,
-        data_source_hash: r.get(16)?,
+        data_source_hash: hash(r, 16)?,
         data_source_ipfs_hash: r.get(17)?,
         created_at: r.get(18)?,
         updated_at: r.get(19)?,
@@ -891,8 +896,8 @@ impl CtiStore for SqliteStore {
                              updated_at = excluded.updated_at"
                     ),
                     params![
-                        r.source_file_hash,
-                        r.cti_hash,
+                        r.source_file_hash.as_str(),
+                        r.cti_hash.as_str(),
                         job_id,
                         r.cti_name,
                         r.cti_type,
@@ -906,13 +911,13 @@ impl CtiStore for SqliteStore {
                         r.data_size as i64,
                         r.stix_data,
                         r.statistic_info,
-                        r.data_source_hash,
+                        r.data_source_hash.as_str(),
                         r.updated_at,
                     ],
                 ).map_err(sql)?;
                 tx.execute(
                     "UPDATE stix_records SET cti_file_path = ?3 WHERE source_file_hash = ?1 AND stix_file_hash = ?2",
-                    params![r.source_file_hash, r.cti_hash, cti_file_path],
+                    params![r.source_file_hash.as_str(), r.cti_hash.as_str(), cti_file_path],
                 ).map_err(sql)?;
             }
             update_progress(&tx, job_id, progress)?;
@@ -1017,7 +1022,7 @@ pub(super) fn hd_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredHidde
         revision: r.get(3)?,
         data: r.get(4)?,
         raw_event: r.get(5)?,
-        raw_event_sha256: r.get(6)?,
+        raw_event_sha256: hash(r, 6)?,
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
     })
@@ -1327,7 +1332,7 @@ impl HiddenDangerStore for SqliteStore {
                     Ok(HiddenDangerRevision {
                         revision: r.get(0)?,
                         data: r.get(1)?,
-                        raw_event_sha256: r.get(2)?,
+                        raw_event_sha256: hash(r, 2)?,
                         received_at: r.get(3)?,
                     })
                 })

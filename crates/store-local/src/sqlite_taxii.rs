@@ -8,7 +8,8 @@ use rusqlite::types::Value as V;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use crate::sqlite::SqliteStore;
-use crate::sqlite::{HD_COLUMNS, hd_from_row, sql, write_tx};
+use crate::sqlite::{HD_COLUMNS, hash, hd_from_row, sql, write_tx};
+use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{
     NewTaxiiObject, StoredHiddenDanger, TaxiiObject, TaxiiQuery, TaxiiStatus, VersionMatch,
 };
@@ -348,13 +349,13 @@ impl TaxiiStore for SqliteStore {
         &self,
         watermark: i64,
         limit: u64,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
+    ) -> Result<Vec<(i64, Sha256Hex)>, StoreError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT rowid, stix_file_hash FROM stix_records WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             ).map_err(sql)?;
             stmt
-                .query_map(params![watermark, limit as i64], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql)?
+                .query_map(params![watermark, limit as i64], |r| Ok((r.get(0)?, hash(r, 1)?))).map_err(sql)?
                 .collect::<Result<_, _>>().map_err(sql)
         })
     }

@@ -38,8 +38,8 @@ fn file(c: char) -> FileMeta {
 
 fn stix_record(source: char, stix: char, job_id: i64, batch: u64) -> StixRecord {
     StixRecord {
-        source_file_hash: hash(source).to_string(),
-        stix_file_hash: hash(stix).to_string(),
+        source_file_hash: hash(source),
+        stix_file_hash: hash(stix),
         job_id,
         batch,
         file_size: 100 + batch,
@@ -57,8 +57,8 @@ fn stix_record(source: char, stix: char, job_id: i64, batch: u64) -> StixRecord 
 
 fn cti_record(source: char, stix: char, job_id: i64) -> CtiRecord {
     CtiRecord {
-        source_file_hash: hash(source).to_string(),
-        cti_hash: hash(stix).to_string(),
+        source_file_hash: hash(source),
+        cti_hash: hash(stix),
         job_id,
         cti_name: "name".into(),
         cti_type: 1,
@@ -73,7 +73,7 @@ fn cti_record(source: char, stix: char, job_id: i64) -> CtiRecord {
         stix_data: "/x".into(),
         stix_ipfs_hash: String::new(),
         statistic_info: "{}".into(),
-        data_source_hash: hash(source).to_string(),
+        data_source_hash: hash(source),
         data_source_ipfs_hash: String::new(),
         created_at: 1_700_000_000_000,
         updated_at: 1_700_000_000_000,
@@ -120,10 +120,7 @@ pub fn uploads_tasks_and_steps(db: &dyn RecordStore) {
         assert_eq!(t.step_status[1].status, StepState::Finished);
         assert_eq!(t.step_status[1].total_num, 7);
     }
-    assert_eq!(
-        db.task("1001").unwrap().unwrap().source_file_hash,
-        a.hash.to_string()
-    );
+    assert_eq!(db.task("1001").unwrap().unwrap().source_file_hash, a.hash);
     assert!(db.task("nope").unwrap().is_none());
     assert_eq!(db.file(&a.hash).unwrap().unwrap(), a);
     assert!(db.file(&hash('c')).unwrap().is_none());

@@ -295,7 +295,7 @@ pub trait TaxiiStore: Send + Sync {
         &self,
         watermark: i64,
         limit: u64,
-    ) -> Result<Vec<(i64, String)>, StoreError>;
+    ) -> Result<Vec<(i64, Sha256Hex)>, StoreError>;
     /// Hidden dangers with a revision recorded after `watermark`: `(position, current record)`.
     fn hidden_dangers_after(
         &self,

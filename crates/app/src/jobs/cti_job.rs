@@ -41,7 +41,7 @@ pub struct CtiParams {
 }
 
 /// Where the front ends (and anyone) read a CTI record: its `cti_file_path`.
-pub fn cti_path(file_hash: &str, cti_hash: &str) -> String {
+pub fn cti_path(file_hash: &Sha256Hex, cti_hash: &Sha256Hex) -> String {
     format!("/data/get_cti_record?file_hash={file_hash}&cti_hash={cti_hash}")
 }
 
@@ -95,7 +95,7 @@ impl CtiParams {
 pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStatus, String> {
     let params: CtiParams =
         serde_json::from_str(&job.params).map_err(|e| format!("unreadable job parameters: {e}"))?;
-    let hash = Sha256Hex::parse(&job.file_hash).map_err(|e| format!("file hash {e}"))?;
+    let hash = job.file_hash.clone();
     let meta = jobs.meta();
     let started = Instant::now();
     let mut progress = job.progress.clone();
@@ -127,8 +127,7 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
                 commit(&mut pending, &mut progress)?;
                 return Ok(JobStatus::Canceled);
             }
-            let stix_hash = Sha256Hex::parse(&stix.stix_file_hash)
-                .map_err(|e| format!("STIX file hash {e}"))?;
+            let stix_hash = stix.stix_file_hash.clone();
             let file = jobs
                 .blobs()
                 .open(&stix_hash)

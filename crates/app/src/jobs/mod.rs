@@ -300,8 +300,7 @@ impl Jobs {
     /// Reflects the end of a job in its file's task records: step 1 for a conversion (files
     /// written), step 2 for a CTI build (records written).
     fn mark_step(&self, job: &Job, status: JobStatus, step: u8) -> Result<(), StoreError> {
-        let hash = Sha256Hex::parse(&job.file_hash)
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        let hash = &job.file_hash;
         let done = self
             .inner
             .meta
@@ -313,7 +312,7 @@ impl Jobs {
             JobStatus::Canceled => StepState::Pending,
             _ => StepState::Failed,
         };
-        self.inner.meta.set_step_for_file(&hash, step, state, done)
+        self.inner.meta.set_step_for_file(hash, step, state, done)
     }
 
     /// The ending of a job that could not be written yet (the store refused it), if any.

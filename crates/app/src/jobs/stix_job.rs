@@ -8,7 +8,6 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::Jobs;
-use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{Job, JobProgress, JobStatus, StixRecord};
 use br_cti_domain::time::now_ms;
 use br_cti_engine::convert::{self, Batch, BatchSink, FileStore, Mapping, Settings, StoredFile};
@@ -97,7 +96,7 @@ impl FileStore for BlobFiles<'_> {
         }
         let blob = self.jobs.blobs().put(bytes)?;
         Ok(StoredFile {
-            hash: blob.hash.to_string(),
+            hash: blob.hash,
             size: blob.size,
         })
     }
@@ -180,8 +179,8 @@ impl BatchSink for StixSink<'_> {
 pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStatus, String> {
     let params: StixParams =
         serde_json::from_str(&job.params).map_err(|e| format!("unreadable job parameters: {e}"))?;
-    let settings = params.settings(&job.file_hash, jobs.inner.dataset_limits)?;
-    let hash = Sha256Hex::parse(&job.file_hash).map_err(|e| format!("file hash {e}"))?;
+    let settings = params.settings(job.file_hash.as_str(), jobs.inner.dataset_limits)?;
+    let hash = job.file_hash.clone();
     let input = jobs
         .blobs()
         .open(&hash)

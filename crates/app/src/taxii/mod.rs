@@ -14,7 +14,6 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 
 use br_cti_domain::error::Invalid;
-use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::NewTaxiiObject;
 use br_cti_domain::time::now_ms;
 use br_cti_engine::hidden_danger_stix;
@@ -318,9 +317,8 @@ fn publish_once(db: &dyn RecordStore, blobs: &dyn BlobStore) -> Result<bool, Str
     let files = db.stix_files_after(mark, 5).map_err(|e| e.to_string())?;
     busy |= files.len() == 5;
     for (position, hash) in files {
-        let h = Sha256Hex::parse(&hash).map_err(|e| e.to_string())?;
         let mut objects = Vec::new();
-        if let Some(file) = blobs.open(&h).map_err(|e| e.to_string())? {
+        if let Some(file) = blobs.open(&hash).map_err(|e| e.to_string())? {
             for line in BufReader::new(file).lines() {
                 let line = line.map_err(|e| e.to_string())?;
                 if line.trim().is_empty() {

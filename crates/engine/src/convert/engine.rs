@@ -179,7 +179,7 @@ pub struct Batch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFile {
     /// SHA-256 of the bytes: the file's name.
-    pub hash: String,
+    pub hash: br_cti_domain::hash::Sha256Hex,
     pub size: u64,
 }
 
@@ -1274,7 +1274,7 @@ mod tests {
     impl FileStore for HashOnly {
         fn store(&self, bytes: &[u8]) -> anyhow::Result<StoredFile> {
             Ok(StoredFile {
-                hash: hex::encode(Sha256::digest(bytes)),
+                hash: br_cti_domain::hash::Sha256Hex::from_digest(&Sha256::digest(bytes)),
                 size: bytes.len() as u64,
             })
         }
