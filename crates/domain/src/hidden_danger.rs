@@ -111,6 +111,23 @@ impl HiddenDanger {
         hex::encode(Sha256::digest(self.raw_event.as_bytes()))
     }
 
+    /// The validated fields as stored and shown: JSON with the wire's names, `rawEvent` apart.
+    pub fn fields_json(&self) -> String {
+        serde_json::to_string(self).expect("serialising plain data cannot fail")
+    }
+
+    /// What "the same report again" means: two reports of one `riskId` are the same when their
+    /// validated fields and their raw event are byte for byte the same, that is when this
+    /// digest is. A store keeps it with the record and answers `Unchanged` (no new revision)
+    /// when a report's digest equals the stored one.
+    pub fn content_digest(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.fields_json().as_bytes());
+        h.update([0]);
+        h.update(self.raw_event.as_bytes());
+        hex::encode(h.finalize())
+    }
+
     /// Every address the finding names (issueIP when it is one, and the asset addresses).
     pub fn addresses(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();

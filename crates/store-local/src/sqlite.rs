@@ -1152,19 +1152,17 @@ impl HiddenDangerStore for SqliteStore {
         user: &str,
         items: &[br_cti_domain::hidden_danger::HiddenDanger],
     ) -> Result<Vec<Upsert>, StoreError> {
-        use sha2::{Digest, Sha256};
-        // Serialise and hash outside the lock.
+        // Serialise and hash outside the lock. "Unchanged" is the domain's rule: the same
+        // content digest as the stored record.
         let prepared: Vec<(String, String, String, String)> = items
             .iter()
             .map(|hd| {
-                let data = json_text(hd);
-                let raw_sha = hd.raw_event_sha256();
-                let mut h = Sha256::new();
-                h.update(data.as_bytes());
-                h.update([0]);
-                h.update(hd.raw_event.as_bytes());
-                let content = hex::encode(h.finalize());
-                (data, raw_sha, content, json_text(&hd.addresses()))
+                (
+                    hd.fields_json(),
+                    hd.raw_event_sha256(),
+                    hd.content_digest(),
+                    json_text(&hd.addresses()),
+                )
             })
             .collect();
         self.with(|conn| {
