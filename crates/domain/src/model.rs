@@ -320,16 +320,38 @@ pub struct NewTaxiiObject {
     pub object: String,
 }
 
+/// A place in an order a backend keeps: where an object stands in a TAXII collection, how far
+/// the publisher has read the node's own records. Opaque above the store: compared, saved and
+/// handed back, never computed on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position(i64);
+
+impl Position {
+    /// Before everything.
+    pub const START: Position = Position(0);
+
+    /// A backend's own value (SQLite: a rowid, greater than 0). For backends and for the
+    /// encoding of cursors only.
+    pub fn from_backend(raw: i64) -> Self {
+        Position(raw)
+    }
+
+    /// The backend's value (see [`Position::from_backend`]).
+    pub fn to_backend(self) -> i64 {
+        self.0
+    }
+}
+
 /// An object version stored in a TAXII collection.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaxiiObject {
-    /// Insertion order within the node's database: the paging key.
-    pub seq: i64,
+    /// Where it stands in the collection's insertion order: the paging key.
+    pub position: Position,
     pub id: String,
     pub kind: String,
     pub version: String,
     pub spec_version: String,
-    /// Microseconds since the epoch; unique and increasing with `seq`.
+    /// Microseconds since the epoch; unique and increasing with `position`.
     pub date_added: i64,
     pub object: String,
 }
@@ -344,10 +366,10 @@ pub enum VersionMatch {
     At(i64),
 }
 
-/// A page request of a collection: objects after `after_seq`, filtered.
+/// A page request of a collection: objects after `after`, filtered.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaxiiQuery {
-    pub after_seq: i64,
+    pub after: Position,
     /// Only objects added after this time (microseconds).
     pub added_after: Option<i64>,
     pub limit: u64,

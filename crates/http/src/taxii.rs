@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use br_cti_app::taxii::{self, Collection};
-use br_cti_domain::model::{TaxiiQuery, TaxiiStatus, VersionMatch};
+use br_cti_domain::model::{Position, TaxiiQuery, TaxiiStatus, VersionMatch};
 use br_cti_domain::time::now_ms;
 
 pub(crate) const TAXII: &str = "application/taxii+json;version=2.1";
@@ -366,8 +366,8 @@ fn query(q: &HashMap<String, String>, id: Option<&str>) -> Result<TaxiiQuery, Ta
             .ok_or_else(|| bad(format!("limit {v:?} is not a positive integer")))?
             .min(MAX_LIMIT),
     };
-    let after_seq = match q.get("next") {
-        None => 0,
+    let after = match q.get("next") {
+        None => Position::START,
         Some(v) => taxii::decode_cursor(v)
             .ok_or_else(|| bad(format!("next {v:?} is not a cursor of this server")))?,
     };
@@ -407,7 +407,7 @@ fn query(q: &HashMap<String, String>, id: Option<&str>) -> Result<TaxiiQuery, Ta
         ids = vec![id.to_string()];
     }
     Ok(TaxiiQuery {
-        after_seq,
+        after,
         added_after,
         limit,
         ids,
@@ -454,7 +454,7 @@ async fn page(
     .await?;
     if let Some(object_id) = wanted
         && rows.is_empty()
-        && query.after_seq == 0
+        && query.after == Position::START
     {
         return Err(error(
             StatusCode::NOT_FOUND,
@@ -472,7 +472,7 @@ async fn page(
     let mut body = serde_json::Map::new();
     body.insert("more".into(), json!(more));
     if more && let Some(last) = rows.last() {
-        body.insert("next".into(), json!(taxii::encode_cursor(last.seq)));
+        body.insert("next".into(), json!(taxii::encode_cursor(last.position)));
     }
     match shape {
         Shape::Objects => {

@@ -11,7 +11,8 @@ use crate::sqlite::SqliteStore;
 use crate::sqlite::{HD_COLUMNS, hash, hd_from_row, sql, write_tx};
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{
-    NewTaxiiObject, StoredHiddenDanger, TaxiiObject, TaxiiQuery, TaxiiStatus, VersionMatch,
+    NewTaxiiObject, Position, StoredHiddenDanger, TaxiiObject, TaxiiQuery, TaxiiStatus,
+    VersionMatch,
 };
 use br_cti_store::{StoreError, TaxiiStore};
 
@@ -55,7 +56,7 @@ impl TaxiiStore for SqliteStore {
         &self,
         collection: &str,
         objects: &[NewTaxiiObject],
-        watermark: Option<(&str, i64)>,
+        watermark: Option<(&str, Position)>,
     ) -> Result<Vec<bool>, StoreError> {
         self.with(|conn| {
             let tx = write_tx(conn).map_err(sql)?;
@@ -134,7 +135,7 @@ impl TaxiiStore for SqliteStore {
                 tx.execute(
                     "INSERT INTO taxii_sync (source, watermark) VALUES (?1, ?2)
                      ON CONFLICT(source) DO UPDATE SET watermark = excluded.watermark",
-                    params![source, mark],
+                    params![source, mark.to_backend()],
                 ).map_err(sql)?;
             }
             tx.commit().map_err(sql)?;
@@ -148,7 +149,7 @@ impl TaxiiStore for SqliteStore {
         q: &TaxiiQuery,
     ) -> Result<(Vec<TaxiiObject>, bool), StoreError> {
         self.with(|conn| {
-            let mut after = q.after_seq;
+            let mut after = q.after.to_backend();
             if let Some(t) = q.added_after {
                 // date_added grows with seq: turn the time into a position (one index probe).
                 let bound: Option<i64> = conn
@@ -185,7 +186,7 @@ impl TaxiiStore for SqliteStore {
             let mut rows = stmt
                 .query_map(params_from_iter(args.iter()), |r| {
                     Ok(TaxiiObject {
-                        seq: r.get(0)?,
+                        position: Position::from_backend(r.get(0)?),
                         id: r.get(1)?,
                         kind: r.get(2)?,
                         version: r.get(3)?,
@@ -331,7 +332,7 @@ impl TaxiiStore for SqliteStore {
         })
     }
 
-    fn taxii_watermark(&self, source: &str) -> Result<i64, StoreError> {
+    fn taxii_watermark(&self, source: &str) -> Result<Position, StoreError> {
         self.with(|conn| {
             Ok(conn
                 .query_row(
@@ -341,30 +342,32 @@ impl TaxiiStore for SqliteStore {
                 )
                 .optional()
                 .map_err(sql)?
-                .unwrap_or(0))
+                .map_or(Position::START, Position::from_backend))
         })
     }
 
     fn stix_files_after(
         &self,
-        watermark: i64,
+        watermark: Position,
         limit: u64,
-    ) -> Result<Vec<(i64, Sha256Hex)>, StoreError> {
+    ) -> Result<Vec<(Position, Sha256Hex)>, StoreError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT rowid, stix_file_hash FROM stix_records WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             ).map_err(sql)?;
             stmt
-                .query_map(params![watermark, limit as i64], |r| Ok((r.get(0)?, hash(r, 1)?))).map_err(sql)?
+                .query_map(params![watermark.to_backend(), limit as i64], |r| {
+                    Ok((Position::from_backend(r.get(0)?), hash(r, 1)?))
+                }).map_err(sql)?
                 .collect::<Result<_, _>>().map_err(sql)
         })
     }
 
     fn hidden_dangers_after(
         &self,
-        watermark: i64,
+        watermark: Position,
         limit: u64,
-    ) -> Result<Vec<(i64, StoredHiddenDanger)>, StoreError> {
+    ) -> Result<Vec<(Position, StoredHiddenDanger)>, StoreError> {
         self.with(|conn| {
             let columns = HD_COLUMNS
                 .split(", ")
@@ -376,8 +379,8 @@ impl TaxiiStore for SqliteStore {
                  WHERE r.rowid > ?1 ORDER BY r.rowid LIMIT ?2"
             )).map_err(sql)?;
             stmt
-                .query_map(params![watermark, limit as i64], |r| {
-                    Ok((r.get(9)?, hd_from_row(r)?))
+                .query_map(params![watermark.to_backend(), limit as i64], |r| {
+                    Ok((Position::from_backend(r.get(9)?), hd_from_row(r)?))
                 }).map_err(sql)?
                 .collect::<Result<_, _>>().map_err(sql)
         })
@@ -414,8 +417,12 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 for i in 0..300 {
-                    b.taxii_add("c", &[object(i)], Some(("x", i as i64)))
-                        .unwrap();
+                    b.taxii_add(
+                        "c",
+                        &[object(i)],
+                        Some(("x", Position::from_backend(i as i64))),
+                    )
+                    .unwrap();
                 }
             });
             for i in 0..300 {
@@ -423,6 +430,6 @@ mod tests {
                 a.upsert_hidden_dangers("u", &[item]).unwrap();
             }
         });
-        assert_eq!(b.taxii_watermark("x").unwrap(), 299);
+        assert_eq!(b.taxii_watermark("x").unwrap(), Position::from_backend(299));
     }
 }

@@ -17,7 +17,8 @@ use sha2::Digest;
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{
     CtiRecord, FileMeta, HiddenDangerFilter, JobKind, JobProgress, JobStatus, NewTaxiiObject,
-    Publication, STEP_STIX, StepState, StixRecord, TaxiiQuery, TaxiiStatus, Upsert, VersionMatch,
+    Position, Publication, STEP_STIX, StepState, StixRecord, TaxiiQuery, TaxiiStatus, Upsert,
+    VersionMatch,
 };
 use br_cti_domain::testing::sample;
 
@@ -336,7 +337,7 @@ pub fn hidden_dangers_keep_revisions(db: &dyn RecordStore) {
     scanned.sort();
     assert_eq!(scanned, ["r1", "r2"]);
     // One position per revision (r1 of u twice), each with the record as it is now.
-    let after = db.hidden_dangers_after(0, 100).unwrap();
+    let after = db.hidden_dangers_after(Position::START, 100).unwrap();
     assert_eq!(after.len(), 4);
     assert!(
         after
@@ -360,9 +361,9 @@ fn taxii_object(i: usize, version_us: i64) -> NewTaxiiObject {
     }
 }
 
-fn query(after_seq: i64, limit: u64) -> TaxiiQuery {
+fn query(after: Position, limit: u64) -> TaxiiQuery {
     TaxiiQuery {
-        after_seq,
+        after,
         added_after: None,
         limit,
         ids: vec![],
@@ -379,7 +380,7 @@ pub fn taxii_collections_page_and_keep_watermarks(db: &dyn RecordStore) {
         .taxii_add(
             "c",
             &[taxii_object(1, 10), taxii_object(2, 10)],
-            Some(("src", 5)),
+            Some(("src", Position::from_backend(5))),
         )
         .unwrap();
     assert_eq!(added, [true, true]);
@@ -388,20 +389,28 @@ pub fn taxii_collections_page_and_keep_watermarks(db: &dyn RecordStore) {
             .unwrap(),
         [false, true]
     );
-    assert_eq!(db.taxii_watermark("src").unwrap(), 5);
-    assert_eq!(db.taxii_watermark("other").unwrap(), 0);
-    let (first, more) = db.taxii_page("c", &query(0, 2)).unwrap();
+    assert_eq!(
+        db.taxii_watermark("src").unwrap(),
+        Position::from_backend(5)
+    );
+    assert_eq!(db.taxii_watermark("other").unwrap(), Position::START);
+    let (first, more) = db.taxii_page("c", &query(Position::START, 2)).unwrap();
     assert_eq!(first.len(), 2);
     assert!(more);
-    let (rest, more) = db.taxii_page("c", &query(first[1].seq, 2)).unwrap();
+    let (rest, more) = db.taxii_page("c", &query(first[1].position, 2)).unwrap();
     assert_eq!(rest.len(), 1);
     assert!(!more);
     assert!(first[0].date_added < first[1].date_added);
     assert!(first[1].date_added < rest[0].date_added);
-    assert!(db.taxii_page("other", &query(0, 10)).unwrap().0.is_empty());
+    assert!(
+        db.taxii_page("other", &query(Position::START, 10))
+            .unwrap()
+            .0
+            .is_empty()
+    );
     let last = TaxiiQuery {
         versions: vec![VersionMatch::Last],
-        ..query(0, 10)
+        ..query(Position::START, 10)
     };
     let (latest, _) = db.taxii_page("c", &last).unwrap();
     assert_eq!(latest.len(), 2, "one version per object");

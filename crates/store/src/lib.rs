@@ -266,7 +266,7 @@ pub trait TaxiiStore: Send + Sync {
         &self,
         collection: &str,
         objects: &[NewTaxiiObject],
-        watermark: Option<(&str, i64)>,
+        watermark: Option<(&str, Position)>,
     ) -> Result<Vec<bool>, StoreError>;
     /// A page of at most `query.limit` objects in insertion order, and whether more follow.
     fn taxii_page(
@@ -289,17 +289,17 @@ pub trait TaxiiStore: Send + Sync {
     fn taxii_grants(&self, user: &str) -> Result<Vec<String>, StoreError>;
     fn taxii_grant(&self, user: &str, collection: &str) -> Result<(), StoreError>;
     fn taxii_revoke(&self, user: &str, collection: &str) -> Result<bool, StoreError>;
-    fn taxii_watermark(&self, source: &str) -> Result<i64, StoreError>;
+    fn taxii_watermark(&self, source: &str) -> Result<Position, StoreError>;
     /// STIX files recorded after `watermark` (by record order): `(position, stix_file_hash)`.
     fn stix_files_after(
         &self,
-        watermark: i64,
+        watermark: Position,
         limit: u64,
-    ) -> Result<Vec<(i64, Sha256Hex)>, StoreError>;
+    ) -> Result<Vec<(Position, Sha256Hex)>, StoreError>;
     /// Hidden dangers with a revision recorded after `watermark`: `(position, current record)`.
     fn hidden_dangers_after(
         &self,
-        watermark: i64,
+        watermark: Position,
         limit: u64,
-    ) -> Result<Vec<(i64, StoredHiddenDanger)>, StoreError>;
+    ) -> Result<Vec<(Position, StoredHiddenDanger)>, StoreError>;
 }

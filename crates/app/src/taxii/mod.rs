@@ -14,7 +14,7 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 
 use br_cti_domain::error::Invalid;
-use br_cti_domain::model::NewTaxiiObject;
+use br_cti_domain::model::{NewTaxiiObject, Position};
 use br_cti_domain::time::now_ms;
 use br_cti_engine::hidden_danger_stix;
 use br_cti_store::{BlobStore, RecordStore};
@@ -86,11 +86,11 @@ pub fn parse_us(s: &str) -> Option<i64> {
 
 /// The opaque `next` of a page: the position after which the next page starts. It holds no
 /// server state, so it stays valid across restarts and on every node sharing the database.
-pub fn encode_cursor(seq: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{seq}"))
+pub fn encode_cursor(after: Position) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{}", after.to_backend()))
 }
 
-pub fn decode_cursor(s: &str) -> Option<i64> {
+pub fn decode_cursor(s: &str) -> Option<Position> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s.trim())
         .ok()?;
@@ -99,6 +99,7 @@ pub fn decode_cursor(s: &str) -> Option<i64> {
         .parse::<i64>()
         .ok()
         .filter(|n| *n >= 0)
+        .map(Position::from_backend)
 }
 
 const SCO_TYPES: [&str; 18] = [
@@ -369,7 +370,10 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_garbage() {
-        assert_eq!(decode_cursor(&encode_cursor(12345)), Some(12345));
+        let p = Position::from_backend(12345);
+        assert_eq!(decode_cursor(&encode_cursor(p)), Some(p));
+        // The encoding of cursors handed out before positions were typed.
+        assert_eq!(decode_cursor("djE6MTIzNDU"), Some(p));
         assert_eq!(decode_cursor("12345"), None);
         assert_eq!(decode_cursor("!!"), None);
     }
