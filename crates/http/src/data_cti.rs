@@ -220,22 +220,10 @@ async fn get_cti_process_progress(
     JsonBody(req): JsonBody<FileHashRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let job = latest_job(state, JobKind::Cti, &req.file_hash).await?;
-    // The conversion's row counters are record counters here.
     Ok(progress_answer(
         job.as_ref(),
         "CTI build",
         "Get cti process progress successfully",
-        |data| {
-            if let Value::Object(map) = data {
-                let rows_total = map.remove("rows_total").unwrap_or(Value::Null);
-                let rows_done = map.remove("rows_done").unwrap_or(Value::Null);
-                for k in ["rows_rejected", "rows_converted", "files"] {
-                    map.remove(k);
-                }
-                map.insert("records_total".into(), rows_total);
-                map.insert("records_done".into(), rows_done);
-            }
-        },
     ))
 }
 

@@ -10,13 +10,14 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::data::{blocking, parse_hash, require_file, store_error};
 use super::envelope::{ApiError, JsonBody, ok};
 use br_cti_app::conversion::{ConversionRequest, cancel_conversion, start_conversion};
+use br_cti_app::jobs::progress::Figures;
 use br_cti_app::jobs::stix_job::StixParams;
 use br_cti_domain::model::{Job, JobKind, JobStatus, StixRecord};
 
@@ -306,54 +307,116 @@ struct FileHashRequest {
     file_hash: String,
 }
 
-fn iso_ms(ms: Option<i64>) -> Value {
-    ms.map(|m| json!(stix::Timestamp::from_millis(m).to_millis_string()))
-        .unwrap_or(Value::Null)
+fn iso_ms(ms: Option<i64>) -> Option<String> {
+    ms.map(|m| stix::Timestamp::from_millis(m).to_millis_string())
 }
 
-/// The compat progress shape plus status, rows and times.
+#[derive(Serialize)]
+struct UseTime {
+    use_time: f64,
+}
+
+/// A conversion's progress as the front ends read it (the old server's fields first), plus
+/// status, rows and times.
+#[derive(Serialize)]
+struct StixProgress<'a> {
+    progress: u64,
+    current_step: u64,
+    total_step: u64,
+    current_task_id: u64,
+    total_task_list: &'a [u64],
+    errors: Vec<String>,
+    result: UseTime,
+    status: &'static str,
+    job_id: i64,
+    process_id: &'a str,
+    rows_total: u64,
+    rows_done: u64,
+    rows_rejected: u64,
+    rows_converted: u64,
+    objects: u64,
+    files: u64,
+    created_at: Option<String>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    eta_seconds: Option<f64>,
+}
+
+/// A CTI build's progress: the same figures, with records where a conversion counts rows
+/// (and in the order the front ends have always received them).
+#[derive(Serialize)]
+struct CtiProgress<'a> {
+    progress: u64,
+    current_step: u64,
+    total_step: u64,
+    current_task_id: u64,
+    total_task_list: &'a [u64],
+    errors: Vec<String>,
+    result: UseTime,
+    status: &'static str,
+    job_id: i64,
+    process_id: &'a str,
+    eta_seconds: Option<f64>,
+    finished_at: Option<String>,
+    started_at: Option<String>,
+    created_at: Option<String>,
+    objects: u64,
+    records_total: u64,
+    records_done: u64,
+}
+
+/// A job's progress in the shape of its kind.
 pub(crate) fn progress_json(job: &Job) -> Value {
     let p = &job.progress;
-    let progress = if job.status == JobStatus::Succeeded {
-        100
-    } else {
-        // 100 is the front ends' only "done" signal: never shown before the end.
-        (p.steps_done * 100)
-            .checked_div(job.total_steps)
-            .unwrap_or(0)
-            .min(99)
+    let f = Figures::of(job);
+    let value = match job.kind {
+        JobKind::Stix => serde_json::to_value(StixProgress {
+            progress: f.percent,
+            current_step: p.steps_done,
+            total_step: job.total_steps,
+            current_task_id: p.steps_done,
+            total_task_list: &p.recent_steps,
+            errors: f.errors,
+            result: UseTime {
+                use_time: f.use_time,
+            },
+            status: job.status.as_str(),
+            job_id: job.id,
+            process_id: &job.process_id,
+            rows_total: job.rows_total,
+            rows_done: p.rows_done,
+            rows_rejected: p.rows_rejected,
+            rows_converted: f.rows_converted,
+            objects: p.objects,
+            files: p.files,
+            created_at: iso_ms(Some(job.created_at)),
+            started_at: iso_ms(job.started_at),
+            finished_at: iso_ms(job.finished_at),
+            eta_seconds: f.eta_seconds,
+        }),
+        JobKind::Cti => serde_json::to_value(CtiProgress {
+            progress: f.percent,
+            current_step: p.steps_done,
+            total_step: job.total_steps,
+            current_task_id: p.steps_done,
+            total_task_list: &p.recent_steps,
+            errors: f.errors,
+            result: UseTime {
+                use_time: f.use_time,
+            },
+            status: job.status.as_str(),
+            job_id: job.id,
+            process_id: &job.process_id,
+            eta_seconds: f.eta_seconds,
+            finished_at: iso_ms(job.finished_at),
+            started_at: iso_ms(job.started_at),
+            created_at: iso_ms(Some(job.created_at)),
+            objects: p.objects,
+            records_total: job.rows_total,
+            records_done: p.rows_done,
+        }),
     };
-    let use_time = p.run_ms as f64 / 1000.0;
-    let eta = (job.status == JobStatus::Running && p.rows_done > 0 && p.run_ms > 0).then(|| {
-        let rate = p.rows_done as f64 / (p.run_ms as f64 / 1000.0);
-        (job.rows_total.saturating_sub(p.rows_done) as f64 / rate * 10.0).round() / 10.0
-    });
-    let mut errors = p.errors.clone();
-    if let Some(m) = &job.message {
-        errors.push(m.clone());
-    }
-    json!({
-        "progress": progress,
-        "current_step": p.steps_done,
-        "total_step": job.total_steps,
-        "current_task_id": p.steps_done,
-        "total_task_list": p.recent_steps,
-        "errors": errors,
-        "result": {"use_time": use_time},
-        "status": job.status.as_str(),
-        "job_id": job.id,
-        "process_id": job.process_id,
-        "rows_total": job.rows_total,
-        "rows_done": p.rows_done,
-        "rows_rejected": p.rows_rejected,
-        "rows_converted": p.rows_done - p.rows_rejected,
-        "objects": p.objects,
-        "files": p.files,
-        "created_at": iso_ms(Some(job.created_at)),
-        "started_at": iso_ms(job.started_at),
-        "finished_at": iso_ms(job.finished_at),
-        "eta_seconds": eta,
-    })
+    value.expect("serialising plain data cannot fail")
 }
 
 async fn get_stix_process_progress(
@@ -365,7 +428,6 @@ async fn get_stix_process_progress(
         job.as_ref(),
         "conversion",
         "Get stix process progress successfully",
-        |_| {},
     ))
 }
 
@@ -402,12 +464,7 @@ pub(crate) async fn latest_job(
 /// - otherwise: code 200 with the progress in `data`.
 ///
 /// `shape` adapts the progress object to the job kind (the CTI build counts records).
-pub(crate) fn progress_answer(
-    job: Option<&Job>,
-    what: &str,
-    ok_msg: &str,
-    shape: impl Fn(&mut Value),
-) -> axum::Json<Value> {
+pub(crate) fn progress_answer(job: Option<&Job>, what: &str, ok_msg: &str) -> axum::Json<Value> {
     let Some(job) = job else {
         return axum::Json(json!({
             "code": 200,
@@ -416,8 +473,7 @@ pub(crate) fn progress_answer(
             "status": Value::Null,
         }));
     };
-    let mut progress = progress_json(job);
-    shape(&mut progress);
+    let progress = progress_json(job);
     match job.status {
         JobStatus::Failed | JobStatus::Canceled => {
             let verb = if job.status == JobStatus::Failed {
@@ -697,4 +753,104 @@ async fn stix_file_content(
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use br_cti_domain::hash::Sha256Hex;
+    use br_cti_domain::model::JobProgress;
+
+    fn job(kind: JobKind) -> Job {
+        Job {
+            id: 7,
+            kind,
+            file_hash: Sha256Hex::parse(&"a".repeat(64)).unwrap(),
+            process_id: "p".into(),
+            params: "{}".into(),
+            status: JobStatus::Running,
+            total_steps: 4,
+            rows_total: 100,
+            progress: JobProgress {
+                steps_done: 1,
+                rows_done: 25,
+                rows_rejected: 2,
+                objects: 90,
+                files: 1,
+                errors: vec!["row 3: bad".into()],
+                recent_steps: vec![1],
+                run_ms: 500,
+            },
+            message: None,
+            cancel_requested: false,
+            created_at: 1_700_000_000_000,
+            started_at: Some(1_700_000_000_100),
+            finished_at: None,
+            attempts: 1,
+        }
+    }
+
+    fn keys(v: &Value) -> Vec<&str> {
+        v.as_object().unwrap().keys().map(String::as_str).collect()
+    }
+
+    /// The progress answers keep the fields and the order the front ends have always received.
+    #[test]
+    fn progress_answers_keep_their_shape() {
+        let stix = progress_json(&job(JobKind::Stix));
+        assert_eq!(
+            keys(&stix),
+            [
+                "progress",
+                "current_step",
+                "total_step",
+                "current_task_id",
+                "total_task_list",
+                "errors",
+                "result",
+                "status",
+                "job_id",
+                "process_id",
+                "rows_total",
+                "rows_done",
+                "rows_rejected",
+                "rows_converted",
+                "objects",
+                "files",
+                "created_at",
+                "started_at",
+                "finished_at",
+                "eta_seconds"
+            ]
+        );
+        assert_eq!(stix["progress"], 25);
+        assert_eq!(stix["rows_converted"], 23);
+        assert_eq!(stix["eta_seconds"], 1.5);
+        assert_eq!(stix["created_at"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(stix["finished_at"], Value::Null);
+        let cti = progress_json(&job(JobKind::Cti));
+        assert_eq!(
+            keys(&cti),
+            [
+                "progress",
+                "current_step",
+                "total_step",
+                "current_task_id",
+                "total_task_list",
+                "errors",
+                "result",
+                "status",
+                "job_id",
+                "process_id",
+                "eta_seconds",
+                "finished_at",
+                "started_at",
+                "created_at",
+                "objects",
+                "records_total",
+                "records_done"
+            ]
+        );
+        assert_eq!(cti["records_done"], 25);
+    }
 }

@@ -13,6 +13,7 @@
 //! so the same conversion can be started again once space is freed, without a restart.
 
 pub mod cti_job;
+pub mod progress;
 pub mod stix_job;
 
 use std::collections::HashMap;
