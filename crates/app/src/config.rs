@@ -126,7 +126,7 @@ pub const DEFAULT_MAX_BODY_MEMORY_BYTES: u64 = 256 << 20;
 pub const DEFAULT_TAXII_MAX_CONTENT_LENGTH: u64 = 32 << 20;
 
 /// Shortest API token accepted on a non-loopback address.
-pub const MIN_EXPOSED_TOKEN_CHARS: usize = 16;
+pub(crate) const MIN_EXPOSED_TOKEN_CHARS: usize = 16;
 
 /// Default runs of a job that the node keeps stopping during (a crash loop ends there).
 pub const DEFAULT_JOB_MAX_ATTEMPTS: u32 = 3;

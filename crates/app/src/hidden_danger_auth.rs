@@ -48,14 +48,14 @@ pub fn sign(timestamp: &str, user: &str, token: &str) -> String {
 }
 
 /// Checks a sign in constant time (uppercase hex accepted).
-pub fn sign_matches(given: &str, timestamp: &str, user: &str, token: &str) -> bool {
+pub(crate) fn sign_matches(given: &str, timestamp: &str, user: &str, token: &str) -> bool {
     let expected = sign(timestamp, user, token);
     let given = given.trim().to_ascii_lowercase();
     given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 /// A timestamp as sent: 10 digits (seconds) or 13 digits (milliseconds). Milliseconds.
-pub fn parse_timestamp(text: &str) -> Option<i64> {
+pub(crate) fn parse_timestamp(text: &str) -> Option<i64> {
     if !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -69,7 +69,7 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 
 /// What the first request under a (user, timestamp, sign) was answered.
 #[derive(Clone)]
-pub struct Replayed {
+pub(crate) struct Replayed {
     pub body_sha256: [u8; 32],
     pub outcome: crate::reports::Outcome,
     /// The answer's JSON text (whole, or its summary when the cache could not keep it whole).
@@ -77,10 +77,10 @@ pub struct Replayed {
 }
 
 /// The longest answer the replay cache keeps whole.
-pub const REPLAY_ANSWER_MAX_BYTES: usize = 8 << 10;
+pub(crate) const REPLAY_ANSWER_MAX_BYTES: usize = 8 << 10;
 /// Bytes of whole answers the replay cache keeps, all entries together; past it (or for an
 /// answer over [`REPLAY_ANSWER_MAX_BYTES`]) an entry keeps a summary.
-pub const REPLAY_ANSWERS_MAX_BYTES: usize = 16 << 20;
+pub(crate) const REPLAY_ANSWERS_MAX_BYTES: usize = 16 << 20;
 
 /// (user, timestamp as sent, lowercase sign).
 type ReplayKey = (String, String, String);
@@ -97,7 +97,7 @@ type ReplayKey = (String, String, String);
 /// kept whole up to [`REPLAY_ANSWER_MAX_BYTES`] each and [`REPLAY_ANSWERS_MAX_BYTES`] in all,
 /// beyond which an entry keeps the summary its caller gives (a few hundred bytes). Entries
 /// are bounded by the rate limit times the window.
-pub struct ReplayCache {
+pub(crate) struct ReplayCache {
     ttl: Duration,
     state: Mutex<CacheState>,
     settled: Condvar,
@@ -140,7 +140,7 @@ enum Entry {
     Done(Replayed),
 }
 
-pub enum Seen {
+pub(crate) enum Seen {
     /// Claimed: process the request, then [`ReplayCache::remember`] or [`ReplayCache::forget`].
     New,
     Same(Replayed),
@@ -151,7 +151,7 @@ pub enum Seen {
 const PENDING_WAIT: Duration = Duration::from_secs(60);
 
 impl ReplayCache {
-    pub fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         ReplayCache {
             ttl: window * 2 + Duration::from_secs(1),
             state: Mutex::new(CacheState::default()),
@@ -168,7 +168,7 @@ impl ReplayCache {
     }
 
     /// Looks the request up and, when it is new, claims its key before anyone else can.
-    pub fn claim(&self, user: &str, timestamp: &str, sign: &str, body: &[u8; 32]) -> Seen {
+    pub(crate) fn claim(&self, user: &str, timestamp: &str, sign: &str, body: &[u8; 32]) -> Seen {
         let key = Self::key(user, timestamp, sign);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
@@ -210,7 +210,7 @@ impl ReplayCache {
 
     /// Records the answer of a claimed request (`whole`, or `summary()` when the cache cannot
     /// keep it whole); waiting duplicates get it.
-    pub fn remember(
+    pub(crate) fn remember(
         &self,
         user: &str,
         timestamp: &str,
@@ -242,14 +242,15 @@ impl ReplayCache {
     }
 
     /// Bytes of the answers kept now.
-    pub fn answer_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn answer_bytes(&self) -> usize {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.answer_bytes
     }
 
     /// Releases a claimed request that was not answered for good (an internal fault): the
     /// same request may be sent again.
-    pub fn forget(&self, user: &str, timestamp: &str, sign: &str) {
+    pub(crate) fn forget(&self, user: &str, timestamp: &str, sign: &str) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.remove(&Self::key(user, timestamp, sign));
         self.settled.notify_all();
@@ -257,14 +258,14 @@ impl ReplayCache {
 }
 
 /// A token bucket per user: `rate` requests per second on average, bursts of `burst`.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     burst: f64,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
 impl RateLimiter {
-    pub fn new(rate: f64, burst: f64) -> Self {
+    pub(crate) fn new(rate: f64, burst: f64) -> Self {
         RateLimiter {
             rate,
             burst: burst.max(1.0),
@@ -273,7 +274,7 @@ impl RateLimiter {
     }
 
     /// Takes one request from the user's bucket; `Err(seconds to wait)` when it is empty.
-    pub fn take(&self, user: &str) -> Result<(), f64> {
+    pub(crate) fn take(&self, user: &str) -> Result<(), f64> {
         if self.rate <= 0.0 {
             return Ok(());
         }

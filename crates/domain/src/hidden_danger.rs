@@ -55,7 +55,8 @@ fn err(code: ItemCode, message: impl Into<String>) -> ItemError {
     }
 }
 
-pub const CLASSIFY: [&str; 5] = ["主机漏洞", "基线漏洞", "WEB漏洞", "数据库漏洞", "其他漏洞"];
+pub(crate) const CLASSIFY: [&str; 5] =
+    ["主机漏洞", "基线漏洞", "WEB漏洞", "数据库漏洞", "其他漏洞"];
 pub const JUDGE_STATES: [&str; 4] = [
     "judgeStateNone",
     "judgeStateTrue",
@@ -64,7 +65,7 @@ pub const JUDGE_STATES: [&str; 4] = [
 ];
 pub const NOTICE_STATES: [&str; 3] = ["noticeStateNone", "noticeStateDone", "noticeStateFinished"];
 /// Items in each asset array, at most.
-pub const MAX_ASSETS: usize = 100;
+pub(crate) const MAX_ASSETS: usize = 100;
 
 /// A validated hidden danger, with the wire's field names.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -19,7 +19,7 @@ use crate::producer::{producer_epoch, producer_identity, producer_identity_id};
 use br_cti_domain::model::StoredHiddenDanger;
 
 /// The property-extension holding the fields STIX has no property for.
-pub fn extension_id() -> String {
+pub(crate) fn extension_id() -> String {
     sdo_id("extension-definition", b"br-cti hidden danger v1")
 }
 
@@ -44,7 +44,7 @@ fn ms(t: i64) -> String {
 }
 
 /// The first CVE id in a text (`CVE-YYYY-NNNN…`), upper-cased.
-pub fn cve_in(text: &str) -> Option<String> {
+pub(crate) fn cve_in(text: &str) -> Option<String> {
     let upper = text.to_ascii_uppercase();
     let bytes = upper.as_bytes();
     let mut from = 0;

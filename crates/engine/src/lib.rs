@@ -7,5 +7,5 @@ pub mod convert;
 pub mod cti;
 pub mod dataset;
 pub mod hidden_danger_stix;
-pub mod producer;
+mod producer;
 pub mod supervise;

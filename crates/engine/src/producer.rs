@@ -9,16 +9,16 @@ use stix::objects::{Object, identity};
 /// vulnerabilities).
 const PRODUCER_EPOCH_MICROS: i64 = 1_795_392_000_000_000; // 2026-11-23T00:00:00Z
 
-pub fn producer_epoch() -> Timestamp {
+pub(crate) fn producer_epoch() -> Timestamp {
     Timestamp::from_micros(PRODUCER_EPOCH_MICROS)
 }
 
 /// The identity that creates br-cti's objects.
-pub fn producer_identity_id() -> String {
+pub(crate) fn producer_identity_id() -> String {
     stix::sdo_id("identity", b"br-cti data node")
 }
 
 /// The identity object itself.
-pub fn producer_identity() -> Object {
+pub(crate) fn producer_identity() -> Object {
     identity(producer_identity_id(), "br-cti", "system", producer_epoch())
 }

@@ -15,7 +15,7 @@ pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Panic> {
 }
 
 /// The message a panic was raised with (`panic!("…")`, `expect`, an index out of bounds).
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

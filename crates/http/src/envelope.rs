@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: u16,
     message: String,
@@ -22,7 +22,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// A handled failure: HTTP 200 with `code: 400`.
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::OK,
             code: 400,
@@ -31,7 +31,7 @@ impl ApiError {
     }
 
     /// A transport-level failure with its real HTTP status.
-    pub fn status(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn status(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code: status.as_u16(),
@@ -42,20 +42,11 @@ impl ApiError {
     /// An internal fault: logged in full, answered as HTTP 500.
     /// An internal fault: the cause is logged (with an incident id), the client gets the
     /// context and the id only.
-    pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         Self::status(
             StatusCode::INTERNAL_SERVER_ERROR,
             super::incident(context, err),
         )
-    }
-
-    /// The HTTP status of the answer.
-    pub fn http_status(&self) -> StatusCode {
-        self.status
-    }
-
-    pub fn message(&self) -> &str {
-        &self.message
     }
 }
 
@@ -78,7 +69,7 @@ impl IntoResponse for ApiError {
 }
 
 /// A success envelope.
-pub fn ok(msg: &str, data: impl serde::Serialize) -> Json<Value> {
+pub(crate) fn ok(msg: &str, data: impl serde::Serialize) -> Json<Value> {
     Json(json!({"code": 200, "msg": msg, "data": data}))
 }
 
@@ -86,7 +77,7 @@ pub fn ok(msg: &str, data: impl serde::Serialize) -> Json<Value> {
 /// malformed JSON, a missing or wrongly typed field) is answered with the envelope, naming the
 /// field; the `Content-Type` is not required to be `application/json` (the old front ends do
 /// not always send it).
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -107,7 +98,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 }
 
 /// Parses a JSON document into `T`, naming the offending field on error.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.trim_ascii().is_empty() {
         return Err(ApiError::bad_request(
             "the request body is empty; expected a JSON object",
@@ -168,10 +159,7 @@ mod tests {
     }
 
     fn err(body: &str) -> String {
-        parse_json::<Req>(body.as_bytes())
-            .unwrap_err()
-            .message()
-            .to_string()
+        parse_json::<Req>(body.as_bytes()).unwrap_err().message
     }
 
     #[test]

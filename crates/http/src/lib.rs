@@ -4,7 +4,7 @@ mod conn;
 mod data;
 mod data_cti;
 mod data_stix;
-pub mod envelope;
+mod envelope;
 mod hd_read;
 mod open_api;
 mod ops;
@@ -100,7 +100,7 @@ impl AppState {
 }
 
 /// The whole application: every API, CORS, request logging and the JSON 404/405 answers.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let data =
         data::router().route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let rest =

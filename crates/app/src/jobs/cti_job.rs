@@ -41,7 +41,7 @@ pub struct CtiParams {
 }
 
 /// Where the front ends (and anyone) read a CTI record: its `cti_file_path`.
-pub fn cti_path(file_hash: &Sha256Hex, cti_hash: &Sha256Hex) -> String {
+pub(crate) fn cti_path(file_hash: &Sha256Hex, cti_hash: &Sha256Hex) -> String {
     format!("/data/get_cti_record?file_hash={file_hash}&cti_hash={cti_hash}")
 }
 

@@ -137,7 +137,7 @@ impl Jobs {
 
     /// Hands a saved job to the worker. Fails only when the worker is gone (the job then stays
     /// queued in the database and runs at the next start).
-    pub fn enqueue(&self, id: i64) -> Result<(), AppError> {
+    pub(crate) fn enqueue(&self, id: i64) -> Result<(), AppError> {
         self.flag(id);
         *self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         let sent = self
@@ -161,7 +161,7 @@ impl Jobs {
     /// Saves a job with its parameters, marks its step of the file's tasks running (one
     /// transaction) and queues it.
     #[allow(clippy::too_many_arguments)]
-    pub fn submit(
+    pub(crate) fn submit(
         &self,
         kind: JobKind,
         hash: &Sha256Hex,
@@ -327,7 +327,7 @@ impl Jobs {
     }
 
     /// Writes the endings that could not be written before; answers whether none is left.
-    pub fn settle(&self) -> bool {
+    pub(crate) fn settle(&self) -> bool {
         let pending: Vec<Ending> = self
             .inner
             .unsettled

@@ -37,15 +37,15 @@ fn collection_id(name: &str) -> String {
     .to_string()
 }
 
-pub fn datasets_id() -> String {
+pub(crate) fn datasets_id() -> String {
     collection_id("datasets")
 }
 
-pub fn hidden_dangers_id() -> String {
+pub(crate) fn hidden_dangers_id() -> String {
     collection_id("hidden-dangers")
 }
 
-pub fn inbox_id() -> String {
+pub(crate) fn inbox_id() -> String {
     collection_id("inbox")
 }
 
@@ -282,7 +282,7 @@ impl Publisher {
     }
 
     /// Reports are arriving: let them have the machine for a moment.
-    pub fn note_activity(&self) {
+    pub(crate) fn note_activity(&self) {
         self.busy_until_ms
             .store(now_ms() + QUIET_MS, Ordering::Relaxed);
     }

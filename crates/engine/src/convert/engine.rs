@@ -41,7 +41,7 @@ const MAX_KEPT_ERRORS: usize = 100;
 type Id = Arc<str>;
 
 /// The property-extension that holds dataset columns.
-pub fn extension_definition_id() -> String {
+pub(crate) fn extension_definition_id() -> String {
     stix::sdo_id("extension-definition", b"br-cti dataset columns v1")
 }
 

@@ -10,6 +10,6 @@ mod props;
 
 pub use engine::{
     Batch, BatchSink, ConvertError, ConvertSummary, FileStore, IocKinds, Settings, StoredFile,
-    convert, describe_rejections, extension_definition_id,
+    convert, describe_rejections,
 };
 pub use mapping::{DEFAULT_MAPPING, Mapping, MappingError, MappingFileError};

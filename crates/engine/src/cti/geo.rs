@@ -19,9 +19,9 @@ pub struct Location {
     pub loc: String,
 }
 
-pub const PRIVATE: &str = "private";
-pub const RESERVED: &str = "reserved";
-pub const UNKNOWN: &str = "unknown";
+pub(crate) const PRIVATE: &str = "private";
+pub(crate) const RESERVED: &str = "reserved";
+pub(crate) const UNKNOWN: &str = "unknown";
 
 impl Location {
     /// A location that is only a label (private, reserved, unknown) in all three parts.
@@ -134,7 +134,7 @@ fn clean(name: &str) -> String {
 }
 
 /// `private` or `reserved` for addresses that have no place on the map.
-pub fn special(ip: IpAddr) -> Option<&'static str> {
+pub(crate) fn special(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => special_v4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

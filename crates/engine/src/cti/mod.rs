@@ -6,7 +6,7 @@ pub mod geo;
 pub mod stats;
 
 /// `cti_traffic_type` of the chain payload: 0 not traffic, 1 5G, 2 satellite, 3 SDN.
-pub const TRAFFIC_TYPES: [(u8, &str); 4] =
+pub(crate) const TRAFFIC_TYPES: [(u8, &str); 4] =
     [(0, "not traffic"), (1, "5g"), (2, "satellite"), (3, "sdn")];
 
 /// The traffic type a dataset's tags imply (`5g`, `satellite`, `sdn`), or 0.

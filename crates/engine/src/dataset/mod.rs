@@ -293,7 +293,7 @@ fn xls_header(
 
 /// Header cells by column position to names, blank positions in between named by position.
 /// Columns of a worksheet, at most (Excel's own limit).
-pub const MAX_SHEET_COLUMNS: u32 = 16_384;
+pub(crate) const MAX_SHEET_COLUMNS: u32 = 16_384;
 
 fn spread_header(cells: Vec<(u32, String)>) -> Result<Vec<String>, DatasetError> {
     let Some(last) = cells.iter().map(|(c, _)| *c).max() else {

@@ -24,7 +24,7 @@ pub enum Cell<'a> {
 
 impl Cell<'_> {
     /// True for an empty string, a blank text cell or JSON null.
-    pub fn is_blank(&self) -> bool {
+    pub(crate) fn is_blank(&self) -> bool {
         match self {
             Cell::Text(s) => s.trim().is_empty(),
             Cell::Json(Value::Null) => true,
