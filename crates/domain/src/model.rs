@@ -17,11 +17,38 @@ pub struct FileMeta {
 }
 
 /// Steps of a task, as the front ends number them.
-pub const STEP_UPLOAD: u8 = 0;
-pub const STEP_STIX: u8 = 1;
-pub const STEP_CTI: u8 = 2;
-pub const STEP_CHAIN: u8 = 3;
-pub const STEPS: [u8; 4] = [STEP_UPLOAD, STEP_STIX, STEP_CTI, STEP_CHAIN];
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    /// The file was uploaded (finished with the task).
+    Upload,
+    /// Converted to STIX files.
+    Stix,
+    /// CTI records built.
+    Cti,
+    /// Put on a sharing chain (by a publisher outside the node).
+    Chain,
+}
+
+impl Step {
+    /// Every step, in order.
+    pub const ALL: [Step; 4] = [Step::Upload, Step::Stix, Step::Cti, Step::Chain];
+
+    /// The number the front ends (and the database) know the step by.
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_number(n: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(n)).copied()
+    }
+}
+
+/// As its number.
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.number())
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,7 +82,7 @@ impl StepState {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StepStatus {
-    pub step: u8,
+    pub step: Step,
     pub status: StepState,
     pub total_num: u64,
 }
@@ -135,10 +162,10 @@ impl JobKind {
     }
 
     /// The step of a task the job fills (its state follows the job's).
-    pub fn step(self) -> u8 {
+    pub fn step(self) -> Step {
         match self {
-            Self::Stix => STEP_STIX,
-            Self::Cti => STEP_CTI,
+            Self::Stix => Step::Stix,
+            Self::Cti => Step::Cti,
         }
     }
 }

@@ -11,8 +11,8 @@ use rusqlite_migration::{M, Migrations};
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{
     CtiRecord, FileMeta, HiddenDangerFilter, HiddenDangerRevision, Job, JobKind, JobProgress,
-    JobStatus, Publication, STEP_UPLOAD, STEPS, StepState, StepStatus, StixRecord,
-    StoredHiddenDanger, TaskRecord, Upsert, UserInfo,
+    JobStatus, Publication, Step, StepState, StepStatus, StixRecord, StoredHiddenDanger,
+    TaskRecord, Upsert, UserInfo,
 };
 use br_cti_domain::time::now_ms;
 use br_cti_store::{CtiStore, HiddenDangerStore, JobStore, RecordStore, StoreError, UploadStore};
@@ -286,6 +286,24 @@ pub(crate) fn parsed<T>(
     })
 }
 
+/// Reads a task step's number.
+fn step(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Step> {
+    let n: i64 = r.get(column)?;
+    u8::try_from(n)
+        .ok()
+        .and_then(Step::from_number)
+        .ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                column,
+                rusqlite::types::Type::Integer,
+                Box::new(Corrupt {
+                    what: "task step",
+                    value: n.to_string(),
+                }),
+            )
+        })
+}
+
 /// Reads a hash column.
 pub(crate) fn hash(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Sha256Hex> {
     parsed(r, column, "hash", |t| Sha256Hex::parse(t).ok())
@@ -390,7 +408,7 @@ fn load_task(conn: &Connection, task_id: &str) -> Result<Option<TaskRecord>, Sto
     let step_status = stmt
         .query_map([task_id], |r| {
             Ok(StepStatus {
-                step: r.get(0)?,
+                step: step(r, 0)?,
                 status: parsed(r, 1, "step state", StepState::parse)?,
                 total_num: r.get::<_, i64>(2)? as u64,
             })
@@ -466,8 +484,8 @@ impl UploadStore for SqliteStore {
                 params![task_id, file.hash.as_str(), now],
             )
             .map_err(sql)?;
-            for step in STEPS {
-                let (state, total) = if step == STEP_UPLOAD {
+            for step in Step::ALL {
+                let (state, total) = if step == Step::Upload {
                     (StepState::Finished, 1)
                 } else {
                     (StepState::Pending, 0)
@@ -475,7 +493,7 @@ impl UploadStore for SqliteStore {
                 tx.execute(
                     "INSERT INTO task_steps (task_id, step, status, total_num, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![task_id, step, state.as_str(), total, now],
+                    params![task_id, step.number(), state.as_str(), total, now],
                 )
                 .map_err(sql)?;
             }
@@ -527,7 +545,7 @@ impl UploadStore for SqliteStore {
     fn set_step_for_file(
         &self,
         hash: &Sha256Hex,
-        step: u8,
+        step: Step,
         state: StepState,
         total_num: u64,
     ) -> Result<(), StoreError> {
@@ -535,7 +553,7 @@ impl UploadStore for SqliteStore {
             conn.execute(
                 "UPDATE task_steps SET status = ?1, total_num = ?2, updated_at = ?3
                  WHERE step = ?4 AND task_id IN (SELECT task_id FROM tasks WHERE source_file_hash = ?5)",
-                params![state.as_str(), total_num as i64, now_ms(), step, hash.as_str()],
+                params![state.as_str(), total_num as i64, now_ms(), step.number(), hash.as_str()],
             ).map_err(sql)?;
             Ok(())
         })
@@ -656,7 +674,7 @@ impl JobStore for SqliteStore {
             tx.execute(
                 "UPDATE task_steps SET status = ?1, total_num = ?2, updated_at = ?3
                  WHERE step = ?4 AND task_id IN (SELECT task_id FROM tasks WHERE source_file_hash = ?5)",
-                params![StepState::Running.as_str(), total_steps as i64, now, kind.step(), file_hash.as_str()],
+                params![StepState::Running.as_str(), total_steps as i64, now, kind.step().number(), file_hash.as_str()],
             ).map_err(sql)?;
             tx.commit().map_err(sql)?;
             Ok(id)

@@ -17,7 +17,7 @@ use sha2::Digest;
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{
     CtiRecord, FileMeta, HiddenDangerFilter, JobKind, JobProgress, JobStatus, NewTaxiiObject,
-    Position, Publication, STEP_STIX, StepState, StixRecord, TaxiiQuery, TaxiiStatus, Upsert,
+    Position, Publication, Step, StepState, StixRecord, TaxiiQuery, TaxiiStatus, Upsert,
     VersionMatch,
 };
 use br_cti_domain::testing::sample;
@@ -110,7 +110,7 @@ pub fn uploads_tasks_and_steps(db: &dyn RecordStore) {
     assert_eq!(db.record_upload(&a, "1002").unwrap().task_id, "1002");
     let err = db.record_upload(&file('b'), "1001").unwrap_err();
     assert!(matches!(err, StoreError::TaskConflict { .. }), "{err}");
-    db.set_step_for_file(&a.hash, STEP_STIX, StepState::Finished, 7)
+    db.set_step_for_file(&a.hash, Step::Stix, StepState::Finished, 7)
         .unwrap();
     let tasks = db.tasks_for_file(&a.hash).unwrap();
     assert_eq!(

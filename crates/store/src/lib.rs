@@ -124,7 +124,7 @@ pub trait UploadStore: Send + Sync {
     fn set_step_for_file(
         &self,
         hash: &Sha256Hex,
-        step: u8,
+        step: Step,
         state: StepState,
         total_num: u64,
     ) -> Result<(), StoreError>;

@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use br_cti_domain::hash::Sha256Hex;
-use br_cti_domain::model::{Job, JobKind, JobStatus, StepState};
+use br_cti_domain::model::{Job, JobKind, JobStatus, Step, StepState};
 use br_cti_engine::cti::geo::GeoIp;
 use br_cti_store::{BlobStore, RecordStore, StoreError};
 
@@ -300,7 +300,7 @@ impl Jobs {
 
     /// Reflects the end of a job in its file's task records: step 1 for a conversion (files
     /// written), step 2 for a CTI build (records written).
-    fn mark_step(&self, job: &Job, status: JobStatus, step: u8) -> Result<(), StoreError> {
+    fn mark_step(&self, job: &Job, status: JobStatus, step: Step) -> Result<(), StoreError> {
         let hash = &job.file_hash;
         let done = self
             .inner
