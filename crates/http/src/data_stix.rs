@@ -316,10 +316,9 @@ struct UseTime {
     use_time: f64,
 }
 
-/// A conversion's progress as the front ends read it (the old server's fields first), plus
-/// status, rows and times.
+/// The fields every progress answer starts with (the old server's, then the job's).
 #[derive(Serialize)]
-struct StixProgress<'a> {
+struct ProgressHead<'a> {
     progress: u64,
     current_step: u64,
     total_step: u64,
@@ -330,6 +329,13 @@ struct StixProgress<'a> {
     status: &'static str,
     job_id: i64,
     process_id: &'a str,
+}
+
+/// A conversion's progress: the head, then rows, files and times.
+#[derive(Serialize)]
+struct StixProgress<'a> {
+    #[serde(flatten)]
+    head: ProgressHead<'a>,
     rows_total: u64,
     rows_done: u64,
     rows_rejected: u64,
@@ -342,20 +348,12 @@ struct StixProgress<'a> {
     eta_seconds: Option<f64>,
 }
 
-/// A CTI build's progress: the same figures, with records where a conversion counts rows
-/// (and in the order the front ends have always received them).
+/// A CTI build's progress: the head, then records where a conversion counts rows (in the
+/// order the front ends have always received them).
 #[derive(Serialize)]
 struct CtiProgress<'a> {
-    progress: u64,
-    current_step: u64,
-    total_step: u64,
-    current_task_id: u64,
-    total_task_list: &'a [u64],
-    errors: Vec<String>,
-    result: UseTime,
-    status: &'static str,
-    job_id: i64,
-    process_id: &'a str,
+    #[serde(flatten)]
+    head: ProgressHead<'a>,
     eta_seconds: Option<f64>,
     finished_at: Option<String>,
     started_at: Option<String>,
@@ -369,20 +367,23 @@ struct CtiProgress<'a> {
 pub(crate) fn progress_json(job: &Job) -> Value {
     let p = &job.progress;
     let f = Figures::of(job);
+    let head = ProgressHead {
+        progress: f.percent,
+        current_step: p.steps_done,
+        total_step: job.total_steps,
+        current_task_id: p.steps_done,
+        total_task_list: &p.recent_steps,
+        errors: f.errors,
+        result: UseTime {
+            use_time: f.use_time,
+        },
+        status: job.status.as_str(),
+        job_id: job.id,
+        process_id: &job.process_id,
+    };
     let value = match job.kind {
         JobKind::Stix => serde_json::to_value(StixProgress {
-            progress: f.percent,
-            current_step: p.steps_done,
-            total_step: job.total_steps,
-            current_task_id: p.steps_done,
-            total_task_list: &p.recent_steps,
-            errors: f.errors,
-            result: UseTime {
-                use_time: f.use_time,
-            },
-            status: job.status.as_str(),
-            job_id: job.id,
-            process_id: &job.process_id,
+            head,
             rows_total: job.rows_total,
             rows_done: p.rows_done,
             rows_rejected: p.rows_rejected,
@@ -395,18 +396,7 @@ pub(crate) fn progress_json(job: &Job) -> Value {
             eta_seconds: f.eta_seconds,
         }),
         JobKind::Cti => serde_json::to_value(CtiProgress {
-            progress: f.percent,
-            current_step: p.steps_done,
-            total_step: job.total_steps,
-            current_task_id: p.steps_done,
-            total_task_list: &p.recent_steps,
-            errors: f.errors,
-            result: UseTime {
-                use_time: f.use_time,
-            },
-            status: job.status.as_str(),
-            job_id: job.id,
-            process_id: &job.process_id,
+            head,
             eta_seconds: f.eta_seconds,
             finished_at: iso_ms(job.finished_at),
             started_at: iso_ms(job.started_at),
