@@ -53,15 +53,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// A storage fault while handling a request: a full disk is named (HTTP 507, the client may
 /// retry once space is freed), anything else is an internal error.
 pub(crate) fn storage_fault(context: &'static str, e: std::io::Error) -> ApiError {
-    if is_disk_full(&e) {
-        tracing::error!("{context}: {e}");
-        return disk_full(context);
-    }
-    ApiError::internal(context, e)
-}
-
-fn is_disk_full(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::StorageFull
+    store_error(context, StoreError::Io(e))
 }
 
 fn disk_full(context: &str) -> ApiError {

@@ -15,9 +15,11 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::AppState;
+use br_cti_app::error::AppError;
 use br_cti_domain::hidden_danger::{JUDGE_STATES, NOTICE_STATES};
 use br_cti_domain::model::{HiddenDangerFilter, StoredHiddenDanger};
 use br_cti_engine::hidden_danger_stix as export;
+use br_cti_store::StoreError;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -44,6 +46,43 @@ fn internal(e: impl std::fmt::Display) -> RestError {
         StatusCode::INTERNAL_SERVER_ERROR,
         super::incident("reading hidden dangers", e),
     )
+}
+
+/// A storage error while doing `context`, answered as every application error is.
+fn store(context: &'static str, e: StoreError) -> RestError {
+    AppError::store(context, e).into()
+}
+
+/// The REST reads' answer to an application error (their one conversion). Storage faults are
+/// logged in full; the client is told what failed, never paths or database messages.
+impl From<AppError> for RestError {
+    fn from(e: AppError) -> Self {
+        let (status, message) = match e {
+            AppError::Invalid(m) => (StatusCode::BAD_REQUEST, m),
+            AppError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            AppError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
+            AppError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            AppError::Conflict(m) => (StatusCode::CONFLICT, m),
+            AppError::StorageFull { context, cause } => {
+                tracing::error!("{context}: {cause}");
+                (
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    format!("the node's disk is full ({context} failed)"),
+                )
+            }
+            AppError::StoreReplaced { cause } => {
+                tracing::error!("{cause}");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the node's database file was deleted or replaced while it ran".into(),
+                )
+            }
+            AppError::Internal { context, cause } => {
+                return internal(format!("{context}: {cause}"));
+            }
+        };
+        RestError(status, message)
+    }
 }
 
 const MAX_PAGE_SIZE: u64 = 1000;
@@ -164,7 +203,7 @@ async fn list(
         tokio::task::spawn_blocking(move || state.meta.hidden_dangers(&f, Some((page, size))))
             .await
             .map_err(internal)?
-            .map_err(internal)?;
+            .map_err(|e| store("listing hidden dangers", e))?;
     Ok(Json(json!({
         "total": total,
         "page": page,
@@ -181,7 +220,7 @@ async fn one(
     let found = tokio::task::spawn_blocking(move || state.meta.hidden_danger(&u, &r))
         .await
         .map_err(internal)?
-        .map_err(internal)?;
+        .map_err(|e| store("reading the hidden danger", e))?;
     let Some((hd, revisions)) = found else {
         return Err(RestError(
             StatusCode::NOT_FOUND,

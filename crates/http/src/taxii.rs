@@ -22,6 +22,7 @@ use super::AppState;
 use br_cti_app::taxii::{self, Collection};
 use br_cti_domain::model::{Position, TaxiiQuery, TaxiiStatus, VersionMatch};
 use br_cti_domain::time::now_ms;
+use br_cti_store::StoreError;
 
 pub(crate) const TAXII: &str = "application/taxii+json;version=2.1";
 /// A refused body is read (and dropped) up to this much so that the client, which is still
@@ -189,6 +190,11 @@ fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, TaxiiEr
         &policy,
         credentials(headers),
     )?)
+}
+
+/// A storage error while doing `context`, answered as every application error is.
+fn store(context: &'static str, e: StoreError) -> TaxiiError {
+    AppError::store(context, e).into()
 }
 
 /// The TAXII answer to an application error (its one conversion).
@@ -448,7 +454,10 @@ async fn page(
         if matches!(shape, Shape::Versions) {
             query.versions = vec![VersionMatch::All];
         }
-        let (rows, more) = state.taxii_db.taxii_page(&c.id, &query).map_err(internal)?;
+        let (rows, more) = state
+            .taxii_db
+            .taxii_page(&c.id, &query)
+            .map_err(|e| store("reading the collection", e))?;
         Ok((rows, more, query))
     })
     .await?;
@@ -642,7 +651,7 @@ async fn add_objects(
         state
             .taxii_db
             .taxii_add(&c.id, &valid, None)
-            .map_err(internal)?;
+            .map_err(|e| store("adding the objects", e))?;
         let successes: Vec<Value> = valid
             .iter()
             .map(|o| json!({"id": o.id, "version": o.version}))
@@ -657,7 +666,10 @@ async fn add_objects(
             successes: Value::Array(successes).to_string(),
             failures: Value::Array(failures).to_string(),
         };
-        state.taxii_db.taxii_save_status(&status).map_err(internal)?;
+        state
+            .taxii_db
+            .taxii_save_status(&status)
+            .map_err(|e| store("saving the status", e))?;
         Ok(status)
     })
     .await?;
@@ -689,7 +701,7 @@ async fn status(
         let s = state
             .taxii_db
             .taxii_status(&status_id)
-            .map_err(internal)?
+            .map_err(|e| store("reading the status", e))?
             .ok_or_else(|| {
                 error(
                     StatusCode::NOT_FOUND,
@@ -729,7 +741,7 @@ async fn delete_object(
         let n = state
             .taxii_db
             .taxii_delete(&c.id, &object_id, &versions)
-            .map_err(internal)?;
+            .map_err(|e| store("deleting the object", e))?;
         if n == 0 {
             return Err(error(
                 StatusCode::NOT_FOUND,
