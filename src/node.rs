@@ -55,7 +55,7 @@ pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
 /// Binds, prints `br-cti listening on http://ADDR` on standard output (tests read it to find a
 /// random port), and serves until Ctrl-C or SIGTERM.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    config.check_exposure().map_err(anyhow::Error::msg)?;
+    config.check_exposure()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

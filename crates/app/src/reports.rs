@@ -172,7 +172,6 @@ pub fn ingest(
     publisher: &Publisher,
     bytes: &[u8],
 ) -> Answer {
-    let api = reports;
     // serde would read a struct from an array too: the body must be an object.
     if bytes.trim_ascii_start().first() != Some(&b'{') {
         return Answer::invalid(
@@ -219,18 +218,18 @@ pub fn ingest(
         return Answer::invalid("AUTH_FAILED", "unknown user or wrong sign");
     }
     let skew = (now_ms() - ts_ms).abs();
-    if skew > api.limits.window_secs as i64 * 1000 {
+    if skew > reports.limits.window_secs as i64 * 1000 {
         return Answer::invalid(
             "AUTH_TIMESTAMP_EXPIRED",
             format!(
                 "timestamp {ts_text} is {} s away from the server clock (at most {} s accepted)",
                 skew / 1000,
-                api.limits.window_secs
+                reports.limits.window_secs
             ),
         );
     }
     let body_hash: [u8; 32] = Sha256::digest(bytes).into();
-    match api.replay.claim(&user, &ts_text, &sign, &body_hash) {
+    match reports.replay.claim(&user, &ts_text, &sign, &body_hash) {
         Seen::Same(first) => {
             return Answer {
                 outcome: first.outcome,
@@ -246,33 +245,34 @@ pub fn ingest(
         }
         Seen::New => {}
     }
-    if let Err(wait) = api.limiter.take(&user) {
-        api.replay.forget(&user, &ts_text, &sign);
+    if let Err(wait) = reports.limiter.take(&user) {
+        reports.replay.forget(&user, &ts_text, &sign);
         let mut a = Answer::fail(
             Outcome::RateLimited,
             "RATE_LIMITED",
             format!(
                 "too many requests from {user}: at most {} per second; retry in {wait:.1} s",
-                api.limits.rate_per_sec
+                reports.limits.rate_per_sec
             ),
         );
         a.retry_after = Some(wait.ceil().max(1.0) as u64);
         return a;
     }
-    let answer =
-        br_cti_engine::supervise::catch(|| process(meta, publisher, api, &user, env.data_values))
-            .unwrap_or_else(|panic| {
-                tracing::error!(user = %user, "hidden-danger report: internal error: {panic}");
-                Answer::fail(
-                    Outcome::Internal,
-                    "INTERNAL_ERROR",
-                    "internal error; nothing of this request was acknowledged, send it again",
-                )
-            });
+    let answer = br_cti_engine::supervise::catch(|| {
+        process(meta, publisher, reports, &user, env.data_values)
+    })
+    .unwrap_or_else(|panic| {
+        tracing::error!(user = %user, "hidden-danger report: internal error: {panic}");
+        Answer::fail(
+            Outcome::Internal,
+            "INTERNAL_ERROR",
+            "internal error; nothing of this request was acknowledged, send it again",
+        )
+    });
     if answer.outcome == Outcome::Internal {
-        api.replay.forget(&user, &ts_text, &sign);
+        reports.replay.forget(&user, &ts_text, &sign);
     } else {
-        api.replay.remember(
+        reports.replay.remember(
             &user,
             &ts_text,
             &sign,
@@ -317,7 +317,7 @@ fn replay_summary(answer: &Value) -> String {
 fn process(
     meta: &dyn RecordStore,
     publisher: &Publisher,
-    api: &Reports,
+    reports: &Reports,
     user: &str,
     raw: Option<&RawValue>,
 ) -> Answer {
@@ -325,7 +325,7 @@ fn process(
         Ok(i) => i,
         Err(a) => return a,
     };
-    let limits = &api.limits;
+    let limits = &reports.limits;
     if items.len() > limits.max_items {
         return Answer::fail(
             Outcome::TooLarge,

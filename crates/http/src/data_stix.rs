@@ -451,9 +451,7 @@ pub(crate) async fn latest_job(
 /// - no job: code 200, `data: null`, `status: null`, `msg` saying so;
 /// - a failed or canceled job: code 200, `data: null`, `status` (`failed`/`canceled`), the
 ///   reason in `msg` and `error`, and the job's last progress in `job`;
-/// - otherwise: code 200 with the progress in `data`.
-///
-/// `shape` adapts the progress object to the job kind (the CTI build counts records).
+/// - otherwise: code 200 with the progress in `data` (in the shape of the job's kind).
 pub(crate) fn progress_answer(job: Option<&Job>, what: &str, ok_msg: &str) -> axum::Json<Value> {
     let Some(job) = job else {
         return axum::Json(json!({

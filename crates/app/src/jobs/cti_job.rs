@@ -95,7 +95,7 @@ impl CtiParams {
 pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStatus, String> {
     let params: CtiParams =
         serde_json::from_str(&job.params).map_err(|e| format!("unreadable job parameters: {e}"))?;
-    let hash = job.file_hash.clone();
+    let hash = &job.file_hash;
     let meta = jobs.meta();
     let started = Instant::now();
     let mut progress = job.progress.clone();
@@ -113,7 +113,7 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
     loop {
         // Records are listed in a stable order: skip what a previous run committed.
         let (page, _) = meta
-            .stix_records(&hash, Some((progress.steps_done / PAGE + 1, PAGE)))
+            .stix_records(hash, Some((progress.steps_done / PAGE + 1, PAGE)))
             .map_err(|e| format!("listing STIX records: {e}"))?;
         let skip = (progress.steps_done % PAGE) as usize;
         if page.len() <= skip || progress.steps_done >= job.total_steps {
@@ -127,10 +127,10 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
                 commit(&mut pending, &mut progress)?;
                 return Ok(JobStatus::Canceled);
             }
-            let stix_hash = stix.stix_file_hash.clone();
+            let stix_hash = &stix.stix_file_hash;
             let file = jobs
                 .blobs()
-                .open(&stix_hash)
+                .open(stix_hash)
                 .map_err(|e| format!("opening STIX file {stix_hash}: {e}"))?
                 .ok_or_else(|| format!("STIX file {stix_hash} is missing from the blob store"))?;
             let scan = scan_stix(BufReader::with_capacity(256 * 1024, file))
@@ -139,11 +139,11 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
             let record = params.record(
                 stix,
                 progress.steps_done,
-                jobs.blobs().locate(&stix_hash),
+                jobs.blobs().locate(stix_hash),
                 &statistics,
                 job.id,
             );
-            pending.push((record, cti_path(&job.file_hash, &stix.stix_file_hash)));
+            pending.push((record, cti_path(hash, stix_hash)));
             progress.steps_done += 1;
             progress.rows_done += 1;
             progress.objects += scan.objects;

@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use br_cti_domain::hash::Sha256Hex;
-use br_cti_domain::model::{Job, JobKind, JobStatus, Step, StepState};
+use br_cti_domain::model::{Job, JobKind, JobStatus, StepState};
 use br_cti_engine::cti::geo::GeoIp;
 use br_cti_store::{BlobStore, RecordStore, StoreError};
 
@@ -75,7 +75,7 @@ impl Jobs {
         geo: Arc<GeoIp>,
         max_attempts: u32,
         dataset_limits: br_cti_engine::dataset::DatasetLimits,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, AppError> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let jobs = Jobs {
             inner: Arc::new(Inner {
@@ -115,10 +115,14 @@ impl Jobs {
                 tracing::debug!("the job worker stopped");
             })
             .expect("spawning the job worker");
-        for job in jobs.inner.meta.unfinished_jobs()? {
+        let unfinished = jobs
+            .inner
+            .meta
+            .unfinished_jobs()
+            .map_err(|e| AppError::store("reading unfinished jobs", e))?;
+        for job in unfinished {
             tracing::info!(job = job.id, kind = %job.kind, file = %job.file_hash, steps_done = job.progress.steps_done, attempts = job.attempts, "resuming job");
-            jobs.enqueue(job.id)
-                .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+            jobs.enqueue(job.id)?;
         }
         Ok(jobs)
     }
@@ -160,7 +164,6 @@ impl Jobs {
 
     /// Saves a job with its parameters, marks its step of the file's tasks running (one
     /// transaction) and queues it.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn submit(
         &self,
         kind: JobKind,
@@ -169,7 +172,7 @@ impl Jobs {
         params: &impl serde::Serialize,
         total_steps: u64,
         rows_total: u64,
-    ) -> Result<Job, crate::error::AppError> {
+    ) -> Result<Job, AppError> {
         let params_json =
             serde_json::to_string(params).map_err(|e| AppError::internal("saving the job", e))?;
         let job = self
@@ -298,10 +301,9 @@ impl Jobs {
             .remove(&id);
     }
 
-    /// Reflects the end of a job in its file's task records: step 1 for a conversion (files
-    /// written), step 2 for a CTI build (records written).
-    fn mark_step(&self, job: &Job, status: JobStatus, step: Step) -> Result<(), StoreError> {
-        let hash = &job.file_hash;
+    /// Reflects the end of a job in its file's task records, in the step of its kind: files
+    /// written for a conversion, records written for a CTI build.
+    fn mark_step(&self, job: &Job, status: JobStatus) -> Result<(), StoreError> {
         let done = self
             .inner
             .meta
@@ -313,7 +315,9 @@ impl Jobs {
             JobStatus::Canceled => StepState::Pending,
             _ => StepState::Failed,
         };
-        self.inner.meta.set_step_for_file(hash, step, state, done)
+        self.inner
+            .meta
+            .set_step_for_file(&job.file_hash, job.kind.step(), state, done)
     }
 
     /// The ending of a job that could not be written yet (the store refused it), if any.
@@ -384,8 +388,7 @@ impl Jobs {
     }
 
     fn write_end(&self, job: &Job, status: JobStatus, message: Option<&str>) -> Result<(), String> {
-        self.mark_step(job, status, job.kind.step())
-            .map_err(|e| e.to_string())?;
+        self.mark_step(job, status).map_err(|e| e.to_string())?;
         self.inner
             .meta
             .finish_job(job.id, status, message)

@@ -180,10 +180,10 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
     let params: StixParams =
         serde_json::from_str(&job.params).map_err(|e| format!("unreadable job parameters: {e}"))?;
     let settings = params.settings(job.file_hash.as_str(), jobs.inner.dataset_limits)?;
-    let hash = job.file_hash.clone();
+    let hash = &job.file_hash;
     let input = jobs
         .blobs()
-        .open(&hash)
+        .open(hash)
         .map_err(|e| format!("cannot open the dataset: {e}"))?
         .ok_or_else(|| format!("the dataset {hash} is missing from the blob store"))?;
     let mut sink = StixSink {
