@@ -2,6 +2,7 @@
 //! the job's parameters, saving and queueing it (one transaction with its task step).
 
 use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::job::{CtiParams, JobParams, StixParams};
 use br_cti_domain::model::{Job, JobKind};
 use br_cti_engine::convert::{Mapping, MappingFileError};
 use br_cti_engine::dataset::{self, DatasetError};
@@ -10,8 +11,6 @@ use br_cti_store::RecordStore;
 use crate::config::ServeConfig;
 use crate::error::AppError;
 use crate::jobs::Jobs;
-use crate::jobs::cti_job::CtiParams;
-use crate::jobs::stix_job::StixParams;
 
 /// Fails unless an uploaded file has this hash.
 pub fn require_file(meta: &dyn RecordStore, hash: &Sha256Hex) -> Result<(), AppError> {
@@ -138,10 +137,9 @@ pub fn start_conversion(
     let rows = dataset::count_rows(open()?, &config.dataset_limits).map_err(unreadable)?;
     let total_steps = rows.div_ceil(params.compress);
     let job = jobs.submit(
-        JobKind::Stix,
         &hash,
         &process_id,
-        &params,
+        &JobParams::Stix(params),
         total_steps,
         rows,
     )?;
@@ -208,7 +206,13 @@ pub fn start_cti_build(jobs: &Jobs, request: CtiBuildRequest) -> Result<Job, App
             .unwrap_or_else(|| format!("CTI {}", &hash.as_str()[..12]));
     }
     params.records = records;
-    let job = jobs.submit(JobKind::Cti, &hash, &process_id, &params, records, records)?;
+    let job = jobs.submit(
+        &hash,
+        &process_id,
+        &JobParams::Cti(params),
+        records,
+        records,
+    )?;
     tracing::info!(job = job.id, file = %job.file_hash, records = job.total_steps, "CTI build queued");
     Ok(job)
 }

@@ -13,6 +13,7 @@ use time::macros::{format_description, offset};
 
 use crate::json::json_kind;
 use crate::net::{is_host_name, normalise_mac};
+use crate::vocab::{IssueLevel, JudgeState, NoticeState};
 
 /// Per-item error codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -57,13 +58,6 @@ fn err(code: ItemCode, message: impl Into<String>) -> ItemError {
 
 pub(crate) const CLASSIFY: [&str; 5] =
     ["主机漏洞", "基线漏洞", "WEB漏洞", "数据库漏洞", "其他漏洞"];
-pub const JUDGE_STATES: [&str; 4] = [
-    "judgeStateNone",
-    "judgeStateTrue",
-    "judgeStateFalse",
-    "judgeStatePass",
-];
-pub const NOTICE_STATES: [&str; 3] = ["noticeStateNone", "noticeStateDone", "noticeStateFinished"];
 /// Items in each asset array, at most.
 pub(crate) const MAX_ASSETS: usize = 100;
 
@@ -73,7 +67,7 @@ pub(crate) const MAX_ASSETS: usize = 100;
 pub struct HiddenDanger {
     pub risk_id: String,
     pub issue_name: String,
-    pub issue_level: u8,
+    pub issue_level: IssueLevel,
     #[serde(rename = "issueIP")]
     pub issue_ip: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,8 +89,8 @@ pub struct HiddenDanger {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_from: Option<String>,
     pub data_from: String,
-    pub judge_state: String,
-    pub notice_state: String,
+    pub judge_state: JudgeState,
+    pub notice_state: NoticeState,
     /// Not serialised with the rest: kept apart, byte for byte.
     #[serde(skip)]
     pub raw_event: String,
@@ -248,8 +242,12 @@ pub fn validate(item: &RawItem) -> Result<HiddenDanger, ItemError> {
     let issue_name = f.required("issueName", 100)?;
     let issue_level = match f.value("issueLevel")? {
         None => return Err(err(ItemCode::MissingField, "issueLevel is required")),
-        Some(Value::Number(n)) => n.as_u64().filter(|l| *l <= 4),
-        Some(Value::String(s)) => s.trim().parse::<u64>().ok().filter(|l| *l <= 4),
+        Some(Value::Number(n)) => n.as_u64().and_then(IssueLevel::from_number),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .and_then(IssueLevel::from_number),
         Some(_) => None,
     }
     .ok_or_else(|| {
@@ -257,7 +255,7 @@ pub fn validate(item: &RawItem) -> Result<HiddenDanger, ItemError> {
             ItemCode::InvalidEnum,
             "issueLevel must be 0, 1, 2, 3 or 4 (信息, 低危, 中危, 高危, 紧急)",
         )
-    })? as u8;
+    })?;
     let issue_ip = f.required("issueIP", 100)?.trim().to_string();
     if issue_ip.parse::<IpAddr>().is_err() && !is_host_name(&issue_ip) {
         return Err(err(
@@ -366,8 +364,13 @@ pub fn validate(item: &RawItem) -> Result<HiddenDanger, ItemError> {
     let discover_factory = f.text("discoverFactory", 20, false)?;
     let event_from = f.text("eventFrom", 20, false)?;
     let data_from = f.required("dataFrom", 50)?;
-    let judge_state = enumerated(&f, "judgeState", &JUDGE_STATES)?;
-    let notice_state = enumerated(&f, "noticeState", &NOTICE_STATES)?;
+    let judge_state = enumerated(&f, "judgeState", JudgeState::from_word, JudgeState::words)?;
+    let notice_state = enumerated(
+        &f,
+        "noticeState",
+        NoticeState::from_word,
+        NoticeState::words,
+    )?;
     let raw_event = match item.get("rawEvent") {
         None => None,
         Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
@@ -407,16 +410,19 @@ pub fn validate(item: &RawItem) -> Result<HiddenDanger, ItemError> {
     })
 }
 
-fn enumerated(f: &Fields<'_>, name: &str, values: &[&str]) -> Result<String, ItemError> {
+fn enumerated<T>(
+    f: &Fields<'_>,
+    name: &str,
+    from_word: fn(&str) -> Option<T>,
+    words: fn() -> String,
+) -> Result<T, ItemError> {
     let v = f.text(name, 64, true)?.expect("required");
-    if values.contains(&v.as_str()) {
-        Ok(v)
-    } else {
-        Err(err(
+    from_word(&v).ok_or_else(|| {
+        err(
             ItemCode::InvalidEnum,
-            format!("{name}: {v:?} is not one of {}", values.join(", ")),
-        ))
-    }
+            format!("{name}: {v:?} is not one of {}", words()),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -432,7 +438,7 @@ mod tests {
     #[test]
     fn a_valid_item() {
         let hd = validate(&item(valid())).unwrap();
-        assert_eq!(hd.issue_level, 4);
+        assert_eq!(hd.issue_level, IssueLevel::Critical);
         assert_eq!(hd.asset_mac, ["aa:bb:cc:dd:ee:ff"]);
         // The object is kept as it was sent, byte for byte.
         assert_eq!(hd.raw_event, r#"{"a":[1,2],"b":"x"}"#);

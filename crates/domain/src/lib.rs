@@ -7,10 +7,12 @@ pub mod error;
 pub mod hash;
 pub mod hidden_danger;
 pub mod io;
+pub mod job;
 pub mod json;
 pub mod model;
 pub mod net;
 pub mod time;
+pub mod vocab;
 
 #[cfg(test)]
 mod props;

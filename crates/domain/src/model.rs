@@ -5,6 +5,11 @@
 use serde::Serialize;
 
 use crate::hash::Sha256Hex;
+use crate::job::JobParams;
+use crate::vocab::{
+    DataType, IncentiveMechanism, IocKind, IssueLevel, JudgeState, NoticeState, OpenSource, Tag,
+    TrafficType,
+};
 
 /// An uploaded dataset file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,11 +185,10 @@ impl std::fmt::Display for JobKind {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Job {
     pub id: i64,
-    pub kind: JobKind,
     pub file_hash: Sha256Hex,
     pub process_id: String,
-    /// The validated request, as JSON: everything needed to run (or resume) the job.
-    pub params: String,
+    /// The validated request: everything needed to run (or resume) the job, its kind too.
+    pub params: JobParams,
     pub status: JobStatus,
     pub total_steps: u64,
     pub rows_total: u64,
@@ -197,6 +201,12 @@ pub struct Job {
     pub finished_at: Option<i64>,
     /// How many times a process started running it (counted before each run).
     pub attempts: u32,
+}
+
+impl Job {
+    pub fn kind(&self) -> JobKind {
+        self.params.kind()
+    }
 }
 
 /// The progress a job commits with each step (and resumes from).
@@ -225,9 +235,9 @@ pub struct StixRecord {
     pub file_size: u64,
     pub rows: u64,
     pub objects: u64,
-    pub stix_type: u8,
-    pub stix_tags: Vec<String>,
-    pub stix_iocs: Vec<String>,
+    pub stix_type: DataType,
+    pub stix_tags: Vec<Tag>,
+    pub stix_iocs: Vec<IocKind>,
     /// IP address → occurrences, in address order.
     pub ioc_ips_map: Vec<(String, u64)>,
     pub created_at: i64,
@@ -243,14 +253,14 @@ pub struct CtiRecord {
     pub cti_hash: Sha256Hex,
     pub job_id: i64,
     pub cti_name: String,
-    pub cti_type: u8,
-    pub cti_traffic_type: u8,
-    pub open_source: u8,
+    pub cti_type: DataType,
+    pub cti_traffic_type: TrafficType,
+    pub open_source: OpenSource,
     pub description: String,
-    pub tags: Vec<String>,
-    pub iocs: Vec<String>,
+    pub tags: Vec<Tag>,
+    pub iocs: Vec<IocKind>,
     pub value: f64,
-    pub incentive_mechanism: u8,
+    pub incentive_mechanism: IncentiveMechanism,
     /// Size of the STIX file, bytes.
     pub data_size: u64,
     /// Where the STIX file is (the publisher uploads it to IPFS from there).
@@ -322,9 +332,9 @@ pub struct HiddenDangerRevision {
 pub struct HiddenDangerFilter {
     pub user: Option<String>,
     pub unit_name: Option<String>,
-    pub issue_level: Option<u8>,
-    pub judge_state: Option<String>,
-    pub notice_state: Option<String>,
+    pub issue_level: Option<IssueLevel>,
+    pub judge_state: Option<JudgeState>,
+    pub notice_state: Option<NoticeState>,
     /// Findings that end at or after this time (ms).
     pub since_ms: Option<i64>,
     /// Findings that start at or before this time (ms).

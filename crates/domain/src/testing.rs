@@ -4,6 +4,39 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use crate::hidden_danger::{HiddenDanger, RawItem, validate};
+use crate::job::{CtiParams, JobParams, StixParams};
+use crate::vocab::{DataType, IncentiveMechanism, IocKind, OpenSource, Tag};
+
+/// The parameters of a conversion (a honeypot dataset, 5 rows per file).
+pub fn stix_params() -> JobParams {
+    JobParams::Stix(StixParams {
+        stix_type: DataType::Honeypot,
+        stix_iocs: Some(vec![IocKind::Ip]),
+        stix_tags: vec![Tag::Honeypot],
+        compress: 5,
+        features: None,
+        labels: vec!["label".into()],
+        label_columns: Vec::new(),
+        observed_time_micros: 0,
+        mapping_name: None,
+        mapping_text: "mapping".into(),
+    })
+}
+
+/// The parameters of a CTI build.
+pub fn cti_params() -> JobParams {
+    JobParams::Cti(CtiParams {
+        cti_type: None,
+        cti_name: "name".into(),
+        open_source: OpenSource::Open,
+        description: String::new(),
+        value: 0.0,
+        incentive_mechanism: IncentiveMechanism::First,
+        cti_traffic_type: None,
+        tags: None,
+        records: 1,
+    })
+}
 
 /// A valid hidden danger with this riskId.
 pub fn sample(risk_id: &str) -> HiddenDanger {

@@ -14,14 +14,13 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::data::{blocking, parse_hash, require_file, store_error};
-use super::data_stix::{
-    List, Num, TAGS, Text, absent, check_vocabulary, latest_job, paging, progress_answer,
-};
+use super::data_stix::{List, Num, Text, absent, latest_job, paging, progress_answer, vocabulary};
 use super::envelope::{ApiError, JsonBody, ok, parse_json};
 use br_cti_app::conversion::{CtiBuildRequest, start_cti_build};
-use br_cti_app::jobs::cti_job::CtiParams;
+use br_cti_domain::job::CtiParams;
 use br_cti_domain::model::{CtiRecord, JobKind, Publication};
 use br_cti_domain::time::DisplayZone;
+use br_cti_domain::vocab::{DataType, IncentiveMechanism, OpenSource};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -124,8 +123,11 @@ async fn process_stix_to_cti(
     JsonBody(req): JsonBody<CtiRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let hash = parse_hash("file_hash", &req.file_hash)?;
-    let cti_type = req.cti_type.int("cti_type", 1, 5)?.map(|t| t as u8);
-    let open_source = req.open_source.int("open_source", 0, 1)?.unwrap_or(0) as u8;
+    let cti_type = req.cti_type.member("cti_type")?;
+    let open_source = req
+        .open_source
+        .member("open_source")?
+        .unwrap_or(OpenSource::Closed);
     let value = match req.default_value.0 {
         None => state.config.default_points,
         Some(v) if v >= 0.0 => v,
@@ -137,15 +139,12 @@ async fn process_stix_to_cti(
     };
     let incentive_mechanism = req
         .incentive_mechanism
-        .int("incentive_mechanism", 1, 3)?
-        .unwrap_or(1) as u8;
-    let cti_traffic_type = req
-        .cti_traffic_type
-        .int("cti_traffic_type", 0, 3)?
-        .map(|t| t as u8);
+        .member("incentive_mechanism")?
+        .unwrap_or(IncentiveMechanism::First);
+    let cti_traffic_type = req.cti_traffic_type.member("cti_traffic_type")?;
     let tags = match (req.cti_tags, req.stix_tags) {
-        (Some(l), _) => Some(check_vocabulary("cti_tags", &l.0, &TAGS)?),
-        (None, Some(l)) => Some(check_vocabulary("stix_tags", &l.0, &TAGS)?),
+        (Some(l), _) => Some(vocabulary("cti_tags", &l.0)?),
+        (None, Some(l)) => Some(vocabulary("stix_tags", &l.0)?),
         (None, None) => None,
     }
     .filter(|t| !t.is_empty());
@@ -202,8 +201,9 @@ async fn get_default_points(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<DefaultPointsRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    req.cti_type.int("cti_type", 1, 5)?;
-    req.incentive_mechanism.int("incentive_mechanism", 1, 3)?;
+    req.cti_type.member::<DataType>("cti_type")?;
+    req.incentive_mechanism
+        .member::<IncentiveMechanism>("incentive_mechanism")?;
     Ok(ok(
         "Get default points successfully",
         state.config.default_points,

@@ -18,8 +18,9 @@ use super::data::{blocking, parse_hash, require_file, store_error};
 use super::envelope::{ApiError, JsonBody, ok};
 use br_cti_app::conversion::{ConversionRequest, cancel_conversion, start_conversion};
 use br_cti_app::jobs::progress::Figures;
-use br_cti_app::jobs::stix_job::StixParams;
+use br_cti_domain::job::StixParams;
 use br_cti_domain::model::{Job, JobKind, JobStatus, StixRecord};
+use br_cti_domain::vocab::{DataType, Numbered, Worded};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -39,37 +40,8 @@ pub(crate) fn router() -> Router<AppState> {
         )
 }
 
-pub(crate) const STIX_TYPES: [(u8, &str); 5] = [
-    (1, "恶意流量"),
-    (2, "蜜罐情报"),
-    (3, "僵尸网络"),
-    (4, "应用层攻击"),
-    (5, "开源情报"),
-];
-pub(crate) const TAGS: [&str; 11] = [
-    "honeypot",
-    "satellite",
-    "sdn",
-    "5g",
-    "malware",
-    "ddos",
-    "phishing",
-    "botnet",
-    "apt",
-    "iot",
-    "other",
-];
-pub(crate) const IOCS: [&str; 6] = ["ip", "port", "flow_feature", "hash", "url", "payload"];
 const DEFAULT_COMPRESS: u64 = 100;
 const MAX_COMPRESS: u64 = 1_000_000;
-
-pub(crate) fn stix_type_name(t: u8) -> &'static str {
-    STIX_TYPES
-        .iter()
-        .find(|(n, _)| *n == t)
-        .map(|(_, s)| *s)
-        .unwrap_or("")
-}
 
 // ------------------------------------------------------------------ lenient request fields
 
@@ -99,6 +71,17 @@ impl<'de> Deserialize<'de> for Num {
 
 impl Num {
     /// A whole number in `min..=max`, or `None` when absent.
+    /// The member of a numbered vocabulary this number names (`None` if absent).
+    pub(crate) fn member<T: Numbered>(self, field: &str) -> Result<Option<T>, ApiError> {
+        let [first, .., last] = T::ALL else {
+            unreachable!("a vocabulary has at least two members")
+        };
+        let (min, max) = (i64::from(first.number()), i64::from(last.number()));
+        Ok(self
+            .int(field, min, max)?
+            .map(|n| T::from_number(n as u64).expect("vocabulary numbers are contiguous")))
+    }
+
     pub(crate) fn int(self, field: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
         match self.0 {
             None => Ok(None),
@@ -159,22 +142,18 @@ impl<'de> Deserialize<'de> for List {
     }
 }
 
-/// Checks every item against a vocabulary (case-insensitively), normalising to its spelling.
-pub(crate) fn check_vocabulary(
-    field: &str,
-    items: &[String],
-    vocabulary: &[&str],
-) -> Result<Vec<String>, ApiError> {
-    let mut out: Vec<String> = Vec::new();
+/// Reads every item as a member of a vocabulary (ignoring case), each once, in request order.
+pub(crate) fn vocabulary<T: Worded>(field: &str, items: &[String]) -> Result<Vec<T>, ApiError> {
+    let mut out: Vec<T> = Vec::new();
     for item in items {
-        let Some(word) = vocabulary.iter().find(|w| w.eq_ignore_ascii_case(item)) else {
+        let Some(word) = T::from_word_ignoring_case(item) else {
             return Err(ApiError::bad_request(format!(
                 "field `{field}`: {item:?} is not one of {}",
-                vocabulary.join(", ")
+                T::words()
             )));
         };
-        if !out.iter().any(|o| o == word) {
-            out.push(word.to_string());
+        if !out.contains(&word) {
+            out.push(word);
         }
     }
     Ok(out)
@@ -214,7 +193,10 @@ async fn process_data_to_stix(
     JsonBody(req): JsonBody<StixRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let hash = parse_hash("file_hash", &req.file_hash)?;
-    let stix_type = req.stix_type.int("stix_type", 1, 5)?.unwrap_or(1) as u8;
+    let stix_type = req
+        .stix_type
+        .member("stix_type")?
+        .unwrap_or(DataType::MaliciousTraffic);
     let compress = match req
         .stix_compress
         .int("stix_compress", 0, MAX_COMPRESS as i64)?
@@ -224,12 +206,12 @@ async fn process_data_to_stix(
     };
     let stix_iocs = req
         .stix_iocs
-        .map(|l| check_vocabulary("stix_iocs", &l.0, &IOCS))
+        .map(|l| vocabulary("stix_iocs", &l.0))
         .transpose()?
         .filter(|l| !l.is_empty());
     let stix_tags = match req.stix_tags {
-        Some(l) => check_vocabulary("stix_tags", &l.0, &TAGS)?,
-        None => default_tags(stix_type),
+        Some(l) => vocabulary("stix_tags", &l.0)?,
+        None => stix_type.default_tags(),
     };
     let observed_time = match req
         .observed_time
@@ -292,14 +274,6 @@ pub(crate) fn paging(page: Num, page_size: Num) -> Result<Option<(u64, u64)>, Ap
         (None, None) => None,
         (p, s) => Some((p.unwrap_or(1) as u64, s.unwrap_or(100) as u64)),
     })
-}
-
-fn default_tags(stix_type: u8) -> Vec<String> {
-    match stix_type {
-        2 => vec!["honeypot".to_string()],
-        3 => vec!["botnet".to_string()],
-        _ => Vec::new(),
-    }
 }
 
 #[derive(Deserialize)]
@@ -381,7 +355,7 @@ pub(crate) fn progress_json(job: &Job) -> Value {
         job_id: job.id,
         process_id: &job.process_id,
     };
-    let value = match job.kind {
+    let value = match job.kind() {
         JobKind::Stix => serde_json::to_value(StixProgress {
             head,
             rows_total: job.rows_total,
@@ -529,7 +503,7 @@ pub(crate) fn record_json(state: &AppState, r: &StixRecord) -> Value {
         "stix_file_path": path,
         "stix_file_size": r.file_size,
         "stix_type": r.stix_type,
-        "stix_type_name": stix_type_name(r.stix_type),
+        "stix_type_name": r.stix_type.label(),
         "stix_tags": r.stix_tags,
         "stix_iocs": r.stix_iocs,
         "ioc_ips_map": ips,
@@ -752,10 +726,12 @@ mod tests {
     fn job(kind: JobKind) -> Job {
         Job {
             id: 7,
-            kind,
             file_hash: Sha256Hex::parse(&"a".repeat(64)).unwrap(),
             process_id: "p".into(),
-            params: "{}".into(),
+            params: match kind {
+                JobKind::Stix => br_cti_domain::testing::stix_params(),
+                JobKind::Cti => br_cti_domain::testing::cti_params(),
+            },
             status: JobStatus::Running,
             total_steps: 4,
             rows_total: 100,

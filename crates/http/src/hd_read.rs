@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use br_cti_app::error::AppError;
-use br_cti_domain::hidden_danger::{JUDGE_STATES, NOTICE_STATES};
 use br_cti_domain::model::{HiddenDangerFilter, StoredHiddenDanger};
+use br_cti_domain::vocab::{IssueLevel, JudgeState, NoticeState};
 use br_cti_engine::hidden_danger_stix as export;
 use br_cti_store::StoreError;
 
@@ -121,22 +121,30 @@ fn filter(q: &HashMap<String, String>) -> Result<HiddenDangerFilter, RestError> 
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
     };
-    let enumerated = |k: &str, values: &[&str]| -> Result<Option<String>, RestError> {
-        match text(k) {
-            Some(v) if !values.contains(&v.as_str()) => Err(bad(format!(
-                "query `{k}`: {v:?} is not one of {}",
-                values.join(", ")
-            ))),
-            other => Ok(other),
-        }
-    };
+    fn enumerated<T>(
+        v: Option<String>,
+        k: &str,
+        from_word: fn(&str) -> Option<T>,
+        words: fn() -> String,
+    ) -> Result<Option<T>, RestError> {
+        v.map(|v| {
+            from_word(&v)
+                .ok_or_else(|| bad(format!("query `{k}`: {v:?} is not one of {}", words())))
+        })
+        .transpose()
+    }
     let issue_level = match text("issue_level") {
         None => None,
         Some(v) => Some(
-            v.parse::<u8>()
+            v.parse::<u64>()
                 .ok()
-                .filter(|l| *l <= 4)
-                .ok_or_else(|| bad(format!("query `issue_level`: {v:?} is not 0-4")))?,
+                .and_then(IssueLevel::from_number)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "query `issue_level`: {v:?} is not {}",
+                        IssueLevel::range()
+                    ))
+                })?,
         ),
     };
     let ip = match text("ip") {
@@ -151,8 +159,18 @@ fn filter(q: &HashMap<String, String>) -> Result<HiddenDangerFilter, RestError> 
         user: text("user"),
         unit_name: text("unit_name"),
         issue_level,
-        judge_state: enumerated("judge_state", &JUDGE_STATES)?,
-        notice_state: enumerated("notice_state", &NOTICE_STATES)?,
+        judge_state: enumerated(
+            text("judge_state"),
+            "judge_state",
+            JudgeState::from_word,
+            JudgeState::words,
+        )?,
+        notice_state: enumerated(
+            text("notice_state"),
+            "notice_state",
+            NoticeState::from_word,
+            NoticeState::words,
+        )?,
         since_ms: text("since").map(|v| time_param("since", &v)).transpose()?,
         until_ms: text("until").map(|v| time_param("until", &v)).transpose()?,
         ip,

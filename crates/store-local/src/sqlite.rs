@@ -9,12 +9,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
 use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::job::JobParams;
 use br_cti_domain::model::{
     CtiRecord, FileMeta, HiddenDangerFilter, HiddenDangerRevision, Job, JobKind, JobProgress,
     JobStatus, Publication, Step, StepState, StepStatus, StixRecord, StoredHiddenDanger,
     TaskRecord, Upsert, UserInfo,
 };
 use br_cti_domain::time::now_ms;
+use br_cti_domain::vocab::{DataType, IncentiveMechanism, OpenSource, TrafficType};
 use br_cti_store::{CtiStore, HiddenDangerStore, JobStore, RecordStore, StoreError, UploadStore};
 
 /// Schema migrations, oldest first. Never edit a released migration: append a new one.
@@ -286,22 +288,31 @@ pub(crate) fn parsed<T>(
     })
 }
 
+/// Reads a number column and parses it; a value that does not parse is an error of the row.
+fn numbered<T>(
+    r: &rusqlite::Row<'_>,
+    column: usize,
+    what: &'static str,
+    parse: impl FnOnce(u64) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let n: i64 = r.get(column)?;
+    u64::try_from(n).ok().and_then(parse).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Integer,
+            Box::new(Corrupt {
+                what,
+                value: n.to_string(),
+            }),
+        )
+    })
+}
+
 /// Reads a task step's number.
 fn step(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Step> {
-    let n: i64 = r.get(column)?;
-    u8::try_from(n)
-        .ok()
-        .and_then(Step::from_number)
-        .ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                column,
-                rusqlite::types::Type::Integer,
-                Box::new(Corrupt {
-                    what: "task step",
-                    value: n.to_string(),
-                }),
-            )
-        })
+    numbered(r, column, "task step", |n| {
+        u8::try_from(n).ok().and_then(Step::from_number)
+    })
 }
 
 /// Reads a hash column.
@@ -567,10 +578,14 @@ const JOB_COLUMNS: &str = "id, kind, file_hash, process_id, params, status, tota
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     Ok(Job {
         id: r.get(0)?,
-        kind: parsed(r, 1, "job kind", JobKind::parse)?,
         file_hash: hash(r, 2)?,
         process_id: r.get(3)?,
-        params: r.get(4)?,
+        params: {
+            let kind = parsed(r, 1, "job kind", JobKind::parse)?;
+            parsed(r, 4, "job parameters", |t| {
+                JobParams::from_json(kind, t).ok()
+            })?
+        },
         status: parsed(r, 5, "job status", JobStatus::parse)?,
         total_steps: r.get::<_, i64>(6)? as u64,
         rows_total: r.get::<_, i64>(8)? as u64,
@@ -605,7 +620,7 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StixRecord> {
         file_size: r.get::<_, i64>(4)? as u64,
         rows: r.get::<_, i64>(5)? as u64,
         objects: r.get::<_, i64>(6)? as u64,
-        stix_type: r.get::<_, i64>(7)? as u8,
+        stix_type: numbered(r, 7, "STIX type", DataType::from_number)?,
         stix_tags: json(r, 8, "STIX tags")?,
         stix_iocs: json(r, 9, "STIX IOCs")?,
         ioc_ips_map: json(r, 10, "IOC address counts")?,
@@ -642,13 +657,14 @@ pub(super) fn json_text<T: serde::Serialize>(v: &T) -> String {
 impl JobStore for SqliteStore {
     fn create_job(
         &self,
-        kind: JobKind,
         file_hash: &Sha256Hex,
         process_id: &str,
-        params: &str,
+        params: &JobParams,
         total_steps: u64,
         rows_total: u64,
     ) -> Result<Job, StoreError> {
+        let kind = params.kind();
+        let params = params.to_json();
         let id = self.with(|conn| {
             let tx = write_tx(conn).map_err(sql)?;
             let unfinished: Option<(i64, String)> = tx
@@ -781,7 +797,7 @@ impl JobStore for SqliteStore {
                         r.file_size as i64,
                         r.rows as i64,
                         r.objects as i64,
-                        r.stix_type,
+                        r.stix_type.number(),
                         json_text(&r.stix_tags),
                         json_text(&r.stix_iocs),
                         json_text(&r.ioc_ips_map),
@@ -846,14 +862,19 @@ fn cti_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CtiRecord> {
         cti_hash: hash(r, 1)?,
         job_id: r.get(2)?,
         cti_name: r.get(3)?,
-        cti_type: r.get::<_, i64>(4)? as u8,
-        cti_traffic_type: r.get::<_, i64>(5)? as u8,
-        open_source: r.get::<_, i64>(6)? as u8,
+        cti_type: numbered(r, 4, "CTI type", DataType::from_number)?,
+        cti_traffic_type: numbered(r, 5, "traffic type", TrafficType::from_number)?,
+        open_source: numbered(r, 6, "open_source", OpenSource::from_number)?,
         description: r.get(7)?,
         tags: json(r, 8, "CTI tags")?,
         iocs: json(r, 9, "CTI IOCs")?,
         value: r.get(10)?,
-        incentive_mechanism: r.get::<_, i64>(11)? as u8,
+        incentive_mechanism: numbered(
+            r,
+            11,
+            "incentive mechanism",
+            IncentiveMechanism::from_number,
+        )?,
         data_size: r.get::<_, i64>(12)? as u64,
         stix_data: r.get(13)?,
         stix_ipfs_hash: r.get(14)?,
@@ -918,14 +939,14 @@ impl CtiStore for SqliteStore {
                         r.cti_hash.as_str(),
                         job_id,
                         r.cti_name,
-                        r.cti_type,
-                        r.cti_traffic_type,
-                        r.open_source,
+                        r.cti_type.number(),
+                        r.cti_traffic_type.number(),
+                        r.open_source.number(),
                         r.description,
                         json_text(&r.tags),
                         json_text(&r.iocs),
                         r.value,
-                        r.incentive_mechanism,
+                        r.incentive_mechanism.number(),
                         r.data_size as i64,
                         r.stix_data,
                         r.statistic_info,
@@ -1061,15 +1082,15 @@ fn hd_filter_sql(filter: &HiddenDangerFilter) -> (String, Vec<rusqlite::types::V
     }
     if let Some(l) = filter.issue_level {
         clauses.push("issue_level = ?");
-        args.push(V::Integer(l as i64));
+        args.push(V::Integer(l.number().into()));
     }
     if let Some(j) = &filter.judge_state {
         clauses.push("judge_state = ?");
-        args.push(V::Text(j.clone()));
+        args.push(V::Text(j.as_str().to_string()));
     }
     if let Some(n) = &filter.notice_state {
         clauses.push("notice_state = ?");
-        args.push(V::Text(n.clone()));
+        args.push(V::Text(n.as_str().to_string()));
     }
     if let Some(t) = filter.since_ms {
         clauses.push("end_ms >= ?");
@@ -1223,9 +1244,9 @@ impl HiddenDangerStore for SqliteStore {
                                 id,
                                 rev + 1,
                                 hd.unit_name,
-                                hd.issue_level,
-                                hd.judge_state,
-                                hd.notice_state,
+                                hd.issue_level.number(),
+                                hd.judge_state.as_str(),
+                                hd.notice_state.as_str(),
                                 addresses,
                                 hd.start_ms,
                                 hd.end_ms,
@@ -1242,9 +1263,9 @@ impl HiddenDangerStore for SqliteStore {
                                 user,
                                 hd.risk_id,
                                 hd.unit_name,
-                                hd.issue_level,
-                                hd.judge_state,
-                                hd.notice_state,
+                                hd.issue_level.number(),
+                                hd.judge_state.as_str(),
+                                hd.notice_state.as_str(),
                                 addresses,
                                 hd.start_ms,
                                 hd.end_ms,
@@ -1402,7 +1423,7 @@ mod tests {
         let a = meta('a');
         db.record_upload(&a, "t").unwrap();
         let job = db
-            .create_job(JobKind::Stix, &a.hash, "p", "{}", 1, 1)
+            .create_job(&a.hash, "p", &br_cti_domain::testing::stix_params(), 1, 1)
             .unwrap();
         db.with(|conn| {
             conn.execute(
@@ -1415,6 +1436,21 @@ mod tests {
         let err = db.job(job.id).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
         assert!(err.to_string().contains("\"exploded\""), "{err}");
+        // Parameters outside their vocabulary (a data type 9) are not read as something else.
+        let params = br_cti_domain::testing::stix_params()
+            .to_json()
+            .replace("\"stix_type\":2", "\"stix_type\":9");
+        db.with(|conn| {
+            conn.execute(
+                "UPDATE jobs SET status = 'queued', params = ?2 WHERE id = ?1",
+                rusqlite::params![job.id, params],
+            )
+            .map_err(sql)
+        })
+        .unwrap();
+        let err = db.job(job.id).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains("job parameters"), "{err}");
     }
 
     #[test]

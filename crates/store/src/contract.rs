@@ -20,7 +20,8 @@ use br_cti_domain::model::{
     Position, Publication, Step, StepState, StixRecord, TaxiiQuery, TaxiiStatus, Upsert,
     VersionMatch,
 };
-use br_cti_domain::testing::sample;
+use br_cti_domain::testing::{cti_params, sample, stix_params};
+use br_cti_domain::vocab::{DataType, IncentiveMechanism, IocKind, OpenSource, Tag, TrafficType};
 
 use crate::{BlobStore, RecordStore, StoreError};
 
@@ -46,9 +47,9 @@ fn stix_record(source: char, stix: char, job_id: i64, batch: u64) -> StixRecord 
         file_size: 100 + batch,
         rows: 5,
         objects: 22,
-        stix_type: 1,
-        stix_tags: vec!["tag".into()],
-        stix_iocs: vec!["ip".into()],
+        stix_type: DataType::MaliciousTraffic,
+        stix_tags: vec![Tag::Other],
+        stix_iocs: vec![IocKind::Ip],
         ioc_ips_map: vec![("10.0.0.1".into(), 2)],
         created_at: 1_700_000_000_000 + batch as i64,
         onchain: false,
@@ -62,14 +63,14 @@ fn cti_record(source: char, stix: char, job_id: i64) -> CtiRecord {
         cti_hash: hash(stix),
         job_id,
         cti_name: "name".into(),
-        cti_type: 1,
-        cti_traffic_type: 0,
-        open_source: 1,
+        cti_type: DataType::MaliciousTraffic,
+        cti_traffic_type: TrafficType::NotTraffic,
+        open_source: OpenSource::Open,
         description: "d".into(),
-        tags: vec!["tag".into()],
-        iocs: vec!["ip".into()],
+        tags: vec![Tag::Other],
+        iocs: vec![IocKind::Ip],
         value: 1.5,
-        incentive_mechanism: 1,
+        incentive_mechanism: IncentiveMechanism::First,
         data_size: 100,
         stix_data: "/x".into(),
         stix_ipfs_hash: String::new(),
@@ -133,23 +134,21 @@ pub fn uploads_tasks_and_steps(db: &dyn RecordStore) {
 pub fn jobs_run_one_at_a_time_per_file(db: &dyn RecordStore) {
     let a = file('a');
     db.record_upload(&a, "t").unwrap();
-    let job = db
-        .create_job(JobKind::Stix, &a.hash, "p1", r#"{"k":1}"#, 3, 15)
-        .unwrap();
+    let job = db.create_job(&a.hash, "p1", &stix_params(), 3, 15).unwrap();
     assert_eq!(job.status, JobStatus::Queued);
     assert_eq!((job.total_steps, job.rows_total), (3, 15));
-    assert_eq!(job.params, r#"{"k":1}"#);
+    assert_eq!(job.params, stix_params());
+    assert_eq!(job.kind(), JobKind::Stix);
     assert_eq!(
         db.task("t").unwrap().unwrap().step_status[1].status,
         StepState::Running
     );
     let err = db
-        .create_job(JobKind::Stix, &a.hash, "p2", "{}", 3, 15)
+        .create_job(&a.hash, "p2", &stix_params(), 3, 15)
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     // Another kind for the same file is another queue.
-    db.create_job(JobKind::Cti, &a.hash, "p3", "{}", 1, 1)
-        .unwrap();
+    db.create_job(&a.hash, "p3", &cti_params(), 1, 1).unwrap();
     assert_eq!(db.unfinished_jobs().unwrap().len(), 2);
     assert_eq!(db.start_attempt(job.id).unwrap(), 1);
     assert_eq!(db.start_attempt(job.id).unwrap(), 2);
@@ -164,9 +163,7 @@ pub fn jobs_run_one_at_a_time_per_file(db: &dyn RecordStore) {
     assert_eq!(ended.message.as_deref(), Some("canceled on request"));
     assert!(ended.finished_at.is_some());
     assert_eq!(db.unfinished_jobs().unwrap().len(), 1);
-    let again = db
-        .create_job(JobKind::Stix, &a.hash, "p4", "{}", 3, 15)
-        .unwrap();
+    let again = db.create_job(&a.hash, "p4", &stix_params(), 3, 15).unwrap();
     assert_ne!(again.id, job.id);
     assert_eq!(
         db.latest_job(JobKind::Stix, &a.hash).unwrap().unwrap().id,
@@ -182,9 +179,7 @@ pub fn jobs_run_one_at_a_time_per_file(db: &dyn RecordStore) {
 pub fn records_commit_with_progress_and_keep_chain_state(db: &dyn RecordStore) {
     let a = file('a');
     db.record_upload(&a, "t").unwrap();
-    let job = db
-        .create_job(JobKind::Stix, &a.hash, "p", "{}", 3, 15)
-        .unwrap();
+    let job = db.create_job(&a.hash, "p", &stix_params(), 3, 15).unwrap();
     let first = [
         stix_record('a', '1', job.id, 1),
         stix_record('a', '2', job.id, 2),
@@ -211,9 +206,7 @@ pub fn records_commit_with_progress_and_keep_chain_state(db: &dyn RecordStore) {
     assert!(db.stix_record(&a.hash, &hash('9')).unwrap().is_none());
     db.finish_job(job.id, JobStatus::Succeeded, None).unwrap();
 
-    let cti_job = db
-        .create_job(JobKind::Cti, &a.hash, "p", "{}", 1, 1)
-        .unwrap();
+    let cti_job = db.create_job(&a.hash, "p", &cti_params(), 1, 1).unwrap();
     db.commit_cti_steps(
         cti_job.id,
         &[(cti_record('a', '1', cti_job.id), "cti/1.json".into())],
@@ -243,16 +236,14 @@ pub fn records_commit_with_progress_and_keep_chain_state(db: &dyn RecordStore) {
     assert_eq!(cti.cti_id.as_deref(), Some("42"));
     assert_eq!(cti.stix_ipfs_hash, "Qm1");
     // The same file committed again by a new conversion keeps its chain state and CTI link.
-    let rerun = db
-        .create_job(JobKind::Stix, &a.hash, "p", "{}", 3, 15)
-        .unwrap();
+    let rerun = db.create_job(&a.hash, "p", &stix_params(), 3, 15).unwrap();
     let mut again = stix_record('a', '1', rerun.id, 1);
-    again.stix_tags = vec!["retagged".into()];
+    again.stix_tags = vec![Tag::Apt, Tag::Iot];
     db.commit_stix_steps(rerun.id, &[again], &progress(1))
         .unwrap();
     let kept = db.stix_record(&a.hash, &hash('1')).unwrap().unwrap();
     assert!(kept.onchain);
-    assert_eq!(kept.stix_tags, ["retagged"]);
+    assert_eq!(kept.stix_tags, [Tag::Apt, Tag::Iot]);
     assert_eq!(kept.cti_file_path.as_deref(), Some("cti/1.json"));
 }
 

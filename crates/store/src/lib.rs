@@ -10,6 +10,7 @@ use std::io::{self, Write};
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::hidden_danger::HiddenDanger;
 use br_cti_domain::io::ReadSeek;
+use br_cti_domain::job::JobParams;
 use br_cti_domain::model::*;
 
 /// Content-addressed storage of file bytes: a blob's name is the SHA-256 of its bytes.
@@ -137,10 +138,9 @@ pub trait JobStore: Send + Sync {
     /// enforces: a second one is a [`StoreError::Conflict`] naming the first.
     fn create_job(
         &self,
-        kind: JobKind,
         file_hash: &Sha256Hex,
         process_id: &str,
-        params: &str,
+        params: &JobParams,
         total_steps: u64,
         rows_total: u64,
     ) -> Result<Job, StoreError>;

@@ -6,14 +6,13 @@ use std::io::BufReader;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use super::Jobs;
+use super::{JobError, Jobs};
 use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::job::CtiParams;
 use br_cti_domain::model::{CtiRecord, Job, JobStatus, StixRecord};
 use br_cti_domain::time::now_ms;
+use br_cti_domain::vocab::TrafficType;
 use br_cti_engine::cti::stats::{Statistics, scan_stix};
-use br_cti_engine::cti::traffic_type_from_tags;
 
 /// At most this many records per transaction, and at most this long between commits.
 const GROUP_RECORDS: usize = 64;
@@ -22,79 +21,65 @@ const GROUP_TIME: Duration = Duration::from_millis(500);
 const PAGE: u64 = 256;
 const RECENT_STEPS: usize = 100;
 
-/// A validated CTI request, stored with the job.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct CtiParams {
-    /// `None`: each STIX record's own type.
-    pub cti_type: Option<u8>,
-    pub cti_name: String,
-    pub open_source: u8,
-    pub description: String,
-    pub value: f64,
-    pub incentive_mechanism: u8,
-    /// `None`: implied by the record's tags (5g, satellite, sdn), else 0.
-    pub cti_traffic_type: Option<u8>,
-    /// `None`: each STIX record's own tags.
-    pub tags: Option<Vec<String>>,
-    /// Number of STIX records when the job was started (names are numbered `k/N`).
-    pub records: u64,
-}
-
 /// Where the front ends (and anyone) read a CTI record: its `cti_file_path`.
 pub(crate) fn cti_path(file_hash: &Sha256Hex, cti_hash: &Sha256Hex) -> String {
     format!("/data/get_cti_record?file_hash={file_hash}&cti_hash={cti_hash}")
 }
 
-impl CtiParams {
-    /// The CTI record of one STIX record (its statistics given).
-    pub fn record(
-        &self,
-        stix: &StixRecord,
-        index: u64,
-        stix_location: String,
-        statistics: &Statistics,
-        job_id: i64,
-    ) -> CtiRecord {
-        let tags = self.tags.clone().unwrap_or_else(|| stix.stix_tags.clone());
-        let cti_name = if self.records > 1 {
-            format!("{} ({}/{})", self.cti_name, index + 1, self.records)
-        } else {
-            self.cti_name.clone()
-        };
-        let now = now_ms();
-        CtiRecord {
-            source_file_hash: stix.source_file_hash.clone(),
-            cti_hash: stix.stix_file_hash.clone(),
-            job_id,
-            cti_name,
-            cti_type: self.cti_type.unwrap_or(stix.stix_type),
-            cti_traffic_type: self
-                .cti_traffic_type
-                .unwrap_or_else(|| traffic_type_from_tags(&tags)),
-            open_source: self.open_source,
-            description: self.description.clone(),
-            iocs: stix.stix_iocs.clone(),
-            tags,
-            value: self.value,
-            incentive_mechanism: self.incentive_mechanism,
-            data_size: stix.file_size,
-            stix_data: stix_location,
-            stix_ipfs_hash: String::new(),
-            statistic_info: serde_json::to_string(statistics)
-                .expect("serialising plain data cannot fail"),
-            data_source_hash: stix.source_file_hash.clone(),
-            data_source_ipfs_hash: String::new(),
-            created_at: now,
-            updated_at: now,
-            onchain: false,
-            cti_id: None,
-        }
+/// The CTI record of one STIX record (its statistics given).
+pub(crate) fn record(
+    params: &CtiParams,
+    stix: &StixRecord,
+    index: u64,
+    stix_location: String,
+    statistics: &Statistics,
+    job_id: i64,
+) -> CtiRecord {
+    let tags = params
+        .tags
+        .clone()
+        .unwrap_or_else(|| stix.stix_tags.clone());
+    let cti_name = if params.records > 1 {
+        format!("{} ({}/{})", params.cti_name, index + 1, params.records)
+    } else {
+        params.cti_name.clone()
+    };
+    let now = now_ms();
+    CtiRecord {
+        source_file_hash: stix.source_file_hash.clone(),
+        cti_hash: stix.stix_file_hash.clone(),
+        job_id,
+        cti_name,
+        cti_type: params.cti_type.unwrap_or(stix.stix_type),
+        cti_traffic_type: params
+            .cti_traffic_type
+            .unwrap_or_else(|| TrafficType::from_tags(&tags)),
+        open_source: params.open_source,
+        description: params.description.clone(),
+        iocs: stix.stix_iocs.clone(),
+        tags,
+        value: params.value,
+        incentive_mechanism: params.incentive_mechanism,
+        data_size: stix.file_size,
+        stix_data: stix_location,
+        stix_ipfs_hash: String::new(),
+        statistic_info: serde_json::to_string(statistics)
+            .expect("serialising plain data cannot fail"),
+        data_source_hash: stix.source_file_hash.clone(),
+        data_source_ipfs_hash: String::new(),
+        created_at: now,
+        updated_at: now,
+        onchain: false,
+        cti_id: None,
     }
 }
 
-pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStatus, String> {
-    let params: CtiParams =
-        serde_json::from_str(&job.params).map_err(|e| format!("unreadable job parameters: {e}"))?;
+pub(super) fn run(
+    jobs: &Jobs,
+    job: &Job,
+    params: &CtiParams,
+    cancel: &AtomicBool,
+) -> Result<JobStatus, JobError> {
     let hash = &job.file_hash;
     let meta = jobs.meta();
     let started = Instant::now();
@@ -103,10 +88,10 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
     let mut last_commit = Instant::now();
     let commit = |pending: &mut Vec<(CtiRecord, String)>,
                   progress: &mut br_cti_domain::model::JobProgress|
-     -> Result<(), String> {
+     -> Result<(), JobError> {
         progress.run_ms = job.progress.run_ms + started.elapsed().as_millis() as i64;
         meta.commit_cti_steps(job.id, pending, progress)
-            .map_err(|e| format!("saving CTI records: {e}"))?;
+            .map_err(|e| JobError::store("saving CTI records", e))?;
         pending.clear();
         Ok(())
     };
@@ -114,7 +99,7 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
         // Records are listed in a stable order: skip what a previous run committed.
         let (page, _) = meta
             .stix_records(hash, Some((progress.steps_done / PAGE + 1, PAGE)))
-            .map_err(|e| format!("listing STIX records: {e}"))?;
+            .map_err(|e| JobError::store("listing STIX records", e))?;
         let skip = (progress.steps_done % PAGE) as usize;
         if page.len() <= skip || progress.steps_done >= job.total_steps {
             break;
@@ -131,12 +116,20 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
             let file = jobs
                 .blobs()
                 .open(stix_hash)
-                .map_err(|e| format!("opening STIX file {stix_hash}: {e}"))?
-                .ok_or_else(|| format!("STIX file {stix_hash} is missing from the blob store"))?;
-            let scan = scan_stix(BufReader::with_capacity(256 * 1024, file))
-                .map_err(|e| format!("STIX file {stix_hash}: {e}"))?;
+                .map_err(|source| JobError::OpenStix {
+                    hash: stix_hash.clone(),
+                    source,
+                })?
+                .ok_or_else(|| JobError::MissingStix(stix_hash.clone()))?;
+            let scan = scan_stix(BufReader::with_capacity(256 * 1024, file)).map_err(|source| {
+                JobError::Scan {
+                    hash: stix_hash.clone(),
+                    source,
+                }
+            })?;
             let statistics = Statistics::build(scan.ip_counts, jobs.geo());
-            let record = params.record(
+            let record = record(
+                params,
                 stix,
                 progress.steps_done,
                 jobs.blobs().locate(stix_hash),

@@ -22,11 +22,52 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use br_cti_domain::hash::Sha256Hex;
-use br_cti_domain::model::{Job, JobKind, JobStatus, StepState};
+use br_cti_domain::job::JobParams;
+use br_cti_domain::model::{Job, JobStatus, StepState};
+use br_cti_engine::convert::{ConvertError, MappingError};
 use br_cti_engine::cti::geo::GeoIp;
+use br_cti_engine::cti::stats::ScanError;
+use br_cti_engine::supervise::Panic;
 use br_cti_store::{BlobStore, RecordStore, StoreError};
 
 use crate::error::AppError;
+
+/// Why a job failed: the message its record keeps, which the progress answers show. A job's
+/// owner needs the cause (a full disk, a missing file, a bad mapping), so storage faults are
+/// named here, unlike in the answers to requests.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JobError {
+    #[error("{0}")]
+    Mapping(#[from] MappingError),
+    #[error("cannot open the dataset: {0}")]
+    OpenDataset(std::io::Error),
+    #[error("the dataset {0} is missing from the blob store")]
+    MissingDataset(Sha256Hex),
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    #[error("{what}: {source}")]
+    Store {
+        what: &'static str,
+        source: StoreError,
+    },
+    #[error("opening STIX file {hash}: {source}")]
+    OpenStix {
+        hash: Sha256Hex,
+        source: std::io::Error,
+    },
+    #[error("STIX file {0} is missing from the blob store")]
+    MissingStix(Sha256Hex),
+    #[error("STIX file {hash}: {source}")]
+    Scan { hash: Sha256Hex, source: ScanError },
+    #[error("internal error: {0}")]
+    Panic(Panic),
+}
+
+impl JobError {
+    fn store(what: &'static str, source: StoreError) -> Self {
+        JobError::Store { what, source }
+    }
+}
 
 /// Handle to the job worker. Cloning shares it.
 #[derive(Clone)]
@@ -121,7 +162,7 @@ impl Jobs {
             .unfinished_jobs()
             .map_err(|e| AppError::store("reading unfinished jobs", e))?;
         for job in unfinished {
-            tracing::info!(job = job.id, kind = %job.kind, file = %job.file_hash, steps_done = job.progress.steps_done, attempts = job.attempts, "resuming job");
+            tracing::info!(job = job.id, kind = %job.kind(), file = %job.file_hash, steps_done = job.progress.steps_done, attempts = job.attempts, "resuming job");
             jobs.enqueue(job.id)?;
         }
         Ok(jobs)
@@ -166,26 +207,16 @@ impl Jobs {
     /// transaction) and queues it.
     pub(crate) fn submit(
         &self,
-        kind: JobKind,
         hash: &Sha256Hex,
         process_id: &str,
-        params: &impl serde::Serialize,
+        params: &JobParams,
         total_steps: u64,
         rows_total: u64,
     ) -> Result<Job, AppError> {
-        let params_json =
-            serde_json::to_string(params).map_err(|e| AppError::internal("saving the job", e))?;
         let job = self
             .inner
             .meta
-            .create_job(
-                kind,
-                hash,
-                process_id,
-                &params_json,
-                total_steps,
-                rows_total,
-            )
+            .create_job(hash, process_id, params, total_steps, rows_total)
             .map_err(|e| AppError::store("saving the job", e))?;
         self.enqueue(job.id)?;
         Ok(job)
@@ -242,63 +273,67 @@ impl Jobs {
 
     fn run(&self, id: i64) {
         let flag = self.flag(id);
-        let outcome = (|| -> Result<(), String> {
-            let job = self
-                .inner
-                .meta
-                .job(id)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("job {id} does not exist"))?;
-            if job.status.is_finished() {
-                return Ok(());
-            }
-            if job.cancel_requested || flag.load(Ordering::SeqCst) {
-                return self.end(
-                    &job,
-                    JobStatus::Canceled,
-                    Some("canceled before it started"),
-                );
-            }
-            let attempt = self
-                .inner
-                .meta
-                .start_attempt(id)
-                .map_err(|e| e.to_string())?;
-            let max = self.inner.max_attempts;
-            if attempt > max {
-                return self.end(
-                    &job,
-                    JobStatus::Failed,
-                    Some(&format!(
-                        "the node stopped during each of the {max} runs of this job (it was \
-                         stopped, killed, ran out of memory or crashed), so it is not run again; \
-                         start it anew once the cause is found (--job-max-attempts sets the \
-                         number of runs)"
-                    )),
-                );
-            }
-            tracing::info!(job = id, kind = %job.kind, file = %job.file_hash, attempt, "job running");
-            let result = br_cti_engine::supervise::catch(|| match job.kind {
-                JobKind::Stix => stix_job::run(self, &job, &flag),
-                JobKind::Cti => cti_job::run(self, &job, &flag),
-            })
-            .unwrap_or_else(|panic| Err(format!("internal error: {panic}")));
-            match result {
-                Ok(JobStatus::Canceled) => {
-                    self.end(&job, JobStatus::Canceled, Some("canceled on request"))
-                }
-                Ok(status) => self.end(&job, status, None),
-                Err(message) => self.end(&job, JobStatus::Failed, Some(&message)),
-            }
-        })();
-        if let Err(e) = outcome {
-            tracing::error!(job = id, "job bookkeeping failed: {e}");
+        match self.inner.meta.job(id) {
+            Ok(Some(job)) => self.run_job(job, &flag),
+            Ok(None) => tracing::error!(job = id, "a queued job does not exist"),
+            Err(e) => tracing::error!(job = id, "a queued job cannot be read: {e}"),
         }
         self.inner
             .cancels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+    }
+
+    fn run_job(&self, job: Job, flag: &AtomicBool) {
+        let id = job.id;
+        if job.status.is_finished() {
+            return;
+        }
+        if job.cancel_requested || flag.load(Ordering::SeqCst) {
+            return self.end(
+                &job,
+                JobStatus::Canceled,
+                Some("canceled before it started"),
+            );
+        }
+        let attempt = match self.inner.meta.start_attempt(id) {
+            Ok(attempt) => attempt,
+            Err(e) => {
+                // Left queued: the next start of the node runs it.
+                tracing::error!(
+                    job = id,
+                    "the job's attempt cannot be counted, so it does not run: {e}"
+                );
+                return;
+            }
+        };
+        let max = self.inner.max_attempts;
+        if attempt > max {
+            return self.end(
+                &job,
+                JobStatus::Failed,
+                Some(&format!(
+                    "the node stopped during each of the {max} runs of this job (it was \
+                     stopped, killed, ran out of memory or crashed), so it is not run again; \
+                     start it anew once the cause is found (--job-max-attempts sets the \
+                     number of runs)"
+                )),
+            );
+        }
+        tracing::info!(job = id, kind = %job.kind(), file = %job.file_hash, attempt, "job running");
+        let result = br_cti_engine::supervise::catch(|| match &job.params {
+            JobParams::Stix(params) => stix_job::run(self, &job, params, flag),
+            JobParams::Cti(params) => cti_job::run(self, &job, params, flag),
+        })
+        .unwrap_or_else(|panic| Err(JobError::Panic(panic)));
+        match result {
+            Ok(JobStatus::Canceled) => {
+                self.end(&job, JobStatus::Canceled, Some("canceled on request"))
+            }
+            Ok(status) => self.end(&job, status, None),
+            Err(e) => self.end(&job, JobStatus::Failed, Some(&e.to_string())),
+        }
     }
 
     /// Reflects the end of a job in its file's task records, in the step of its kind: files
@@ -317,7 +352,7 @@ impl Jobs {
         };
         self.inner
             .meta
-            .set_step_for_file(&job.file_hash, job.kind.step(), state, done)
+            .set_step_for_file(&job.file_hash, job.kind().step(), state, done)
     }
 
     /// The ending of a job that could not be written yet (the store refused it), if any.
@@ -360,7 +395,8 @@ impl Jobs {
             .is_empty()
     }
 
-    fn end(&self, job: &Job, status: JobStatus, message: Option<&str>) -> Result<(), String> {
+    /// Ends a job; an ending the store refuses is kept and written later (see `settle`).
+    fn end(&self, job: &Job, status: JobStatus, message: Option<&str>) {
         match message {
             Some(m) => tracing::warn!(job = job.id, status = status.as_str(), "job ended: {m}"),
             None => tracing::info!(job = job.id, status = status.as_str(), "job ended"),
@@ -384,14 +420,15 @@ impl Jobs {
                     },
                 );
         }
-        Ok(())
     }
 
-    fn write_end(&self, job: &Job, status: JobStatus, message: Option<&str>) -> Result<(), String> {
-        self.mark_step(job, status).map_err(|e| e.to_string())?;
-        self.inner
-            .meta
-            .finish_job(job.id, status, message)
-            .map_err(|e| e.to_string())
+    fn write_end(
+        &self,
+        job: &Job,
+        status: JobStatus,
+        message: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.mark_step(job, status)?;
+        self.inner.meta.finish_job(job.id, status, message)
     }
 }

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
-use super::Jobs;
+use super::{JobError, Jobs};
+use br_cti_domain::job::StixParams;
 use br_cti_domain::model::{Job, JobProgress, JobStatus, StixRecord};
 use br_cti_domain::time::now_ms;
 use br_cti_engine::convert::{self, Batch, BatchSink, FileStore, Mapping, Settings, StoredFile};
@@ -15,44 +14,26 @@ use br_cti_engine::convert::{self, Batch, BatchSink, FileStore, Mapping, Setting
 /// At most this many finished steps are listed in `total_task_list`.
 const RECENT_STEPS: usize = 100;
 
-/// A validated conversion request, stored with the job (the mapping's text included, so that a
-/// resumed job converts exactly as it started).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct StixParams {
-    pub stix_type: u8,
-    /// The IOC kinds the request named; `None`: the kinds found in each file.
-    pub stix_iocs: Option<Vec<String>>,
-    pub stix_tags: Vec<String>,
-    pub compress: u64,
-    pub features: Option<Vec<String>>,
-    /// Literal labels of every observed-data.
-    pub labels: Vec<String>,
-    /// Columns whose row values label each observed-data (absent in jobs saved before).
-    #[serde(default)]
-    pub label_columns: Vec<String>,
-    pub observed_time_micros: i64,
-    pub mapping_name: Option<String>,
-    pub mapping_text: String,
-}
-
-impl StixParams {
-    pub fn settings(
-        &self,
-        source_hash: &str,
-        limits: br_cti_engine::dataset::DatasetLimits,
-    ) -> Result<Settings, String> {
-        let mapping = Mapping::parse(&self.mapping_text).map_err(|e| e.to_string())?;
-        Ok(Settings {
-            mapping: Arc::new(mapping),
-            compress: self.compress,
-            features: self.features.as_ref().map(|f| f.iter().cloned().collect()),
-            labels: self.labels.clone(),
-            label_columns: self.label_columns.clone(),
-            observed_time: stix::Timestamp::from_micros(self.observed_time_micros),
-            source_hash: source_hash.to_string(),
-            limits,
-        })
-    }
+/// The engine's settings for a conversion's parameters.
+pub(crate) fn settings(
+    params: &StixParams,
+    source_hash: &str,
+    limits: br_cti_engine::dataset::DatasetLimits,
+) -> Result<Settings, JobError> {
+    let mapping = Mapping::parse(&params.mapping_text).map_err(JobError::Mapping)?;
+    Ok(Settings {
+        mapping: Arc::new(mapping),
+        compress: params.compress,
+        features: params
+            .features
+            .as_ref()
+            .map(|f| f.iter().cloned().collect()),
+        labels: params.labels.clone(),
+        label_columns: params.label_columns.clone(),
+        observed_time: stix::Timestamp::from_micros(params.observed_time_micros),
+        source_hash: source_hash.to_string(),
+        limits,
+    })
 }
 
 /// Files go to the blob store (temporary name, fsync, rename): on the converting threads.
@@ -141,7 +122,7 @@ impl BatchSink for StixSink<'_> {
                     .params
                     .stix_iocs
                     .clone()
-                    .unwrap_or_else(|| batch.iocs.names()),
+                    .unwrap_or_else(|| batch.iocs.kinds()),
                 ioc_ips_map: batch.ip_counts.into_iter().collect(),
                 created_at: now_ms(),
                 onchain: false,
@@ -176,20 +157,23 @@ impl BatchSink for StixSink<'_> {
     }
 }
 
-pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStatus, String> {
-    let params: StixParams =
-        serde_json::from_str(&job.params).map_err(|e| format!("unreadable job parameters: {e}"))?;
-    let settings = params.settings(job.file_hash.as_str(), jobs.inner.dataset_limits)?;
+pub(super) fn run(
+    jobs: &Jobs,
+    job: &Job,
+    params: &StixParams,
+    cancel: &AtomicBool,
+) -> Result<JobStatus, JobError> {
+    let settings = settings(params, job.file_hash.as_str(), jobs.inner.dataset_limits)?;
     let hash = &job.file_hash;
     let input = jobs
         .blobs()
         .open(hash)
-        .map_err(|e| format!("cannot open the dataset: {e}"))?
-        .ok_or_else(|| format!("the dataset {hash} is missing from the blob store"))?;
+        .map_err(JobError::OpenDataset)?
+        .ok_or_else(|| JobError::MissingDataset(hash.clone()))?;
     let mut sink = StixSink {
         jobs,
         job,
-        params: &params,
+        params,
         progress: job.progress.clone(),
         pending: Vec::new(),
         dirty: false,
@@ -206,8 +190,7 @@ pub(super) fn run(jobs: &Jobs, job: &Job, cancel: &AtomicBool) -> Result<JobStat
             fault: injected_fault(&job.process_id),
         },
         &mut sink,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     Ok(if summary.cancelled {
         JobStatus::Canceled
     } else {

@@ -33,6 +33,7 @@ use crate::dataset::{self, Cell, DatasetError, Row};
 use crate::producer::{producer_epoch, producer_identity, producer_identity_id};
 use br_cti_domain::io::ReadSeek;
 use br_cti_domain::net::{is_host_name, normalise_mac};
+use br_cti_domain::vocab::IocKind;
 
 const MAX_KEPT_ERRORS: usize = 100;
 
@@ -131,18 +132,19 @@ pub struct IocKinds {
 }
 
 impl IocKinds {
-    pub fn names(&self) -> Vec<String> {
+    /// The kinds present, in the vocabulary's order.
+    pub fn kinds(&self) -> Vec<IocKind> {
         [
-            (self.ip, "ip"),
-            (self.port, "port"),
-            (self.flow_feature, "flow_feature"),
-            (self.hash, "hash"),
-            (self.url, "url"),
-            (self.payload, "payload"),
+            (self.ip, IocKind::Ip),
+            (self.port, IocKind::Port),
+            (self.flow_feature, IocKind::FlowFeature),
+            (self.hash, IocKind::Hash),
+            (self.url, IocKind::Url),
+            (self.payload, IocKind::Payload),
         ]
         .into_iter()
         .filter(|(on, _)| *on)
-        .map(|(_, n)| n.to_string())
+        .map(|(_, kind)| kind)
         .collect()
     }
 
