@@ -88,20 +88,28 @@ fn address_sco(value: &str) -> Object {
     sco(kind, p)
 }
 
+/// A stored hidden danger whose fields do not read back.
+#[derive(Debug, thiserror::Error)]
+#[error("stored hidden danger {id} is unreadable: {detail}")]
+pub struct UnreadableHiddenDanger {
+    pub id: i64,
+    pub detail: String,
+}
+
 /// The STIX objects of one stored hidden danger (shared objects included; the caller
 /// deduplicates by id).
-pub fn objects(hd: &StoredHiddenDanger) -> Result<Vec<Object>, String> {
-    let data: Value = serde_json::from_str(&hd.data)
-        .map_err(|e| format!("stored hidden danger {} is unreadable: {e}", hd.id))?;
+pub fn objects(hd: &StoredHiddenDanger) -> Result<Vec<Object>, UnreadableHiddenDanger> {
+    let unreadable = |detail: String| UnreadableHiddenDanger { id: hd.id, detail };
+    let data: Value = serde_json::from_str(&hd.data).map_err(|e| unreadable(e.to_string()))?;
     let producer = producer_identity_id();
     let seed = format!("{}\u{0}{}", hd.user, hd.risk_id);
     let created = Timestamp::from_millis(hd.created_at);
     let modified = Timestamp::from_millis(hd.updated_at.max(hd.created_at));
     let start =
         br_cti_domain::hidden_danger::parse_time(text(&data, "startTime").unwrap_or_default())
-            .ok_or("stored startTime is unreadable")?;
+            .ok_or_else(|| unreadable("startTime does not parse".into()))?;
     let end = br_cti_domain::hidden_danger::parse_time(text(&data, "endTime").unwrap_or_default())
-        .ok_or("stored endTime is unreadable")?;
+        .ok_or_else(|| unreadable("endTime does not parse".into()))?;
     let mut out = Vec::new();
 
     let unit = text(&data, "unitName").unwrap_or_default();

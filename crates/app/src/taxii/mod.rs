@@ -14,10 +14,11 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 
 use br_cti_domain::error::Invalid;
+use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{NewTaxiiObject, Position};
 use br_cti_domain::time::now_ms;
-use br_cti_engine::hidden_danger_stix;
-use br_cti_store::{BlobStore, RecordStore};
+use br_cti_engine::hidden_danger_stix::{self, UnreadableHiddenDanger};
+use br_cti_store::{BlobStore, RecordStore, StoreError};
 
 /// A collection of the node.
 #[derive(Clone, Debug)]
@@ -309,56 +310,76 @@ fn lower_priority() {
     }
 }
 
+/// Why a publishing round stopped (it is retried).
+#[derive(Debug, thiserror::Error)]
+enum PublishError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("reading STIX file {hash}: {source}")]
+    Read {
+        hash: Sha256Hex,
+        source: std::io::Error,
+    },
+    #[error("STIX file {hash}: {detail}")]
+    Object { hash: Sha256Hex, detail: String },
+    #[error(transparent)]
+    HiddenDanger(#[from] UnreadableHiddenDanger),
+    /// An object the node builds itself is refused by its own check: a defect.
+    #[error("an object of the node's own is invalid: {0}")]
+    Own(Invalid),
+}
+
 /// One round; true when there may be more to do at once.
-fn publish_once(db: &dyn RecordStore, blobs: &dyn BlobStore) -> Result<bool, String> {
+fn publish_once(db: &dyn RecordStore, blobs: &dyn BlobStore) -> Result<bool, PublishError> {
     let mut busy = false;
-    let mark = db
-        .taxii_watermark(SOURCE_DATASETS)
-        .map_err(|e| e.to_string())?;
-    let files = db.stix_files_after(mark, 5).map_err(|e| e.to_string())?;
+    let mark = db.taxii_watermark(SOURCE_DATASETS)?;
+    let files = db.stix_files_after(mark, 5)?;
     busy |= files.len() == 5;
     for (position, hash) in files {
         let mut objects = Vec::new();
-        if let Some(file) = blobs.open(&hash).map_err(|e| e.to_string())? {
+        let read = |source| PublishError::Read {
+            hash: hash.clone(),
+            source,
+        };
+        if let Some(file) = blobs.open(&hash).map_err(read)? {
             for line in BufReader::new(file).lines() {
-                let line = line.map_err(|e| e.to_string())?;
+                let line = line.map_err(read)?;
                 if line.trim().is_empty() {
                     continue;
                 }
-                let v: Value =
-                    serde_json::from_str(&line).map_err(|e| format!("STIX file {hash}: {e}"))?;
-                objects.push(parse_object(&v).map_err(|e| format!("STIX file {hash}: {e}"))?);
+                let object = serde_json::from_str::<Value>(&line)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| parse_object(&v).map_err(|e| e.to_string()))
+                    .map_err(|detail| PublishError::Object {
+                        hash: hash.clone(),
+                        detail,
+                    })?;
+                objects.push(object);
             }
         } else {
             tracing::warn!(file = %hash, "STIX file missing: not published");
         }
-        db.taxii_add(&datasets_id(), &objects, Some((SOURCE_DATASETS, position)))
-            .map_err(|e| e.to_string())?;
+        db.taxii_add(&datasets_id(), &objects, Some((SOURCE_DATASETS, position)))?;
     }
-    let mark = db
-        .taxii_watermark(SOURCE_HIDDEN_DANGERS)
-        .map_err(|e| e.to_string())?;
-    let changed = db
-        .hidden_dangers_after(mark, 100)
-        .map_err(|e| e.to_string())?;
+    let mark = db.taxii_watermark(SOURCE_HIDDEN_DANGERS)?;
+    let changed = db.hidden_dangers_after(mark, 100)?;
     busy |= changed.len() == 100;
     if let Some((last, _)) = changed.last() {
+        let own = |o| parse_object(&Value::Object(o)).map_err(PublishError::Own);
         let mut objects: Vec<NewTaxiiObject> = hidden_danger_stix::producer_objects()
-            .iter()
-            .map(|o| parse_object(&Value::Object(o.clone())))
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+            .into_iter()
+            .map(own)
+            .collect::<Result<_, _>>()?;
         for (_, hd) in &changed {
             for o in hidden_danger_stix::objects(hd)? {
-                objects.push(parse_object(&Value::Object(o)).map_err(|e| e.to_string())?);
+                objects.push(own(o)?);
             }
         }
         db.taxii_add(
             &hidden_dangers_id(),
             &objects,
             Some((SOURCE_HIDDEN_DANGERS, *last)),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
     }
     Ok(busy)
 }
