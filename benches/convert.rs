@@ -6,6 +6,9 @@
 //!     cargo bench --bench convert
 //!     BENCH_ROWS=1000000 BENCH_FORMATS=csv,jsonl,xlsx BENCH_COMPRESS=1000 BENCH_RUNS=3 cargo bench --bench convert
 //!
+//! `BENCH_STIX_TYPE` (default 1) and `BENCH_INDICATORS` (`none`, or unset for the type's rule)
+//! measure the indicators: the honeypot data with type 2 makes one per public source.
+//!
 //! Datasets come from the test harness's deterministic generator (`tests/it/common/datasets.rs`)
 //! and are cached in target/bench-data.
 
@@ -33,6 +36,12 @@ fn main() {
         .parse()
         .expect("BENCH_COMPRESS");
     let runs: usize = env_str("BENCH_RUNS", "3").parse().expect("BENCH_RUNS");
+    // The dataset type (it decides which sources become indicators) and `stix_indicators`
+    // (`none` turns them off; unset: the type's rule).
+    let stix_type: u64 = env_str("BENCH_STIX_TYPE", "1")
+        .parse()
+        .expect("BENCH_STIX_TYPE");
+    let indicators = std::env::var("BENCH_INDICATORS").ok();
     let formats = env_str("BENCH_FORMATS", "csv,jsonl,xlsx");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
     for format in formats.split(',') {
@@ -51,8 +60,12 @@ fn main() {
             let hash = server.upload_ok(&bytes, &name);
             let cpu_before = server.cpu_seconds();
             let start = Instant::now();
-            let v = server
-                .start_stix(&json!({"file_hash": hash, "stix_compress": compress, "stix_type": 1}));
+            let mut request =
+                json!({"file_hash": hash, "stix_compress": compress, "stix_type": stix_type});
+            if let Some(indicators) = &indicators {
+                request["stix_indicators"] = json!(indicators);
+            }
+            let v = server.start_stix(&request);
             assert_eq!(v["code"], 200, "{v}");
             let done = loop {
                 let p = server.stix_progress(&hash);

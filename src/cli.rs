@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::vocab::{DataType, IndicatorRule, IndicatorType};
 use br_cti_engine::convert::{self, Batch, BatchSink, FileStore, Mapping, Settings, StoredFile};
 
 /// `br-cti convert`: a dataset to STIX 2.1 offline, as JSON Lines files named by their SHA-256
@@ -35,6 +36,46 @@ pub(crate) struct ConvertArgs {
     /// Write one STIX bundle to this file instead.
     #[arg(long)]
     pub bundle: Option<PathBuf>,
+    /// What the dataset holds (as the API's stix_type): 1 malicious traffic, 2 honeypot,
+    /// 3 botnet, 4 application attacks, 5 open-source intelligence. It decides which
+    /// observables become indicators.
+    #[arg(long = "type", default_value = "1", value_parser = parse_data_type)]
+    pub data_type: DataType,
+    /// Which observable types become indicators (`ipv4-addr,ipv6-addr,domain-name,url`), or
+    /// `none`; default: the rule of --type.
+    #[arg(long, value_delimiter = ',')]
+    pub indicators: Option<Vec<String>>,
+}
+
+fn parse_data_type(s: &str) -> Result<DataType, String> {
+    s.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(DataType::from_number)
+        .ok_or_else(|| format!("{s:?} is not a dataset type ({})", DataType::range()))
+}
+
+/// The indicator rule of the command's flags.
+fn indicator_rule(args: &ConvertArgs) -> anyhow::Result<Option<IndicatorRule>> {
+    let default = args.data_type.default_indicators();
+    let Some(words) = &args.indicators else {
+        return Ok(Some(default));
+    };
+    if words.len() == 1 && words[0].trim().eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let types = words
+        .iter()
+        .map(|w| {
+            IndicatorType::from_word_ignoring_case(w.trim()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--indicators: {w:?} is not one of {} (or none)",
+                    IndicatorType::words()
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(default.narrowed_to(&types)).filter(|r| !r.types.is_empty()))
 }
 
 fn parse_time(s: &str) -> Result<stix::Timestamp, String> {
@@ -188,6 +229,7 @@ pub(crate) fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
         label_columns: Vec::new(),
         source_hash: source_hash.clone(),
         limits: Default::default(),
+        indicators: indicator_rule(&args)?,
     };
     let open = || -> anyhow::Result<Box<dyn br_cti_domain::io::ReadSeek>> {
         Ok(Box::new(File::open(&args.file).with_context(|| {

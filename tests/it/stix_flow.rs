@@ -204,16 +204,17 @@ fn conversions_are_reproducible_and_idempotent() {
         let h = r["stix_file_hash"].as_str().unwrap();
         assert_eq!(a.stix_file(&ha, h), b.stix_file(&hb, h));
     }
-    // Converting again with the same settings creates no new record.
+    // Converting again with the same settings creates no new record (tags only describe the
+    // records; the type, which decides the indicators, shapes the files).
     assert_eq!(
-        a.start_stix(&json!({"file_hash": ha, "stix_compress": 2, "stix_type": 5}))["code"],
+        a.start_stix(&json!({"file_hash": ha, "stix_compress": 2, "stix_tags": ["apt"]}))["code"],
         200
     );
     a.wait_stix(&ha);
     let again = a.stix_records(&ha);
     assert_eq!(hashes(&again), hashes(&ra));
     assert!(
-        again.iter().all(|r| r["stix_type"] == 5),
+        again.iter().all(|r| r["stix_tags"] == json!(["apt"])),
         "descriptive fields follow the last run"
     );
     // Other settings give other files.
@@ -400,6 +401,78 @@ fn a_named_mapping_and_features_shape_the_output() {
         ext["columns"],
         json!([{"name": "备注", "value": "扫描"}]),
         "only the selected feature is kept"
+    );
+}
+
+/// The indicators of a file's STIX, by pattern.
+fn indicator_patterns(server: &TestServer, hash: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for r in server.stix_records(hash) {
+        let body = server.stix_file(hash, r["stix_file_hash"].as_str().unwrap());
+        for line in String::from_utf8(body).unwrap().lines() {
+            let o: Value = serde_json::from_str(line).unwrap();
+            if o["type"] == "indicator" {
+                out.insert(o["pattern"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// `stix_indicators`: absent, the dataset type's rule; a list narrows it; `false` or "none"
+/// turns indicators off; a word outside the vocabulary is refused naming the field.
+#[test]
+fn stix_indicators_follow_the_type_and_the_request() {
+    let server = TestServer::start(&[]);
+    let csv = "src,dst,protocol,url\n\
+               8.8.8.8,192.0.2.1,tcp,http://evil.com/x\n\
+               2606:4700::1111,192.0.2.1,tcp,\n\
+               10.0.0.9,192.0.2.1,tcp,\n";
+    let convert = |name: &str, extra: Value| {
+        let hash = server.upload_ok(format!("{csv}# {name}\n").as_bytes(), name);
+        let mut body = json!({"file_hash": hash, "stix_compress": 10});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let v = server.start_stix(&body);
+        assert_eq!(v["code"], 200, "{v}");
+        server.wait_stix(&hash);
+        indicator_patterns(&server, &hash)
+    };
+    let honeypot = convert("a.csv", json!({"stix_type": 2}));
+    assert_eq!(
+        honeypot,
+        BTreeSet::from([
+            "[ipv4-addr:value = '8.8.8.8']".to_string(),
+            "[ipv6-addr:value = '2606:4700::1111']".to_string()
+        ])
+    );
+    // Open-source intelligence lists URLs too; a list narrows the rule.
+    let osint = convert("b.csv", json!({"stix_type": 5}));
+    assert!(
+        osint.contains("[url:value = 'http://evil.com/x']"),
+        "{osint:?}"
+    );
+    let narrowed = convert(
+        "c.csv",
+        json!({"stix_type": 5, "stix_indicators": ["ipv6-addr"]}),
+    );
+    assert_eq!(
+        narrowed,
+        BTreeSet::from(["[ipv6-addr:value = '2606:4700::1111']".to_string()])
+    );
+    assert!(convert("d.csv", json!({"stix_type": 2, "stix_indicators": false})).is_empty());
+    assert!(convert("e.csv", json!({"stix_type": 2, "stix_indicators": "none"})).is_empty());
+    // Malicious traffic without a label column names no attack: no indicator.
+    assert!(convert("f.csv", json!({"stix_type": 1})).is_empty());
+    let hash = server.upload_ok(b"src,dst\n8.8.8.8,1.1.1.1\n", "g.csv");
+    assert_error(
+        &server.start_stix(&json!({"file_hash": hash, "stix_indicators": ["ipv5"]})),
+        "field `stix_indicators`: \"ipv5\" is not one of ipv4-addr, ipv6-addr, domain-name, url",
+    );
+    assert_error(
+        &server.start_stix(&json!({"file_hash": hash, "stix_indicators": 3})),
+        "field `stix_indicators`: 3 is not a list of observable types",
     );
 }
 

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::JobKind;
-use crate::vocab::{DataType, IncentiveMechanism, IocKind, OpenSource, Tag, TrafficType};
+use crate::vocab::{
+    DataType, IncentiveMechanism, IndicatorRule, IocKind, OpenSource, Tag, TrafficType,
+};
 
 /// A conversion of a dataset to STIX files (the mapping's text included).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -26,6 +28,10 @@ pub struct StixParams {
     pub observed_time_micros: i64,
     pub mapping_name: Option<String>,
     pub mapping_text: String,
+    /// Which observables become indicators; `None`: none (jobs saved before indicators
+    /// existed resume as they started).
+    #[serde(default)]
+    pub indicators: Option<IndicatorRule>,
 }
 
 /// A build of the CTI records of a converted dataset.
@@ -95,6 +101,7 @@ mod tests {
         assert_eq!(p.stix_type, DataType::Honeypot);
         assert_eq!(p.stix_iocs, Some(vec![IocKind::Ip, IocKind::Port]));
         assert!(p.label_columns.is_empty());
+        assert_eq!(p.indicators, None);
         let cti = r#"{"cti_type":null,"cti_name":"n","open_source":1,"description":"",
             "value":1.5,"incentive_mechanism":3,"cti_traffic_type":3,"tags":null,"records":2}"#;
         let params = JobParams::from_json(JobKind::Cti, cti).unwrap();

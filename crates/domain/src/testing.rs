@@ -20,6 +20,7 @@ pub fn stix_params() -> JobParams {
         observed_time_micros: 0,
         mapping_name: None,
         mapping_text: "mapping".into(),
+        indicators: Some(DataType::Honeypot.default_indicators()),
     })
 }
 

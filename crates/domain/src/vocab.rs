@@ -8,6 +8,32 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Which observables of a dataset become indicators: the sources of its rows (a flow's source
+/// address, a listed observable, a row's URL), of the types named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndicatorRule {
+    /// Only rows whose label names an attack (is not benign) show their sources acting
+    /// maliciously; otherwise every row does.
+    pub attack_rows_only: bool,
+    /// The observable types that become indicators.
+    pub types: Vec<IndicatorType>,
+}
+
+impl IndicatorRule {
+    /// The rule narrowed to the types a request names (types outside the rule stay out).
+    pub fn narrowed_to(&self, types: &[IndicatorType]) -> IndicatorRule {
+        IndicatorRule {
+            attack_rows_only: self.attack_rows_only,
+            types: self
+                .types
+                .iter()
+                .copied()
+                .filter(|t| types.contains(t))
+                .collect(),
+        }
+    }
+}
+
 /// A vocabulary known by number (for code generic over vocabularies, such as request parsing).
 pub trait Numbered: Copy + Sized + 'static {
     /// Every member, in numeric order (the numbers are contiguous).
@@ -201,6 +227,33 @@ numbered! {
 }
 
 impl DataType {
+    /// Which observables a dataset of this type shows acting maliciously, unless a request
+    /// says otherwise: in honeypot data every source that touched the honeypot; in botnet and
+    /// application-attack data every flow's source; in malicious-traffic data the source of
+    /// the rows whose label names an attack (not benign); in open-source intelligence every
+    /// listed observable, URLs included.
+    pub fn default_indicators(self) -> IndicatorRule {
+        let addresses = vec![
+            IndicatorType::Ipv4,
+            IndicatorType::Ipv6,
+            IndicatorType::Domain,
+        ];
+        match self {
+            DataType::MaliciousTraffic => IndicatorRule {
+                attack_rows_only: true,
+                types: addresses,
+            },
+            DataType::Honeypot | DataType::Botnet | DataType::ApplicationAttack => IndicatorRule {
+                attack_rows_only: false,
+                types: addresses,
+            },
+            DataType::OpenSource => IndicatorRule {
+                attack_rows_only: false,
+                types: IndicatorType::ALL.to_vec(),
+            },
+        }
+    }
+
     /// The tags a conversion records when the request names none.
     pub fn default_tags(self) -> Vec<Tag> {
         match self {
@@ -291,6 +344,16 @@ worded! {
         Hash => "hash",
         Url => "url",
         Payload => "payload",
+    }
+}
+
+worded! {
+    /// A kind of observable that can become an indicator (its STIX type).
+    pub enum IndicatorType ("an indicator type") {
+        Ipv4 => "ipv4-addr",
+        Ipv6 => "ipv6-addr",
+        Domain => "domain-name",
+        Url => "url",
     }
 }
 

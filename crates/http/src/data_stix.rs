@@ -20,7 +20,7 @@ use br_cti_app::conversion::{ConversionRequest, cancel_conversion, start_convers
 use br_cti_app::jobs::progress::Figures;
 use br_cti_domain::job::StixParams;
 use br_cti_domain::model::{Job, JobKind, JobStatus, StixRecord};
-use br_cti_domain::vocab::{DataType, Numbered, Worded};
+use br_cti_domain::vocab::{DataType, IndicatorRule, IndicatorType, Numbered, Worded};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -182,6 +182,56 @@ struct StixRequest {
     mapping: Option<String>,
     #[serde(default)]
     observed_time: Option<String>,
+    /// `false`, `"none"` or `"off"`: no indicators; a list of observable types (`ipv4-addr`,
+    /// `ipv6-addr`, `domain-name`, `url`): only those; absent, `null`, `""` or `true`: the
+    /// dataset type's rule.
+    #[serde(default)]
+    stix_indicators: Option<Value>,
+}
+
+/// The indicator rule a conversion request asks for (see `StixRequest::stix_indicators`).
+fn indicator_rule(
+    stix_type: DataType,
+    field: Option<Value>,
+) -> Result<Option<IndicatorRule>, ApiError> {
+    let default = stix_type.default_indicators();
+    let words: Vec<String> = match field {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => return Ok(Some(default)),
+        Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            if s.is_empty() {
+                return Ok(Some(default));
+            }
+            if s.eq_ignore_ascii_case("none") || s.eq_ignore_ascii_case("off") {
+                return Ok(None);
+            }
+            s.split([',', ';'])
+                .map(|w| w.trim().to_string())
+                .filter(|w| !w.is_empty())
+                .collect()
+        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.trim().to_string()),
+                other => Err(ApiError::bad_request(format!(
+                    "field `stix_indicators`: {other} is not an observable type"
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "field `stix_indicators`: {other} is not a list of observable types, true, \
+                 false or \"none\""
+            )));
+        }
+    };
+    if words.is_empty() {
+        return Ok(None);
+    }
+    let types: Vec<IndicatorType> = vocabulary("stix_indicators", &words)?;
+    Ok(Some(default.narrowed_to(&types)).filter(|r| !r.types.is_empty()))
 }
 
 pub(crate) fn absent() -> Num {
@@ -244,6 +294,7 @@ async fn process_data_to_stix(
             .map(|m| m.trim().to_string())
             .filter(|m| !m.is_empty()),
         mapping_text: String::new(),
+        indicators: indicator_rule(stix_type, req.stix_indicators)?,
     };
     let request = ConversionRequest {
         file: hash,

@@ -9,6 +9,7 @@
 pub mod id;
 pub mod jcs;
 pub mod objects;
+pub mod pattern;
 pub mod timestamp;
 pub mod write;
 

@@ -33,6 +33,7 @@ pub(crate) fn settings(
         observed_time: stix::Timestamp::from_micros(params.observed_time_micros),
         source_hash: source_hash.to_string(),
         limits,
+        indicators: params.indicators.clone(),
     })
 }
 

@@ -6,7 +6,8 @@
 //! the `url`. Columns with no standard home stay in one property-extension, as a list of
 //! `{"name", "value"}` pairs (any column name survives, and the validator stays silent). Attack
 //! names and threat actors become `attack-pattern`/`threat-actor` objects, and one `sighting`
-//! per file and attack links them to the observations.
+//! per file and attack links them to the observations. The sources a dataset shows acting
+//! maliciously become `indicator`s, sighted once per file (see `indicators.rs`).
 //!
 //! Rows are grouped in batches of `compress` rows (by position in the file); a batch is one JSON
 //! Lines file that holds every object its lines reference, the producer `identity` and the
@@ -27,13 +28,14 @@ use sha2::{Digest, Sha256};
 use stix::Timestamp;
 use stix::objects::{property_extension_definition, sdo};
 
+use super::indicators::{self, Indicated, Indicator};
 use super::json_out::{Column, Flow, Name, Obj};
 use super::mapping::{End, Mapping, Target};
 use crate::dataset::{self, Cell, DatasetError, Row};
 use crate::producer::{producer_epoch, producer_identity, producer_identity_id};
 use br_cti_domain::io::ReadSeek;
 use br_cti_domain::net::{is_host_name, normalise_mac};
-use br_cti_domain::vocab::IocKind;
+use br_cti_domain::vocab::{IndicatorRule, IocKind};
 
 const MAX_KEPT_ERRORS: usize = 100;
 
@@ -83,6 +85,8 @@ pub struct Settings {
     pub label_columns: Vec<String>,
     /// SHA-256 of the dataset file.
     pub source_hash: String,
+    /// Which observables become indicators; `None`: none.
+    pub indicators: Option<IndicatorRule>,
     /// What the dataset file may hold (not part of the digest: a limit refuses a file, it
     /// never changes the objects).
     pub limits: crate::dataset::DatasetLimits,
@@ -115,6 +119,14 @@ impl Settings {
         for f in features {
             h.update(f.as_bytes());
             h.update([0]);
+        }
+        // Absent from the digests of conversions saved before indicators existed.
+        if let Some(rule) = &self.indicators {
+            h.update([0xfd, u8::from(rule.attack_rows_only)]);
+            for t in &rule.types {
+                h.update(t.as_str().as_bytes());
+                h.update([0]);
+            }
         }
         hex::encode(h.finalize())
     }
@@ -468,6 +480,8 @@ struct BatchBuilder {
     objects: u64,
     written: HashSet<Id>,
     sighted: BTreeMap<String, Sighted>,
+    /// Indicators the file saw, by id.
+    indicated: BTreeMap<String, Indicated>,
     ip_counts: BTreeMap<String, u64>,
     iocs: IocKinds,
 }
@@ -483,6 +497,7 @@ impl BatchBuilder {
             objects: 0,
             written: HashSet::default(),
             sighted: BTreeMap::new(),
+            indicated: BTreeMap::new(),
             ip_counts: BTreeMap::new(),
             iocs: IocKinds::default(),
         }
@@ -544,7 +559,14 @@ impl BatchBuilder {
             sighting.insert("count".into(), json!(s.observed.len()));
             sighting.insert("sighting_of_ref".into(), json!(id));
             sighting.insert("observed_data_refs".into(), json!(s.observed));
+            sighting.insert("where_sighted_refs".into(), json!([identity]));
             self.push(&sighting);
+        }
+        let indicated = std::mem::take(&mut self.indicated);
+        for seen in indicated.values() {
+            for object in indicators::objects(seen, &identity) {
+                self.push(&object);
+            }
         }
         Batch {
             index: self.index,
@@ -574,6 +596,8 @@ struct RowConverter<'s> {
     identity_id: String,
     /// Cell text → (id, SCO type, STIX value), so that repeated addresses are hashed once.
     address_ids: HashMap<String, (Id, &'static str, Id)>,
+    /// Observable id → its indicator, if it makes one (computed once per observable).
+    indicators: HashMap<Id, Option<Arc<Indicator>>>,
     /// Column name → its target and a shared copy of the name (one allocation per column,
     /// not per cell).
     targets: HashMap<String, (Option<Target>, Name)>,
@@ -733,6 +757,7 @@ impl<'s> RowConverter<'s> {
             extension_id: extension_definition_id(),
             identity_id: producer_identity_id(),
             address_ids: HashMap::default(),
+            indicators: HashMap::default(),
             targets: HashMap::default(),
             times: None,
             canon: String::with_capacity(1024),
@@ -878,6 +903,8 @@ impl<'s> RowConverter<'s> {
         let mut refs: Vec<Id> = Vec::with_capacity(4);
         let mut ends: [Option<Id>; 2] = [None, None];
         let mut ips: Vec<Id> = Vec::with_capacity(2);
+        // Observables the row shows acting (a flow's source, a listed observable, a URL).
+        let mut sources: Vec<(Id, &'static str, Id)> = Vec::new();
         // Flow properties: ports [src, dst], counts [src bytes, dst bytes, src packets, dst
         // packets], times [start, end].
         let mut ports: [Option<u64>; 2] = [None, None];
@@ -919,6 +946,9 @@ impl<'s> RowConverter<'s> {
                     if ty.starts_with("ipv") {
                         ips.push(text.clone());
                     }
+                    if end == End::Src {
+                        sources.push((id.clone(), ty, text.clone()));
+                    }
                     pending.push((id.clone(), Pending::Address(ty, text)));
                     ends[end as usize] = Some(id);
                     iocs.ip = true;
@@ -929,6 +959,7 @@ impl<'s> RowConverter<'s> {
                     if ty.starts_with("ipv") {
                         ips.push(text.clone());
                     }
+                    sources.push((id.clone(), ty, text.clone()));
                     pending.push((id.clone(), Pending::Address(ty, text)));
                     refs.push(id);
                     iocs.ip = true;
@@ -1044,7 +1075,9 @@ impl<'s> RowConverter<'s> {
             match absolute {
                 Some(u) => {
                     let id = self.single_property_id("url", "value", &u);
-                    pending.push((id.clone(), Pending::Address("url", u.into())));
+                    let u: Id = u.into();
+                    sources.push((id.clone(), "url", u.clone()));
+                    pending.push((id.clone(), Pending::Address("url", u)));
                     refs.push(id);
                     iocs.url = true;
                 }
@@ -1193,8 +1226,12 @@ impl<'s> RowConverter<'s> {
         }
         od.end();
         line.push(b'\n');
+        let mut attacks: Vec<String> = Vec::new();
         for (kind, name) in sighted {
             let id = stix::sdo_id(kind, name.as_bytes());
+            if kind == "attack-pattern" {
+                attacks.push(id.clone());
+            }
             let entry = batch.sighted.entry(id.clone()).or_insert_with(|| {
                 let mut o = sdo(
                     kind,
@@ -1214,6 +1251,42 @@ impl<'s> RowConverter<'s> {
             entry.observed.push(observed_id.clone());
             entry.first = entry.first.min(first);
             entry.last = entry.last.max(last);
+        }
+        if let Some(rule) = &self.settings.indicators
+            && (!rule.attack_rows_only || !attacks.is_empty())
+        {
+            for (observable, ty, value) in sources {
+                let indicator = match self.indicators.get(&observable) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let made = indicators::indicator(rule, ty, &value).map(Arc::new);
+                        if self.indicators.len() < 1_000_000 {
+                            self.indicators.insert(observable.clone(), made.clone());
+                        }
+                        made
+                    }
+                };
+                let Some(indicator) = indicator else {
+                    continue;
+                };
+                let seen = batch
+                    .indicated
+                    .entry(indicator.id.clone())
+                    .or_insert_with(|| Indicated {
+                        indicator,
+                        observable,
+                        observed: Vec::new(),
+                        first,
+                        last,
+                        attacks: Default::default(),
+                    });
+                if seen.observed.last() != Some(&observed_id) {
+                    seen.observed.push(observed_id.clone());
+                }
+                seen.first = seen.first.min(first);
+                seen.last = seen.last.max(last);
+                seen.attacks.extend(attacks.iter().cloned());
+            }
         }
         for ip in ips {
             match batch.ip_counts.get_mut(ip.as_ref()) {
@@ -1299,6 +1372,7 @@ mod tests {
             label_columns: Vec::new(),
             source_hash: "ab".repeat(32),
             limits: Default::default(),
+            indicators: None,
         }
     }
 
@@ -1489,6 +1563,93 @@ mod tests {
         let flow = of_type(&objs, "network-traffic")[0];
         assert_eq!(flow["src_payload_ref"], artifacts[0]["id"]);
         assert_eq!(flow["dst_port"], 8080);
+    }
+
+    #[test]
+    fn indicators_for_the_sources_a_rule_selects() {
+        use br_cti_domain::vocab::DataType;
+        // Two public sources (one twice, once written in a long IPv6 form), a private one, and
+        // a benign row; the label column names the attack.
+        let data = "src,dst,Protocol,label\n\
+                    8.8.4.4,10.0.0.1,tcp,ddos\n\
+                    2606:4700:0:0:0:0:0:1111,10.0.0.1,tcp,ddos\n\
+                    2606:4700::1111,10.0.0.1,tcp,portscan\n\
+                    192.168.1.9,10.0.0.1,tcp,ddos\n\
+                    1.0.0.1,10.0.0.1,tcp,BENIGN\n";
+        let mut s = settings(100);
+        s.indicators = Some(DataType::MaliciousTraffic.default_indicators());
+        let (_, batches) = run_with(data, &s);
+        let objs = objects(&batches[0]);
+        let ids: HashSet<&str> = objs.iter().map(|o| o["id"].as_str().unwrap()).collect();
+        let indicators = of_type(&objs, "indicator");
+        let mut patterns: Vec<&str> = indicators
+            .iter()
+            .map(|i| i["pattern"].as_str().unwrap())
+            .collect();
+        patterns.sort();
+        // The benign row's source and the private address are no indicators.
+        assert_eq!(
+            patterns,
+            [
+                "[ipv4-addr:value = '8.8.4.4']",
+                "[ipv6-addr:value = '2606:4700::1111']"
+            ]
+        );
+        for i in &indicators {
+            assert_eq!(i["pattern_type"], "stix");
+            assert_eq!(i["indicator_types"], json!(["malicious-activity"]));
+        }
+        // Every reference resolves inside the file.
+        let relationships = of_type(&objs, "relationship");
+        for r in &relationships {
+            assert!(ids.contains(r["source_ref"].as_str().unwrap()), "{r}");
+            assert!(ids.contains(r["target_ref"].as_str().unwrap()), "{r}");
+        }
+        let based_on = relationships
+            .iter()
+            .filter(|r| r["relationship_type"] == "based-on")
+            .count();
+        assert_eq!(based_on, 2);
+        // The IPv6 source attacked twice, naming two attacks.
+        let v6 = indicators
+            .iter()
+            .find(|i| i["pattern"].as_str().unwrap().contains("2606"))
+            .unwrap();
+        let indicates: Vec<_> = relationships
+            .iter()
+            .filter(|r| r["relationship_type"] == "indicates" && r["source_ref"] == v6["id"])
+            .collect();
+        assert_eq!(indicates.len(), 2);
+        let sighting = of_type(&objs, "sighting")
+            .into_iter()
+            .find(|x| x["sighting_of_ref"] == v6["id"])
+            .unwrap();
+        assert_eq!(sighting["count"], 2);
+        assert_eq!(
+            sighting["where_sighted_refs"],
+            json!([producer_identity_id()])
+        );
+        for o in sighting["observed_data_refs"].as_array().unwrap() {
+            assert!(ids.contains(o.as_str().unwrap()));
+        }
+        // The same IOC in another dataset is the same indicator; without a rule there is none.
+        let mut other = settings(100);
+        other.source_hash = "cd".repeat(32);
+        other.indicators = Some(DataType::Honeypot.default_indicators());
+        let (_, again) = run_with("src,dst,Protocol\n8.8.4.4,1.2.3.4,udp\n", &other);
+        let again = objects(&again[0]);
+        let same = of_type(&again, "indicator");
+        assert_eq!(same.len(), 1);
+        assert!(indicators.iter().any(|i| i["id"] == same[0]["id"]));
+        assert!(
+            same[0]
+                == *indicators
+                    .iter()
+                    .find(|i| i["id"] == same[0]["id"])
+                    .unwrap()
+        );
+        let (_, none) = run(data, 100);
+        assert!(of_type(&objects(&none[0]), "indicator").is_empty());
     }
 
     #[test]

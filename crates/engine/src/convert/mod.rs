@@ -3,6 +3,7 @@
 //! CLI (files on disk) supply their own sinks.
 
 mod engine;
+mod indicators;
 mod json_out;
 pub mod mapping;
 #[cfg(test)]
