@@ -481,7 +481,7 @@ struct BatchBuilder {
     written: HashSet<Id>,
     sighted: BTreeMap<String, Sighted>,
     /// Indicators the file saw, by id.
-    indicated: BTreeMap<String, Indicated>,
+    indicated: BTreeMap<Id, Indicated>,
     ip_counts: BTreeMap<String, u64>,
     iocs: IocKinds,
 }
@@ -1285,7 +1285,11 @@ impl<'s> RowConverter<'s> {
                 }
                 seen.first = seen.first.min(first);
                 seen.last = seen.last.max(last);
-                seen.attacks.extend(attacks.iter().cloned());
+                for attack in &attacks {
+                    if !seen.attacks.contains(attack) {
+                        seen.attacks.insert(attack.clone());
+                    }
+                }
             }
         }
         for ip in ips {

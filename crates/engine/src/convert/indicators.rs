@@ -25,7 +25,7 @@ use crate::producer::producer_epoch;
 /// An indicator of one IOC (the same for every file that shows it).
 #[derive(Debug)]
 pub(crate) struct Indicator {
-    pub(crate) id: String,
+    pub(crate) id: Arc<str>,
     pattern: String,
     name: String,
     description: String,
@@ -72,7 +72,7 @@ pub(crate) fn indicator(rule: &IndicatorRule, sco_type: &str, value: &str) -> Op
         IndicatorType::Url => "URL",
     };
     Some(Indicator {
-        id: stix::sdo_id("indicator", pattern.as_bytes()),
+        id: stix::sdo_id("indicator", pattern.as_bytes()).into(),
         description: format!(
             "A {what} that br-cti saw acting maliciously in a dataset (as its conversion rule \
              defines it); its sightings say in which observations, how often and when."
@@ -121,7 +121,7 @@ fn normalise_url(url: &str) -> Option<String> {
 pub(crate) fn objects(seen: &Indicated, identity: &str) -> Vec<Map<String, Value>> {
     let epoch = producer_epoch();
     let i = &seen.indicator;
-    let mut indicator = sdo("indicator", i.id.clone(), epoch, epoch, Some(identity));
+    let mut indicator = sdo("indicator", i.id.to_string(), epoch, epoch, Some(identity));
     indicator.insert("name".into(), json!(i.name));
     indicator.insert("description".into(), json!(i.description));
     indicator.insert("indicator_types".into(), json!(["malicious-activity"]));
@@ -147,7 +147,7 @@ pub(crate) fn objects(seen: &Indicated, identity: &str) -> Vec<Map<String, Value
     sighting.insert("first_seen".into(), json!(seen.first.to_string()));
     sighting.insert("last_seen".into(), json!(seen.last.to_string()));
     sighting.insert("count".into(), json!(seen.observed.len()));
-    sighting.insert("sighting_of_ref".into(), json!(i.id));
+    sighting.insert("sighting_of_ref".into(), json!(&*i.id));
     sighting.insert("observed_data_refs".into(), json!(seen.observed));
     sighting.insert("where_sighted_refs".into(), json!([identity]));
     out.push(sighting);
