@@ -609,7 +609,7 @@ struct RowConverter<'s> {
     /// (mapped, extension) cells of the last row.
     widths: (usize, usize),
     /// The last (first, last) observation times and their text (many rows share them).
-    times: Option<((Timestamp, Timestamp), [String; 4])>,
+    times: Option<((Timestamp, Timestamp), [String; 2])>,
 }
 
 /// Text cells become numbers when they are numbers.
@@ -1186,13 +1186,10 @@ impl<'s> RowConverter<'s> {
             flow.write(id, &self.extension_id, batch.begin_line());
         }
         refs.dedup();
+        // One format for the four times (microseconds, always six digits): consumers that
+        // compare `modified` with `first_observed` (misp-stix) parse both the same way.
         if self.times.as_ref().is_none_or(|(k, _)| *k != (first, last)) {
-            let text = [
-                first.to_millis_string(),
-                last.to_millis_string(),
-                first.to_string(),
-                last.to_string(),
-            ];
+            let text = [first.to_micros_string(), last.to_micros_string()];
             self.times = Some(((first, last), text));
         }
         let times = &self.times.as_ref().expect("set above").1;
@@ -1204,8 +1201,8 @@ impl<'s> RowConverter<'s> {
             .plain("created_by_ref", &self.identity_id)
             .plain("created", &times[0])
             .plain("modified", &times[1])
-            .plain("first_observed", &times[2])
-            .plain("last_observed", &times[3])
+            .plain("first_observed", &times[0])
+            .plain("last_observed", &times[1])
             .u64("number_observed", 1);
         if row_labels.is_empty() {
             if !self.settings.labels.is_empty() {
@@ -1563,7 +1560,7 @@ mod tests {
         assert_eq!(artifacts[0]["mime_type"], "application/json");
         let od = of_type(&objs, "observed-data");
         assert_eq!(od[0]["first_observed"], "2023-10-14T23:27:17.994857Z");
-        assert_eq!(od[0]["created"], "2023-10-14T23:27:17.994Z");
+        assert_eq!(od[0]["created"], od[0]["first_observed"]);
         let flow = of_type(&objs, "network-traffic")[0];
         assert_eq!(flow["src_payload_ref"], artifacts[0]["id"]);
         assert_eq!(flow["dst_port"], 8080);
