@@ -662,6 +662,8 @@ fn the_stix_export_passes_the_validator() {
         sighting["first_seen"], "2024-06-01T00:00:00.000Z",
         "08:00 in UTC+08:00"
     );
+    assert_eq!(sighting["count"], 1);
+    assert_eq!(sighting["where_sighted_refs"].as_array().unwrap().len(), 1);
     let path = n.dir.join("hd-bundle.json");
     std::fs::write(&path, serde_json::to_vec(&bundle).unwrap()).unwrap();
     let summary = validate_stix(&[path]);

@@ -189,6 +189,8 @@ pub fn objects(hd: &StoredHiddenDanger) -> Result<Vec<Object>, UnreadableHiddenD
     }
     s.insert("first_seen".into(), json!(ms(start)));
     s.insert("last_seen".into(), json!(ms(end)));
+    // One finding, reported once (a revision updates this sighting rather than adding one).
+    s.insert("count".into(), json!(1));
     s.insert("sighting_of_ref".into(), json!(vuln_id));
     s.insert("observed_data_refs".into(), json!([od_id]));
     s.insert("where_sighted_refs".into(), json!([org_id]));
