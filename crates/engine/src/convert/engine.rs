@@ -1010,9 +1010,11 @@ impl<'s> RowConverter<'s> {
                     if is_benign(&value) {
                         extension.push((column, extension_value(value)));
                     } else {
-                        let name = match &value {
-                            Value::String(s) => s.trim().to_string(),
-                            other => format!("{column}={other}"),
+                        let text = as_text(&value);
+                        let name = match self.settings.mapping.attack_name(&column, &text) {
+                            Some(readable) => readable.to_string(),
+                            None if value.is_string() => text,
+                            None => format!("{column}={text}"),
                         };
                         sighted.push(("attack-pattern", name));
                     }
@@ -1238,6 +1240,18 @@ impl<'s> RowConverter<'s> {
                     Some(&self.identity_id),
                 );
                 o.insert("name".into(), json!(name));
+                if kind == "attack-pattern"
+                    && let Some(t) = self.settings.mapping.technique(&name)
+                {
+                    o.insert(
+                        "external_references".into(),
+                        json!([{
+                            "source_name": t.source_name,
+                            "external_id": t.external_id,
+                            "url": t.url,
+                        }]),
+                    );
+                }
                 Sighted {
                     object: o,
                     observed: Vec::new(),
@@ -1564,6 +1578,35 @@ mod tests {
         let flow = of_type(&objs, "network-traffic")[0];
         assert_eq!(flow["src_payload_ref"], artifacts[0]["id"]);
         assert_eq!(flow["dst_port"], 8080);
+    }
+
+    #[test]
+    fn attacks_get_readable_names_and_techniques() {
+        let data = "src,dst,Protocol,label,attack\n\
+                    1.2.3.4,5.6.7.8,tcp,1,\n\
+                    1.2.3.4,5.6.7.8,tcp,,Port Scan\n\
+                    1.2.3.4,5.6.7.8,tcp,2,\n";
+        let (_, batches) = run(data, 10);
+        let objs = objects(&batches[0]);
+        let attacks = of_type(&objs, "attack-pattern");
+        let by_name = |n: &str| {
+            attacks
+                .iter()
+                .find(|a| a["name"] == n)
+                .unwrap_or_else(|| panic!("{n}: {attacks:?}"))
+        };
+        let ddos = by_name("DDoS flood");
+        assert_eq!(ddos["external_references"][0]["external_id"], "T1498");
+        assert_eq!(
+            ddos["external_references"][0]["url"],
+            "https://attack.mitre.org/techniques/T1498/"
+        );
+        assert_eq!(
+            by_name("Port Scan")["external_references"][0]["external_id"],
+            "T1046"
+        );
+        // A label the table does not name keeps its column=value name, without a technique.
+        assert!(by_name("label=2").get("external_references").is_none());
     }
 
     #[test]

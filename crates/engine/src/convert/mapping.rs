@@ -3,6 +3,13 @@
 //! Format (the old br-cti table's): CSV with a header `dataset_field,stix_object,
 //! object_property,transformation`; lines starting with `#` are comments. Column names are
 //! matched exactly (case matters: `protocol` and `Protocol` are two entries).
+//!
+//! Two more kinds of row name attacks rather than map columns:
+//! - `COLUMN=VALUE,AttackName,NAME,` gives the attack a row names with that value (a numeric
+//!   class label, say) a readable name: `label=1,AttackName,DDoS flood,`.
+//! - `NAME,AttackTechnique,SOURCE,ID,` links attacks so named (compared ignoring case, spaces
+//!   and punctuation) to a technique of MITRE ATT&CK (`mitre-attack`, `T1498` or `T1498.001`)
+//!   or CAPEC (`capec`, `CAPEC-66`): the attack-pattern carries it in `external_references`.
 
 use std::collections::HashMap;
 
@@ -46,7 +53,74 @@ pub enum Target {
 #[derive(Debug, Clone)]
 pub struct Mapping {
     by_column: HashMap<String, Target>,
+    /// `column=value` → the attack's readable name.
+    attack_names: HashMap<String, String>,
+    /// Attack name (normalised, see [`technique_key`]) → the technique it is.
+    techniques: HashMap<String, Technique>,
     digest: String,
+}
+
+/// A technique of a public catalogue that an attack name stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Technique {
+    /// `mitre-attack` or `capec`.
+    pub source_name: String,
+    /// `T1498`, `T1498.001`, `CAPEC-66`.
+    pub external_id: String,
+    pub url: String,
+}
+
+impl Technique {
+    fn parse(source: &str, id: &str) -> Result<Technique, String> {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let url = match source {
+            "mitre-attack" => {
+                let (main, sub) = match id.split_once('.') {
+                    Some((m, s)) => (m, Some(s)),
+                    None => (id, None),
+                };
+                let ok = main.len() == 5
+                    && main.starts_with('T')
+                    && digits(&main[1..])
+                    && sub.is_none_or(|s| s.len() == 3 && digits(s));
+                if !ok {
+                    return Err(format!(
+                        "{id:?} is not an ATT&CK technique id (T1234 or T1234.001)"
+                    ));
+                }
+                match sub {
+                    Some(sub) => format!("https://attack.mitre.org/techniques/{main}/{sub}/"),
+                    None => format!("https://attack.mitre.org/techniques/{main}/"),
+                }
+            }
+            "capec" => {
+                let n = id
+                    .strip_prefix("CAPEC-")
+                    .filter(|n| digits(n))
+                    .ok_or_else(|| format!("{id:?} is not a CAPEC id (CAPEC-66)"))?;
+                format!("https://capec.mitre.org/data/definitions/{n}.html")
+            }
+            other => {
+                return Err(format!(
+                    "technique source {other:?} is not mitre-attack or capec"
+                ));
+            }
+        };
+        Ok(Technique {
+            source_name: source.to_string(),
+            external_id: id.to_string(),
+            url,
+        })
+    }
+}
+
+/// How attack names are compared with the technique rows: lower case, letters and digits
+/// only (`HTTP GET flood`, `http-get-flood` and `HttpGetFlood` are one name).
+pub fn technique_key(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +239,8 @@ impl Mapping {
             });
         }
         let mut by_column = HashMap::new();
+        let mut attack_names = HashMap::new();
+        let mut techniques = HashMap::new();
         let mut canonical = Vec::new();
         for record in reader.records() {
             let record = record.map_err(|e| MappingError {
@@ -181,6 +257,38 @@ impl Mapping {
             if field.is_empty() {
                 return Err(err("dataset_field is empty".into()));
             }
+            if object.eq_ignore_ascii_case("AttackName") {
+                if !field.contains('=') || property.is_empty() {
+                    return Err(err(format!(
+                        "an AttackName row is `COLUMN=VALUE,AttackName,NAME` ({field:?}, {property:?})"
+                    )));
+                }
+                if attack_names
+                    .insert(field.to_string(), property.to_string())
+                    .is_some()
+                {
+                    return Err(err(format!("attack name {field:?} is listed twice")));
+                }
+                canonical.push(format!("name\u{1f}{field}\u{1f}{property}"));
+                continue;
+            }
+            if object.eq_ignore_ascii_case("AttackTechnique") {
+                let technique = Technique::parse(property, transformation).map_err(err)?;
+                let key = technique_key(field);
+                if key.is_empty() {
+                    return Err(err(format!(
+                        "attack name {field:?} has no letters or digits"
+                    )));
+                }
+                canonical.push(format!(
+                    "technique\u{1f}{key}\u{1f}{}\u{1f}{}",
+                    technique.source_name, technique.external_id
+                ));
+                if techniques.insert(key, technique).is_some() {
+                    return Err(err(format!("attack name {field:?} is listed twice")));
+                }
+                continue;
+            }
             if !TRANSFORMATIONS.contains(&transformation) {
                 return Err(err(format!(
                     "unknown transformation {transformation:?} (one of none, list, base64, iso, ip, url, label)"
@@ -194,11 +302,32 @@ impl Mapping {
         }
         canonical.sort();
         let digest = hex::encode(Sha256::digest(canonical.join("\u{1e}").as_bytes()));
-        Ok(Self { by_column, digest })
+        Ok(Self {
+            by_column,
+            attack_names,
+            techniques,
+            digest,
+        })
     }
 
     pub fn target(&self, column: &str) -> Option<Target> {
         self.by_column.get(column).copied()
+    }
+
+    /// The readable name of the attack a row names with `value` in `column`, if the table
+    /// gives one.
+    pub fn attack_name(&self, column: &str, value: &str) -> Option<&str> {
+        if self.attack_names.is_empty() {
+            return None;
+        }
+        self.attack_names
+            .get(&format!("{column}={value}"))
+            .map(String::as_str)
+    }
+
+    /// The technique an attack name stands for, if the table lists it.
+    pub fn technique(&self, attack: &str) -> Option<&Technique> {
+        self.techniques.get(&technique_key(attack))
     }
 
     /// A digest of what the mapping does (not of its text: comments and order do not count).
@@ -246,6 +375,49 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.detail.contains("rot13"));
+    }
+
+    #[test]
+    fn attack_names_and_techniques() {
+        let m = Mapping::default_table();
+        assert_eq!(m.attack_name("label", "1"), Some("DDoS flood"));
+        assert_eq!(m.attack_name("label", "2"), None);
+        let t = m.technique("DDoS flood").unwrap();
+        assert_eq!(
+            (t.source_name.as_str(), t.external_id.as_str()),
+            ("mitre-attack", "T1498")
+        );
+        assert_eq!(t.url, "https://attack.mitre.org/techniques/T1498/");
+        assert_eq!(m.technique("Port-Scan").unwrap().external_id, "T1046");
+        let sqli = m.technique("SQL injection").unwrap();
+        assert_eq!(sqli.url, "https://capec.mitre.org/data/definitions/66.html");
+        assert!(m.technique("HTTP GET请求访问").is_none());
+        let head = "dataset_field,stix_object,object_property,transformation\n";
+        let sub = Mapping::parse(&format!(
+            "{head}syn flood,AttackTechnique,mitre-attack,T1498.001\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            sub.technique("SYN-Flood").unwrap().url,
+            "https://attack.mitre.org/techniques/T1498/001/"
+        );
+        for (row, needle) in [
+            (
+                "x,AttackTechnique,mitre-attack,1498",
+                "not an ATT&CK technique id",
+            ),
+            ("x,AttackTechnique,capec,66", "not a CAPEC id"),
+            ("x,AttackTechnique,d3fend,D3-X", "not mitre-attack or capec"),
+            ("label,AttackName,DDoS,", "COLUMN=VALUE"),
+        ] {
+            let e = Mapping::parse(&format!("{head}{row}\n")).unwrap_err();
+            assert_eq!(e.line, 2);
+            assert!(e.detail.contains(needle), "{row}: {e}");
+        }
+        // The names and techniques are part of what the mapping does.
+        let a = Mapping::parse(&format!("{head}label=1,AttackName,A,\n")).unwrap();
+        let b = Mapping::parse(&format!("{head}label=1,AttackName,B,\n")).unwrap();
+        assert_ne!(a.digest(), b.digest());
     }
 
     #[test]
