@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use br_cti_domain::hash::Sha256Hex;
-use br_cti_domain::vocab::{DataType, IndicatorRule, IndicatorType};
+use br_cti_domain::vocab::{DataType, IndicatorRule, IndicatorType, Tlp};
 use br_cti_engine::convert::{self, Batch, BatchSink, FileStore, Mapping, Settings, StoredFile};
 
 /// `br-cti convert`: a dataset to STIX 2.1 offline, as JSON Lines files named by their SHA-256
@@ -45,6 +45,9 @@ pub(crate) struct ConvertArgs {
     /// `none`; default: the rule of --type.
     #[arg(long, value_delimiter = ',')]
     pub indicators: Option<Vec<String>>,
+    /// TLP marking of every object: clear, green, amber, amber+strict or red.
+    #[arg(long, default_value = "green", value_parser = br_cti::serve_args::parse_tlp)]
+    pub tlp: Tlp,
 }
 
 fn parse_data_type(s: &str) -> Result<DataType, String> {
@@ -230,6 +233,7 @@ pub(crate) fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
         source_hash: source_hash.clone(),
         limits: Default::default(),
         indicators: indicator_rule(&args)?,
+        tlp: Some(args.tlp),
     };
     let open = || -> anyhow::Result<Box<dyn br_cti_domain::io::ReadSeek>> {
         Ok(Box::new(File::open(&args.file).with_context(|| {

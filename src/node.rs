@@ -40,7 +40,11 @@ pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
     // ingest or jobs).
     let taxii_db: Arc<dyn RecordStore> = Arc::new(SqliteStore::open(&db_path)?);
     let publisher_db: Arc<dyn RecordStore> = Arc::new(SqliteStore::open(&db_path)?);
-    let publisher = Arc::new(Publisher::start(publisher_db, blobs.clone()));
+    let publisher = Arc::new(Publisher::start(
+        publisher_db,
+        blobs.clone(),
+        config.hidden_danger_tlp,
+    ));
     Ok(AppState::new(Parts {
         config,
         blobs,

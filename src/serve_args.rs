@@ -9,6 +9,7 @@ use br_cti_app::config::{
     HiddenDangerLimits, ServeConfig,
 };
 use br_cti_domain::time::DisplayZone;
+use br_cti_domain::vocab::Tlp;
 use br_cti_engine::dataset::DatasetLimits;
 
 #[derive(clap::Args)]
@@ -57,9 +58,17 @@ pub struct ServeArgs {
     /// Hidden-danger reports: accepted clock difference of `timestamp`, seconds.
     #[arg(long, env = "BRCTI_HD_WINDOW_SECS", default_value_t = HiddenDangerLimits::default().window_secs)]
     pub hd_window_secs: u64,
-    /// TAXII: let clients without credentials read the datasets and hidden-danger collections.
+    /// TAXII: let clients without credentials read the datasets and hidden-danger collections
+    /// (the objects marked TLP:CLEAR).
     #[arg(long, env = "BRCTI_TAXII_ANONYMOUS")]
     pub taxii_anonymous: bool,
+    /// TLP marking of a conversion's STIX when its request names none (`tlp`): clear, green,
+    /// amber, amber+strict or red.
+    #[arg(long, env = "BRCTI_TLP", default_value = "green", value_parser = parse_tlp)]
+    pub tlp: Tlp,
+    /// TLP marking of the hidden dangers' STIX (they name vulnerable organisations).
+    #[arg(long, env = "BRCTI_HIDDEN_DANGER_TLP", default_value = "amber", value_parser = parse_tlp)]
+    pub hidden_danger_tlp: Tlp,
     /// TAXII: largest `POST objects/` body, bytes (advertised as the API root's
     /// `max_content_length`).
     #[arg(long, env = "BRCTI_TAXII_MAX_CONTENT_LENGTH",
@@ -147,6 +156,8 @@ impl ServeArgs {
                 window_secs: args.hd_window_secs,
             },
             taxii_anonymous: args.taxii_anonymous,
+            tlp: args.tlp,
+            hidden_danger_tlp: args.hidden_danger_tlp,
             taxii_max_content_length: args.taxii_max_content_length,
             time_zone: args.time_zone,
             default_points: args.default_points,
@@ -182,6 +193,12 @@ impl ServeArgs {
         }
         <Serve as clap::Parser>::try_parse_from(args).map(|s| s.args)
     }
+}
+
+/// A TLP level by its word (any case).
+pub fn parse_tlp(s: &str) -> Result<Tlp, String> {
+    Tlp::from_word_ignoring_case(s.trim())
+        .ok_or_else(|| format!("{s:?} is not a TLP level ({})", Tlp::words()))
 }
 
 fn parse_points(s: &str) -> Result<f64, String> {

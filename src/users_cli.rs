@@ -7,6 +7,7 @@ use anyhow::bail;
 
 use br_cti_app::hidden_danger_auth::{check_user_name, new_token};
 use br_cti_domain::time::DisplayZone;
+use br_cti_domain::vocab::Tlp;
 use br_cti_store::{HiddenDangerStore, TaxiiStore};
 use br_cti_store_local::SqliteStore;
 
@@ -34,12 +35,18 @@ pub(crate) enum UsersCommand {
     Rotate { name: String },
     /// Remove a user (the hidden dangers it reported are kept).
     Remove { name: String },
-    /// Let a user add objects to a writable TAXII collection (`all`: every writable one).
+    /// Let a user add objects to a writable TAXII collection (`all`: every writable one),
+    /// and/or read objects marked up to a TLP level (green unless granted).
+    #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["collection", "tlp"])))]
     Grant {
         name: String,
         /// The collection id (see GET /taxii2/api/collections/) or `all`.
         #[arg(long = "write", value_name = "COLLECTION_ID")]
-        collection: String,
+        collection: Option<String>,
+        /// The most restricted TLP marking the user may read: clear, green, amber,
+        /// amber+strict or red.
+        #[arg(long, value_parser = br_cti::serve_args::parse_tlp)]
+        tlp: Option<Tlp>,
     },
     /// Take a write grant back.
     Revoke {
@@ -69,10 +76,11 @@ pub(crate) fn users_command(args: UsersArgs) -> anyhow::Result<()> {
             for u in users {
                 let grants = store.taxii_grants(&u.name)?;
                 println!(
-                    "{}\tcreated {}\ttoken set {}\tTAXII write: {}",
+                    "{}\tcreated {}\ttoken set {}\treads up to TLP:{}\tTAXII write: {}",
                     u.name,
                     zone.display_ms(u.created_at),
                     zone.display_ms(u.rotated_at),
+                    u.tlp.as_str().to_ascii_uppercase(),
                     if grants.is_empty() {
                         "none".to_string()
                     } else {
@@ -89,10 +97,21 @@ pub(crate) fn users_command(args: UsersArgs) -> anyhow::Result<()> {
             println!("user {name} has a new token (the old one no longer works):");
             println!("{token}");
         }
-        UsersCommand::Grant { name, collection } => {
+        UsersCommand::Grant {
+            name,
+            collection,
+            tlp,
+        } => {
             if store.user_token(&name)?.is_none() {
                 bail!("no user {name:?}");
             }
+            if let Some(tlp) = tlp {
+                store.set_user_tlp(&name, tlp)?;
+                println!("user {name} may read objects marked up to {}", tlp.name());
+            }
+            let Some(collection) = collection else {
+                return Ok(());
+            };
             let writable: Vec<String> = br_cti_app::taxii::collections()
                 .into_iter()
                 .filter(|c| c.writable)

@@ -127,10 +127,12 @@ fn stix2_validator_accepts_every_file() {
         // Warnings only where the data lacks something, and one by design: 301 is a flow
         // with one port or none (the SDN dataset has no ports); 202 is an indicator's
         // `based-on` relationship to the observable it matches (an address, a domain name),
-        // which STIX permits but suggests only for observed-data targets.
+        // which STIX permits but suggests only for observed-data targets; 302 is an
+        // ATT&CK/CAPEC external reference with a URL and no hash of the page (the pages change;
+        // MITRE's own STIX carries the same).
         for code in summary["warnings"].as_object().unwrap().keys() {
             assert!(
-                code == "301" || code == "202",
+                ["301", "202", "302"].contains(&code.as_str()),
                 "{}: unexpected warning {code}: {summary}",
                 input.display()
             );

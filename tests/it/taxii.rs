@@ -34,8 +34,10 @@ fn node(args: &[&str]) -> Node {
     let dir = tmp.path().join("data");
     std::fs::create_dir_all(&dir).unwrap();
     let peer = users_ok(&dir, &["add", "peer"]);
-    users_ok(&dir, &["grant", "peer", "--write", "all"]);
+    users_ok(&dir, &["grant", "peer", "--write", "all", "--tlp", "amber"]);
     let reader = users_ok(&dir, &["add", "reader"]);
+    // Hidden dangers are TLP:AMBER: the reader of these tests reads up to that.
+    users_ok(&dir, &["grant", "reader", "--tlp", "amber"]);
     Node {
         server: TestServer::start_in(&dir, args),
         dir,
@@ -151,6 +153,167 @@ fn conversions_and_reports_appear_without_a_manual_step() {
         1,
         "deduplicated by id and version"
     );
+}
+
+/// The ids and markings of every object a user receives from a collection, through every
+/// read endpoint: objects and manifest pages (one object per page, following `next`), with a
+/// type filter, and each object by id and its versions.
+fn everything_visible(n: &Node, user: &str, token: &str, collection: &str) -> Vec<(String, Value)> {
+    let get = |path: &str| -> Value {
+        let resp = taxii_get(&n.server, user, token, path);
+        let status = resp.status();
+        let v: Value = resp.json().unwrap_or(Value::Null);
+        assert!(status == 200 || status == 404, "{path}: {status} {v}");
+        v
+    };
+    let page_all = |rest: &str, key: &str| -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let mut path = collection_path(collection, rest);
+            path.push_str(if path.contains('?') { "&" } else { "?" });
+            path.push_str("limit=1");
+            if let Some(n) = &next {
+                path.push_str(&format!("&next={n}"));
+            }
+            let v = get(&path);
+            let items = v[key].as_array().cloned().unwrap_or_default();
+            assert!(items.len() <= 1, "{v}");
+            out.extend(items);
+            match v["next"].as_str() {
+                Some(n) if v["more"] == true => next = Some(n.to_string()),
+                _ => break,
+            }
+        }
+        out
+    };
+    let mut seen: Vec<(String, Value)> = page_all("objects/", "objects")
+        .into_iter()
+        .map(|o| {
+            (
+                o["id"].as_str().unwrap().to_string(),
+                o["object_marking_refs"].clone(),
+            )
+        })
+        .collect();
+    let manifest: Vec<String> = page_all("manifest/", "objects")
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        manifest,
+        seen.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        "the manifest lists what the objects endpoint gives"
+    );
+    for ty in ["indicator", "observed-data", "sighting"] {
+        for o in page_all(&format!("objects/?match[type]={ty}"), "objects") {
+            seen.push((
+                o["id"].as_str().unwrap().to_string(),
+                o["object_marking_refs"].clone(),
+            ));
+        }
+    }
+    seen
+}
+
+/// A user granted TLP:GREEN never receives an object marked AMBER: not in a page, a filtered
+/// page, the manifest, an object read by id or its versions; a user granted AMBER reads both;
+/// anonymous clients read TLP:CLEAR only.
+#[test]
+fn readers_see_objects_up_to_their_tlp_level() {
+    let n = node(&["--taxii-anonymous"]);
+    let green = users_ok(&n.dir, &["add", "green"]);
+    let datasets = uuid5("datasets");
+    let hd = uuid5("hidden-dangers");
+    // The same honeypot data converted twice (the files differ by their marking), and a
+    // hidden danger (AMBER by default).
+    let sample = std::fs::read(sample("honeypot-sample.jsonl")).unwrap();
+    let convert = |blank_lines: usize, tlp: &str| {
+        let bytes = [&sample[..], "\n".repeat(blank_lines).as_bytes()].concat();
+        let hash = n.server.upload_ok(&bytes, &format!("{tlp}.jsonl"));
+        let v = n
+            .server
+            .start_stix(&json!({"file_hash": hash, "stix_type": 2, "tlp": tlp}));
+        assert_eq!(v["code"], 200, "{v}");
+        n.server.wait_stix(&hash);
+    };
+    convert(1, "green");
+    convert(2, "AMBER");
+    report_hidden_danger(&n, "tlp", "noticeStateNone");
+    wait_for(&n, &hd, "match[type]=sighting", 1);
+    let amber = json!(["marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421"]);
+    let green_marking = json!(["marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb"]);
+    // The AMBER reader: both datasets' observations (wait for the publisher).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let all = loop {
+        let all = everything_visible(&n, "reader", &n.reader, &datasets);
+        let amber_obs = all.iter().filter(|(_, m)| *m == amber).count();
+        if amber_obs > 0 && all.iter().any(|(_, m)| *m == green_marking) {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "not published: {all:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let amber_ids: Vec<&String> = all
+        .iter()
+        .filter(|(_, m)| *m == amber)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        amber_ids.iter().any(|id| id.starts_with("indicator--")),
+        "{amber_ids:?}"
+    );
+    for collection in [&datasets, &hd] {
+        let seen = everything_visible(&n, "green", &green, collection);
+        for (id, marking) in &seen {
+            assert_ne!(*marking, amber, "{id} reached a TLP:GREEN reader");
+        }
+        if *collection == hd {
+            assert!(
+                seen.iter().all(|(id, _)| !id.starts_with("sighting--")),
+                "{seen:?}"
+            );
+        } else {
+            assert!(seen.iter().any(|(_, m)| *m == green_marking), "{seen:?}");
+        }
+    }
+    // By id and its versions: an AMBER object is not found for the GREEN reader.
+    for id in amber_ids.iter().take(5) {
+        for rest in [format!("objects/{id}/"), format!("objects/{id}/versions/")] {
+            let resp = taxii_get(
+                &n.server,
+                "green",
+                &green,
+                &collection_path(&datasets, &rest),
+            );
+            assert_eq!(resp.status(), 404, "{rest}");
+        }
+    }
+    // Anonymous clients: TLP:CLEAR only (the producer objects and the marking-definitions).
+    let anonymous: Value = n
+        .server
+        .client
+        .get(
+            n.server
+                .url(&collection_path(&datasets, "objects/?limit=10000")),
+        )
+        .header("accept", TAXII)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let objects = anonymous["objects"].as_array().unwrap();
+    assert!(!objects.is_empty());
+    for o in objects {
+        let clear = o.get("object_marking_refs").is_none_or(|m| {
+            *m == json!(["marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487"])
+        });
+        assert!(clear, "{o}");
+    }
+    // Granting AMBER lets the user read the rest.
+    users_ok(&n.dir, &["grant", "green", "--tlp", "amber"]);
+    let now = everything_visible(&n, "green", &green, &datasets);
+    assert!(now.iter().any(|(_, m)| *m == amber));
 }
 
 #[test]
@@ -372,6 +535,7 @@ mod process {
                 "extension-definition",
                 "identity",
                 "ipv4-addr",
+                "marking-definition",
                 "note",
                 "observed-data",
                 "sighting",

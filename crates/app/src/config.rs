@@ -1,5 +1,6 @@
 //! Node configuration, shared by the CLI (`main.rs`) and the tests.
 
+use br_cti_domain::vocab::Tlp;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -82,8 +83,13 @@ pub struct ServeConfig {
     pub geoip_db: Option<PathBuf>,
     /// Limits of the hidden-danger report interface.
     pub hidden_danger: HiddenDangerLimits,
-    /// TAXII: let clients without credentials read the node's read collections.
+    /// TAXII: let clients without credentials read the node's read collections (objects
+    /// marked TLP:CLEAR only).
     pub taxii_anonymous: bool,
+    /// The TLP marking of a conversion's objects when its request names none.
+    pub tlp: Tlp,
+    /// The TLP marking of the hidden dangers' STIX (they name vulnerable organisations).
+    pub hidden_danger_tlp: Tlp,
     /// Largest TAXII `POST objects/` body, bytes (the API root's `max_content_length`).
     pub taxii_max_content_length: u64,
     /// The zone of the record times the front ends display (`create_time`).
@@ -221,6 +227,8 @@ mod tests {
             geoip_db: None,
             hidden_danger: HiddenDangerLimits::default(),
             taxii_anonymous: false,
+            tlp: Tlp::Green,
+            hidden_danger_tlp: Tlp::Amber,
             taxii_max_content_length: DEFAULT_TAXII_MAX_CONTENT_LENGTH,
             time_zone: DisplayZone::utc(),
             default_points: 0.0,

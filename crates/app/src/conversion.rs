@@ -83,6 +83,7 @@ pub fn start_conversion(
         process_id,
         mut params,
     } = request;
+    params.tlp.get_or_insert(config.tlp);
     params.mapping_text = match params.mapping_name.as_deref() {
         Some(name) => named_mapping(config, name)?,
         None => default_mapping.to_string(),

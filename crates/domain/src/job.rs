@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::JobKind;
 use crate::vocab::{
-    DataType, IncentiveMechanism, IndicatorRule, IocKind, OpenSource, Tag, TrafficType,
+    DataType, IncentiveMechanism, IndicatorRule, IocKind, OpenSource, Tag, Tlp, TrafficType,
 };
 
 /// A conversion of a dataset to STIX files (the mapping's text included).
@@ -32,6 +32,9 @@ pub struct StixParams {
     /// existed resume as they started).
     #[serde(default)]
     pub indicators: Option<IndicatorRule>,
+    /// The TLP marking of every object; `None`: unmarked (jobs saved before markings).
+    #[serde(default)]
+    pub tlp: Option<Tlp>,
 }
 
 /// A build of the CTI records of a converted dataset.

@@ -8,7 +8,7 @@ use crate::hash::Sha256Hex;
 use crate::job::JobParams;
 use crate::vocab::{
     DataType, IncentiveMechanism, IocKind, IssueLevel, JudgeState, NoticeState, OpenSource, Tag,
-    TrafficType,
+    Tlp, TrafficType,
 };
 
 /// An uploaded dataset file.
@@ -291,6 +291,8 @@ pub struct UserInfo {
     pub name: String,
     pub created_at: i64,
     pub rotated_at: i64,
+    /// The most restricted TLP level the user may read over TAXII.
+    pub tlp: Tlp,
 }
 
 /// What storing one hidden danger did.
@@ -355,6 +357,8 @@ pub struct NewTaxiiObject {
     pub spec_version: String,
     /// The object's JSON text.
     pub object: String,
+    /// Its most restricted TLP marking (none: clear): who may read it.
+    pub tlp: Tlp,
 }
 
 /// A place in an order a backend keeps: where an object stands in a TAXII collection, how far
@@ -407,6 +411,8 @@ pub enum VersionMatch {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaxiiQuery {
     pub after: Position,
+    /// Only objects marked at most this TLP level (what the reader is granted).
+    pub max_tlp: Tlp,
     /// Only objects added after this time (microseconds).
     pub added_after: Option<i64>,
     pub limit: u64,

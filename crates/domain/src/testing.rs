@@ -21,6 +21,7 @@ pub fn stix_params() -> JobParams {
         mapping_name: None,
         mapping_text: "mapping".into(),
         indicators: Some(DataType::Honeypot.default_indicators()),
+        tlp: Some(crate::vocab::Tlp::Green),
     })
 }
 

@@ -358,6 +358,60 @@ worded! {
 }
 
 worded! {
+    /// A Traffic Light Protocol 2.0 level: who may see what the node emits. Ordered from the
+    /// least to the most restricted.
+    pub enum Tlp ("a TLP level") {
+        Clear => "clear",
+        Green => "green",
+        Amber => "amber",
+        AmberStrict => "amber+strict",
+        Red => "red",
+    }
+}
+
+impl Tlp {
+    /// The id of the level's marking-definition (OASIS TLP 2.0 extension).
+    pub fn marking_id(self) -> &'static str {
+        match self {
+            Tlp::Clear => "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487",
+            Tlp::Green => "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb",
+            Tlp::Amber => "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421",
+            Tlp::AmberStrict => "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003",
+            Tlp::Red => "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1",
+        }
+    }
+
+    /// `TLP:AMBER+STRICT`.
+    pub fn name(self) -> String {
+        format!("TLP:{}", self.as_str().to_ascii_uppercase())
+    }
+
+    /// The level a marking-definition id stands for: TLP 2.0's, and the STIX 2.1 predefined
+    /// TLP 1.0 markings (white is clear).
+    pub fn from_marking_id(id: &str) -> Option<Tlp> {
+        if let Some(t) = Tlp::ALL.iter().copied().find(|t| t.marking_id() == id) {
+            return Some(t);
+        }
+        Some(match id {
+            "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9" => Tlp::Clear,
+            "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da" => Tlp::Green,
+            "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82" => Tlp::Amber,
+            "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed" => Tlp::Red,
+            _ => return None,
+        })
+    }
+
+    /// The rank (0 clear … 4 red), as a store keeps it.
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_rank(rank: u8) -> Option<Tlp> {
+        Tlp::ALL.get(usize::from(rank)).copied()
+    }
+}
+
+worded! {
     /// A hidden danger's `judgeState` (verification).
     pub enum JudgeState ("a judgeState") {
         None => "judgeStateNone",
@@ -420,6 +474,23 @@ mod tests {
             e.to_string().contains("noticeStateNone, noticeStateDone"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn tlp_levels_order_and_markings() {
+        assert!(
+            Tlp::Clear < Tlp::Green && Tlp::Amber < Tlp::AmberStrict && Tlp::AmberStrict < Tlp::Red
+        );
+        assert_eq!(Tlp::AmberStrict.name(), "TLP:AMBER+STRICT");
+        for t in Tlp::ALL {
+            assert_eq!(Tlp::from_marking_id(t.marking_id()), Some(*t));
+            assert_eq!(Tlp::from_rank(t.rank()), Some(*t));
+        }
+        assert_eq!(
+            Tlp::from_marking_id("marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9"),
+            Some(Tlp::Clear)
+        );
+        assert_eq!(Tlp::from_word("amber+strict"), Some(Tlp::AmberStrict));
     }
 
     #[test]

@@ -15,8 +15,12 @@ use sha2::Digest;
 use stix::objects::{Object, identity, property_extension_definition, sco, sdo};
 use stix::{BundleWriter, SdoIdBuilder, Timestamp, sdo_id};
 
-use crate::producer::{producer_epoch, producer_identity, producer_identity_id};
+use crate::producer::{
+    PRODUCER_TLP, mark, marked_producer_identity, marking_definitions, producer_epoch,
+    producer_identity_id,
+};
 use br_cti_domain::model::StoredHiddenDanger;
+use br_cti_domain::vocab::Tlp;
 
 /// The property-extension holding the fields STIX has no property for.
 pub(crate) fn extension_id() -> String {
@@ -98,7 +102,7 @@ pub struct UnreadableHiddenDanger {
 
 /// The STIX objects of one stored hidden danger (shared objects included; the caller
 /// deduplicates by id).
-pub fn objects(hd: &StoredHiddenDanger) -> Result<Vec<Object>, UnreadableHiddenDanger> {
+pub fn objects(hd: &StoredHiddenDanger, tlp: Tlp) -> Result<Vec<Object>, UnreadableHiddenDanger> {
     let unreadable = |detail: String| UnreadableHiddenDanger { id: hd.id, detail };
     let data: Value = serde_json::from_str(&hd.data).map_err(|e| unreadable(e.to_string()))?;
     let producer = producer_identity_id();
@@ -236,12 +240,20 @@ pub fn objects(hd: &StoredHiddenDanger) -> Result<Vec<Object>, UnreadableHiddenD
         note.insert("object_refs".into(), json!([sighting_id, vuln_id]));
         out.push(note);
     }
+    for o in &mut out {
+        mark(o, Some(tlp));
+    }
     Ok(out)
 }
 
-/// The objects every export references: the producer identity and the extension definition.
-pub fn producer_objects() -> [Object; 2] {
-    [producer_identity(), extension_definition()]
+/// The objects every export references: the producer identity, the extension definition and
+/// the marking-definitions.
+pub fn producer_objects(tlp: Tlp) -> Vec<Object> {
+    let mut extension = extension_definition();
+    mark(&mut extension, Some(PRODUCER_TLP));
+    let mut out = vec![marked_producer_identity(), extension];
+    out.extend(marking_definitions(Some(tlp)));
+    out
 }
 
 /// Writes one bundle holding every object of the hidden dangers `scan` hands over (each object
@@ -253,20 +265,21 @@ pub fn producer_objects() -> [Object; 2] {
 /// their id, to write them once.
 pub fn write_bundle<W: Write + Seek>(
     mut out: W,
+    tlp: Tlp,
     scan: impl FnOnce(&mut dyn FnMut(&StoredHiddenDanger) -> io::Result<()>) -> io::Result<()>,
 ) -> io::Result<W> {
     const HEAD: &[u8] = b"{\"type\":\"bundle\",\"id\":\"";
     let start = out.stream_position()?;
     let placeholder = format!("bundle--{}", uuid::Uuid::nil());
     let mut bundle = BundleWriter::begin(out, &placeholder)?;
-    for o in producer_objects() {
+    for o in producer_objects(tlp) {
         bundle.write_object(&o)?;
     }
     let mut bundle_id = SdoIdBuilder::new("bundle");
     let mut shared: HashSet<u128> = HashSet::new();
     scan(&mut |hd| {
         bundle_id.update(format!("{}\u{0}{}\u{0}{};", hd.user, hd.risk_id, hd.revision).as_bytes());
-        for o in objects(hd).map_err(io::Error::other)? {
+        for o in objects(hd, tlp).map_err(io::Error::other)? {
             let kind = o["type"].as_str().unwrap_or_default();
             let own = matches!(kind, "observed-data" | "sighting" | "note");
             if own || shared.insert(id_digest(o["id"].as_str().unwrap_or_default())) {

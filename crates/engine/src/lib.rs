@@ -9,3 +9,5 @@ pub mod dataset;
 pub mod hidden_danger_stix;
 mod producer;
 pub mod supervise;
+
+pub use producer::tlp_marking_definition;

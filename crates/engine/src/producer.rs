@@ -1,6 +1,7 @@
 //! The producer of the node's STIX: one identity (`br-cti`), created at one time, that every
 //! object the node makes names as its creator (dataset conversions and hidden dangers alike).
 
+use br_cti_domain::vocab::Tlp;
 use stix::Timestamp;
 use stix::objects::{Object, identity};
 
@@ -21,4 +22,56 @@ pub(crate) fn producer_identity_id() -> String {
 /// The identity object itself.
 pub(crate) fn producer_identity() -> Object {
     identity(producer_identity_id(), "br-cti", "system", producer_epoch())
+}
+
+/// The marking every producer object (identity, extension definitions) carries: they describe
+/// the node, are the same in every file and bundle, and are public.
+pub(crate) const PRODUCER_TLP: Tlp = Tlp::Clear;
+
+/// The identity with its marking (what files and bundles hold).
+pub(crate) fn marked_producer_identity() -> Object {
+    let mut o = producer_identity();
+    mark(&mut o, Some(PRODUCER_TLP));
+    o
+}
+
+/// Adds `object_marking_refs` for a TLP level (nothing for `None`).
+pub(crate) fn mark(object: &mut Object, tlp: Option<Tlp>) {
+    if let Some(t) = tlp {
+        object.insert(
+            "object_marking_refs".into(),
+            serde_json::json!([t.marking_id()]),
+        );
+    }
+}
+
+/// A TLP 2.0 marking-definition, exactly as the OASIS TLP 2.0 extension publishes it.
+pub fn tlp_marking_definition(tlp: Tlp) -> Object {
+    use serde_json::json;
+    let mut o = Object::new();
+    o.insert("type".into(), json!("marking-definition"));
+    o.insert("spec_version".into(), json!("2.1"));
+    o.insert("id".into(), json!(tlp.marking_id()));
+    o.insert("created".into(), json!("2022-10-01T00:00:00.000Z"));
+    o.insert("name".into(), json!(tlp.name()));
+    o.insert(
+        "extensions".into(),
+        json!({
+            "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d": {
+                "extension_type": "property-extension",
+                "tlp_2_0": tlp.as_str(),
+            }
+        }),
+    );
+    o
+}
+
+/// The marking-definitions a file or bundle holds: the producer objects' and, when another,
+/// the data's.
+pub(crate) fn marking_definitions(tlp: Option<Tlp>) -> Vec<Object> {
+    let mut out = vec![tlp_marking_definition(PRODUCER_TLP)];
+    if let Some(t) = tlp.filter(|t| *t != PRODUCER_TLP) {
+        out.push(tlp_marking_definition(t));
+    }
+    out
 }

@@ -20,7 +20,7 @@ use br_cti_app::conversion::{ConversionRequest, cancel_conversion, start_convers
 use br_cti_app::jobs::progress::Figures;
 use br_cti_domain::job::StixParams;
 use br_cti_domain::model::{Job, JobKind, JobStatus, StixRecord};
-use br_cti_domain::vocab::{DataType, IndicatorRule, IndicatorType, Numbered, Worded};
+use br_cti_domain::vocab::{DataType, IndicatorRule, IndicatorType, Numbered, Tlp, Worded};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -187,6 +187,9 @@ struct StixRequest {
     /// dataset type's rule.
     #[serde(default)]
     stix_indicators: Option<Value>,
+    /// The TLP marking: clear, green, amber, amber+strict or red; absent or `""`: the node's.
+    #[serde(default)]
+    tlp: Option<String>,
 }
 
 /// The indicator rule a conversion request asks for (see `StixRequest::stix_indicators`).
@@ -295,6 +298,19 @@ async fn process_data_to_stix(
             .filter(|m| !m.is_empty()),
         mapping_text: String::new(),
         indicators: indicator_rule(stix_type, req.stix_indicators)?,
+        tlp: match req.tlp.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) => Some(
+                Tlp::from_word_ignoring_case(t.strip_prefix("TLP:").unwrap_or(t)).ok_or_else(
+                    || {
+                        ApiError::bad_request(format!(
+                            "field `tlp`: {t:?} is not one of {}",
+                            Tlp::words()
+                        ))
+                    },
+                )?,
+            ),
+        },
     };
     let request = ConversionRequest {
         file: hash,

@@ -275,7 +275,7 @@ async fn stix_bundle(
             let spool = tempfile::tempfile_in(&state.config.data_dir)
                 .map_err(|e| format!("creating the export file: {e}"))?;
             let mut out = std::io::BufWriter::with_capacity(256 * 1024, spool);
-            out = export::write_bundle(out, |each| {
+            out = export::write_bundle(out, state.config.hidden_danger_tlp, |each| {
                 state
                     .meta
                     .scan_hidden_dangers(&f, &mut |hd| each(&hd))

@@ -13,8 +13,8 @@ use axum::routing::get;
 use base64::Engine as _;
 use br_cti_app::error::AppError;
 use br_cti_app::taxii::access::{
-    Credentials, Policy, Principal, authenticate, can_read, can_write, visible_collection,
-    writable_collection,
+    Credentials, Policy, Principal, authenticate, can_read, can_write, tlp_ceiling,
+    visible_collection, writable_collection,
 };
 use serde_json::{Value, json};
 
@@ -22,6 +22,7 @@ use super::AppState;
 use br_cti_app::taxii::{self, Collection};
 use br_cti_domain::model::{Position, TaxiiQuery, TaxiiStatus, VersionMatch};
 use br_cti_domain::time::now_ms;
+use br_cti_domain::vocab::Tlp;
 use br_cti_store::StoreError;
 
 pub(crate) const TAXII: &str = "application/taxii+json;version=2.1";
@@ -334,11 +335,15 @@ async fn one_collection(
 /// Whether `query` accepts these parameters (the property tests call it).
 #[cfg(test)]
 pub(crate) fn query_for_tests(q: &HashMap<String, String>, id: Option<&str>) -> bool {
-    query(q, id).is_ok()
+    query(q, id, Tlp::Red).is_ok()
 }
 
 /// The filters and paging of a request (`added_after`, `limit`, `next`, `match[...]`).
-fn query(q: &HashMap<String, String>, id: Option<&str>) -> Result<TaxiiQuery, TaxiiError> {
+fn query(
+    q: &HashMap<String, String>,
+    id: Option<&str>,
+    max_tlp: Tlp,
+) -> Result<TaxiiQuery, TaxiiError> {
     let list = |k: &str| -> Vec<String> {
         q.get(k)
             .map(|v| {
@@ -414,6 +419,7 @@ fn query(q: &HashMap<String, String>, id: Option<&str>) -> Result<TaxiiQuery, Ta
     }
     Ok(TaxiiQuery {
         after,
+        max_tlp,
         added_after,
         limit,
         ids,
@@ -450,7 +456,8 @@ async fn page(
                 "this collection can be written, not read, with these credentials",
             ));
         }
-        let mut query = query(&q, object_id.as_deref())?;
+        let ceiling = tlp_ceiling(&*state.taxii_db, &who)?;
+        let mut query = query(&q, object_id.as_deref(), ceiling)?;
         if matches!(shape, Shape::Versions) {
             query.versions = vec![VersionMatch::All];
         }
@@ -732,7 +739,8 @@ async fn delete_object(
     check_accept(&headers, false)?;
     blocking(move || {
         let c = writer(&state, &headers, &id)?;
-        let query = query(&q, Some(&object_id))?;
+        // Only its versions are used: deleting is not filtered by marking.
+        let query = query(&q, Some(&object_id), Tlp::Red)?;
         let versions = if q.contains_key("match[version]") {
             query.versions
         } else {

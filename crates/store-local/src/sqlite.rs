@@ -16,7 +16,7 @@ use br_cti_domain::model::{
     TaskRecord, Upsert, UserInfo,
 };
 use br_cti_domain::time::now_ms;
-use br_cti_domain::vocab::{DataType, IncentiveMechanism, OpenSource, TrafficType};
+use br_cti_domain::vocab::{DataType, IncentiveMechanism, OpenSource, Tlp, TrafficType};
 use br_cti_store::{CtiStore, HiddenDangerStore, JobStore, RecordStore, StoreError, UploadStore};
 
 /// Schema migrations, oldest first. Never edit a released migration: append a new one.
@@ -202,6 +202,12 @@ const MIGRATIONS: &[M<'static>] = &[
      WHERE status IN ('queued', 'running')
        AND id NOT IN (SELECT max(id) FROM jobs WHERE status IN ('queued', 'running') GROUP BY kind, file_hash);
      CREATE UNIQUE INDEX jobs_one_unfinished ON jobs(kind, file_hash) WHERE status IN ('queued', 'running');",
+    ),
+    // TLP: a TAXII object's most restricted marking (0 clear … 4 red; objects stored before
+    // were unmarked, so clear), and the level each user may read (green unless granted).
+    M::up(
+        "ALTER TABLE taxii_objects ADD COLUMN tlp INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE hd_users ADD COLUMN tlp TEXT NOT NULL DEFAULT 'green';",
     ),
 ];
 
@@ -1146,13 +1152,14 @@ impl HiddenDangerStore for SqliteStore {
     fn users(&self) -> Result<Vec<UserInfo>, StoreError> {
         self.with(|conn| {
             let mut stmt = conn
-                .prepare("SELECT name, created_at, rotated_at FROM hd_users ORDER BY name")
+                .prepare("SELECT name, created_at, rotated_at, tlp FROM hd_users ORDER BY name")
                 .map_err(sql)?;
             stmt.query_map([], |r| {
                 Ok(UserInfo {
                     name: r.get(0)?,
                     created_at: r.get(1)?,
                     rotated_at: r.get(2)?,
+                    tlp: parsed(r, 3, "user TLP level", Tlp::from_word)?,
                 })
             })
             .map_err(sql)?

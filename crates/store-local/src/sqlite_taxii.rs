@@ -8,12 +8,13 @@ use rusqlite::types::Value as V;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use crate::sqlite::SqliteStore;
-use crate::sqlite::{HD_COLUMNS, hash, hd_from_row, sql, write_tx};
+use crate::sqlite::{HD_COLUMNS, hash, hd_from_row, parsed, sql, write_tx};
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{
     NewTaxiiObject, Position, StoredHiddenDanger, TaxiiObject, TaxiiQuery, TaxiiStatus,
     VersionMatch,
 };
+use br_cti_domain::vocab::Tlp;
 use br_cti_store::{StoreError, TaxiiStore};
 
 fn now_us() -> i64 {
@@ -83,8 +84,8 @@ impl TaxiiStore for SqliteStore {
                     tx.prepare_cached("UPDATE taxii_objects SET is_first = 0 WHERE seq = ?1").map_err(sql)?;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO taxii_objects (collection, id, type, version, version_us, spec_version,
-                         date_added, is_latest, is_first, object)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                         date_added, is_latest, is_first, object, tlp)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 ).map_err(sql)?;
                 for o in objects {
                     let known: Vec<(i64, String, i64, bool, bool)> = versions
@@ -125,7 +126,8 @@ impl TaxiiStore for SqliteStore {
                         date_added,
                         is_latest,
                         is_first,
-                        o.object
+                        o.object,
+                        o.tlp.rank()
                     ]).map_err(sql)?;
                     date_added += 1;
                     added.push(true);
@@ -166,10 +168,15 @@ impl TaxiiStore for SqliteStore {
                     None => return Ok((Vec::new(), false)),
                 }
             }
-            let mut args: Vec<V> = vec![V::Text(collection.to_string()), V::Integer(after)];
+            let mut args: Vec<V> = vec![
+                V::Text(collection.to_string()),
+                V::Integer(after),
+                V::Integer(q.max_tlp.rank().into()),
+            ];
             let mut clauses = vec![
                 "collection = ?".to_string(),
                 "seq > ?".to_string(),
+                "tlp <= ?".to_string(),
                 version_clause(&q.versions, &mut args),
             ];
             clauses.extend(in_clause("id", &q.ids, &mut args));
@@ -298,6 +305,27 @@ impl TaxiiStore for SqliteStore {
         })
     }
 
+    fn user_tlp(&self, user: &str) -> Result<Option<Tlp>, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached("SELECT tlp FROM hd_users WHERE name = ?1")
+                .map_err(sql)?
+                .query_row([user], |r| parsed(r, 0, "user TLP level", Tlp::from_word))
+                .optional()
+                .map_err(sql)
+        })
+    }
+
+    fn set_user_tlp(&self, user: &str, tlp: Tlp) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE hd_users SET tlp = ?2 WHERE name = ?1",
+                params![user, tlp.as_str()],
+            )
+            .map(|n| n == 1)
+            .map_err(sql)
+        })
+    }
+
     fn taxii_grants(&self, user: &str) -> Result<Vec<String>, StoreError> {
         self.with(|conn| {
             let mut stmt = conn
@@ -401,6 +429,7 @@ mod tests {
             version_us: 0,
             spec_version: "2.1".into(),
             object: "{}".into(),
+            tlp: Tlp::Clear,
         }
     }
 

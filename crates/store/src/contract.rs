@@ -21,7 +21,9 @@ use br_cti_domain::model::{
     VersionMatch,
 };
 use br_cti_domain::testing::{cti_params, sample, stix_params};
-use br_cti_domain::vocab::{DataType, IncentiveMechanism, IocKind, OpenSource, Tag, TrafficType};
+use br_cti_domain::vocab::{
+    DataType, IncentiveMechanism, IocKind, OpenSource, Tag, Tlp, TrafficType,
+};
 
 use crate::{BlobStore, RecordStore, StoreError};
 
@@ -349,12 +351,14 @@ fn taxii_object(i: usize, version_us: i64) -> NewTaxiiObject {
         version_us,
         spec_version: "2.1".into(),
         object: format!(r#"{{"n":{i}}}"#),
+        tlp: Tlp::Clear,
     }
 }
 
 fn query(after: Position, limit: u64) -> TaxiiQuery {
     TaxiiQuery {
         after,
+        max_tlp: Tlp::Red,
         added_after: None,
         limit,
         ids: vec![],
@@ -362,6 +366,64 @@ fn query(after: Position, limit: u64) -> TaxiiQuery {
         versions: vec![VersionMatch::All],
         spec_versions: vec![],
     }
+}
+
+/// TAXII: a reader sees the objects marked up to its level, and pages over them exactly (a
+/// page is full unless it is the last; `more` is true only when a visible object follows).
+/// A user reads green unless granted more.
+pub fn taxii_pages_honour_tlp(db: &dyn RecordStore) {
+    let levels = [
+        Tlp::Clear,
+        Tlp::Amber,
+        Tlp::Green,
+        Tlp::Red,
+        Tlp::Amber,
+        Tlp::Green,
+        Tlp::AmberStrict,
+    ];
+    let objects: Vec<NewTaxiiObject> = levels
+        .iter()
+        .enumerate()
+        .map(|(i, t)| NewTaxiiObject {
+            tlp: *t,
+            ..taxii_object(i, 10)
+        })
+        .collect();
+    db.taxii_add("c", &objects, None).unwrap();
+    for max in Tlp::ALL {
+        let expected: Vec<String> = levels
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| *t <= max)
+            .map(|(i, _)| taxii_object(i, 10).id)
+            .collect();
+        let mut seen = Vec::new();
+        let mut after = Position::START;
+        loop {
+            let q = TaxiiQuery {
+                max_tlp: *max,
+                ..query(after, 1)
+            };
+            let (page, more) = db.taxii_page("c", &q).unwrap();
+            assert!(page.len() <= 1);
+            seen.extend(page.iter().map(|o| o.id.clone()));
+            match page.last() {
+                Some(o) if more => after = o.position,
+                _ => {
+                    assert!(!more);
+                    break;
+                }
+            }
+        }
+        assert_eq!(seen, expected, "{max:?}");
+    }
+    db.add_user("reader", "t").unwrap();
+    assert_eq!(db.user_tlp("reader").unwrap(), Some(Tlp::Green));
+    assert!(db.set_user_tlp("reader", Tlp::Amber).unwrap());
+    assert_eq!(db.user_tlp("reader").unwrap(), Some(Tlp::Amber));
+    assert_eq!(db.users().unwrap()[0].tlp, Tlp::Amber);
+    assert!(!db.set_user_tlp("nobody", Tlp::Red).unwrap());
+    assert_eq!(db.user_tlp("nobody").unwrap(), None);
 }
 
 /// TAXII: an id and version already there is kept; pages follow insertion order with an opaque
@@ -507,6 +569,12 @@ macro_rules! record_store_contract {
             fn taxii_collections_page_and_keep_watermarks() {
                 let store = ($make)();
                 $crate::contract::taxii_collections_page_and_keep_watermarks(&*store);
+            }
+
+            #[test]
+            fn taxii_pages_honour_tlp() {
+                let store = ($make)();
+                $crate::contract::taxii_pages_honour_tlp(&*store);
             }
         }
     };

@@ -12,6 +12,7 @@ use br_cti_domain::hidden_danger::HiddenDanger;
 use br_cti_domain::io::ReadSeek;
 use br_cti_domain::job::JobParams;
 use br_cti_domain::model::*;
+use br_cti_domain::vocab::Tlp;
 
 /// Content-addressed storage of file bytes: a blob's name is the SHA-256 of its bytes.
 pub trait BlobStore: Send + Sync {
@@ -285,6 +286,10 @@ pub trait TaxiiStore: Send + Sync {
     fn taxii_status(&self, id: &str) -> Result<Option<TaxiiStatus>, StoreError>;
     /// The user whose token this is.
     fn user_by_token(&self, token: &str) -> Result<Option<String>, StoreError>;
+    /// The most restricted TLP level a user may read (`None`: no such user).
+    fn user_tlp(&self, user: &str) -> Result<Option<Tlp>, StoreError>;
+    /// Sets the TLP level a user may read; false when there is no such user.
+    fn set_user_tlp(&self, user: &str, tlp: Tlp) -> Result<bool, StoreError>;
     /// Collections (or `all`) a user may write to.
     fn taxii_grants(&self, user: &str) -> Result<Vec<String>, StoreError>;
     fn taxii_grant(&self, user: &str, collection: &str) -> Result<(), StoreError>;

@@ -34,6 +34,7 @@ pub(crate) fn settings(
         source_hash: source_hash.to_string(),
         limits,
         indicators: params.indicators.clone(),
+        tlp: params.tlp,
     })
 }
 

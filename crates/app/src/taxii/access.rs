@@ -4,6 +4,7 @@
 
 use subtle::ConstantTimeEq;
 
+use br_cti_domain::vocab::Tlp;
 use br_cti_store::RecordStore;
 
 use super::{Collection, collections};
@@ -95,6 +96,20 @@ pub fn can_write(db: &dyn RecordStore, who: &Principal, c: &Collection) -> Resul
             .map_err(|e| AppError::store("reading grants", e))?
             .iter()
             .any(|g| g == "all" || *g == c.id),
+    })
+}
+
+/// The most restricted TLP marking the principal may read: the operator everything, a user
+/// what it was granted (`br-cti users grant NAME --tlp LEVEL`, green unless granted more),
+/// anonymous clients TLP:CLEAR only.
+pub fn tlp_ceiling(db: &dyn RecordStore, who: &Principal) -> Result<Tlp, AppError> {
+    Ok(match who {
+        Principal::Operator => Tlp::Red,
+        Principal::Anonymous => Tlp::Clear,
+        Principal::User(u) => db
+            .user_tlp(u)
+            .map_err(|e| AppError::store("reading users", e))?
+            .unwrap_or(Tlp::Clear),
     })
 }
 

@@ -17,6 +17,7 @@ use br_cti_domain::error::Invalid;
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{NewTaxiiObject, Position};
 use br_cti_domain::time::now_ms;
+use br_cti_domain::vocab::Tlp;
 use br_cti_engine::hidden_danger_stix::{self, UnreadableHiddenDanger};
 use br_cti_store::{BlobStore, RecordStore, StoreError};
 
@@ -178,7 +179,15 @@ fn check_object(v: &Value) -> Result<NewTaxiiObject, String> {
     };
     let created = stamp("created")?;
     let modified = stamp("modified")?;
-    if !SCO_TYPES.contains(&kind) && (created.is_none() || modified.is_none()) {
+    // Marking-definitions are never versioned: they have `created` only.
+    if kind == "marking-definition" {
+        if created.is_none() {
+            return Err("`created` is required".into());
+        }
+        if modified.is_some() {
+            return Err("a marking-definition has no `modified`".into());
+        }
+    } else if !SCO_TYPES.contains(&kind) && (created.is_none() || modified.is_none()) {
         return Err("`created` and `modified` are required".into());
     }
     if let (Some((_, c)), Some((_, m))) = (&created, &modified)
@@ -187,7 +196,25 @@ fn check_object(v: &Value) -> Result<NewTaxiiObject, String> {
         return Err("`modified` is before `created`".into());
     }
     let (version, version_us) = modified.or(created).unwrap_or((String::new(), 0));
+    // Who may read it: the most restricted TLP marking it carries (none: TLP:CLEAR).
+    let tlp = match o.get("object_marking_refs") {
+        None => Tlp::Clear,
+        Some(Value::Array(refs)) => refs
+            .iter()
+            .map(|r| {
+                r.as_str()
+                    .filter(|r| r.starts_with("marking-definition--"))
+                    .ok_or_else(|| format!("`object_marking_refs` holds {r}, not a marking id"))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter_map(Tlp::from_marking_id)
+            .max()
+            .unwrap_or(Tlp::Clear),
+        Some(other) => return Err(format!("`object_marking_refs` {other} is not a list")),
+    };
     Ok(NewTaxiiObject {
+        tlp,
         id: id.to_string(),
         kind: kind.to_string(),
         version,
@@ -216,7 +243,12 @@ const QUIET_MS: i64 = 300;
 const MAX_DEFER_MS: i64 = 5_000;
 
 impl Publisher {
-    pub fn start(db: Arc<dyn RecordStore>, blobs: Arc<dyn BlobStore>) -> Self {
+    /// `hidden_danger_tlp` marks the hidden dangers' STIX.
+    pub fn start(
+        db: Arc<dyn RecordStore>,
+        blobs: Arc<dyn BlobStore>,
+        hidden_danger_tlp: Tlp,
+    ) -> Self {
         let busy_until_ms = Arc::new(AtomicI64::new(0));
         let busy = busy_until_ms.clone();
         let stop = Arc::new(AtomicBool::new(false));
@@ -241,13 +273,14 @@ impl Publisher {
                     last_round = now;
                     // Supervised: a panic in one round is logged like an error, and the
                     // publisher goes on with the next round.
-                    let failure =
-                        match br_cti_engine::supervise::catch(|| publish_once(&*db, &*blobs)) {
-                            Ok(Ok(true)) => continue,
-                            Ok(Ok(false)) => None,
-                            Ok(Err(e)) => Some(e.to_string()),
-                            Err(panic) => Some(format!("internal error: {panic}")),
-                        };
+                    let failure = match br_cti_engine::supervise::catch(|| {
+                        publish_once(&*db, &*blobs, hidden_danger_tlp)
+                    }) {
+                        Ok(Ok(true)) => continue,
+                        Ok(Ok(false)) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(panic) => Some(format!("internal error: {panic}")),
+                    };
                     match failure {
                         None => {
                             if !last_error.is_empty() {
@@ -330,7 +363,11 @@ enum PublishError {
 }
 
 /// One round; true when there may be more to do at once.
-fn publish_once(db: &dyn RecordStore, blobs: &dyn BlobStore) -> Result<bool, PublishError> {
+fn publish_once(
+    db: &dyn RecordStore,
+    blobs: &dyn BlobStore,
+    hidden_danger_tlp: Tlp,
+) -> Result<bool, PublishError> {
     let mut busy = false;
     let mark = db.taxii_watermark(SOURCE_DATASETS)?;
     let files = db.stix_files_after(mark, 5)?;
@@ -366,12 +403,13 @@ fn publish_once(db: &dyn RecordStore, blobs: &dyn BlobStore) -> Result<bool, Pub
     busy |= changed.len() == 100;
     if let Some((last, _)) = changed.last() {
         let own = |o| parse_object(&Value::Object(o)).map_err(PublishError::Own);
-        let mut objects: Vec<NewTaxiiObject> = hidden_danger_stix::producer_objects()
-            .into_iter()
-            .map(own)
-            .collect::<Result<_, _>>()?;
+        let mut objects: Vec<NewTaxiiObject> =
+            hidden_danger_stix::producer_objects(hidden_danger_tlp)
+                .into_iter()
+                .map(own)
+                .collect::<Result<_, _>>()?;
         for (_, hd) in &changed {
-            for o in hidden_danger_stix::objects(hd)? {
+            for o in hidden_danger_stix::objects(hd, hidden_danger_tlp)? {
                 objects.push(own(o)?);
             }
         }

@@ -32,10 +32,13 @@ use super::indicators::{self, Indicated, Indicator};
 use super::json_out::{Column, Flow, Name, Obj};
 use super::mapping::{End, Mapping, Target};
 use crate::dataset::{self, Cell, DatasetError, Row};
-use crate::producer::{producer_epoch, producer_identity, producer_identity_id};
+use crate::producer::{
+    PRODUCER_TLP, mark, marked_producer_identity, marking_definitions, producer_epoch,
+    producer_identity_id,
+};
 use br_cti_domain::io::ReadSeek;
 use br_cti_domain::net::{is_host_name, normalise_mac};
-use br_cti_domain::vocab::{IndicatorRule, IocKind};
+use br_cti_domain::vocab::{IndicatorRule, IocKind, Tlp};
 
 const MAX_KEPT_ERRORS: usize = 100;
 
@@ -49,8 +52,8 @@ pub(crate) fn extension_definition_id() -> String {
 }
 
 fn producer_objects() -> [Map<String, Value>; 2] {
-    [
-        producer_identity(),
+    let [identity, mut extension] = [
+        marked_producer_identity(),
         property_extension_definition(
             extension_definition_id(),
             &producer_identity_id(),
@@ -63,7 +66,9 @@ fn producer_objects() -> [Map<String, Value>; 2] {
              cells are left out.",
             "1.0",
         ),
-    ]
+    ];
+    mark(&mut extension, Some(PRODUCER_TLP));
+    [identity, extension]
 }
 
 /// What a conversion is asked to do. Everything that changes the output is in [`Self::digest`].
@@ -87,6 +92,9 @@ pub struct Settings {
     pub source_hash: String,
     /// Which observables become indicators; `None`: none.
     pub indicators: Option<IndicatorRule>,
+    /// The TLP marking of every object made from the data; `None`: unmarked (conversions
+    /// saved before markings existed).
+    pub tlp: Option<Tlp>,
     /// What the dataset file may hold (not part of the digest: a limit refuses a file, it
     /// never changes the objects).
     pub limits: crate::dataset::DatasetLimits,
@@ -119,6 +127,10 @@ impl Settings {
         for f in features {
             h.update(f.as_bytes());
             h.update([0]);
+        }
+        if let Some(tlp) = self.tlp {
+            h.update([0xfc]);
+            h.update(tlp.as_str().as_bytes());
         }
         // Absent from the digests of conversions saved before indicators existed.
         if let Some(rule) = &self.indicators {
@@ -484,11 +496,14 @@ struct BatchBuilder {
     indicated: BTreeMap<Id, Indicated>,
     ip_counts: BTreeMap<String, u64>,
     iocs: IocKinds,
+    /// The marking of the data's objects.
+    tlp: Option<Tlp>,
 }
 
 impl BatchBuilder {
-    fn new(index: u64) -> Self {
+    fn new(index: u64, tlp: Option<Tlp>) -> Self {
         Self {
+            tlp,
             index,
             rows_read: 0,
             rows_converted: 0,
@@ -505,11 +520,19 @@ impl BatchBuilder {
 
     fn push(&mut self, object: &Map<String, Value>) {
         if self.lines.is_empty() {
-            for head in producer_objects() {
-                self.write_line(&head);
-            }
+            self.head();
         }
         self.write_line(object);
+    }
+
+    /// What every file starts with: the producer objects and the marking-definitions.
+    fn head(&mut self) {
+        for head in producer_objects() {
+            self.write_line(&head);
+        }
+        for marking in marking_definitions(self.tlp) {
+            self.write_line(&marking);
+        }
     }
 
     fn write_line(&mut self, object: &Map<String, Value>) {
@@ -525,9 +548,7 @@ impl BatchBuilder {
     /// The file's buffer, for one more object line to be written into it.
     fn begin_line(&mut self) -> &mut Vec<u8> {
         if self.lines.is_empty() {
-            for head in producer_objects() {
-                self.write_line(&head);
-            }
+            self.head();
         }
         self.objects += 1;
         &mut self.lines
@@ -560,11 +581,13 @@ impl BatchBuilder {
             sighting.insert("sighting_of_ref".into(), json!(id));
             sighting.insert("observed_data_refs".into(), json!(s.observed));
             sighting.insert("where_sighted_refs".into(), json!([identity]));
+            mark(&mut sighting, self.tlp);
             self.push(&sighting);
         }
         let indicated = std::mem::take(&mut self.indicated);
         for seen in indicated.values() {
-            for object in indicators::objects(seen, &identity) {
+            for mut object in indicators::objects(seen, &identity) {
+                mark(&mut object, self.tlp);
                 self.push(&object);
             }
         }
@@ -782,7 +805,7 @@ impl<'s> RowConverter<'s> {
     }
 
     fn convert_batch(&mut self, rows: RowBatch) -> Batch {
-        let mut batch = BatchBuilder::new(rows.index);
+        let mut batch = BatchBuilder::new(rows.index, self.settings.tlp);
         // Files of a dataset are alike in size: reserve what the last one took.
         batch.lines.reserve(self.last_size + self.last_size / 8);
         for (index, row) in rows.rows {
@@ -1163,8 +1186,9 @@ impl<'s> RowConverter<'s> {
         self.seed.push_str(itoa::Buffer::new().format(index));
         let observed_id = stix::sdo_id("observed-data", self.seed.as_bytes());
         for (id, object) in pending {
+            let marking = self.settings.tlp.map(Tlp::marking_id);
             batch.push_line_once(&id, || match object {
-                Pending::Address(ty, value) => address_line(ty, &id, &value),
+                Pending::Address(ty, value) => address_line(ty, &id, &value, marking),
                 Pending::Artifact(mime, payload) => {
                     let mut line = Vec::with_capacity(payload.len() + 160);
                     let mut o = Obj::new(&mut line);
@@ -1175,6 +1199,9 @@ impl<'s> RowConverter<'s> {
                         o.str("mime_type", m);
                     }
                     o.plain("payload_bin", &payload); // base64
+                    if let Some(m) = marking {
+                        o.plain_list("object_marking_refs", &[m]);
+                    }
                     o.end();
                     line.push(b'\n');
                     line
@@ -1185,7 +1212,8 @@ impl<'s> RowConverter<'s> {
         if let (Some(flow), Some(id)) = (&flow_object, &flow_id)
             && batch.written.insert(id.clone())
         {
-            flow.write(id, &self.extension_id, batch.begin_line());
+            let marking = self.settings.tlp.map(Tlp::marking_id);
+            flow.write(id, &self.extension_id, marking, batch.begin_line());
         }
         refs.dedup();
         // One format for the four times (microseconds, always six digits): consumers that
@@ -1223,11 +1251,19 @@ impl<'s> RowConverter<'s> {
         if !observed_columns.is_empty() {
             od.columns_extension(&self.extension_id, &observed_columns);
         }
+        if let Some(t) = self.settings.tlp {
+            od.plain_list("object_marking_refs", &[t.marking_id()]);
+        }
         od.end();
         line.push(b'\n');
         let mut attacks: Vec<String> = Vec::new();
         for (kind, name) in sighted {
-            let id = stix::sdo_id(kind, name.as_bytes());
+            // One object per name and marking: the same name under another marking is another
+            // object (its content differs by `object_marking_refs`).
+            let id = match self.settings.tlp {
+                None => stix::sdo_id(kind, name.as_bytes()),
+                Some(t) => stix::sdo_id(kind, format!("{name}\u{0}{}", t.as_str()).as_bytes()),
+            };
             if kind == "attack-pattern" {
                 attacks.push(id.clone());
             }
@@ -1240,6 +1276,7 @@ impl<'s> RowConverter<'s> {
                     Some(&self.identity_id),
                 );
                 o.insert("name".into(), json!(name));
+                mark(&mut o, self.settings.tlp);
                 if kind == "attack-pattern"
                     && let Some(t) = self.settings.mapping.technique(&name)
                 {
@@ -1270,7 +1307,8 @@ impl<'s> RowConverter<'s> {
                 let indicator = match self.indicators.get(&observable) {
                     Some(known) => known.clone(),
                     None => {
-                        let made = indicators::indicator(rule, ty, &value).map(Arc::new);
+                        let made = indicators::indicator(rule, ty, &value, self.settings.tlp)
+                            .map(Arc::new);
                         if self.indicators.len() < 1_000_000 {
                             self.indicators.insert(observable.clone(), made.clone());
                         }
@@ -1339,13 +1377,16 @@ enum Pending {
 }
 
 /// An address SCO whose id is already known (computed once per distinct value).
-fn address_line(ty: &str, id: &str, value: &str) -> Vec<u8> {
+fn address_line(ty: &str, id: &str, value: &str, marking: Option<&str>) -> Vec<u8> {
     let mut line = Vec::with_capacity(128);
     let mut o = Obj::new(&mut line);
     o.plain("type", ty)
         .plain("spec_version", "2.1")
         .plain("id", id)
         .str("value", value);
+    if let Some(m) = marking {
+        o.plain_list("object_marking_refs", &[m]);
+    }
     o.end();
     line.push(b'\n');
     line
@@ -1388,6 +1429,7 @@ mod tests {
             source_hash: "ab".repeat(32),
             limits: Default::default(),
             indicators: None,
+            tlp: None,
         }
     }
 
@@ -1578,6 +1620,49 @@ mod tests {
         let flow = of_type(&objs, "network-traffic")[0];
         assert_eq!(flow["src_payload_ref"], artifacts[0]["id"]);
         assert_eq!(flow["dst_port"], 8080);
+    }
+
+    #[test]
+    fn every_object_carries_the_marking() {
+        use br_cti_domain::vocab::{DataType, Tlp};
+        let data = "src,dst,Protocol,label,payload,url\n\
+                    8.8.8.8,5.6.7.8,tcp,ddos,abc,/x\n\
+                    8.8.4.4,5.6.7.8,udp,0,,\n";
+        let mut s = settings(10);
+        s.indicators = Some(DataType::MaliciousTraffic.default_indicators());
+        s.tlp = Some(Tlp::Amber);
+        let (_, batches) = run_with(data, &s);
+        let objs = objects(&batches[0]);
+        let ids: HashSet<&str> = objs.iter().map(|o| o["id"].as_str().unwrap()).collect();
+        for o in &objs {
+            let expected = match o["type"].as_str().unwrap() {
+                "marking-definition" => continue,
+                "identity" | "extension-definition" => Tlp::Clear,
+                _ => Tlp::Amber,
+            };
+            assert_eq!(
+                o["object_marking_refs"],
+                json!([expected.marking_id()]),
+                "{o}"
+            );
+            assert!(
+                ids.contains(expected.marking_id()),
+                "the definition is in the file"
+            );
+        }
+        assert!(of_type(&objs, "indicator").len() == 1);
+        // Another marking is another indicator (its content differs), the same IOC.
+        s.tlp = Some(Tlp::Green);
+        let (_, green) = run_with(data, &s);
+        let green = objects(&green[0]);
+        assert_ne!(
+            of_type(&green, "indicator")[0]["id"],
+            of_type(&objs, "indicator")[0]["id"]
+        );
+        assert_eq!(
+            of_type(&green, "indicator")[0]["pattern"],
+            of_type(&objs, "indicator")[0]["pattern"]
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use br_cti_domain::net::{is_host_name, is_public_host_name, is_public_ip};
-use br_cti_domain::vocab::{IndicatorRule, IndicatorType};
+use br_cti_domain::vocab::{IndicatorRule, IndicatorType, Tlp};
 use serde_json::{Map, Value, json};
 use stix::Timestamp;
 use stix::objects::sdo;
@@ -45,7 +45,12 @@ pub(crate) struct Indicated {
 
 /// The indicator of an observable (its SCO type and STIX value), if the rule lets that type
 /// become one and the value means something outside the network that saw it.
-pub(crate) fn indicator(rule: &IndicatorRule, sco_type: &str, value: &str) -> Option<Indicator> {
+pub(crate) fn indicator(
+    rule: &IndicatorRule,
+    sco_type: &str,
+    value: &str,
+    tlp: Option<Tlp>,
+) -> Option<Indicator> {
     let ty = IndicatorType::from_word(sco_type)?;
     if !rule.types.contains(&ty) {
         return None;
@@ -72,7 +77,15 @@ pub(crate) fn indicator(rule: &IndicatorRule, sco_type: &str, value: &str) -> Op
         IndicatorType::Url => "URL",
     };
     Some(Indicator {
-        id: stix::sdo_id("indicator", pattern.as_bytes()).into(),
+        // The pattern and the marking: the same IOC under another marking is another object.
+        id: match tlp {
+            None => stix::sdo_id("indicator", pattern.as_bytes()),
+            Some(t) => stix::sdo_id(
+                "indicator",
+                format!("{pattern}\u{0}{}", t.as_str()).as_bytes(),
+            ),
+        }
+        .into(),
         description: format!(
             "A {what} that br-cti saw acting maliciously in a dataset (as its conversion rule \
              defines it); its sightings say in which observations, how often and when."
@@ -182,14 +195,14 @@ mod tests {
 
     #[test]
     fn public_values_become_one_indicator_each() {
-        let a = indicator(&rule(), "ipv6-addr", "2606:4700:0:0:0:0:0:1111").unwrap();
-        let b = indicator(&rule(), "ipv6-addr", "2606:4700::1111").unwrap();
+        let a = indicator(&rule(), "ipv6-addr", "2606:4700:0:0:0:0:0:1111", None).unwrap();
+        let b = indicator(&rule(), "ipv6-addr", "2606:4700::1111", None).unwrap();
         assert_eq!(a.pattern, "[ipv6-addr:value = '2606:4700::1111']");
         assert_eq!(a.id, b.id);
         assert!(a.id.starts_with("indicator--"));
-        let d = indicator(&rule(), "domain-name", "Evil.COM.").unwrap();
+        let d = indicator(&rule(), "domain-name", "Evil.COM.", None).unwrap();
         assert_eq!(d.pattern, "[domain-name:value = 'evil.com']");
-        let u = indicator(&rule(), "url", "HTTP://Evil.com:8080/a'b?q=1").unwrap();
+        let u = indicator(&rule(), "url", "HTTP://Evil.com:8080/a'b?q=1", None).unwrap();
         assert_eq!(u.pattern, r"[url:value = 'http://evil.com:8080/a\'b?q=1']");
     }
 
@@ -205,12 +218,12 @@ mod tests {
             ("url", "http://intranet/"),
             ("mac-addr", "aa:bb:cc:dd:ee:ff"),
         ] {
-            assert!(indicator(&rule(), ty, v).is_none(), "{ty} {v}");
+            assert!(indicator(&rule(), ty, v, None).is_none(), "{ty} {v}");
         }
         let addresses = DataType::Honeypot.default_indicators();
-        assert!(indicator(&addresses, "url", "http://evil.com/").is_none());
+        assert!(indicator(&addresses, "url", "http://evil.com/", None).is_none());
         let narrowed = addresses.narrowed_to(&[IndicatorType::Ipv6]);
-        assert!(indicator(&narrowed, "ipv4-addr", "8.8.8.8").is_none());
-        assert!(indicator(&narrowed, "ipv6-addr", "2606:4700::1111").is_some());
+        assert!(indicator(&narrowed, "ipv4-addr", "8.8.8.8", None).is_none());
+        assert!(indicator(&narrowed, "ipv6-addr", "2606:4700::1111", None).is_some());
     }
 }

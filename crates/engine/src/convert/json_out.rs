@@ -222,7 +222,13 @@ impl Flow<'_> {
         stix::id::sco_id_from_canonical("network-traffic", canon)
     }
 
-    pub(super) fn write(&self, id: &str, extension_id: &str, out: &mut Vec<u8>) {
+    pub(super) fn write(
+        &self,
+        id: &str,
+        extension_id: &str,
+        marking: Option<&str>,
+        out: &mut Vec<u8>,
+    ) {
         let mut o = Obj::new(out);
         o.str("type", "network-traffic")
             .str("spec_version", "2.1")
@@ -261,6 +267,9 @@ impl Flow<'_> {
         }
         if !self.columns.is_empty() {
             o.columns_extension(extension_id, self.columns);
+        }
+        if let Some(m) = marking {
+            o.plain_list("object_marking_refs", &[m]);
         }
         o.end();
         out.push(b'\n');
@@ -314,7 +323,7 @@ mod tests {
         let mut canon = String::new();
         let id = flow.id(ext, &mut canon);
         let mut line = Vec::new();
-        flow.write(&id, ext, &mut line);
+        flow.write(&id, ext, None, &mut line);
         let parsed: Map<String, Value> = serde_json::from_slice(&line).unwrap();
         // The generic path (serde maps, python-stix2's algorithm) agrees on the id.
         assert_eq!(stix::sco_id("network-traffic", &parsed).unwrap(), id);
