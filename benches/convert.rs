@@ -70,6 +70,11 @@ fn main() {
             let done = loop {
                 let p = server.stix_progress(&hash);
                 assert_eq!(p["code"], 200, "{p}");
+                // A conversion that ended without finishing (a full disk, say) ends the bench.
+                assert!(
+                    !(p["data"].is_null() && p["status"].is_string()),
+                    "the conversion ended unfinished: {p}"
+                );
                 if p["data"]["progress"] == 100 {
                     break p["data"].clone();
                 }

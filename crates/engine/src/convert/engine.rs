@@ -1324,13 +1324,16 @@ impl<'s> RowConverter<'s> {
                     .or_insert_with(|| Indicated {
                         indicator,
                         observable,
-                        observed: Vec::new(),
+                        first_observation: observed_id.clone(),
+                        count: 0,
+                        last_row: u64::MAX,
                         first,
                         last,
                         attacks: Default::default(),
                     });
-                if seen.observed.last() != Some(&observed_id) {
-                    seen.observed.push(observed_id.clone());
+                if seen.last_row != index {
+                    seen.last_row = index;
+                    seen.count += 1;
                 }
                 seen.first = seen.first.min(first);
                 seen.last = seen.last.max(last);
@@ -1758,9 +1761,10 @@ mod tests {
             sighting["where_sighted_refs"],
             json!([producer_identity_id()])
         );
-        for o in sighting["observed_data_refs"].as_array().unwrap() {
-            assert!(ids.contains(o.as_str().unwrap()));
-        }
+        assert!(sighting.get("observed_data_refs").is_none());
+        assert!(
+            sighting["first_seen"].as_str().unwrap() <= sighting["last_seen"].as_str().unwrap()
+        );
         // The same IOC in another dataset is the same indicator; without a rule there is none.
         let mut other = settings(100);
         other.source_hash = "cd".repeat(32);
