@@ -647,7 +647,11 @@ fn the_stix_export_passes_the_validator() {
     assert_eq!(of("observed-data"), 3);
     assert_eq!(of("vulnerability"), 2, "one per distinct issueName");
     assert_eq!(of("note"), 2, "one per issueSolution");
-    assert_eq!(of("identity"), 2, "the organisation and the producer");
+    assert_eq!(
+        of("identity"),
+        3,
+        "the organisation, the reporting platform and the producer"
+    );
     assert_eq!(of("extension-definition"), 1);
     let vuln = objects
         .iter()
@@ -663,7 +667,13 @@ fn the_stix_export_passes_the_validator() {
         "08:00 in UTC+08:00"
     );
     assert_eq!(sighting["count"], 1);
-    assert_eq!(sighting["where_sighted_refs"].as_array().unwrap().len(), 1);
+    // Seen by the reporting platform, at the organisation.
+    let wheres = sighting["where_sighted_refs"].as_array().unwrap();
+    assert_eq!(wheres.len(), 2);
+    let platform = objects.iter().find(|o| o["id"] == wheres[0]).unwrap();
+    assert_eq!(platform["identity_class"], "system");
+    let unit = objects.iter().find(|o| o["id"] == wheres[1]).unwrap();
+    assert_eq!(unit["identity_class"], "organization");
     let path = n.dir.join("hd-bundle.json");
     std::fs::write(&path, serde_json::to_vec(&bundle).unwrap()).unwrap();
     let summary = validate_stix(&[path]);

@@ -1,6 +1,7 @@
 //! Hidden dangers as STIX 2.1: a hidden danger is a sighting of a vulnerability on the assets of
 //! an organisation. Per finding: `vulnerability` (name = issueName; a CVE id in the name becomes
-//! an external reference), `identity` (organization, name = unitName) as `where_sighted_refs`,
+//! an external reference), `identity` (organization, name = unitName) and the reporting
+//! platform's `identity` (system, name = the reporting user) as `where_sighted_refs`,
 //! an `observed-data` with the asset observables (ipv4-addr, ipv6-addr, domain-name, mac-addr),
 //! the `sighting` linking them, a `note` with issueSolution, and the remaining fields in one
 //! property-extension on the sighting. Ids are deterministic: the same finding exports the same
@@ -116,6 +117,15 @@ pub fn objects(hd: &StoredHiddenDanger, tlp: Tlp) -> Result<Vec<Object>, Unreada
         .ok_or_else(|| unreadable("endTime does not parse".into()))?;
     let mut out = Vec::new();
 
+    // The platform that reported it: where the finding was seen, beside the organisation.
+    let platform_id = sdo_id("identity", format!("platform\u{0}{}", hd.user).as_bytes());
+    out.push(identity(
+        platform_id.clone(),
+        &hd.user,
+        "system",
+        producer_epoch(),
+    ));
+
     let unit = text(&data, "unitName").unwrap_or_default();
     let org_id = sdo_id("identity", format!("organization\u{0}{unit}").as_bytes());
     out.push(identity(
@@ -197,7 +207,7 @@ pub fn objects(hd: &StoredHiddenDanger, tlp: Tlp) -> Result<Vec<Object>, Unreada
     s.insert("count".into(), json!(1));
     s.insert("sighting_of_ref".into(), json!(vuln_id));
     s.insert("observed_data_refs".into(), json!([od_id]));
-    s.insert("where_sighted_refs".into(), json!([org_id]));
+    s.insert("where_sighted_refs".into(), json!([platform_id, org_id]));
     let mut ext = Map::new();
     ext.insert("extension_type".into(), json!("property-extension"));
     ext.insert("risk_id".into(), json!(hd.risk_id));
