@@ -1300,50 +1300,17 @@ impl<'s> RowConverter<'s> {
             entry.first = entry.first.min(first);
             entry.last = entry.last.max(last);
         }
-        if let Some(rule) = &self.settings.indicators
-            && (!rule.attack_rows_only || !attacks.is_empty())
-        {
-            for (observable, ty, value) in sources {
-                let indicator = match self.indicators.get(&observable) {
-                    Some(known) => known.clone(),
-                    None => {
-                        let made = indicators::indicator(rule, ty, &value, self.settings.tlp)
-                            .map(Arc::new);
-                        if self.indicators.len() < 1_000_000 {
-                            self.indicators.insert(observable.clone(), made.clone());
-                        }
-                        made
-                    }
-                };
-                let Some(indicator) = indicator else {
-                    continue;
-                };
-                let seen = batch
-                    .indicated
-                    .entry(indicator.id.clone())
-                    .or_insert_with(|| Indicated {
-                        indicator,
-                        observable,
-                        first_observation: observed_id.clone(),
-                        count: 0,
-                        last_row: u64::MAX,
-                        first,
-                        last,
-                        attacks: Default::default(),
-                    });
-                if seen.last_row != index {
-                    seen.last_row = index;
-                    seen.count += 1;
-                }
-                seen.first = seen.first.min(first);
-                seen.last = seen.last.max(last);
-                for attack in &attacks {
-                    if !seen.attacks.contains(attack) {
-                        seen.attacks.insert(attack.clone());
-                    }
-                }
-            }
-        }
+        self.indicate(
+            Shown {
+                row: index,
+                observation: &observed_id,
+                first,
+                last,
+                attacks: &attacks,
+            },
+            sources,
+            batch,
+        );
         for ip in ips {
             match batch.ip_counts.get_mut(ip.as_ref()) {
                 Some(n) => *n += 1,
@@ -1355,6 +1322,62 @@ impl<'s> RowConverter<'s> {
         batch.iocs.merge(iocs);
         batch.rows_converted += 1;
         Ok(())
+    }
+
+    /// Records the row's sources that the conversion's rule makes indicators of (none when
+    /// the rule is off, or asks for rows naming an attack and this one names none).
+    fn indicate(
+        &mut self,
+        shown: Shown<'_>,
+        sources: Vec<(Id, &'static str, Id)>,
+        batch: &mut BatchBuilder,
+    ) {
+        let Some(rule) = &self.settings.indicators else {
+            return;
+        };
+        if rule.attack_rows_only && shown.attacks.is_empty() {
+            return;
+        }
+        for (observable, ty, value) in sources {
+            let indicator = match self.indicators.get(&observable) {
+                Some(known) => known.clone(),
+                None => {
+                    let made =
+                        indicators::indicator(rule, ty, &value, self.settings.tlp).map(Arc::new);
+                    if self.indicators.len() < 1_000_000 {
+                        self.indicators.insert(observable.clone(), made.clone());
+                    }
+                    made
+                }
+            };
+            let Some(indicator) = indicator else {
+                continue;
+            };
+            let seen = batch
+                .indicated
+                .entry(indicator.id.clone())
+                .or_insert_with(|| Indicated {
+                    indicator,
+                    observable,
+                    first_observation: shown.observation.to_string(),
+                    count: 0,
+                    last_row: u64::MAX,
+                    first: shown.first,
+                    last: shown.last,
+                    attacks: Default::default(),
+                });
+            if seen.last_row != shown.row {
+                seen.last_row = shown.row;
+                seen.count += 1;
+            }
+            seen.first = seen.first.min(shown.first);
+            seen.last = seen.last.max(shown.last);
+            for attack in shown.attacks {
+                if !seen.attacks.contains(attack) {
+                    seen.attacks.insert(attack.clone());
+                }
+            }
+        }
     }
 
     /// The destination host text of the row (for completing relative URLs).
@@ -1369,6 +1392,16 @@ impl<'s> RowConverter<'s> {
                 _ => None,
             })
     }
+}
+
+/// What a row showed, for the indicators of its sources.
+struct Shown<'a> {
+    row: u64,
+    observation: &'a str,
+    first: Timestamp,
+    last: Timestamp,
+    /// Ids of the attack-patterns the row names.
+    attacks: &'a [String],
 }
 
 /// An SCO of the row, written only if the file does not hold it yet.
