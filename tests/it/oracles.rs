@@ -303,3 +303,58 @@ fn indicators_are_valid_and_one_per_ioc() {
         "{report}"
     );
 }
+
+/// misp-stix (the MISP project's converter) imports the bundles without an error and flags
+/// for detection (`to_ids`) exactly the values the indicators name; before indicators it
+/// flagged none.
+#[test]
+fn misp_stix_imports_and_flags_the_indicators() {
+    let datasets = generate(1050, &["jsonl"]);
+    let dir = tempfile::tempdir().unwrap().keep();
+    let mut bundles = Vec::new();
+    let mut expected = std::collections::BTreeSet::new();
+    for (i, input) in [
+        sample("honeypot-sample.jsonl"),
+        datasets.join("honeypot_1050.jsonl"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let bundle = dir.join(format!("b{i}.json"));
+        let result = Command::new(BIN)
+            .arg("convert")
+            .arg(input)
+            .args(["--type", "2", "--bundle"])
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(result.status.success(), "{result:?}");
+        let v: Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+        for o in v["objects"].as_array().unwrap() {
+            if o["type"] == "indicator" {
+                let pattern = o["pattern"].as_str().unwrap();
+                let value = pattern.split('\'').nth(1).unwrap();
+                expected.insert(value.to_string());
+            }
+        }
+        bundles.push(bundle);
+    }
+    let out = Command::new(oracle_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/misp.py"))
+        .args(&bundles)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["errors"], Value::Array(vec![]), "{report}");
+    assert_eq!(report["bundles"], 2);
+    let flagged: std::collections::BTreeSet<String> = report["to_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(expected.len() >= 10, "{expected:?}");
+    assert_eq!(flagged, expected, "{report}");
+}
