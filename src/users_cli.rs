@@ -37,7 +37,7 @@ pub(crate) enum UsersCommand {
     Remove { name: String },
     /// Let a user add objects to a writable TAXII collection (`all`: every writable one),
     /// and/or read objects marked up to a TLP level (green unless granted).
-    #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["collection", "tlp"])))]
+    #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["collection", "tlp", "report_tlp"])))]
     Grant {
         name: String,
         /// The collection id (see GET /taxii2/api/collections/) or `all`.
@@ -47,6 +47,10 @@ pub(crate) enum UsersCommand {
         /// amber+strict or red.
         #[arg(long, value_parser = br_cti::serve_args::parse_tlp)]
         tlp: Option<Tlp>,
+        /// The TLP marking of the hidden dangers this user (a reporting platform) reports, or
+        /// `default` for the node's --hidden-danger-tlp.
+        #[arg(long, value_name = "LEVEL|default")]
+        report_tlp: Option<String>,
     },
     /// Take a write grant back.
     Revoke {
@@ -76,11 +80,15 @@ pub(crate) fn users_command(args: UsersArgs) -> anyhow::Result<()> {
             for u in users {
                 let grants = store.taxii_grants(&u.name)?;
                 println!(
-                    "{}\tcreated {}\ttoken set {}\treads up to TLP:{}\tTAXII write: {}",
+                    "{}\tcreated {}\ttoken set {}\treads up to TLP:{}\treports marked {}\tTAXII write: {}",
                     u.name,
                     zone.display_ms(u.created_at),
                     zone.display_ms(u.rotated_at),
                     u.tlp.as_str().to_ascii_uppercase(),
+                    match store.report_tlp(&u.name)? {
+                        Some(t) => t.name(),
+                        None => "by default".to_string(),
+                    },
                     if grants.is_empty() {
                         "none".to_string()
                     } else {
@@ -101,9 +109,26 @@ pub(crate) fn users_command(args: UsersArgs) -> anyhow::Result<()> {
             name,
             collection,
             tlp,
+            report_tlp,
         } => {
             if store.user_token(&name)?.is_none() {
                 bail!("no user {name:?}");
+            }
+            if let Some(level) = report_tlp {
+                let level = if level == "default" {
+                    None
+                } else {
+                    Some(br_cti::serve_args::parse_tlp(&level).map_err(anyhow::Error::msg)?)
+                };
+                store.set_report_tlp(&name, level)?;
+                match level {
+                    Some(t) => {
+                        println!("hidden dangers user {name} reports are marked {}", t.name())
+                    }
+                    None => println!(
+                        "hidden dangers user {name} reports are marked the node's default (--hidden-danger-tlp)"
+                    ),
+                }
             }
             if let Some(tlp) = tlp {
                 store.set_user_tlp(&name, tlp)?;

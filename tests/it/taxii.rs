@@ -277,6 +277,28 @@ fn readers_see_objects_up_to_their_tlp_level() {
             assert!(seen.iter().any(|(_, m)| *m == green_marking), "{seen:?}");
         }
     }
+    // A platform whose reports are marked GREEN: its next finding reaches the GREEN reader
+    // (the earlier, AMBER one still does not).
+    users_ok(&n.dir, &["grant", "peer", "--report-tlp", "green"]);
+    report_hidden_danger(&n, "tlp-green", "noticeStateNone");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = everything_visible(&n, "green", &green, &hd);
+        let sightings: Vec<&(String, Value)> = seen
+            .iter()
+            .filter(|(id, _)| id.starts_with("sighting--"))
+            .collect();
+        if !sightings.is_empty() {
+            assert!(
+                sightings.iter().all(|(_, m)| *m == green_marking),
+                "{seen:?}"
+            );
+            assert!(seen.iter().all(|(_, m)| *m != amber), "{seen:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not published: {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // By id and its versions: an AMBER object is not found for the GREEN reader.
     for id in amber_ids.iter().take(5) {
         for rest in [format!("objects/{id}/"), format!("objects/{id}/versions/")] {

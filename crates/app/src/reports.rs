@@ -457,3 +457,35 @@ fn process(
         retry_after: None,
     }
 }
+
+/// The TLP marking of each reporting platform's hidden dangers: its own (`br-cti users grant
+/// NAME --report-tlp LEVEL`), else the node's `--hidden-danger-tlp`. Each platform is looked
+/// up once.
+pub struct ReportMarkings<'a> {
+    db: &'a dyn RecordStore,
+    default: br_cti_domain::vocab::Tlp,
+    known: std::collections::HashMap<String, br_cti_domain::vocab::Tlp>,
+}
+
+impl<'a> ReportMarkings<'a> {
+    pub fn new(db: &'a dyn RecordStore, default: br_cti_domain::vocab::Tlp) -> Self {
+        Self {
+            db,
+            default,
+            known: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The marking of what `user` reports.
+    pub fn of(
+        &mut self,
+        user: &str,
+    ) -> Result<br_cti_domain::vocab::Tlp, br_cti_store::StoreError> {
+        if let Some(t) = self.known.get(user) {
+            return Ok(*t);
+        }
+        let t = self.db.report_tlp(user)?.unwrap_or(self.default);
+        self.known.insert(user.to_string(), t);
+        Ok(t)
+    }
+}

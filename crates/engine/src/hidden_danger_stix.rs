@@ -17,8 +17,8 @@ use stix::objects::{Object, identity, property_extension_definition, sco, sdo};
 use stix::{BundleWriter, SdoIdBuilder, Timestamp, sdo_id};
 
 use crate::producer::{
-    PRODUCER_TLP, mark, marked_producer_identity, marking_definitions, producer_epoch,
-    producer_identity_id,
+    PRODUCER_TLP, mark, marked_producer_identity, producer_epoch, producer_identity_id,
+    tlp_marking_definition,
 };
 use br_cti_domain::model::StoredHiddenDanger;
 use br_cti_domain::vocab::Tlp;
@@ -118,7 +118,13 @@ pub fn objects(hd: &StoredHiddenDanger, tlp: Tlp) -> Result<Vec<Object>, Unreada
     let mut out = Vec::new();
 
     // The platform that reported it: where the finding was seen, beside the organisation.
-    let platform_id = sdo_id("identity", format!("platform\u{0}{}", hd.user).as_bytes());
+    // Objects several hidden dangers share carry the marking in their id's seed: one id, one
+    // content, whatever marking each reporting platform's findings have.
+    let marked = |seed: String| format!("{seed}\u{0}{}", tlp.as_str());
+    let platform_id = sdo_id(
+        "identity",
+        marked(format!("platform\u{0}{}", hd.user)).as_bytes(),
+    );
     out.push(identity(
         platform_id.clone(),
         &hd.user,
@@ -127,7 +133,10 @@ pub fn objects(hd: &StoredHiddenDanger, tlp: Tlp) -> Result<Vec<Object>, Unreada
     ));
 
     let unit = text(&data, "unitName").unwrap_or_default();
-    let org_id = sdo_id("identity", format!("organization\u{0}{unit}").as_bytes());
+    let org_id = sdo_id(
+        "identity",
+        marked(format!("organization\u{0}{unit}")).as_bytes(),
+    );
     out.push(identity(
         org_id.clone(),
         unit,
@@ -136,7 +145,10 @@ pub fn objects(hd: &StoredHiddenDanger, tlp: Tlp) -> Result<Vec<Object>, Unreada
     ));
 
     let name = text(&data, "issueName").unwrap_or_default();
-    let vuln_id = sdo_id("vulnerability", format!("name\u{0}{name}").as_bytes());
+    let vuln_id = sdo_id(
+        "vulnerability",
+        marked(format!("name\u{0}{name}")).as_bytes(),
+    );
     let mut vuln = sdo(
         "vulnerability",
         vuln_id.clone(),
@@ -257,12 +269,12 @@ pub fn objects(hd: &StoredHiddenDanger, tlp: Tlp) -> Result<Vec<Object>, Unreada
 }
 
 /// The objects every export references: the producer identity, the extension definition and
-/// the marking-definitions.
-pub fn producer_objects(tlp: Tlp) -> Vec<Object> {
+/// the marking-definitions of every TLP level (reporting platforms may have any).
+pub fn producer_objects() -> Vec<Object> {
     let mut extension = extension_definition();
     mark(&mut extension, Some(PRODUCER_TLP));
     let mut out = vec![marked_producer_identity(), extension];
-    out.extend(marking_definitions(Some(tlp)));
+    out.extend(Tlp::ALL.iter().map(|t| tlp_marking_definition(*t)));
     out
 }
 
@@ -275,20 +287,21 @@ pub fn producer_objects(tlp: Tlp) -> Vec<Object> {
 /// their id, to write them once.
 pub fn write_bundle<W: Write + Seek>(
     mut out: W,
-    tlp: Tlp,
+    mut tlp_of: impl FnMut(&StoredHiddenDanger) -> io::Result<Tlp>,
     scan: impl FnOnce(&mut dyn FnMut(&StoredHiddenDanger) -> io::Result<()>) -> io::Result<()>,
 ) -> io::Result<W> {
     const HEAD: &[u8] = b"{\"type\":\"bundle\",\"id\":\"";
     let start = out.stream_position()?;
     let placeholder = format!("bundle--{}", uuid::Uuid::nil());
     let mut bundle = BundleWriter::begin(out, &placeholder)?;
-    for o in producer_objects(tlp) {
+    for o in producer_objects() {
         bundle.write_object(&o)?;
     }
     let mut bundle_id = SdoIdBuilder::new("bundle");
     let mut shared: HashSet<u128> = HashSet::new();
     scan(&mut |hd| {
         bundle_id.update(format!("{}\u{0}{}\u{0}{};", hd.user, hd.risk_id, hd.revision).as_bytes());
+        let tlp = tlp_of(hd)?;
         for o in objects(hd, tlp).map_err(io::Error::other)? {
             let kind = o["type"].as_str().unwrap_or_default();
             let own = matches!(kind, "observed-data" | "sighting" | "note");

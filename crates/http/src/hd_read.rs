@@ -275,7 +275,14 @@ async fn stix_bundle(
             let spool = tempfile::tempfile_in(&state.config.data_dir)
                 .map_err(|e| format!("creating the export file: {e}"))?;
             let mut out = std::io::BufWriter::with_capacity(256 * 1024, spool);
-            out = export::write_bundle(out, state.config.hidden_danger_tlp, |each| {
+            let mut markings = br_cti_app::reports::ReportMarkings::new(
+                &*state.meta,
+                state.config.hidden_danger_tlp,
+            );
+            let tlp_of = |hd: &br_cti_domain::model::StoredHiddenDanger| {
+                markings.of(&hd.user).map_err(std::io::Error::other)
+            };
+            out = export::write_bundle(out, tlp_of, |each| {
                 state
                     .meta
                     .scan_hidden_dangers(&f, &mut |hd| each(&hd))

@@ -209,6 +209,8 @@ const MIGRATIONS: &[M<'static>] = &[
         "ALTER TABLE taxii_objects ADD COLUMN tlp INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE hd_users ADD COLUMN tlp TEXT NOT NULL DEFAULT 'green';",
     ),
+    // The TLP marking of a reporting platform's hidden dangers (NULL: the node's default).
+    M::up("ALTER TABLE hd_users ADD COLUMN report_tlp TEXT;"),
 ];
 
 pub struct SqliteStore {
@@ -1177,6 +1179,34 @@ impl HiddenDangerStore for SqliteStore {
                 )
                 .map_err(sql)?
                 > 0)
+        })
+    }
+
+    fn report_tlp(&self, name: &str) -> Result<Option<Tlp>, StoreError> {
+        self.with(|conn| {
+            let text: Option<Option<String>> = conn
+                .prepare_cached("SELECT report_tlp FROM hd_users WHERE name = ?1")
+                .map_err(sql)?
+                .query_row([name], |r| r.get(0))
+                .optional()
+                .map_err(sql)?;
+            match text.flatten() {
+                None => Ok(None),
+                Some(t) => Tlp::from_word(&t).map(Some).ok_or_else(|| {
+                    StoreError::Corrupt(format!("stored report TLP level {t:?} does not parse"))
+                }),
+            }
+        })
+    }
+
+    fn set_report_tlp(&self, name: &str, tlp: Option<Tlp>) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE hd_users SET report_tlp = ?2 WHERE name = ?1",
+                params![name, tlp.map(Tlp::as_str)],
+            )
+            .map(|n| n == 1)
+            .map_err(sql)
         })
     }
 

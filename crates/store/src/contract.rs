@@ -263,6 +263,13 @@ pub fn users_and_tokens(db: &dyn RecordStore) {
     assert_eq!(db.user_token("alice").unwrap().as_deref(), Some("token-b"));
     assert!(db.user_by_token("token-a").unwrap().is_none());
     assert!(!db.rotate_user("bob", "x").unwrap());
+    // A reporting platform's marking: the node's default until set.
+    assert_eq!(db.report_tlp("alice").unwrap(), None);
+    assert!(db.set_report_tlp("alice", Some(Tlp::Red)).unwrap());
+    assert_eq!(db.report_tlp("alice").unwrap(), Some(Tlp::Red));
+    assert!(db.set_report_tlp("alice", None).unwrap());
+    assert_eq!(db.report_tlp("alice").unwrap(), None);
+    assert!(!db.set_report_tlp("bob", Some(Tlp::Red)).unwrap());
     assert_eq!(
         db.users()
             .unwrap()

@@ -228,6 +228,11 @@ pub trait HiddenDangerStore: Send + Sync {
     fn rotate_user(&self, name: &str, token: &str) -> Result<bool, StoreError>;
     /// Removes a user (its reports stay); false when there is no such user.
     fn remove_user(&self, name: &str) -> Result<bool, StoreError>;
+    /// The TLP marking of the hidden dangers a user (a reporting platform) reports; `None`:
+    /// the node's default (or no such user).
+    fn report_tlp(&self, name: &str) -> Result<Option<Tlp>, StoreError>;
+    /// Sets (or, with `None`, clears) it; false when there is no such user.
+    fn set_report_tlp(&self, name: &str, tlp: Option<Tlp>) -> Result<bool, StoreError>;
     /// Stores a batch of one user's validated hidden dangers in one durable transaction:
     /// `riskId` is unique per user, a repeat updates the record and adds a revision (unless
     /// nothing changed).

@@ -243,7 +243,8 @@ const QUIET_MS: i64 = 300;
 const MAX_DEFER_MS: i64 = 5_000;
 
 impl Publisher {
-    /// `hidden_danger_tlp` marks the hidden dangers' STIX.
+    /// `hidden_danger_tlp` marks the hidden dangers' STIX of platforms that have no marking of
+    /// their own.
     pub fn start(
         db: Arc<dyn RecordStore>,
         blobs: Arc<dyn BlobStore>,
@@ -401,15 +402,15 @@ fn publish_once(
     let mark = db.taxii_watermark(SOURCE_HIDDEN_DANGERS)?;
     let changed = db.hidden_dangers_after(mark, 100)?;
     busy |= changed.len() == 100;
+    let mut markings = crate::reports::ReportMarkings::new(db, hidden_danger_tlp);
     if let Some((last, _)) = changed.last() {
         let own = |o| parse_object(&Value::Object(o)).map_err(PublishError::Own);
-        let mut objects: Vec<NewTaxiiObject> =
-            hidden_danger_stix::producer_objects(hidden_danger_tlp)
-                .into_iter()
-                .map(own)
-                .collect::<Result<_, _>>()?;
+        let mut objects: Vec<NewTaxiiObject> = hidden_danger_stix::producer_objects()
+            .into_iter()
+            .map(own)
+            .collect::<Result<_, _>>()?;
         for (_, hd) in &changed {
-            for o in hidden_danger_stix::objects(hd, hidden_danger_tlp)? {
+            for o in hidden_danger_stix::objects(hd, markings.of(&hd.user)?)? {
                 objects.push(own(o)?);
             }
         }
