@@ -738,9 +738,11 @@ async fn delete_object(
 ) -> Result<Response, TaxiiError> {
     check_accept(&headers, false)?;
     blocking(move || {
-        let c = writer(&state, &headers, &id)?;
-        // Only its versions are used: deleting is not filtered by marking.
-        let query = query(&q, Some(&object_id), Tlp::Red)?;
+        let who = principal(&state, &headers)?;
+        let c = writable_collection(&*state.taxii_db, &who, &id)?;
+        // A writer deletes only what it may read: an object above its level is not found.
+        let ceiling = tlp_ceiling(&*state.taxii_db, &who)?;
+        let query = query(&q, Some(&object_id), ceiling)?;
         let versions = if q.contains_key("match[version]") {
             query.versions
         } else {
@@ -748,7 +750,7 @@ async fn delete_object(
         };
         let n = state
             .taxii_db
-            .taxii_delete(&c.id, &object_id, &versions)
+            .taxii_delete(&c.id, &object_id, &versions, ceiling)
             .map_err(|e| store("deleting the object", e))?;
         if n == 0 {
             return Err(error(

@@ -216,10 +216,15 @@ impl TaxiiStore for SqliteStore {
         collection: &str,
         id: &str,
         versions: &[VersionMatch],
+        max_tlp: Tlp,
     ) -> Result<u64, StoreError> {
         self.with(|conn| {
             let tx = write_tx(conn).map_err(sql)?;
-            let mut args = vec![V::Text(collection.to_string()), V::Text(id.to_string())];
+            let mut args = vec![
+                V::Text(collection.to_string()),
+                V::Text(id.to_string()),
+                V::Integer(max_tlp.rank().into()),
+            ];
             let versions = if versions.is_empty() {
                 vec![VersionMatch::All]
             } else {
@@ -227,7 +232,9 @@ impl TaxiiStore for SqliteStore {
             };
             let clause = version_clause(&versions, &mut args);
             let n = tx.execute(
-                &format!("DELETE FROM taxii_objects WHERE collection = ? AND id = ? AND {clause}"),
+                &format!(
+                    "DELETE FROM taxii_objects WHERE collection = ? AND id = ? AND tlp <= ? AND {clause}"
+                ),
                 params_from_iter(args.iter()),
             ).map_err(sql)?;
             // The remaining versions get their first/last flags back.

@@ -424,6 +424,18 @@ pub fn taxii_pages_honour_tlp(db: &dyn RecordStore) {
         }
         assert_eq!(seen, expected, "{max:?}");
     }
+    // Deleting reaches only what the deleter may read.
+    let amber = taxii_object(1, 10).id;
+    assert_eq!(
+        db.taxii_delete("c", &amber, &[VersionMatch::All], Tlp::Green)
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        db.taxii_delete("c", &amber, &[VersionMatch::All], Tlp::Amber)
+            .unwrap(),
+        1
+    );
     db.add_user("reader", "t").unwrap();
     assert_eq!(db.user_tlp("reader").unwrap(), Some(Tlp::Green));
     assert!(db.set_user_tlp("reader", Tlp::Amber).unwrap());
@@ -475,8 +487,16 @@ pub fn taxii_collections_page_and_keep_watermarks(db: &dyn RecordStore) {
     let (latest, _) = db.taxii_page("c", &last).unwrap();
     assert_eq!(latest.len(), 2, "one version per object");
     let id = taxii_object(1, 0).id;
-    assert_eq!(db.taxii_delete("c", &id, &[VersionMatch::All]).unwrap(), 2);
-    assert_eq!(db.taxii_delete("c", &id, &[VersionMatch::All]).unwrap(), 0);
+    assert_eq!(
+        db.taxii_delete("c", &id, &[VersionMatch::All], Tlp::Red)
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        db.taxii_delete("c", &id, &[VersionMatch::All], Tlp::Red)
+            .unwrap(),
+        0
+    );
 
     let status = TaxiiStatus {
         id: "s1".into(),

@@ -280,12 +280,14 @@ pub trait TaxiiStore: Send + Sync {
         collection: &str,
         query: &TaxiiQuery,
     ) -> Result<(Vec<TaxiiObject>, bool), StoreError>;
-    /// Deletes the matching versions of an object; returns how many were deleted.
+    /// Deletes the matching versions of an object marked at most `max_tlp` (what the deleter
+    /// may read); returns how many were deleted.
     fn taxii_delete(
         &self,
         collection: &str,
         id: &str,
         versions: &[VersionMatch],
+        max_tlp: Tlp,
     ) -> Result<u64, StoreError>;
     fn taxii_save_status(&self, status: &TaxiiStatus) -> Result<(), StoreError>;
     fn taxii_status(&self, id: &str) -> Result<Option<TaxiiStatus>, StoreError>;
