@@ -145,14 +145,7 @@ fn ids_agree_with_python_stix2() {
     let datasets = generate(1050, &["jsonl"]);
     let mut files = convert(&varied_dataset(), 500);
     files.extend(convert(&datasets.join("honeypot_1050.jsonl"), 500));
-    let out = Command::new(oracle_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/ids.py"))
-        .args(&files)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let report = run_oracle("ids.py", &files);
     assert_eq!(report["mismatches"], Value::Array(vec![]), "{report}");
     let checked = &report["checked"];
     for ty in [
@@ -178,14 +171,7 @@ fn ids_agree_with_python_stix2() {
 /// Runs `tests/oracles/intel.py` (stix2-patterns, python-stix2 without custom content, the
 /// references of relationships and sightings) over STIX files.
 fn check_intel(files: &[PathBuf]) -> Value {
-    let out = Command::new(oracle_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/intel.py"))
-        .args(files)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let report = run_oracle("intel.py", files);
     assert_eq!(report["errors"], Value::Array(vec![]), "{report}");
     report
 }
@@ -339,14 +325,7 @@ fn misp_stix_imports_and_flags_the_indicators() {
         }
         bundles.push(bundle);
     }
-    let out = Command::new(oracle_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/misp.py"))
-        .args(&bundles)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let report = run_oracle("misp.py", &bundles);
     assert_eq!(report["errors"], Value::Array(vec![]), "{report}");
     assert_eq!(report["bundles"], 2);
     let flagged: std::collections::BTreeSet<String> = report["to_ids"]

@@ -1,7 +1,6 @@
 //! TAXII 2.1 over HTTP: the OASIS taxii2-client against the node, then the protocol's edges
 //! (media types, cursors, filters, auth, DELETE, versions) and the node's own publications.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -496,14 +495,10 @@ mod process {
         wait_for(&n, &datasets, "limit=10000", 30);
         wait_for(&n, &hd, "", 6);
 
-        let out = Command::new(oracle_python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/taxii.py"))
-            .args([&n.server.base, "peer", &n.peer, &inbox, &datasets, &hd])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let r: Value = serde_json::from_str(text.trim())
-            .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+        let r = run_oracle(
+            "taxii.py",
+            &[&n.server.base, "peer", &n.peer, &inbox, &datasets, &hd],
+        );
         assert_eq!(r["title"], "br-cti TAXII 2.1");
         assert_eq!(
             r["api_roots"],

@@ -458,21 +458,31 @@ pub(crate) fn generate(rows: u64, formats: &[&str]) -> PathBuf {
     )
 }
 
-/// Runs the stix2-validator oracle over files; returns its JSON summary.
-pub(crate) fn validate_stix(files: &[PathBuf]) -> Value {
-    assert!(!files.is_empty(), "nothing to validate");
+/// Runs the Python oracle `tests/oracles/<script>` with these arguments; returns the JSON it
+/// prints (its exit status is the caller's to judge from the report).
+pub(crate) fn run_oracle<A: AsRef<std::ffi::OsStr>>(script: &str, args: &[A]) -> Value {
     let out = Command::new(oracle_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/validate.py"))
-        .args(files)
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/oracles")
+                .join(script),
+        )
+        .args(args)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).unwrap_or_else(|e| {
         panic!(
-            "validator output is not JSON ({e}): {text}\n{}",
+            "{script} output is not JSON ({e}): {text}\n{}",
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// Runs the stix2-validator oracle over files; returns its JSON summary.
+pub(crate) fn validate_stix(files: &[PathBuf]) -> Value {
+    assert!(!files.is_empty(), "nothing to validate");
+    run_oracle("validate.py", files)
 }
 
 impl TestServer {
