@@ -45,6 +45,36 @@ pub(crate) fn mark(object: &mut Object, tlp: Option<Tlp>) {
     }
 }
 
+/// A sighting by the node (`identity`, also where it was seen) of `of`: `count` times from
+/// `first` to `last`, in the `observed` observations when they are listed; `seed` names it.
+pub(crate) fn node_sighting(
+    identity: &str,
+    seed: &str,
+    of: &str,
+    first: Timestamp,
+    last: Timestamp,
+    count: u64,
+    observed: Option<&[String]>,
+) -> Object {
+    use serde_json::json;
+    let mut s = stix::objects::sdo(
+        "sighting",
+        stix::sdo_id("sighting", seed.as_bytes()),
+        first,
+        last,
+        Some(identity),
+    );
+    s.insert("first_seen".into(), json!(first.to_string()));
+    s.insert("last_seen".into(), json!(last.to_string()));
+    s.insert("count".into(), json!(count));
+    s.insert("sighting_of_ref".into(), json!(of));
+    if let Some(observed) = observed {
+        s.insert("observed_data_refs".into(), json!(observed));
+    }
+    s.insert("where_sighted_refs".into(), json!([identity]));
+    s
+}
+
 /// A TLP 2.0 marking-definition, exactly as the OASIS TLP 2.0 extension publishes it.
 pub fn tlp_marking_definition(tlp: Tlp) -> Object {
     use serde_json::json;

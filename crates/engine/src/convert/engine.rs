@@ -33,8 +33,8 @@ use super::json_out::{Column, Flow, Name, Obj};
 use super::mapping::{End, Mapping, Target};
 use crate::dataset::{self, Cell, DatasetError, Row};
 use crate::producer::{
-    PRODUCER_TLP, mark, marked_producer_identity, marking_definitions, producer_epoch,
-    producer_identity_id,
+    PRODUCER_TLP, mark, marked_producer_identity, marking_definitions, node_sighting,
+    producer_epoch, producer_identity_id,
 };
 use br_cti_domain::io::ReadSeek;
 use br_cti_domain::net::{is_host_name, normalise_mac};
@@ -567,20 +567,15 @@ impl BatchBuilder {
         let identity = producer_identity_id();
         for (id, s) in sighted {
             self.push(&s.object);
-            let seed = format!("{id}|{}", s.observed.join(","));
-            let mut sighting = sdo(
-                "sighting",
-                stix::sdo_id("sighting", seed.as_bytes()),
+            let mut sighting = node_sighting(
+                &identity,
+                &format!("{id}|{}", s.observed.join(",")),
+                &id,
                 s.first,
                 s.last,
-                Some(&identity),
+                s.observed.len() as u64,
+                Some(&s.observed),
             );
-            sighting.insert("first_seen".into(), json!(s.first.to_string()));
-            sighting.insert("last_seen".into(), json!(s.last.to_string()));
-            sighting.insert("count".into(), json!(s.observed.len()));
-            sighting.insert("sighting_of_ref".into(), json!(id));
-            sighting.insert("observed_data_refs".into(), json!(s.observed));
-            sighting.insert("where_sighted_refs".into(), json!([identity]));
             mark(&mut sighting, self.tlp);
             self.push(&sighting);
         }
@@ -926,7 +921,9 @@ impl<'s> RowConverter<'s> {
         let mut refs: Vec<Id> = Vec::with_capacity(4);
         let mut ends: [Option<Id>; 2] = [None, None];
         let mut ips: Vec<Id> = Vec::with_capacity(2);
-        // Observables the row shows acting (a flow's source, a listed observable, a URL).
+        // Observables the row shows acting (a flow's source, a listed observable, a URL), kept
+        // only when the conversion makes indicators.
+        let indicating = self.settings.indicators.is_some();
         let mut sources: Vec<(Id, &'static str, Id)> = Vec::new();
         // Flow properties: ports [src, dst], counts [src bytes, dst bytes, src packets, dst
         // packets], times [start, end].
@@ -969,7 +966,7 @@ impl<'s> RowConverter<'s> {
                     if ty.starts_with("ipv") {
                         ips.push(text.clone());
                     }
-                    if end == End::Src {
+                    if indicating && end == End::Src {
                         sources.push((id.clone(), ty, text.clone()));
                     }
                     pending.push((id.clone(), Pending::Address(ty, text)));
@@ -982,7 +979,9 @@ impl<'s> RowConverter<'s> {
                     if ty.starts_with("ipv") {
                         ips.push(text.clone());
                     }
-                    sources.push((id.clone(), ty, text.clone()));
+                    if indicating {
+                        sources.push((id.clone(), ty, text.clone()));
+                    }
                     pending.push((id.clone(), Pending::Address(ty, text)));
                     refs.push(id);
                     iocs.ip = true;
@@ -1101,7 +1100,9 @@ impl<'s> RowConverter<'s> {
                 Some(u) => {
                     let id = self.single_property_id("url", "value", &u);
                     let u: Id = u.into();
-                    sources.push((id.clone(), "url", u.clone()));
+                    if indicating {
+                        sources.push((id.clone(), "url", u.clone()));
+                    }
                     pending.push((id.clone(), Pending::Address("url", u)));
                     refs.push(id);
                     iocs.url = true;
@@ -1264,7 +1265,7 @@ impl<'s> RowConverter<'s> {
                 None => stix::sdo_id(kind, name.as_bytes()),
                 Some(t) => stix::sdo_id(kind, format!("{name}\u{0}{}", t.as_str()).as_bytes()),
             };
-            if kind == "attack-pattern" {
+            if indicating && kind == "attack-pattern" {
                 attacks.push(id.clone());
             }
             let entry = batch.sighted.entry(id.clone()).or_insert_with(|| {

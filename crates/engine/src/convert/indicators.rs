@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use stix::Timestamp;
 use stix::objects::sdo;
 
-use crate::producer::producer_epoch;
+use crate::producer::{node_sighting, producer_epoch};
 
 /// An indicator of one IOC (the same for every file that shows it).
 #[derive(Debug)]
@@ -155,20 +155,15 @@ pub(crate) fn objects(seen: &Indicated, identity: &str) -> Vec<Map<String, Value
     for attack in &seen.attacks {
         out.push(relationship(&i.id, "indicates", attack, identity));
     }
-    let seed = format!("{}|{}|{}", i.id, seen.first_observation, seen.count);
-    let mut sighting = sdo(
-        "sighting",
-        stix::sdo_id("sighting", seed.as_bytes()),
+    out.push(node_sighting(
+        identity,
+        &format!("{}|{}|{}", i.id, seen.first_observation, seen.count),
+        &i.id,
         seen.first,
         seen.last,
-        Some(identity),
-    );
-    sighting.insert("first_seen".into(), json!(seen.first.to_string()));
-    sighting.insert("last_seen".into(), json!(seen.last.to_string()));
-    sighting.insert("count".into(), json!(seen.count));
-    sighting.insert("sighting_of_ref".into(), json!(&*i.id));
-    sighting.insert("where_sighted_refs".into(), json!([identity]));
-    out.push(sighting);
+        seen.count,
+        None,
+    ));
     out
 }
 
