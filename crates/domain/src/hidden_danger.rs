@@ -13,7 +13,7 @@ use time::macros::{format_description, offset};
 
 use crate::json::json_kind;
 use crate::net::{is_host_name, normalise_mac};
-use crate::vocab::{IssueLevel, JudgeState, NoticeState};
+use crate::vocab::{IssueLevel, JudgeState, NoticeState, Worded};
 
 /// Per-item error codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -364,13 +364,8 @@ pub fn validate(item: &RawItem) -> Result<HiddenDanger, ItemError> {
     let discover_factory = f.text("discoverFactory", 20, false)?;
     let event_from = f.text("eventFrom", 20, false)?;
     let data_from = f.required("dataFrom", 50)?;
-    let judge_state = enumerated(&f, "judgeState", JudgeState::from_word, JudgeState::words)?;
-    let notice_state = enumerated(
-        &f,
-        "noticeState",
-        NoticeState::from_word,
-        NoticeState::words,
-    )?;
+    let judge_state: JudgeState = enumerated(&f, "judgeState")?;
+    let notice_state: NoticeState = enumerated(&f, "noticeState")?;
     let raw_event = match item.get("rawEvent") {
         None => None,
         Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
@@ -410,17 +405,12 @@ pub fn validate(item: &RawItem) -> Result<HiddenDanger, ItemError> {
     })
 }
 
-fn enumerated<T>(
-    f: &Fields<'_>,
-    name: &str,
-    from_word: fn(&str) -> Option<T>,
-    words: fn() -> String,
-) -> Result<T, ItemError> {
+fn enumerated<T: Worded>(f: &Fields<'_>, name: &str) -> Result<T, ItemError> {
     let v = f.text(name, 64, true)?.expect("required");
-    from_word(&v).ok_or_else(|| {
+    T::from_word(&v).ok_or_else(|| {
         err(
             ItemCode::InvalidEnum,
-            format!("{name}: {v:?} is not one of {}", words()),
+            format!("{name}: {v:?} is not one of {}", T::words()),
         )
     })
 }

@@ -47,6 +47,8 @@ pub trait Worded: Copy + PartialEq + Sized + 'static {
     /// Every member, in the specification's order.
     const ALL: &'static [Self];
     fn as_str(self) -> &'static str;
+    /// The member with exactly this word.
+    fn from_word(word: &str) -> Option<Self>;
     fn from_word_ignoring_case(word: &str) -> Option<Self>;
     /// Every word, for error messages: `a, b, c`.
     fn words() -> String {
@@ -182,6 +184,9 @@ macro_rules! worded {
             const ALL: &'static [$name] = $name::ALL;
             fn as_str(self) -> &'static str {
                 $name::as_str(self)
+            }
+            fn from_word(word: &str) -> Option<Self> {
+                $name::from_word(word)
             }
             fn from_word_ignoring_case(word: &str) -> Option<Self> {
                 $name::from_word_ignoring_case(word)

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use br_cti_app::error::AppError;
 use br_cti_domain::model::{HiddenDangerFilter, StoredHiddenDanger};
-use br_cti_domain::vocab::{IssueLevel, JudgeState, NoticeState};
+use br_cti_domain::vocab::{IssueLevel, JudgeState, NoticeState, Worded};
 use br_cti_engine::hidden_danger_stix as export;
 use br_cti_store::StoreError;
 
@@ -121,15 +121,10 @@ fn filter(q: &HashMap<String, String>) -> Result<HiddenDangerFilter, RestError> 
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
     };
-    fn enumerated<T>(
-        v: Option<String>,
-        k: &str,
-        from_word: fn(&str) -> Option<T>,
-        words: fn() -> String,
-    ) -> Result<Option<T>, RestError> {
+    fn enumerated<T: Worded>(v: Option<String>, k: &str) -> Result<Option<T>, RestError> {
         v.map(|v| {
-            from_word(&v)
-                .ok_or_else(|| bad(format!("query `{k}`: {v:?} is not one of {}", words())))
+            T::from_word(&v)
+                .ok_or_else(|| bad(format!("query `{k}`: {v:?} is not one of {}", T::words())))
         })
         .transpose()
     }
@@ -159,18 +154,8 @@ fn filter(q: &HashMap<String, String>) -> Result<HiddenDangerFilter, RestError> 
         user: text("user"),
         unit_name: text("unit_name"),
         issue_level,
-        judge_state: enumerated(
-            text("judge_state"),
-            "judge_state",
-            JudgeState::from_word,
-            JudgeState::words,
-        )?,
-        notice_state: enumerated(
-            text("notice_state"),
-            "notice_state",
-            NoticeState::from_word,
-            NoticeState::words,
-        )?,
+        judge_state: enumerated::<JudgeState>(text("judge_state"), "judge_state")?,
+        notice_state: enumerated::<NoticeState>(text("notice_state"), "notice_state")?,
         since_ms: text("since").map(|v| time_param("since", &v)).transpose()?,
         until_ms: text("until").map(|v| time_param("until", &v)).transpose()?,
         ip,
