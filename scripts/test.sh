@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, then two stages. Safe to run on a fresh machine.
-#   fast: every crate's unit and property tests, and the API tests against a node in-process;
+# The whole test suite: formatting, lints, then three stages. Safe to run on a fresh machine.
+#   fast: every crate's unit and property tests (the store contract on SQLite and on
+#         PostgreSQL among them), and the API tests against a node in-process;
+#   postgres: the API tests again, the node's records in PostgreSQL;
 #   slow: the real binary as a process (kill -9 and resume, SIGTERM, restarts, faults, memory,
 #         the CLI, the README's quick start) and the external oracles (Python packages in ./.venv).
+# Tests that need PostgreSQL start a private server of their own from Debian's `postgresql`
+# package (installed here when missing), or use BRCTI_TEST_DATABASE_URL when it is set.
 # `scripts/test.sh fast` runs the fast stage alone (no formatting, lints or Python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+have_postgres() {
+    [ -n "${BRCTI_TEST_DATABASE_URL:-}" ] && return 0
+    ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && return 0
+    command -v initdb >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1
+}
+if ! have_postgres; then
+    echo "== installing postgresql (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
 
 if [ "${1:-}" = "fast" ]; then
     exec cargo test --workspace --locked -- --skip ::process:: --skip oracles::
@@ -36,5 +50,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== fast stage: unit and property tests, API tests in-process"
 cargo test --workspace --locked -- --skip ::process:: --skip oracles::
+echo "== postgres stage: the API tests with the records in PostgreSQL"
+BRCTI_TEST_BACKEND=postgres cargo test --locked --test it -- --skip ::process:: --skip oracles::
 echo "== slow stage: the binary as a process, the external oracles"
 cargo test --locked --test it -- ::process:: oracles::

@@ -1,5 +1,6 @@
-//! The composition root: the one place that names the concrete backends (SQLite and a local
-//! directory) and wires the application and the HTTP layer onto them.
+//! The composition root: the one place that names the concrete backends (SQLite or PostgreSQL
+//! for the records, see `backend.rs`; a local directory for the files) and wires the
+//! application and the HTTP layer onto them.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -11,9 +12,12 @@ use br_cti_engine::convert::{DEFAULT_MAPPING, Mapping};
 use br_cti_engine::cti::geo::GeoIp;
 use br_cti_http::{AppState, Parts};
 use br_cti_store::{BlobStore, RecordStore};
-use br_cti_store_local::{FsBlobStore, SqliteStore};
+use br_cti_store_local::FsBlobStore;
 
-/// Opens the data directory (`<data-dir>/br-cti.sqlite` and the blob store beside it), starts
+use crate::backend::RecordBackend;
+
+/// Opens the records (`<data-dir>/br-cti.sqlite`, or `--database-url`) and the blob store in the
+/// data directory, starts
 /// the scheduler and the publisher, and builds the state the HTTP layer serves.
 pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
     prepare_data_dir(&config.data_dir)?;
@@ -21,8 +25,9 @@ pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
         None => DEFAULT_MAPPING.to_string(),
         Some(path) => Mapping::read_file(path)?.0,
     };
-    let db_path = config.data_dir.join("br-cti.sqlite");
-    let meta: Arc<dyn RecordStore> = Arc::new(SqliteStore::open(&db_path)?);
+    let records = RecordBackend::open(&config.data_dir, config.database_url.as_deref())?;
+    tracing::info!(records = records.describe(), "record store");
+    let meta: Arc<dyn RecordStore> = records.connect()?;
     let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&config.data_dir)?);
     let geo = match &config.geoip_db {
         None => GeoIp::none(),
@@ -38,8 +43,8 @@ pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
     )?;
     // TAXII pages and the publisher have connections of their own (they never wait behind
     // ingest or jobs).
-    let taxii_db: Arc<dyn RecordStore> = Arc::new(SqliteStore::open(&db_path)?);
-    let publisher_db: Arc<dyn RecordStore> = Arc::new(SqliteStore::open(&db_path)?);
+    let taxii_db = records.connect()?;
+    let publisher_db = records.connect()?;
     let publisher = Arc::new(Publisher::start(
         publisher_db,
         blobs.clone(),

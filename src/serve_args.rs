@@ -20,6 +20,11 @@ pub struct ServeArgs {
     /// Directory holding everything the node owns (database and files).
     #[arg(long, env = "BRCTI_DATA_DIR", default_value = "./br-cti-data")]
     pub data_dir: PathBuf,
+    /// Keep the records in this PostgreSQL database (`postgres://user:password@host:port/db`)
+    /// instead of the embedded SQLite file: several nodes on one database share their jobs,
+    /// users and TAXII collections. The schema is created or migrated at start.
+    #[arg(long, env = "BRCTI_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Require `Authorization: Bearer <token>` on /data/*.
     #[arg(long, env = "BRCTI_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -141,6 +146,7 @@ impl ServeArgs {
         ServeConfig {
             listen: args.listen,
             data_dir: args.data_dir,
+            database_url: args.database_url.filter(|u| !u.is_empty()),
             api_token: args.api_token.filter(|t| !t.is_empty()),
             insecure: args.insecure,
             max_upload_bytes: args.max_upload_bytes,

@@ -8,8 +8,6 @@ use anyhow::bail;
 use br_cti_app::hidden_danger_auth::{check_user_name, new_token};
 use br_cti_domain::time::DisplayZone;
 use br_cti_domain::vocab::Tlp;
-use br_cti_store::{HiddenDangerStore, TaxiiStore};
-use br_cti_store_local::SqliteStore;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct UsersArgs {
@@ -23,6 +21,14 @@ pub(crate) struct UsersArgs {
         global = true
     )]
     pub data_dir: PathBuf,
+    /// The node's PostgreSQL database, when it runs on one (as for `serve`).
+    #[arg(
+        long,
+        env = "BRCTI_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: Option<String>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -62,7 +68,8 @@ pub(crate) enum UsersCommand {
 
 pub(crate) fn users_command(args: UsersArgs) -> anyhow::Result<()> {
     br_cti_app::config::prepare_data_dir(&args.data_dir)?;
-    let store = SqliteStore::open(&args.data_dir.join("br-cti.sqlite"))?;
+    let url = args.database_url.as_deref().filter(|u| !u.is_empty());
+    let store = br_cti::backend::RecordBackend::open(&args.data_dir, url)?.connect()?;
     match args.command {
         UsersCommand::Add { name } => {
             check_user_name(&name).map_err(anyhow::Error::msg)?;

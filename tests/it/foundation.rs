@@ -361,7 +361,7 @@ fn cors_origins_are_configurable() {
 /// are refused, instead of acknowledging writes that go to a file nobody will read.
 #[test]
 fn a_replaced_database_file_is_noticed() {
-    let server = TestServer::start(&[]);
+    let server = TestServer::start_sqlite(&[]);
     server.upload_ok(b"src,dst\n10.0.0.1,10.0.0.2\n", "a.csv");
     assert_eq!(server.get_json("/readyz")["status"], "ready");
     let db = server.data_dir.join("br-cti.sqlite");

@@ -73,6 +73,9 @@ pub fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// A PostgreSQL database for the records (`--database-url`), shared by several nodes;
+    /// `None`: the embedded SQLite database in the data directory.
+    pub database_url: Option<String>,
     pub api_token: Option<String>,
     pub insecure: bool,
     pub max_upload_bytes: u64,
@@ -219,6 +222,7 @@ mod tests {
         ServeConfig {
             listen: listen.parse().unwrap(),
             data_dir: PathBuf::from("x"),
+            database_url: None,
             api_token: token.map(str::to_string),
             insecure,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,

@@ -32,13 +32,32 @@ pub(crate) struct TestServer {
 }
 
 impl TestServer {
-    /// A node in this process on a fresh data directory, with `serve`'s flags `args`.
+    /// A node in this process on a fresh data directory, with `serve`'s flags `args`. With
+    /// `BRCTI_TEST_BACKEND=postgres` its records are in a fresh schema of the test PostgreSQL
+    /// server (the test command runs the API tests on both backends).
     pub(crate) fn start(args: &[&str]) -> Self {
+        Self::start_on(on_postgres(), args)
+    }
+
+    /// A node in this process on SQLite whatever the backend of the run (for tests of the
+    /// database file itself).
+    pub(crate) fn start_sqlite(args: &[&str]) -> Self {
+        Self::start_on(false, args)
+    }
+
+    fn start_on(postgres: bool, args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         let dir_arg = dir.to_str().unwrap();
+        let database = postgres
+            .then(|| br_cti_store_pg::testing::schema_url(&br_cti_store_pg::testing::new_schema()));
+        let backend: Vec<&str> = match &database {
+            Some(url) => vec!["--database-url", url],
+            None => Vec::new(),
+        };
         let argv = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dir_arg]
             .into_iter()
+            .chain(backend)
             .chain(args.iter().copied());
         let config = br_cti::serve_args::ServeArgs::parse_from(argv)
             .unwrap_or_else(|e| panic!("serve {args:?}: {e}"))
@@ -313,6 +332,15 @@ impl Drop for TestServer {
                 eprintln!("{line}");
             }
         }
+    }
+}
+
+/// True when the API tests run on PostgreSQL (`BRCTI_TEST_BACKEND=postgres`).
+pub(crate) fn on_postgres() -> bool {
+    match std::env::var("BRCTI_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("BRCTI_TEST_BACKEND={other:?}: use sqlite or postgres"),
     }
 }
 

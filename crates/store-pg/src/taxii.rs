@@ -1,0 +1,428 @@
+//! TAXII collections in PostgreSQL. Every object version is a row; `seq` is the paging key.
+//! Adds take the TAXII advisory lock for their transaction, so `seq` and `date_added` are
+//! handed out in commit order even with several nodes writing: a reader that saw position `n`
+//! never later finds a new row below `n`, and `added_after` pages exactly.
+
+use postgres::types::ToSql;
+
+use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::model::{
+    NewTaxiiObject, Position, StoredHiddenDanger, TaxiiObject, TaxiiQuery, TaxiiStatus,
+    VersionMatch,
+};
+use br_cti_domain::vocab::Tlp;
+use br_cti_store::{StoreError, TaxiiStore};
+
+use crate::hidden::{HD_COLUMNS, hd_from_row};
+use crate::{PgStore, count, get, hash, lock, parsed, pg, xact_lock};
+
+fn now_us() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
+}
+
+type Args = Vec<Box<dyn ToSql + Sync>>;
+
+fn push(args: &mut Args, v: impl ToSql + Sync + 'static) -> String {
+    args.push(Box::new(v));
+    format!("${}", args.len())
+}
+
+/// The SQL condition of a list of `match[version]` values (OR-ed); none means `last`.
+fn version_clause(versions: &[VersionMatch], args: &mut Args) -> String {
+    if versions.is_empty() {
+        return "is_latest".into();
+    }
+    let parts: Vec<String> = versions
+        .iter()
+        .map(|v| match v {
+            VersionMatch::Last => "is_latest".to_string(),
+            VersionMatch::First => "is_first".to_string(),
+            VersionMatch::All => "true".to_string(),
+            VersionMatch::At(us) => format!("version_us = {}", push(args, *us)),
+        })
+        .collect();
+    format!("({})", parts.join(" OR "))
+}
+
+fn in_clause(column: &str, values: &[String], args: &mut Args) -> Option<String> {
+    if values.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{column} = ANY({}::text[])",
+        push(args, values.to_vec())
+    ))
+}
+
+fn refs(args: &Args) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|a| &**a as &(dyn ToSql + Sync)).collect()
+}
+
+impl TaxiiStore for PgStore {
+    fn taxii_add(
+        &self,
+        collection: &str,
+        objects: &[NewTaxiiObject],
+        watermark: Option<(&str, Position)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        xact_lock(&mut tx, lock::TAXII)?;
+        let last: i64 = match tx
+            .query_opt(
+                "SELECT date_added FROM taxii_objects ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .map_err(pg)?
+        {
+            Some(r) => get(&r, 0)?,
+            None => 0,
+        };
+        let mut date_added = now_us().max(last + 1);
+        let versions = tx
+            .prepare(
+                "SELECT seq, version_us, is_latest, is_first FROM taxii_objects
+                 WHERE collection = $1 AND id = $2",
+            )
+            .map_err(pg)?;
+        let unflag_latest = tx
+            .prepare("UPDATE taxii_objects SET is_latest = false WHERE seq = $1")
+            .map_err(pg)?;
+        let unflag_first = tx
+            .prepare("UPDATE taxii_objects SET is_first = false WHERE seq = $1")
+            .map_err(pg)?;
+        let insert = tx
+            .prepare(
+                "INSERT INTO taxii_objects (collection, id, type, version, version_us, spec_version,
+                     date_added, is_latest, is_first, object, tlp)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .map_err(pg)?;
+        let mut added = Vec::with_capacity(objects.len());
+        for o in objects {
+            let known: Vec<(i64, i64, bool, bool)> = tx
+                .query(&versions, &[&collection, &o.id])
+                .map_err(pg)?
+                .iter()
+                .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?, get(r, 3)?)))
+                .collect::<Result<_, StoreError>>()?;
+            // One instant is one version, however it is written (`Z`, `.000Z`, `+08:00`).
+            if known.iter().any(|k| k.1 == o.version_us) {
+                added.push(false);
+                continue;
+            }
+            let is_latest = match known.iter().find(|k| k.2) {
+                None => true,
+                Some(&(seq, v, _, _)) if o.version_us >= v => {
+                    tx.execute(&unflag_latest, &[&seq]).map_err(pg)?;
+                    true
+                }
+                Some(_) => false,
+            };
+            let is_first = match known.iter().find(|k| k.3) {
+                None => true,
+                Some(&(seq, v, _, _)) if o.version_us < v => {
+                    tx.execute(&unflag_first, &[&seq]).map_err(pg)?;
+                    true
+                }
+                Some(_) => false,
+            };
+            tx.execute(
+                &insert,
+                &[
+                    &collection,
+                    &o.id,
+                    &o.kind,
+                    &o.version,
+                    &o.version_us,
+                    &o.spec_version,
+                    &date_added,
+                    &is_latest,
+                    &is_first,
+                    &o.object,
+                    &i64::from(o.tlp.rank()),
+                ],
+            )
+            .map_err(pg)?;
+            date_added += 1;
+            added.push(true);
+        }
+        if let Some((source, mark)) = watermark {
+            tx.execute(
+                "INSERT INTO taxii_sync (source, watermark) VALUES ($1, $2)
+                 ON CONFLICT (source) DO UPDATE SET watermark = excluded.watermark",
+                &[&source, &mark.to_backend()],
+            )
+            .map_err(pg)?;
+        }
+        tx.commit().map_err(pg)?;
+        Ok(added)
+    }
+
+    fn taxii_page(
+        &self,
+        collection: &str,
+        q: &TaxiiQuery,
+    ) -> Result<(Vec<TaxiiObject>, bool), StoreError> {
+        let mut conn = self.conn()?;
+        let mut after = q.after.to_backend();
+        if let Some(t) = q.added_after {
+            // date_added grows with seq: turn the time into a position (one index probe).
+            let bound = conn
+                .query_opt(
+                    "SELECT seq FROM taxii_objects WHERE collection = $1 AND date_added > $2
+                     ORDER BY date_added LIMIT 1",
+                    &[&collection, &t],
+                )
+                .map_err(pg)?;
+            match bound {
+                Some(r) => after = after.max(get::<i64>(&r, 0)? - 1),
+                None => return Ok((Vec::new(), false)),
+            }
+        }
+        let mut args: Args = Vec::new();
+        let mut clauses = vec![
+            format!("collection = {}", push(&mut args, collection.to_string())),
+            format!("seq > {}", push(&mut args, after)),
+            format!("tlp <= {}", push(&mut args, i64::from(q.max_tlp.rank()))),
+            version_clause(&q.versions, &mut args),
+        ];
+        clauses.extend(in_clause("id", &q.ids, &mut args));
+        clauses.extend(in_clause("type", &q.types, &mut args));
+        clauses.extend(in_clause("spec_version", &q.spec_versions, &mut args));
+        let limit = push(&mut args, q.limit.min(i64::MAX as u64 - 1) as i64 + 1);
+        let mut rows = conn
+            .query(
+                &format!(
+                    "SELECT seq, id, type, version, spec_version, date_added, object
+                     FROM taxii_objects WHERE {} ORDER BY seq LIMIT {limit}",
+                    clauses.join(" AND ")
+                ),
+                &refs(&args),
+            )
+            .map_err(pg)?
+            .iter()
+            .map(|r| {
+                Ok(TaxiiObject {
+                    position: Position::from_backend(get(r, 0)?),
+                    id: get(r, 1)?,
+                    kind: get(r, 2)?,
+                    version: get(r, 3)?,
+                    spec_version: get(r, 4)?,
+                    date_added: get(r, 5)?,
+                    object: get(r, 6)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let more = rows.len() as u64 > q.limit;
+        rows.truncate(q.limit as usize);
+        Ok((rows, more))
+    }
+
+    fn taxii_delete(
+        &self,
+        collection: &str,
+        id: &str,
+        versions: &[VersionMatch],
+        max_tlp: Tlp,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        xact_lock(&mut tx, lock::TAXII)?;
+        let mut args: Args = Vec::new();
+        let c = push(&mut args, collection.to_string());
+        let i = push(&mut args, id.to_string());
+        let t = push(&mut args, i64::from(max_tlp.rank()));
+        let versions = if versions.is_empty() {
+            vec![VersionMatch::All]
+        } else {
+            versions.to_vec()
+        };
+        let clause = version_clause(&versions, &mut args);
+        let n = tx
+            .execute(
+                &format!(
+                    "DELETE FROM taxii_objects WHERE collection = {c} AND id = {i} AND tlp <= {t} AND {clause}"
+                ),
+                &refs(&args),
+            )
+            .map_err(pg)?;
+        // The remaining versions get their first/last flags back.
+        tx.execute(
+            "UPDATE taxii_objects SET
+                 is_latest = seq = (SELECT seq FROM taxii_objects WHERE collection = $1 AND id = $2
+                                    ORDER BY version_us DESC, seq DESC LIMIT 1),
+                 is_first = seq = (SELECT seq FROM taxii_objects WHERE collection = $1 AND id = $2
+                                   ORDER BY version_us ASC, seq ASC LIMIT 1)
+             WHERE collection = $1 AND id = $2",
+            &[&collection, &id],
+        )
+        .map_err(pg)?;
+        tx.commit().map_err(pg)?;
+        Ok(n)
+    }
+
+    fn taxii_save_status(&self, s: &TaxiiStatus) -> Result<(), StoreError> {
+        self.conn()?
+            .execute(
+                "INSERT INTO taxii_status (id, collection, request_timestamp, total, success_count,
+                     failure_count, successes, failures) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &s.id,
+                    &s.collection,
+                    &s.request_timestamp,
+                    &(s.total as i64),
+                    &(s.success_count as i64),
+                    &(s.failure_count as i64),
+                    &s.successes,
+                    &s.failures,
+                ],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn taxii_status(&self, id: &str) -> Result<Option<TaxiiStatus>, StoreError> {
+        self.conn()?
+            .query_opt(
+                "SELECT id, collection, request_timestamp, total, success_count, failure_count,
+                     successes, failures FROM taxii_status WHERE id = $1",
+                &[&id],
+            )
+            .map_err(pg)?
+            .map(|r| {
+                Ok(TaxiiStatus {
+                    id: get(&r, 0)?,
+                    collection: get(&r, 1)?,
+                    request_timestamp: get(&r, 2)?,
+                    total: count(&r, 3)?,
+                    success_count: count(&r, 4)?,
+                    failure_count: count(&r, 5)?,
+                    successes: get(&r, 6)?,
+                    failures: get(&r, 7)?,
+                })
+            })
+            .transpose()
+    }
+
+    fn user_by_token(&self, token: &str) -> Result<Option<String>, StoreError> {
+        self.conn()?
+            .query_opt("SELECT name FROM hd_users WHERE token = $1", &[&token])
+            .map_err(pg)?
+            .map(|r| get(&r, 0))
+            .transpose()
+    }
+
+    fn user_tlp(&self, user: &str) -> Result<Option<Tlp>, StoreError> {
+        self.conn()?
+            .query_opt("SELECT tlp FROM hd_users WHERE name = $1", &[&user])
+            .map_err(pg)?
+            .map(|r| parsed(&r, 0, "user TLP level", Tlp::from_word))
+            .transpose()
+    }
+
+    fn set_user_tlp(&self, user: &str, tlp: Tlp) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()?
+            .execute(
+                "UPDATE hd_users SET tlp = $2 WHERE name = $1",
+                &[&user, &tlp.as_str()],
+            )
+            .map_err(pg)?
+            == 1)
+    }
+
+    fn taxii_grants(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        self.conn()?
+            .query(
+                "SELECT collection FROM taxii_grants WHERE user_name = $1 ORDER BY 1",
+                &[&user],
+            )
+            .map_err(pg)?
+            .iter()
+            .map(|r| get(r, 0))
+            .collect()
+    }
+
+    fn taxii_grant(&self, user: &str, collection: &str) -> Result<(), StoreError> {
+        self.conn()?
+            .execute(
+                "INSERT INTO taxii_grants (user_name, collection) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+                &[&user, &collection],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn taxii_revoke(&self, user: &str, collection: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()?
+            .execute(
+                "DELETE FROM taxii_grants WHERE user_name = $1 AND collection = $2",
+                &[&user, &collection],
+            )
+            .map_err(pg)?
+            > 0)
+    }
+
+    fn taxii_watermark(&self, source: &str) -> Result<Position, StoreError> {
+        Ok(self
+            .conn()?
+            .query_opt(
+                "SELECT watermark FROM taxii_sync WHERE source = $1",
+                &[&source],
+            )
+            .map_err(pg)?
+            .map(|r| get(&r, 0))
+            .transpose()?
+            .map_or(Position::START, Position::from_backend))
+    }
+
+    fn stix_files_after(
+        &self,
+        watermark: Position,
+        limit: u64,
+    ) -> Result<Vec<(Position, Sha256Hex)>, StoreError> {
+        self.conn()?
+            .query(
+                "SELECT seq, stix_file_hash FROM stix_records WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[
+                    &watermark.to_backend(),
+                    &(limit.min(i64::MAX as u64) as i64),
+                ],
+            )
+            .map_err(pg)?
+            .iter()
+            .map(|r| Ok((Position::from_backend(get(r, 0)?), hash(r, 1)?)))
+            .collect()
+    }
+
+    fn hidden_dangers_after(
+        &self,
+        watermark: Position,
+        limit: u64,
+    ) -> Result<Vec<(Position, StoredHiddenDanger)>, StoreError> {
+        let columns = HD_COLUMNS
+            .split(", ")
+            .map(|c| format!("h.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.conn()?
+            .query(
+                &format!(
+                    "SELECT {columns}, r.seq FROM hidden_danger_revisions r
+                     JOIN hidden_dangers h ON h.id = r.hd_id
+                     WHERE r.seq > $1 ORDER BY r.seq LIMIT $2"
+                ),
+                &[
+                    &watermark.to_backend(),
+                    &(limit.min(i64::MAX as u64) as i64),
+                ],
+            )
+            .map_err(pg)?
+            .iter()
+            .map(|r| Ok((Position::from_backend(get(r, 9)?), hd_from_row(r)?)))
+            .collect()
+    }
+}
