@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use br_cti_app::config::{ServeConfig, prepare_data_dir};
-use br_cti_app::jobs::Jobs;
+use br_cti_app::jobs::{JobSettings, Jobs};
 use br_cti_app::taxii::Publisher;
 use br_cti_engine::convert::{DEFAULT_MAPPING, Mapping};
 use br_cti_engine::cti::geo::GeoIp;
@@ -38,8 +38,13 @@ pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
         meta.clone(),
         blobs.clone(),
         Arc::new(geo),
-        config.job_max_attempts,
-        config.dataset_limits,
+        JobSettings {
+            max_attempts: config.job_max_attempts,
+            dataset_limits: config.dataset_limits,
+            lease: config.job_lease,
+            node_id: JobSettings::node_name(),
+            sole_owner: matches!(records, RecordBackend::Sqlite(_)),
+        },
     )?;
     // TAXII pages and the publisher have connections of their own (they never wait behind
     // ingest or jobs).

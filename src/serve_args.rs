@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use br_cti_app::config::{
-    ConnLimits, CorsOrigins, DEFAULT_JOB_MAX_ATTEMPTS, DEFAULT_MAX_UPLOAD_BYTES,
-    HiddenDangerLimits, ServeConfig,
+    ConnLimits, CorsOrigins, DEFAULT_JOB_LEASE_SECS, DEFAULT_JOB_MAX_ATTEMPTS,
+    DEFAULT_MAX_UPLOAD_BYTES, HiddenDangerLimits, ServeConfig,
 };
 use br_cti_domain::time::DisplayZone;
 use br_cti_domain::vocab::Tlp;
@@ -93,6 +93,12 @@ pub struct ServeArgs {
     #[arg(long, env = "BRCTI_JOB_MAX_ATTEMPTS", default_value_t = DEFAULT_JOB_MAX_ATTEMPTS,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub job_max_attempts: u32,
+    /// Seconds a node's claim on a job lasts unless renewed (it renews it a few times per
+    /// lease). With --database-url, another node takes over a job whose node stopped this long
+    /// ago; a node that owns its SQLite database takes over at once when it starts.
+    #[arg(long, env = "BRCTI_JOB_LEASE_SECS", default_value_t = DEFAULT_JOB_LEASE_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub job_lease_secs: u64,
     /// Client connections served at once; further ones wait until one ends.
     #[arg(long, env = "BRCTI_MAX_CONNECTIONS", default_value_t = ConnLimits::default().max_connections as u64,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -168,6 +174,7 @@ impl ServeArgs {
             time_zone: args.time_zone,
             default_points: args.default_points,
             job_max_attempts: args.job_max_attempts,
+            job_lease: std::time::Duration::from_secs(args.job_lease_secs),
             connections: ConnLimits {
                 max_connections: args.max_connections as usize,
                 header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),

@@ -102,6 +102,8 @@ pub struct ServeConfig {
     pub default_points: f64,
     /// Runs of a job before it is failed for good when the node keeps stopping during it.
     pub job_max_attempts: u32,
+    /// How long a node's claim on a job lasts unless renewed.
+    pub job_lease: Duration,
     /// Client connections: how many at once, header and idle timeouts.
     pub connections: ConnLimits,
     /// What an uploaded dataset may hold.
@@ -139,6 +141,9 @@ pub(crate) const MIN_EXPOSED_TOKEN_CHARS: usize = 16;
 
 /// Default runs of a job that the node keeps stopping during (a crash loop ends there).
 pub const DEFAULT_JOB_MAX_ATTEMPTS: u32 = 3;
+
+/// Default seconds of a node's claim on a job (renewed every few seconds while it runs).
+pub const DEFAULT_JOB_LEASE_SECS: u64 = 30;
 
 /// Limits of `addHiddenDanger`; over a limit the request is refused whole and nothing is stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -237,6 +242,7 @@ mod tests {
             time_zone: DisplayZone::utc(),
             default_points: 0.0,
             job_max_attempts: DEFAULT_JOB_MAX_ATTEMPTS,
+            job_lease: Duration::from_secs(DEFAULT_JOB_LEASE_SECS),
             connections: ConnLimits::default(),
             dataset_limits: Default::default(),
             max_body_memory_bytes: DEFAULT_MAX_BODY_MEMORY_BYTES,

@@ -209,6 +209,32 @@ impl Job {
     }
 }
 
+/// The fence of a job's lease: a node that claims a job gets a new one, and the store refuses
+/// writes for the job that carry an older one. A node that lost its lease (it stalled, or was
+/// cut off, past the lease's end, and another node took the job over) cannot commit a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence(i64);
+
+impl Fence {
+    /// A backend's own value (a counter of the job's claims).
+    pub fn from_backend(raw: i64) -> Self {
+        Fence(raw)
+    }
+
+    pub fn to_backend(self) -> i64 {
+        self.0
+    }
+}
+
+/// What renewing a lease found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Still this node's; `cancel_requested`: someone (on any node) asked the job to stop.
+    Held { cancel_requested: bool },
+    /// Another node claimed the job, or it ended.
+    Lost,
+}
+
 /// The progress a job commits with each step (and resumes from).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct JobProgress {

@@ -11,9 +11,9 @@ use rusqlite_migration::{M, Migrations};
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::job::JobParams;
 use br_cti_domain::model::{
-    CtiRecord, FileMeta, HiddenDangerFilter, HiddenDangerRevision, Job, JobKind, JobProgress,
-    JobStatus, Publication, Step, StepState, StepStatus, StixRecord, StoredHiddenDanger,
-    TaskRecord, Upsert, UserInfo,
+    CtiRecord, Fence, FileMeta, HiddenDangerFilter, HiddenDangerRevision, Job, JobKind,
+    JobProgress, JobStatus, LeaseState, Publication, Step, StepState, StepStatus, StixRecord,
+    StoredHiddenDanger, TaskRecord, Upsert, UserInfo,
 };
 use br_cti_domain::time::now_ms;
 use br_cti_domain::vocab::{DataType, IncentiveMechanism, OpenSource, Tlp, TrafficType};
@@ -211,6 +211,13 @@ const MIGRATIONS: &[M<'static>] = &[
     ),
     // The TLP marking of a reporting platform's hidden dangers (NULL: the node's default).
     M::up("ALTER TABLE hd_users ADD COLUMN report_tlp TEXT;"),
+    // Leases: the node running a job, a counter of its claims (the fence of its writes) and
+    // when the lease ends unless renewed (ms; NULL: never leased, claimable when running).
+    M::up(
+        "ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+     ALTER TABLE jobs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE jobs ADD COLUMN lease_until INTEGER;",
+    ),
 ];
 
 pub struct SqliteStore {
@@ -742,18 +749,69 @@ impl JobStore for SqliteStore {
         })
     }
 
-    fn start_attempt(&self, id: i64) -> Result<u32, StoreError> {
+    fn claim_job(&self, owner: &str, lease_ms: i64) -> Result<Option<(Job, Fence)>, StoreError> {
         self.with(|conn| {
-            let attempts: i64 = conn
+            let tx = write_tx(conn).map_err(sql)?;
+            let now = now_ms();
+            let id: Option<i64> = tx
                 .query_row(
-                    "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?2),
-                     attempts = attempts + 1
-                 WHERE id = ?1 RETURNING attempts",
-                    params![id, now_ms()],
+                    "SELECT id FROM jobs WHERE status IN ('queued', 'running')
+                     AND (status = 'queued' OR lease_until IS NULL OR lease_until < ?1)
+                     ORDER BY id LIMIT 1",
+                    [now],
                     |r| r.get(0),
                 )
+                .optional()
                 .map_err(sql)?;
-            Ok(attempts.clamp(0, i64::from(u32::MAX)) as u32)
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            let claimed = tx
+                .query_row(
+                    &format!(
+                        "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?2),
+                             attempts = attempts + 1, lease_owner = ?3,
+                             lease_epoch = lease_epoch + 1, lease_until = ?4
+                         WHERE id = ?1 RETURNING {JOB_COLUMNS}, lease_epoch"
+                    ),
+                    params![id, now, owner, now.saturating_add(lease_ms)],
+                    |r| Ok((job_from_row(r)?, Fence::from_backend(r.get(22)?))),
+                )
+                .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok(Some(claimed))
+        })
+    }
+
+    fn renew_lease(&self, id: i64, fence: Fence, lease_ms: i64) -> Result<LeaseState, StoreError> {
+        self.with(|conn| {
+            let cancel: Option<i64> = conn
+                .query_row(
+                    "UPDATE jobs SET lease_until = ?3
+                     WHERE id = ?1 AND lease_epoch = ?2 AND status = 'running'
+                     RETURNING cancel_requested",
+                    params![id, fence.to_backend(), now_ms().saturating_add(lease_ms)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql)?;
+            Ok(match cancel {
+                Some(c) => LeaseState::Held {
+                    cancel_requested: c != 0,
+                },
+                None => LeaseState::Lost,
+            })
+        })
+    }
+
+    fn expire_leases(&self) -> Result<u64, StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE jobs SET lease_until = 0 WHERE status = 'running'",
+                [],
+            )
+            .map(|n| n as u64)
+            .map_err(sql)
         })
     }
 
@@ -768,15 +826,21 @@ impl JobStore for SqliteStore {
     fn finish_job(
         &self,
         id: i64,
+        fence: Fence,
         status: JobStatus,
         message: Option<&str>,
     ) -> Result<(), StoreError> {
         self.with(|conn| {
-            conn.execute(
-                "UPDATE jobs SET status = ?2, message = ?3, finished_at = ?4 WHERE id = ?1",
-                params![id, status.as_str(), message, now_ms()],
-            )
-            .map_err(sql)?;
+            let n = conn
+                .execute(
+                    "UPDATE jobs SET status = ?2, message = ?3, finished_at = ?4, lease_until = NULL
+                     WHERE id = ?1 AND lease_epoch = ?5",
+                    params![id, status.as_str(), message, now_ms(), fence.to_backend()],
+                )
+                .map_err(sql)?;
+            if n == 0 {
+                return Err(StoreError::LeaseLost(id));
+            }
             Ok(())
         })
     }
@@ -784,11 +848,13 @@ impl JobStore for SqliteStore {
     fn commit_stix_steps(
         &self,
         job_id: i64,
+        fence: Fence,
         records: &[StixRecord],
         progress: &JobProgress,
     ) -> Result<(), StoreError> {
         self.with(|conn| {
             let tx = write_tx(conn).map_err(sql)?;
+            update_progress(&tx, job_id, fence, progress)?;
             for r in records {
                 tx.execute(
                     &format!(
@@ -813,7 +879,6 @@ impl JobStore for SqliteStore {
                     ],
                 ).map_err(sql)?;
             }
-            update_progress(&tx, job_id, progress)?;
             tx.commit().map_err(sql)?;
             Ok(())
         })
@@ -896,14 +961,17 @@ fn cti_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CtiRecord> {
     })
 }
 
+/// Saves a job's progress if `fence` still holds it; [`StoreError::LeaseLost`] otherwise (the
+/// caller's transaction is then dropped: nothing of it is written).
 fn update_progress(
     tx: &rusqlite::Transaction<'_>,
     job_id: i64,
+    fence: Fence,
     progress: &JobProgress,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    let n = tx.execute(
         "UPDATE jobs SET steps_done = ?2, rows_done = ?3, rows_rejected = ?4, objects = ?5, files = ?6,
-             errors = ?7, recent_steps = ?8, run_ms = ?9 WHERE id = ?1",
+             errors = ?7, recent_steps = ?8, run_ms = ?9 WHERE id = ?1 AND lease_epoch = ?10",
         params![
             job_id,
             progress.steps_done as i64,
@@ -914,8 +982,12 @@ fn update_progress(
             json_text(&progress.errors),
             json_text(&progress.recent_steps),
             progress.run_ms,
+            fence.to_backend(),
         ],
     ).map_err(sql)?;
+    if n == 0 {
+        return Err(StoreError::LeaseLost(job_id));
+    }
     Ok(())
 }
 
@@ -923,11 +995,13 @@ impl CtiStore for SqliteStore {
     fn commit_cti_steps(
         &self,
         job_id: i64,
+        fence: Fence,
         records: &[(CtiRecord, String)],
         progress: &JobProgress,
     ) -> Result<(), StoreError> {
         self.with(|conn| {
             let tx = write_tx(conn).map_err(sql)?;
+            update_progress(&tx, job_id, fence, progress)?;
             for (r, cti_file_path) in records {
                 tx.execute(
                     &format!(
@@ -967,7 +1041,6 @@ impl CtiStore for SqliteStore {
                     params![r.source_file_hash.as_str(), r.cti_hash.as_str(), cti_file_path],
                 ).map_err(sql)?;
             }
-            update_progress(&tx, job_id, progress)?;
             tx.commit().map_err(sql)?;
             Ok(())
         })

@@ -29,7 +29,7 @@ use br_cti_domain::hash::Sha256Hex;
 use br_cti_store::{RecordStore, StoreError};
 
 /// Schema migrations, oldest first. Never edit a released migration: append a new one.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
 
 /// Advisory lock keys (the ASCII of "br-cti" and a number).
 mod lock {
@@ -494,14 +494,58 @@ mod tests {
                     );
                 }
             }
+            let (claimed, fence) = fresh.claim_job("n", 60_000).unwrap().unwrap();
+            assert_eq!(claimed.id, created[0].id);
             fresh
                 .finish_job(
                     created[0].id,
+                    fence,
                     br_cti_domain::model::JobStatus::Succeeded,
                     None,
                 )
                 .unwrap();
         }
+    }
+
+    /// Nodes claiming at once each get another job, every job exactly once.
+    #[test]
+    fn concurrent_claims_take_distinct_jobs() {
+        let fresh = fresh_schema();
+        let mut ids = Vec::new();
+        for (i, c) in "0123456789ab".chars().enumerate() {
+            let f = meta(c);
+            fresh.record_upload(&f, &format!("t{i}")).unwrap();
+            ids.push(
+                fresh
+                    .create_job(&f.hash, "p", &br_cti_domain::testing::stix_params(), 1, 1)
+                    .unwrap()
+                    .id,
+            );
+        }
+        let nodes: Vec<PgStore> = (0..4).map(|_| fresh.reopen()).collect();
+        let mut claimed: Vec<i64> = std::thread::scope(|s| {
+            let handles: Vec<_> = nodes
+                .iter()
+                .enumerate()
+                .map(|(n, store)| {
+                    s.spawn(move || {
+                        let mut mine = Vec::new();
+                        while let Some((job, _)) =
+                            store.claim_job(&format!("n{n}"), 60_000).unwrap()
+                        {
+                            mine.push(job.id);
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        claimed.sort();
+        assert_eq!(claimed, ids);
     }
 
     /// A newer schema than this build knows is refused, not written to.

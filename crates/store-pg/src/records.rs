@@ -5,8 +5,8 @@ use postgres::GenericClient;
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::job::JobParams;
 use br_cti_domain::model::{
-    CtiRecord, FileMeta, Job, JobKind, JobProgress, JobStatus, Publication, Step, StepState,
-    StepStatus, StixRecord, TaskRecord,
+    CtiRecord, Fence, FileMeta, Job, JobKind, JobProgress, JobStatus, LeaseState, Publication,
+    Step, StepState, StepStatus, StixRecord, TaskRecord,
 };
 use br_cti_domain::time::now_ms;
 use br_cti_domain::vocab::{DataType, IncentiveMechanism, OpenSource, TrafficType};
@@ -237,14 +237,19 @@ fn record_from_row(r: &postgres::Row) -> Result<StixRecord, StoreError> {
     })
 }
 
+/// Saves a job's progress if `fence` still holds it; [`StoreError::LeaseLost`] otherwise (the
+/// caller's transaction is then dropped: nothing of it is written). It runs first in a commit:
+/// the job's row stays locked to the end of the transaction, so a claim by another node waits
+/// for the commit, and then hands out a new fence.
 fn update_progress(
     tx: &mut postgres::Transaction<'_>,
     job_id: i64,
+    fence: Fence,
     progress: &JobProgress,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    let n = tx.execute(
         "UPDATE jobs SET steps_done = $2, rows_done = $3, rows_rejected = $4, objects = $5, files = $6,
-             errors = $7, recent_steps = $8, run_ms = $9 WHERE id = $1",
+             errors = $7, recent_steps = $8, run_ms = $9 WHERE id = $1 AND lease_epoch = $10",
         &[
             &job_id,
             &(progress.steps_done as i64),
@@ -255,9 +260,13 @@ fn update_progress(
             &json_text(&progress.errors),
             &json_text(&progress.recent_steps),
             &progress.run_ms,
+            &fence.to_backend(),
         ],
     )
     .map_err(pg)?;
+    if n == 0 {
+        return Err(StoreError::LeaseLost(job_id));
+    }
     Ok(())
 }
 
@@ -383,18 +392,64 @@ impl JobStore for PgStore {
             .collect()
     }
 
-    fn start_attempt(&self, id: i64) -> Result<u32, StoreError> {
-        let row = self
-            .conn()?
+    fn claim_job(&self, owner: &str, lease_ms: i64) -> Result<Option<(Job, Fence)>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        let now = now_ms();
+        // SKIP LOCKED: nodes claiming at once each take another job, none waits on another.
+        let Some(row) = tx
+            .query_opt(
+                "SELECT id FROM jobs WHERE status IN ('queued', 'running')
+                 AND (status = 'queued' OR lease_until IS NULL OR lease_until < $1)
+                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                &[&now],
+            )
+            .map_err(pg)?
+        else {
+            return Ok(None);
+        };
+        let id: i64 = get(&row, 0)?;
+        let row = tx
             .query_one(
-                "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, $2),
-                     attempts = attempts + 1
-                 WHERE id = $1 RETURNING attempts",
-                &[&id, &now_ms()],
+                &format!(
+                    "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, $2),
+                         attempts = attempts + 1, lease_owner = $3,
+                         lease_epoch = lease_epoch + 1, lease_until = $4
+                     WHERE id = $1 RETURNING {JOB_COLUMNS}, lease_epoch"
+                ),
+                &[&id, &now, &owner, &now.saturating_add(lease_ms)],
             )
             .map_err(pg)?;
-        let attempts: i64 = get(&row, 0)?;
-        Ok(attempts.clamp(0, i64::from(u32::MAX)) as u32)
+        let claimed = (job_from_row(&row)?, Fence::from_backend(get(&row, 22)?));
+        tx.commit().map_err(pg)?;
+        Ok(Some(claimed))
+    }
+
+    fn renew_lease(&self, id: i64, fence: Fence, lease_ms: i64) -> Result<LeaseState, StoreError> {
+        let row = self
+            .conn()?
+            .query_opt(
+                "UPDATE jobs SET lease_until = $3
+                 WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
+                 RETURNING cancel_requested",
+                &[&id, &fence.to_backend(), &now_ms().saturating_add(lease_ms)],
+            )
+            .map_err(pg)?;
+        Ok(match row {
+            Some(r) => LeaseState::Held {
+                cancel_requested: get(&r, 0)?,
+            },
+            None => LeaseState::Lost,
+        })
+    }
+
+    fn expire_leases(&self) -> Result<u64, StoreError> {
+        self.conn()?
+            .execute(
+                "UPDATE jobs SET lease_until = 0 WHERE status = 'running'",
+                &[],
+            )
+            .map_err(pg)
     }
 
     fn request_cancel(&self, id: i64) -> Result<(), StoreError> {
@@ -410,26 +465,40 @@ impl JobStore for PgStore {
     fn finish_job(
         &self,
         id: i64,
+        fence: Fence,
         status: JobStatus,
         message: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.conn()?
+        let n = self
+            .conn()?
             .execute(
-                "UPDATE jobs SET status = $2, message = $3, finished_at = $4 WHERE id = $1",
-                &[&id, &status.as_str(), &message, &now_ms()],
+                "UPDATE jobs SET status = $2, message = $3, finished_at = $4, lease_until = NULL
+                 WHERE id = $1 AND lease_epoch = $5",
+                &[
+                    &id,
+                    &status.as_str(),
+                    &message,
+                    &now_ms(),
+                    &fence.to_backend(),
+                ],
             )
             .map_err(pg)?;
+        if n == 0 {
+            return Err(StoreError::LeaseLost(id));
+        }
         Ok(())
     }
 
     fn commit_stix_steps(
         &self,
         job_id: i64,
+        fence: Fence,
         records: &[StixRecord],
         progress: &JobProgress,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg)?;
+        update_progress(&mut tx, job_id, fence, progress)?;
         if !records.is_empty() {
             // The publisher follows this order: positions are handed out one writer at a time.
             xact_lock(&mut tx, lock::STIX_RECORDS)?;
@@ -463,7 +532,6 @@ impl JobStore for PgStore {
             )
             .map_err(pg)?;
         }
-        update_progress(&mut tx, job_id, progress)?;
         tx.commit().map_err(pg)
     }
 
@@ -554,11 +622,13 @@ impl CtiStore for PgStore {
     fn commit_cti_steps(
         &self,
         job_id: i64,
+        fence: Fence,
         records: &[(CtiRecord, String)],
         progress: &JobProgress,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg)?;
+        update_progress(&mut tx, job_id, fence, progress)?;
         let upsert = tx
             .prepare(&format!(
                 "INSERT INTO cti_records ({CTI_COLUMNS}) VALUES
@@ -613,7 +683,6 @@ impl CtiStore for PgStore {
             )
             .map_err(pg)?;
         }
-        update_progress(&mut tx, job_id, progress)?;
         tx.commit().map_err(pg)
     }
 

@@ -16,9 +16,9 @@ use sha2::Digest;
 
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{
-    CtiRecord, FileMeta, HiddenDangerFilter, JobKind, JobProgress, JobStatus, NewTaxiiObject,
-    Position, Publication, Step, StepState, StixRecord, TaxiiQuery, TaxiiStatus, Upsert,
-    VersionMatch,
+    CtiRecord, Fence, FileMeta, HiddenDangerFilter, JobKind, JobProgress, JobStatus, LeaseState,
+    NewTaxiiObject, Position, Publication, Step, StepState, StixRecord, TaxiiQuery, TaxiiStatus,
+    Upsert, VersionMatch,
 };
 use br_cti_domain::testing::{cti_params, sample, stix_params};
 use br_cti_domain::vocab::{
@@ -152,14 +152,26 @@ pub fn jobs_run_one_at_a_time_per_file(db: &dyn RecordStore) {
     // Another kind for the same file is another queue.
     db.create_job(&a.hash, "p3", &cti_params(), 1, 1).unwrap();
     assert_eq!(db.unfinished_jobs().unwrap().len(), 2);
-    assert_eq!(db.start_attempt(job.id).unwrap(), 1);
-    assert_eq!(db.start_attempt(job.id).unwrap(), 2);
+    let (claimed, _) = db.claim_job("n1", 60_000).unwrap().unwrap();
+    assert_eq!(claimed.id, job.id, "the oldest first");
+    db.expire_leases().unwrap();
+    let (claimed, fence) = db.claim_job("n1", 60_000).unwrap().unwrap();
+    assert_eq!(
+        claimed.id, job.id,
+        "an ended lease makes the job claimable again"
+    );
     let running = db.job(job.id).unwrap().unwrap();
     assert_eq!((running.status, running.attempts), (JobStatus::Running, 2));
+    assert_eq!(claimed, running);
     db.request_cancel(job.id).unwrap();
     assert!(db.job(job.id).unwrap().unwrap().cancel_requested);
-    db.finish_job(job.id, JobStatus::Canceled, Some("canceled on request"))
-        .unwrap();
+    db.finish_job(
+        job.id,
+        fence,
+        JobStatus::Canceled,
+        Some("canceled on request"),
+    )
+    .unwrap();
     let ended = db.job(job.id).unwrap().unwrap();
     assert_eq!(ended.status, JobStatus::Canceled);
     assert_eq!(ended.message.as_deref(), Some("canceled on request"));
@@ -175,6 +187,109 @@ pub fn jobs_run_one_at_a_time_per_file(db: &dyn RecordStore) {
     assert!(db.job(i64::MAX).unwrap().is_none());
 }
 
+/// Claims the next job for a node named `owner`, which must exist.
+fn claim(db: &dyn RecordStore, owner: &str) -> Fence {
+    db.claim_job(owner, 60_000)
+        .unwrap()
+        .expect("a job to claim")
+        .1
+}
+
+/// A claimed job is leased: no other node claims it while the lease lasts, renewing tells
+/// whether a cancel was asked, and once another node took it over (the lease ended) the first
+/// node's commits and ending are refused and change nothing.
+pub fn leases_fence_a_jobs_writes(db: &dyn RecordStore) {
+    let a = file('a');
+    db.record_upload(&a, "t").unwrap();
+    assert!(
+        db.claim_job("n1", 60_000).unwrap().is_none(),
+        "nothing queued"
+    );
+    let job = db.create_job(&a.hash, "p", &stix_params(), 3, 15).unwrap();
+    let (claimed, first) = db.claim_job("n1", 60_000).unwrap().unwrap();
+    assert_eq!((claimed.id, claimed.attempts), (job.id, 1));
+    assert!(
+        db.claim_job("n2", 60_000).unwrap().is_none(),
+        "leased to n1"
+    );
+    assert_eq!(
+        db.renew_lease(job.id, first, 60_000).unwrap(),
+        LeaseState::Held {
+            cancel_requested: false
+        }
+    );
+    db.commit_stix_steps(
+        job.id,
+        first,
+        &[stix_record('a', '1', job.id, 1)],
+        &progress(1),
+    )
+    .unwrap();
+    // n1 stalls past its lease; n2 takes the job over.
+    assert_eq!(db.expire_leases().unwrap(), 1);
+    let (taken, second) = db.claim_job("n2", 60_000).unwrap().unwrap();
+    assert_ne!(first, second);
+    assert_eq!((taken.id, taken.attempts), (job.id, 2));
+    assert_eq!(taken.progress, progress(1), "resumes from the last commit");
+    assert_eq!(
+        db.renew_lease(job.id, first, 60_000).unwrap(),
+        LeaseState::Lost
+    );
+    let err = db
+        .commit_stix_steps(
+            job.id,
+            first,
+            &[stix_record('a', '2', job.id, 2)],
+            &progress(2),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseLost(id) if id == job.id),
+        "{err}"
+    );
+    assert_eq!(
+        db.stix_records(&a.hash, None).unwrap().1,
+        1,
+        "nothing written"
+    );
+    assert_eq!(db.job(job.id).unwrap().unwrap().progress, progress(1));
+    let err = db
+        .finish_job(job.id, first, JobStatus::Failed, Some("stale"))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost(_)), "{err}");
+    // A cancel asked anywhere reaches the holder when it renews.
+    db.request_cancel(job.id).unwrap();
+    assert_eq!(
+        db.renew_lease(job.id, second, 60_000).unwrap(),
+        LeaseState::Held {
+            cancel_requested: true
+        }
+    );
+    db.finish_job(
+        job.id,
+        second,
+        JobStatus::Canceled,
+        Some("canceled on request"),
+    )
+    .unwrap();
+    assert_eq!(
+        db.renew_lease(job.id, second, 60_000).unwrap(),
+        LeaseState::Lost
+    );
+    assert_eq!(db.job(job.id).unwrap().unwrap().status, JobStatus::Canceled);
+    assert!(
+        db.claim_job("n1", 60_000).unwrap().is_none(),
+        "an ended job is not claimed"
+    );
+    // A lease that runs out by itself.
+    let next = db.create_job(&a.hash, "p", &stix_params(), 3, 15).unwrap();
+    let (_, short) = db.claim_job("n1", 1).unwrap().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (again, longer) = db.claim_job("n2", 60_000).unwrap().unwrap();
+    assert_eq!(again.id, next.id);
+    assert_ne!(short, longer);
+}
+
 /// Steps commit records and progress together; pages keep creation order; committing a record
 /// again keeps its chain state and CTI link; CTI records link their STIX records and are
 /// marked on chain.
@@ -182,13 +297,20 @@ pub fn records_commit_with_progress_and_keep_chain_state(db: &dyn RecordStore) {
     let a = file('a');
     db.record_upload(&a, "t").unwrap();
     let job = db.create_job(&a.hash, "p", &stix_params(), 3, 15).unwrap();
+    let fence = claim(db, "n1");
     let first = [
         stix_record('a', '1', job.id, 1),
         stix_record('a', '2', job.id, 2),
     ];
-    db.commit_stix_steps(job.id, &first, &progress(2)).unwrap();
-    db.commit_stix_steps(job.id, &[stix_record('a', '3', job.id, 3)], &progress(3))
+    db.commit_stix_steps(job.id, fence, &first, &progress(2))
         .unwrap();
+    db.commit_stix_steps(
+        job.id,
+        fence,
+        &[stix_record('a', '3', job.id, 3)],
+        &progress(3),
+    )
+    .unwrap();
     assert_eq!(db.job(job.id).unwrap().unwrap().progress, progress(3));
     let (all, total) = db.stix_records(&a.hash, None).unwrap();
     assert_eq!(total, 3);
@@ -206,11 +328,14 @@ pub fn records_commit_with_progress_and_keep_chain_state(db: &dyn RecordStore) {
         first[1]
     );
     assert!(db.stix_record(&a.hash, &hash('9')).unwrap().is_none());
-    db.finish_job(job.id, JobStatus::Succeeded, None).unwrap();
+    db.finish_job(job.id, fence, JobStatus::Succeeded, None)
+        .unwrap();
 
     let cti_job = db.create_job(&a.hash, "p", &cti_params(), 1, 1).unwrap();
+    let cti_fence = claim(db, "n1");
     db.commit_cti_steps(
         cti_job.id,
+        cti_fence,
         &[(cti_record('a', '1', cti_job.id), "cti/1.json".into())],
         &progress(1),
     )
@@ -239,9 +364,10 @@ pub fn records_commit_with_progress_and_keep_chain_state(db: &dyn RecordStore) {
     assert_eq!(cti.stix_ipfs_hash, "Qm1");
     // The same file committed again by a new conversion keeps its chain state and CTI link.
     let rerun = db.create_job(&a.hash, "p", &stix_params(), 3, 15).unwrap();
+    let rerun_fence = db.claim_job("n1", 60_000).unwrap().unwrap().1;
     let mut again = stix_record('a', '1', rerun.id, 1);
     again.stix_tags = vec![Tag::Apt, Tag::Iot];
-    db.commit_stix_steps(rerun.id, &[again], &progress(1))
+    db.commit_stix_steps(rerun.id, rerun_fence, &[again], &progress(1))
         .unwrap();
     let kept = db.stix_record(&a.hash, &hash('1')).unwrap().unwrap();
     assert!(kept.onchain);
@@ -572,6 +698,12 @@ macro_rules! record_store_contract {
             fn jobs_run_one_at_a_time_per_file() {
                 let store = ($make)();
                 $crate::contract::jobs_run_one_at_a_time_per_file(&*store);
+            }
+
+            #[test]
+            fn leases_fence_a_jobs_writes() {
+                let store = ($make)();
+                $crate::contract::leases_fence_a_jobs_writes(&*store);
             }
 
             #[test]

@@ -82,6 +82,12 @@ pub enum StoreError {
          written to it: restore it or restart the node"
     )]
     Replaced(String),
+    /// A write for a job carried the fence of a lease that another node has since taken over.
+    #[error(
+        "job {0} was taken over by another node (this node's lease on it ended): its write is \
+         refused"
+    )]
+    LeaseLost(i64),
 }
 
 impl StoreError {
@@ -148,25 +154,36 @@ pub trait JobStore: Send + Sync {
     fn job(&self, id: i64) -> Result<Option<Job>, StoreError>;
     /// The newest job of `kind` for a file.
     fn latest_job(&self, kind: JobKind, file_hash: &Sha256Hex) -> Result<Option<Job>, StoreError>;
-    /// Queued and running jobs, oldest first (to resume after a restart).
+    /// Queued and running jobs, oldest first.
     fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError>;
-    /// Marks a job running and counts the attempt, durably, before it runs; answers the
-    /// attempts so far, this one included.
-    fn start_attempt(&self, id: i64) -> Result<u32, StoreError>;
+    /// Claims the oldest job that is queued, or running under a lease that has ended (its node
+    /// stopped or lost contact), for `owner` until `lease_ms` from now: marks it running,
+    /// counts the attempt (durably, before it runs) and hands out a new fence. Of nodes
+    /// claiming at once each gets another job. `None`: nothing to claim.
+    fn claim_job(&self, owner: &str, lease_ms: i64) -> Result<Option<(Job, Fence)>, StoreError>;
+    /// Extends the lease to `lease_ms` from now, if `fence` still holds it.
+    fn renew_lease(&self, id: i64, fence: Fence, lease_ms: i64) -> Result<LeaseState, StoreError>;
+    /// Ends every lease now: for a node that owns the database alone, at its start (whatever
+    /// ran before it stopped with the process that ran it). Answers how many there were.
+    fn expire_leases(&self) -> Result<u64, StoreError>;
     fn request_cancel(&self, id: i64) -> Result<(), StoreError>;
-    /// Ends a job; `message` says why it failed or was canceled.
+    /// Ends a job (and its lease); `message` says why it failed or was canceled.
+    /// [`StoreError::LeaseLost`] when `fence` no longer holds the job.
     fn finish_job(
         &self,
         id: i64,
+        fence: Fence,
         status: JobStatus,
         message: Option<&str>,
     ) -> Result<(), StoreError>;
     /// Commits steps: the STIX records of the files they wrote and the job's progress, in one
     /// transaction. A record that exists already (same file, same bytes) keeps its on-chain
-    /// state and CTI link; its descriptive fields are updated.
+    /// state and CTI link; its descriptive fields are updated. [`StoreError::LeaseLost`]
+    /// (and nothing written) when `fence` no longer holds the job.
     fn commit_stix_steps(
         &self,
         job_id: i64,
+        fence: Fence,
         records: &[StixRecord],
         progress: &JobProgress,
     ) -> Result<(), StoreError>;
@@ -193,6 +210,7 @@ pub trait CtiStore: Send + Sync {
     fn commit_cti_steps(
         &self,
         job_id: i64,
+        fence: Fence,
         records: &[(CtiRecord, String)],
         progress: &JobProgress,
     ) -> Result<(), StoreError>;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{JobError, Jobs};
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::job::CtiParams;
-use br_cti_domain::model::{CtiRecord, Job, JobStatus, StixRecord};
+use br_cti_domain::model::{CtiRecord, Fence, Job, JobStatus, StixRecord};
 use br_cti_domain::time::now_ms;
 use br_cti_domain::vocab::TrafficType;
 use br_cti_engine::cti::stats::{Statistics, scan_stix};
@@ -77,6 +77,7 @@ pub(crate) fn record(
 pub(super) fn run(
     jobs: &Jobs,
     job: &Job,
+    fence: Fence,
     params: &CtiParams,
     cancel: &AtomicBool,
 ) -> Result<JobStatus, JobError> {
@@ -90,7 +91,7 @@ pub(super) fn run(
                   progress: &mut br_cti_domain::model::JobProgress|
      -> Result<(), JobError> {
         progress.run_ms = job.progress.run_ms + started.elapsed().as_millis() as i64;
-        meta.commit_cti_steps(job.id, pending, progress)
+        meta.commit_cti_steps(job.id, fence, pending, progress)
             .map_err(|e| JobError::store("saving CTI records", e))?;
         pending.clear();
         Ok(())

@@ -1,7 +1,13 @@
 //! Durable jobs: every long operation is a row in the `jobs` table with its parameters and
-//! progress. A worker thread runs queued jobs one at a time; at start, jobs left queued or
-//! running by a previous process (a restart, a crash, `kill -9`) are queued again and resume
-//! from their last committed step.
+//! progress. A worker thread claims jobs one at a time and runs them; any node of a shared
+//! database may claim any job. A claim is a lease that the node renews while it runs the job
+//! (a second thread, a few times per lease); every commit of a step and the ending carry the
+//! lease's fence, which the store checks, so a node that lost its lease (it stalled or was cut
+//! off past the lease's end, and another node claimed the job) cannot write. A job whose node
+//! died (a restart, a crash, `kill -9`) is claimed again when its lease ends (at once by a
+//! node that owns its database alone) and resumes from its last committed step. A cancel is
+//! written to the job's record, so it works from any node: the running node sees it when it
+//! renews.
 //!
 //! Supervision: a job that panics fails with the panic's message and the worker lives on. Each
 //! run is counted durably before it starts, so a job that keeps killing the process (out of
@@ -23,7 +29,7 @@ use std::time::Duration;
 
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::job::JobParams;
-use br_cti_domain::model::{Job, JobStatus, StepState};
+use br_cti_domain::model::{Fence, Job, JobStatus, LeaseState, StepState};
 use br_cti_engine::convert::{ConvertError, MappingError};
 use br_cti_engine::cti::geo::GeoIp;
 use br_cti_engine::cti::stats::ScanError;
@@ -69,6 +75,37 @@ impl JobError {
     }
 }
 
+/// How the node runs jobs.
+#[derive(Clone, Debug)]
+pub struct JobSettings {
+    /// Runs of a job before it is failed for good when nodes keep stopping during it.
+    pub max_attempts: u32,
+    pub dataset_limits: br_cti_engine::dataset::DatasetLimits,
+    /// How long a node's claim on a job lasts unless renewed (it renews it a few times per
+    /// lease while it runs the job).
+    pub lease: Duration,
+    /// This node's name in the leases it holds.
+    pub node_id: String,
+    /// The node owns its database alone (the embedded SQLite file): at start, whatever was
+    /// running belonged to a process that has stopped, and is taken over at once instead of
+    /// when its lease ends. Nodes sharing a database wait for the lease.
+    pub sole_owner: bool,
+}
+
+impl JobSettings {
+    /// A name for this process: the host's name, the process id and a random suffix.
+    pub fn node_name() -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "node".into());
+        let mut bytes = [0u8; 3];
+        getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+        format!("{host}:{}:{}", std::process::id(), hex::encode(bytes))
+    }
+}
+
 /// Handle to the job worker. Cloning shares it.
 #[derive(Clone)]
 pub struct Jobs {
@@ -79,21 +116,38 @@ struct Inner {
     meta: Arc<dyn RecordStore>,
     blobs: Arc<dyn BlobStore>,
     geo: Arc<GeoIp>,
-    max_attempts: u32,
-    dataset_limits: br_cti_engine::dataset::DatasetLimits,
+    settings: JobSettings,
     queue: Mutex<mpsc::Sender<Msg>>,
-    /// Jobs handed to the worker and not yet run to their end; `idle` is notified when it
-    /// drops to zero.
-    pending: Mutex<u64>,
+    /// Wake-ups of the worker, and the last one after which it found nothing to claim; `idle`
+    /// is notified when it catches up.
+    rounds: Mutex<Rounds>,
     idle: Condvar,
+    stopping: AtomicBool,
     cancels: Mutex<HashMap<i64, Arc<AtomicBool>>>,
+    /// The job this node runs now, and its lease.
+    current: Mutex<Option<Running>>,
     /// Jobs that ended but whose ending could not be written yet.
     unsettled: Mutex<HashMap<i64, Ending>>,
 }
 
+#[derive(Default)]
+struct Rounds {
+    wanted: u64,
+    idle_through: u64,
+}
+
+/// The job running on this node.
+struct Running {
+    id: i64,
+    fence: Fence,
+    cancel: Arc<AtomicBool>,
+    /// Set when the lease was lost: another node took the job over.
+    lost: Arc<AtomicBool>,
+}
+
 /// What the worker is told.
 enum Msg {
-    Run(i64),
+    Wake,
     Stop,
 }
 
@@ -101,6 +155,7 @@ enum Msg {
 #[derive(Clone, Debug)]
 pub struct Ending {
     job: Job,
+    fence: Fence,
     pub status: JobStatus,
     pub message: Option<String>,
 }
@@ -109,26 +164,50 @@ pub struct Ending {
 const SETTLE_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Jobs {
-    /// Starts the worker and queues the jobs an earlier process left unfinished.
+    /// Starts the worker, which claims and runs jobs until [`Jobs::stop`]: those saved here,
+    /// those saved by other nodes of the same database, and those an earlier process left
+    /// unfinished (they resume from their last committed step).
     pub fn start(
         meta: Arc<dyn RecordStore>,
         blobs: Arc<dyn BlobStore>,
         geo: Arc<GeoIp>,
-        max_attempts: u32,
-        dataset_limits: br_cti_engine::dataset::DatasetLimits,
+        mut settings: JobSettings,
     ) -> Result<Self, AppError> {
+        settings.max_attempts = settings.max_attempts.max(1);
+        settings.lease = settings.lease.max(Duration::from_millis(100));
+        if settings.sole_owner {
+            let n = meta
+                .expire_leases()
+                .map_err(|e| AppError::store("taking over unfinished jobs", e))?;
+            if n > 0 {
+                tracing::info!(jobs = n, "jobs left running by the previous process resume");
+            }
+        }
+        // A node of a shared database looks for work from other nodes (and for leases that
+        // ended) often; one that owns its database is woken by its own submissions.
+        let poll = if settings.sole_owner {
+            SETTLE_INTERVAL
+        } else {
+            (settings.lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+        };
+        let heartbeat =
+            (settings.lease / 4).clamp(Duration::from_millis(25), Duration::from_secs(5));
         let (tx, rx) = mpsc::channel::<Msg>();
         let jobs = Jobs {
             inner: Arc::new(Inner {
                 meta,
                 blobs,
                 geo,
-                max_attempts: max_attempts.max(1),
-                dataset_limits,
+                settings,
                 queue: Mutex::new(tx),
-                pending: Mutex::new(0),
+                rounds: Mutex::new(Rounds {
+                    wanted: 1,
+                    idle_through: 0,
+                }),
                 idle: Condvar::new(),
+                stopping: AtomicBool::new(false),
                 cancels: Mutex::new(HashMap::new()),
+                current: Mutex::new(None),
                 unsettled: Mutex::new(HashMap::new()),
             }),
         };
@@ -137,34 +216,34 @@ impl Jobs {
             .name("br-cti-jobs".into())
             .spawn(move || {
                 loop {
-                    let id = match rx.recv_timeout(SETTLE_INTERVAL) {
-                        Ok(Msg::Run(id)) => id,
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            worker.settle();
-                            continue;
-                        }
+                    worker.claim_and_run();
+                    match rx.recv_timeout(poll) {
+                        Ok(Msg::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    };
-                    worker.settle();
-                    // `run` turns a job's panic into its failure; this catches what is left
-                    // (bookkeeping), so that the worker never dies.
-                    if let Err(panic) = br_cti_engine::supervise::catch(|| worker.run(id)) {
-                        tracing::error!(job = id, "the job worker caught a panic: {panic}");
                     }
-                    worker.done_one();
+                    if worker.inner.stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
                 }
                 tracing::debug!("the job worker stopped");
             })
             .expect("spawning the job worker");
-        let unfinished = jobs
-            .inner
-            .meta
-            .unfinished_jobs()
-            .map_err(|e| AppError::store("reading unfinished jobs", e))?;
-        for job in unfinished {
-            tracing::info!(job = job.id, kind = %job.kind(), file = %job.file_hash, steps_done = job.progress.steps_done, attempts = job.attempts, "resuming job");
-            jobs.enqueue(job.id)?;
-        }
+        let beating = Arc::downgrade(&jobs.inner);
+        std::thread::Builder::new()
+            .name("br-cti-lease".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(heartbeat);
+                    let Some(inner) = beating.upgrade() else {
+                        break;
+                    };
+                    if inner.stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    (Jobs { inner }).renew();
+                }
+            })
+            .expect("spawning the lease keeper");
         Ok(jobs)
     }
 
@@ -180,31 +259,106 @@ impl Jobs {
         &self.inner.geo
     }
 
-    /// Hands a saved job to the worker. Fails only when the worker is gone (the job then stays
-    /// queued in the database and runs at the next start).
-    pub(crate) fn enqueue(&self, id: i64) -> Result<(), AppError> {
-        self.flag(id);
-        *self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    /// Claims and runs jobs until none is claimable (or the worker stops); then records the
+    /// round as idle.
+    fn claim_and_run(&self) {
+        let round = self
+            .inner
+            .rounds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .wanted;
+        loop {
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            self.settle();
+            let settings = &self.inner.settings;
+            let lease_ms = settings.lease.as_millis().min(i64::MAX as u128) as i64;
+            match self.inner.meta.claim_job(&settings.node_id, lease_ms) {
+                Ok(Some((job, fence))) => {
+                    let id = job.id;
+                    // `run_claimed` turns a job's panic into its failure; this catches what is
+                    // left (bookkeeping), so that the worker never dies.
+                    if let Err(panic) =
+                        br_cti_engine::supervise::catch(|| self.run_claimed(job, fence))
+                    {
+                        tracing::error!(job = id, "the job worker caught a panic: {panic}");
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // Nothing is lost: queued jobs stay queued in the store.
+                    tracing::warn!("looking for a job to run failed: {e}");
+                    break;
+                }
+            }
+        }
+        let mut rounds = self.inner.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        rounds.idle_through = rounds.idle_through.max(round);
+        if rounds.idle_through >= rounds.wanted {
+            self.inner.idle.notify_all();
+        }
+    }
+
+    /// Renews the lease of the job this node runs; passes on a cancel asked on any node, and
+    /// stops the run when another node took the job over.
+    fn renew(&self) {
+        let (id, fence, cancel, lost) = {
+            let current = self.inner.current.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(r) = current.as_ref() else {
+                return;
+            };
+            (r.id, r.fence, r.cancel.clone(), r.lost.clone())
+        };
+        let lease_ms = self.inner.settings.lease.as_millis().min(i64::MAX as u128) as i64;
+        match self.inner.meta.renew_lease(id, fence, lease_ms) {
+            Ok(LeaseState::Held { cancel_requested }) => {
+                if cancel_requested {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            }
+            Ok(LeaseState::Lost) => {
+                if !lost.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        job = id,
+                        "this node's lease on the job ended and another node took it over: \
+                         the run here stops without writing"
+                    );
+                }
+                cancel.store(true, Ordering::SeqCst);
+            }
+            // The lease may run out meanwhile: the fence then refuses this node's writes.
+            Err(e) => tracing::warn!(job = id, "renewing the job's lease failed: {e}"),
+        }
+    }
+
+    /// Wakes the worker (a job was saved). Fails only when the worker is gone (the job then
+    /// stays queued in the database and runs at the next start, or on another node).
+    pub(crate) fn wake(&self) -> Result<(), AppError> {
+        self.inner
+            .rounds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .wanted += 1;
         let sent = self
             .inner
             .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .send(Msg::Run(id));
+            .send(Msg::Wake);
         if sent.is_err() {
-            self.done_one();
             return Err(AppError::internal(
                 "queueing the job",
-                format!(
-                    "the job worker is not running; job {id} stays queued and runs at the next start"
-                ),
+                "the job worker is not running; the job stays queued and runs at the next start"
+                    .to_string(),
             ));
         }
         Ok(())
     }
 
     /// Saves a job with its parameters, marks its step of the file's tasks running (one
-    /// transaction) and queues it.
+    /// transaction) and wakes the worker.
     pub(crate) fn submit(
         &self,
         hash: &Sha256Hex,
@@ -218,34 +372,27 @@ impl Jobs {
             .meta
             .create_job(hash, process_id, params, total_steps, rows_total)
             .map_err(|e| AppError::store("saving the job", e))?;
-        self.enqueue(job.id)?;
+        self.wake()?;
         Ok(job)
     }
 
-    fn done_one(&self) {
-        let mut pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
-        *pending = pending.saturating_sub(1);
-        if *pending == 0 {
-            self.inner.idle.notify_all();
-        }
-    }
-
-    /// Waits until every job handed to the worker has run to its end (or `timeout` passes);
-    /// answers whether the worker is idle. Tests drive jobs to completion with it instead of
-    /// polling their progress.
+    /// Waits until the worker has found nothing more to claim since the last job was saved
+    /// here (or `timeout` passes); answers whether it has. Tests drive jobs to completion with
+    /// it instead of polling their progress.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let (pending, _) = self
+        let rounds = self.inner.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        let (rounds, _) = self
             .inner
             .idle
-            .wait_timeout_while(pending, timeout, |n| *n > 0)
+            .wait_timeout_while(rounds, timeout, |r| r.idle_through < r.wanted)
             .unwrap_or_else(|p| p.into_inner());
-        *pending == 0
+        rounds.idle_through >= rounds.wanted
     }
 
     /// Stops the worker after the job it is running (queued jobs stay queued in the store and
-    /// run at the next start).
+    /// run at the next start, or on another node).
     pub fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
         let _ = self
             .inner
             .queue
@@ -264,54 +411,61 @@ impl Jobs {
             .clone()
     }
 
-    /// Asks a queued or running job to stop; it ends as `canceled` after its current step.
+    /// Asks a queued or running job to stop; it ends as `canceled` after its current step
+    /// (on another node, once that node renews its lease).
     pub fn cancel(&self, id: i64) -> Result<(), StoreError> {
         self.inner.meta.request_cancel(id)?;
-        self.flag(id).store(true, Ordering::SeqCst);
+        let running_here = self
+            .inner
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|r| r.id == id);
+        if running_here {
+            self.flag(id).store(true, Ordering::SeqCst);
+        }
         Ok(())
     }
 
-    fn run(&self, id: i64) {
-        let flag = self.flag(id);
-        match self.inner.meta.job(id) {
-            Ok(Some(job)) => self.run_job(job, &flag),
-            Ok(None) => tracing::error!(job = id, "a queued job does not exist"),
-            Err(e) => tracing::error!(job = id, "a queued job cannot be read: {e}"),
-        }
+    fn run_claimed(&self, job: Job, fence: Fence) {
+        let id = job.id;
+        let cancel = self.flag(id);
+        let lost = Arc::new(AtomicBool::new(false));
+        *self.inner.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running {
+            id,
+            fence,
+            cancel: cancel.clone(),
+            lost: lost.clone(),
+        });
+        let result = br_cti_engine::supervise::catch(|| self.run_job(&job, fence, &cancel, &lost));
+        *self.inner.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.inner
             .cancels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+        if let Err(panic) = result {
+            tracing::error!(job = id, "the job's bookkeeping panicked: {panic}");
+        }
     }
 
-    fn run_job(&self, job: Job, flag: &AtomicBool) {
+    fn run_job(&self, job: &Job, fence: Fence, cancel: &AtomicBool, lost: &AtomicBool) {
         let id = job.id;
-        if job.status.is_finished() {
-            return;
-        }
-        if job.cancel_requested || flag.load(Ordering::SeqCst) {
+        if job.cancel_requested {
             return self.end(
-                &job,
+                job,
+                fence,
                 JobStatus::Canceled,
                 Some("canceled before it started"),
             );
         }
-        let attempt = match self.inner.meta.start_attempt(id) {
-            Ok(attempt) => attempt,
-            Err(e) => {
-                // Left queued: the next start of the node runs it.
-                tracing::error!(
-                    job = id,
-                    "the job's attempt cannot be counted, so it does not run: {e}"
-                );
-                return;
-            }
-        };
-        let max = self.inner.max_attempts;
+        let attempt = job.attempts;
+        let max = self.inner.settings.max_attempts;
         if attempt > max {
             return self.end(
-                &job,
+                job,
+                fence,
                 JobStatus::Failed,
                 Some(&format!(
                     "the node stopped during each of the {max} runs of this job (it was \
@@ -321,18 +475,28 @@ impl Jobs {
                 )),
             );
         }
-        tracing::info!(job = id, kind = %job.kind(), file = %job.file_hash, attempt, "job running");
+        if job.progress.steps_done > 0 || attempt > 1 {
+            tracing::info!(job = id, kind = %job.kind(), file = %job.file_hash, steps_done = job.progress.steps_done, attempt, "resuming job");
+        }
+        tracing::info!(job = id, kind = %job.kind(), file = %job.file_hash, attempt, node = %self.inner.settings.node_id, "job running");
         let result = br_cti_engine::supervise::catch(|| match &job.params {
-            JobParams::Stix(params) => stix_job::run(self, &job, params, flag),
-            JobParams::Cti(params) => cti_job::run(self, &job, params, flag),
+            JobParams::Stix(params) => stix_job::run(self, job, fence, params, cancel),
+            JobParams::Cti(params) => cti_job::run(self, job, fence, params, cancel),
         })
         .unwrap_or_else(|panic| Err(JobError::Panic(panic)));
+        if lost.load(Ordering::SeqCst) {
+            tracing::info!(
+                job = id,
+                "the job continues on the node that took it over; nothing more is written here"
+            );
+            return;
+        }
         match result {
             Ok(JobStatus::Canceled) => {
-                self.end(&job, JobStatus::Canceled, Some("canceled on request"))
+                self.end(job, fence, JobStatus::Canceled, Some("canceled on request"))
             }
-            Ok(status) => self.end(&job, status, None),
-            Err(e) => self.end(&job, JobStatus::Failed, Some(&e.to_string())),
+            Ok(status) => self.end(job, fence, status, None),
+            Err(e) => self.end(job, fence, JobStatus::Failed, Some(&e.to_string())),
         }
     }
 
@@ -376,10 +540,8 @@ impl Jobs {
             .cloned()
             .collect();
         for e in pending {
-            if self
-                .write_end(&e.job, e.status, e.message.as_deref())
-                .is_ok()
-            {
+            let written = self.write_end(&e.job, e.fence, e.status, e.message.as_deref());
+            if written.is_ok() || matches!(written, Err(StoreError::LeaseLost(_))) {
                 tracing::info!(job = e.job.id, "the job's ending is written now");
                 self.inner
                     .unsettled
@@ -396,12 +558,20 @@ impl Jobs {
     }
 
     /// Ends a job; an ending the store refuses is kept and written later (see `settle`).
-    fn end(&self, job: &Job, status: JobStatus, message: Option<&str>) {
+    fn end(&self, job: &Job, fence: Fence, status: JobStatus, message: Option<&str>) {
         match message {
             Some(m) => tracing::warn!(job = job.id, status = status.as_str(), "job ended: {m}"),
             None => tracing::info!(job = job.id, status = status.as_str(), "job ended"),
         }
-        if let Err(e) = self.write_end(job, status, message) {
+        let written = self.write_end(job, fence, status, message);
+        if let Err(StoreError::LeaseLost(_)) = written {
+            tracing::warn!(
+                job = job.id,
+                "another node took the job over before its ending was written; it decides the end"
+            );
+            return;
+        }
+        if let Err(e) = written {
             tracing::error!(
                 job = job.id,
                 "the job's ending cannot be written ({e}); it is kept and written when the \
@@ -415,6 +585,7 @@ impl Jobs {
                     job.id,
                     Ending {
                         job: job.clone(),
+                        fence,
                         status,
                         message: message.map(str::to_string),
                     },
@@ -422,13 +593,15 @@ impl Jobs {
         }
     }
 
+    /// Ends the job (fenced: refused when another node took it over), then its file's step.
     fn write_end(
         &self,
         job: &Job,
+        fence: Fence,
         status: JobStatus,
         message: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.mark_step(job, status)?;
-        self.inner.meta.finish_job(job.id, status, message)
+        self.inner.meta.finish_job(job.id, fence, status, message)?;
+        self.mark_step(job, status)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{JobError, Jobs};
 use br_cti_domain::job::StixParams;
-use br_cti_domain::model::{Job, JobProgress, JobStatus, StixRecord};
+use br_cti_domain::model::{Fence, Job, JobProgress, JobStatus, StixRecord};
 use br_cti_domain::time::now_ms;
 use br_cti_engine::convert::{self, Batch, BatchSink, FileStore, Mapping, Settings, StoredFile};
 
@@ -88,6 +88,7 @@ impl FileStore for BlobFiles<'_> {
 struct StixSink<'a> {
     jobs: &'a Jobs,
     job: &'a Job,
+    fence: Fence,
     params: &'a StixParams,
     progress: JobProgress,
     /// Records of files that are durable but not yet committed.
@@ -146,9 +147,12 @@ impl BatchSink for StixSink<'_> {
             return Ok(());
         }
         self.progress.run_ms = self.base_run_ms + self.started.elapsed().as_millis() as i64;
-        self.jobs
-            .meta()
-            .commit_stix_steps(self.job.id, &self.pending, &self.progress)?;
+        self.jobs.meta().commit_stix_steps(
+            self.job.id,
+            self.fence,
+            &self.pending,
+            &self.progress,
+        )?;
         self.pending.clear();
         self.dirty = false;
         Ok(())
@@ -162,10 +166,15 @@ impl BatchSink for StixSink<'_> {
 pub(super) fn run(
     jobs: &Jobs,
     job: &Job,
+    fence: Fence,
     params: &StixParams,
     cancel: &AtomicBool,
 ) -> Result<JobStatus, JobError> {
-    let settings = settings(params, job.file_hash.as_str(), jobs.inner.dataset_limits)?;
+    let settings = settings(
+        params,
+        job.file_hash.as_str(),
+        jobs.inner.settings.dataset_limits,
+    )?;
     let hash = &job.file_hash;
     let input = jobs
         .blobs()
@@ -175,6 +184,7 @@ pub(super) fn run(
     let mut sink = StixSink {
         jobs,
         job,
+        fence,
         params,
         progress: job.progress.clone(),
         pending: Vec::new(),
