@@ -2,11 +2,14 @@
 # The whole test suite: formatting, lints, then three stages. Safe to run on a fresh machine.
 #   fast: every crate's unit and property tests (the store contract on SQLite and on
 #         PostgreSQL among them), and the API tests against a node in-process;
-#   postgres: the API tests again, the node's records in PostgreSQL;
+#   distributed: the API tests again, the node's records in PostgreSQL and its files in an S3
+#         bucket (Garage);
 #   slow: the real binary as a process (kill -9 and resume, SIGTERM, restarts, faults, memory,
 #         the CLI, the README's quick start) and the external oracles (Python packages in ./.venv).
 # Tests that need PostgreSQL start a private server of their own from Debian's `postgresql`
-# package (installed here when missing), or use BRCTI_TEST_DATABASE_URL when it is set.
+# package (installed here when missing), or use BRCTI_TEST_DATABASE_URL when it is set. Tests
+# that need S3 start a private Garage: `garage` on PATH, else ../shared/tools' build (unpacked
+# with xz), else one built here with cargo (20-50 minutes, once: kept in ./.tools).
 # `scripts/test.sh fast` runs the fast stage alone (no formatting, lints or Python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,21 @@ have_postgres() {
 if ! have_postgres; then
     echo "== installing postgresql (apt-get)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+
+if ! command -v garage >/dev/null 2>&1 && [ -z "${BRCTI_GARAGE_BIN:-}" ]; then
+    if ls ../shared/tools/garage-*.xz >/dev/null 2>&1; then
+        if ! command -v xz >/dev/null 2>&1; then
+            echo "== installing xz-utils (apt-get)"
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xz-utils >/dev/null
+        fi
+    else
+        if [ ! -x .tools/bin/garage ]; then
+            echo "== building garage 2.5.0 (no build in ../shared/tools; this takes a while, once)"
+            cargo install garage --version 2.5.0 --locked --root .tools
+        fi
+        export BRCTI_GARAGE_BIN="$PWD/.tools/bin/garage"
+    fi
 fi
 
 if [ "${1:-}" = "fast" ]; then
@@ -50,7 +68,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== fast stage: unit and property tests, API tests in-process"
 cargo test --workspace --locked -- --skip ::process:: --skip oracles::
-echo "== postgres stage: the API tests with the records in PostgreSQL"
-BRCTI_TEST_BACKEND=postgres cargo test --locked --test it -- --skip ::process:: --skip oracles::
+echo "== distributed stage: the API tests with the records in PostgreSQL and the files in S3"
+BRCTI_TEST_BACKEND=postgres+s3 cargo test --locked --test it -- --skip ::process:: --skip oracles::
 echo "== slow stage: the binary as a process, the external oracles"
 cargo test --locked --test it -- ::process:: oracles::

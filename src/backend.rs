@@ -1,12 +1,27 @@
-//! Which record store the flags name: the embedded SQLite file in the data directory (the
-//! default), or a PostgreSQL database that several nodes share (`--database-url`).
+//! Which stores the flags name: for the records, the embedded SQLite file in the data directory
+//! (the default) or a PostgreSQL database that several nodes share (`--database-url`); for
+//! the files, the data directory (the default) or an S3-compatible bucket (`--blob-store`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use br_cti_store::RecordStore;
-use br_cti_store_local::SqliteStore;
+use br_cti_store::{BlobStore, RecordStore};
+use br_cti_store_local::{FsBlobStore, SqliteStore};
 use br_cti_store_pg::PgStore;
+use br_cti_store_s3::S3BlobStore;
+
+/// Opens the blob store: the data directory, or the bucket of `s3://bucket/prefix` (checked
+/// writable before the node starts).
+pub fn open_blobs(
+    data_dir: &Path,
+    url: Option<&str>,
+    options: &[String],
+) -> anyhow::Result<Arc<dyn BlobStore>> {
+    Ok(match url {
+        None => Arc::new(FsBlobStore::open(data_dir)?),
+        Some(url) => Arc::new(S3BlobStore::open(url, options)?),
+    })
+}
 
 pub enum RecordBackend {
     /// `<data-dir>/br-cti.sqlite`: each part of the node opens its own connection.

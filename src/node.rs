@@ -12,9 +12,8 @@ use br_cti_engine::convert::{DEFAULT_MAPPING, Mapping};
 use br_cti_engine::cti::geo::GeoIp;
 use br_cti_http::{AppState, Parts};
 use br_cti_store::{BlobStore, RecordStore};
-use br_cti_store_local::FsBlobStore;
 
-use crate::backend::RecordBackend;
+use crate::backend::{RecordBackend, open_blobs};
 
 /// Opens the records (`<data-dir>/br-cti.sqlite`, or `--database-url`) and the blob store in the
 /// data directory, starts
@@ -28,7 +27,15 @@ pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
     let records = RecordBackend::open(&config.data_dir, config.database_url.as_deref())?;
     tracing::info!(records = records.describe(), "record store");
     let meta: Arc<dyn RecordStore> = records.connect()?;
-    let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&config.data_dir)?);
+    let blobs: Arc<dyn BlobStore> = open_blobs(
+        &config.data_dir,
+        config.blob_store.as_deref(),
+        &config.blob_store_options,
+    )?;
+    tracing::info!(
+        blobs = config.blob_store.as_deref().unwrap_or("the data directory"),
+        "blob store"
+    );
     let geo = match &config.geoip_db {
         None => GeoIp::none(),
         Some(path) => GeoIp::open(path)?,

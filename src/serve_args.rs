@@ -25,6 +25,17 @@ pub struct ServeArgs {
     /// users and TAXII collections. The schema is created or migrated at start.
     #[arg(long, env = "BRCTI_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Keep uploads and STIX files in an S3-compatible bucket (AWS S3, Ceph RGW, Garage):
+    /// `s3://bucket/prefix`, with the endpoint, region and credentials of the usual AWS_*
+    /// variables (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_ALLOW_HTTP=true for plain HTTP). Default: the data directory.
+    #[arg(long, env = "BRCTI_BLOB_STORE")]
+    pub blob_store: Option<String>,
+    /// A setting of the bucket's client, over the AWS_* variables (repeatable): KEY=VALUE with
+    /// object_store's S3 keys, e.g. endpoint=http://127.0.0.1:3900, region=garage,
+    /// allow_http=true, virtual_hosted_style_request=true. Prefer the environment for secrets.
+    #[arg(long = "blob-store-option", value_name = "KEY=VALUE")]
+    pub blob_store_options: Vec<String>,
     /// Require `Authorization: Bearer <token>` on /data/*.
     #[arg(long, env = "BRCTI_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -153,6 +164,8 @@ impl ServeArgs {
             listen: args.listen,
             data_dir: args.data_dir,
             database_url: args.database_url.filter(|u| !u.is_empty()),
+            blob_store: args.blob_store.filter(|u| !u.is_empty()),
+            blob_store_options: args.blob_store_options,
             api_token: args.api_token.filter(|t| !t.is_empty()),
             insecure: args.insecure,
             max_upload_bytes: args.max_upload_bytes,

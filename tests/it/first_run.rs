@@ -84,7 +84,8 @@ fn the_stix_file_window_shows_text_and_downloads_on_request() {
 
 #[test]
 fn a_failed_job_stops_both_pollers_and_says_why() {
-    let server = TestServer::start(&[]);
+    // The fault is made in the data directory's blob tree.
+    let server = TestServer::start_sqlite(&[]);
     let csv = b"src,dst,Protocol\n10.0.0.1,10.0.0.2,tcp\n";
     let hash = server.upload_ok(csv, "flows.csv");
     // No progress yet: `data: null` with code 200, and a message saying so.

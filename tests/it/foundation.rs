@@ -7,11 +7,7 @@ use crate::common::*;
 use serde_json::json;
 
 fn blob_count(server: &TestServer) -> usize {
-    let mut n = 0;
-    for dir in std::fs::read_dir(server.data_dir.join("blobs")).unwrap() {
-        n += std::fs::read_dir(dir.unwrap().path()).unwrap().count();
-    }
-    n
+    server.blob_count()
 }
 
 #[test]
@@ -60,21 +56,9 @@ fn concurrent_uploads_of_the_same_file_corrupt_nothing() {
         }
     });
     assert_eq!(blob_count(&server), 1);
-    let stored = std::fs::read(
-        server
-            .data_dir
-            .join("blobs")
-            .join(&expected[..2])
-            .join(&expected),
-    )
-    .unwrap();
+    let stored = server.blob(&expected);
     assert_eq!(sha256_hex(&stored), expected);
-    assert_eq!(
-        std::fs::read_dir(server.data_dir.join("tmp"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(server.staged_count(), 0);
 }
 
 fn features_of(server: &TestServer, bytes: &[u8], name: &str) -> String {
@@ -234,14 +218,7 @@ fn bad_requests_answer_the_envelope_naming_the_field() {
         "field `task_id` is longer than 128",
     );
     // Nothing of the failed uploads was kept.
-    assert!(
-        !server
-            .data_dir
-            .join("blobs")
-            .read_dir()
-            .unwrap()
-            .any(|_| true)
-    );
+    assert_eq!(server.blob_count(), 0);
 
     // Transport errors keep the envelope with their real status.
     let resp = server.client.get(server.url("/data/nope")).send().unwrap();
@@ -283,12 +260,7 @@ fn uploads_over_the_cap_are_refused_and_leave_nothing() {
         "{v}"
     );
     assert_eq!(server.upload(&[b'y'; 999], "ok.csv", "2")["code"], 200);
-    assert_eq!(
-        std::fs::read_dir(server.data_dir.join("tmp"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(server.staged_count(), 0);
 }
 
 #[test]
@@ -482,17 +454,13 @@ fn slow_and_stalled_clients_are_cut_off() {
     // Its staged file is gone, and the node serves others.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let staged: Vec<_> = std::fs::read_dir(server.data_dir.join("tmp"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        if staged.is_empty() {
+        let staged = server.staged_count();
+        if staged == 0 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "staged files left: {staged:?}"
+            "staged files left: {staged}"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

@@ -59,7 +59,7 @@ fn full_flow_on_the_honeypot_sample() {
             "the file is named by the SHA-256 of its bytes"
         );
         assert_eq!(body.len() as u64, r["stix_file_size"].as_u64().unwrap());
-        assert!(std::fs::read(r["stix_file_path"].as_str().unwrap()).unwrap() == body);
+        assert!(read_location(r["stix_file_path"].as_str().unwrap()) == body);
         // JSON Lines: one compact object per line.
         let text = String::from_utf8(body).unwrap();
         assert!(text.ends_with('\n'));

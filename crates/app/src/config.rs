@@ -76,6 +76,11 @@ pub struct ServeConfig {
     /// A PostgreSQL database for the records (`--database-url`), shared by several nodes;
     /// `None`: the embedded SQLite database in the data directory.
     pub database_url: Option<String>,
+    /// An S3-compatible bucket for uploads and STIX files (`--blob-store s3://bucket/prefix`);
+    /// `None`: the data directory.
+    pub blob_store: Option<String>,
+    /// Settings of the bucket's client (`KEY=VALUE`, over the AWS_* environment).
+    pub blob_store_options: Vec<String>,
     pub api_token: Option<String>,
     pub insecure: bool,
     pub max_upload_bytes: u64,
@@ -228,6 +233,8 @@ mod tests {
             listen: listen.parse().unwrap(),
             data_dir: PathBuf::from("x"),
             database_url: None,
+            blob_store: None,
+            blob_store_options: Vec::new(),
             api_token: token.map(str::to_string),
             insecure,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,

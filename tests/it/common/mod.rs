@@ -28,6 +28,8 @@ pub(crate) struct TestServer {
     pub base: String,
     pub data_dir: PathBuf,
     pub client: Client,
+    /// The node's bucket (`s3://…`) when its files are in one.
+    pub bucket: Option<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -51,10 +53,21 @@ impl TestServer {
         let dir_arg = dir.to_str().unwrap();
         let database = postgres
             .then(|| br_cti_store_pg::testing::schema_url(&br_cti_store_pg::testing::new_schema()));
-        let backend: Vec<&str> = match &database {
+        let bucket = (postgres && on_s3()).then(br_cti_store_s3::testing::new_url);
+        let bucket_flags = bucket.as_ref().map(|url| {
+            let mut flags = vec!["--blob-store".to_string(), url.clone()];
+            for option in br_cti_store_s3::testing::options() {
+                flags.extend(["--blob-store-option".to_string(), option]);
+            }
+            flags
+        });
+        let mut backend: Vec<&str> = match &database {
             Some(url) => vec!["--database-url", url],
             None => Vec::new(),
         };
+        if let Some(flags) = &bucket_flags {
+            backend.extend(flags.iter().map(String::as_str));
+        }
         let argv = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dir_arg]
             .into_iter()
             .chain(backend)
@@ -68,6 +81,7 @@ impl TestServer {
             node: Node::InProcess(node),
             data_dir: dir,
             client: client(),
+            bucket,
             _tmp: Some(tmp),
         }
     }
@@ -141,6 +155,7 @@ impl TestServer {
             base,
             data_dir: data_dir.to_path_buf(),
             client: client(),
+            bucket: None,
             _tmp: None,
         })
     }
@@ -175,6 +190,40 @@ impl TestServer {
                 node.jobs().wait_idle(Duration::from_secs(300)),
                 "the jobs did not finish within 300 s"
             );
+        }
+    }
+
+    /// Blobs stored (uploads and STIX files), wherever the node keeps them.
+    pub(crate) fn blob_count(&self) -> usize {
+        if let Some(url) = &self.bucket {
+            return br_cti_store_s3::testing::object_counts(url).0;
+        }
+        let mut n = 0;
+        let Ok(dirs) = std::fs::read_dir(self.data_dir.join("blobs")) else {
+            return 0;
+        };
+        for dir in dirs {
+            n += std::fs::read_dir(dir.unwrap().path()).unwrap().count();
+        }
+        n
+    }
+
+    /// Uploads being written (not yet stored under their hash).
+    pub(crate) fn staged_count(&self) -> usize {
+        if let Some(url) = &self.bucket {
+            return br_cti_store_s3::testing::object_counts(url).1;
+        }
+        std::fs::read_dir(self.data_dir.join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// The bytes of a stored blob.
+    pub(crate) fn blob(&self, hash: &str) -> Vec<u8> {
+        match &self.bucket {
+            Some(url) => read_location(&format!("{url}/sha256/{hash}")),
+            None => std::fs::read(self.data_dir.join("blobs").join(&hash[..2]).join(hash))
+                .unwrap_or_else(|e| panic!("blob {hash}: {e}")),
         }
     }
 
@@ -335,13 +384,37 @@ impl Drop for TestServer {
     }
 }
 
-/// True when the API tests run on PostgreSQL (`BRCTI_TEST_BACKEND=postgres`).
-pub(crate) fn on_postgres() -> bool {
+/// The backends of the API tests' nodes: `BRCTI_TEST_BACKEND` is `sqlite` (the default: SQLite
+/// and the data directory), `postgres` (records in PostgreSQL), or `postgres+s3` (records in
+/// PostgreSQL, files in a Garage bucket: what several nodes share).
+fn backend() -> (bool, bool) {
     match std::env::var("BRCTI_TEST_BACKEND").as_deref() {
-        Ok("postgres") => true,
-        Ok("sqlite") | Err(_) => false,
-        Ok(other) => panic!("BRCTI_TEST_BACKEND={other:?}: use sqlite or postgres"),
+        Ok("postgres") => (true, false),
+        Ok("postgres+s3") => (true, true),
+        Ok("sqlite") | Err(_) => (false, false),
+        Ok(other) => {
+            panic!("BRCTI_TEST_BACKEND={other:?}: use sqlite, postgres or postgres+s3")
+        }
     }
+}
+
+/// True when the API tests' records are in PostgreSQL.
+pub(crate) fn on_postgres() -> bool {
+    backend().0
+}
+
+/// True when the API tests' files are in an S3 bucket.
+pub(crate) fn on_s3() -> bool {
+    backend().1
+}
+
+/// The bytes at a location a record names (`stix_file_path`, `stix_data`): a path, or an
+/// object in the test bucket.
+pub(crate) fn read_location(location: &str) -> Vec<u8> {
+    if location.starts_with("s3://") {
+        return br_cti_store_s3::testing::read_location(location);
+    }
+    std::fs::read(location).unwrap_or_else(|e| panic!("{location}: {e}"))
 }
 
 fn client() -> Client {
