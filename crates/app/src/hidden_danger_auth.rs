@@ -1,5 +1,6 @@
 //! Authentication of reports: `sign = md5(timestamp + user + token)`, the time window, the
-//! replay cache and the per-user rate limit. Also the reporting users' names and tokens.
+//! replay cache in front of the store's replay claims (`reports.rs`). Also the reporting
+//! users' names and tokens.
 
 use br_cti_domain::error::Invalid;
 use std::collections::HashMap;
@@ -257,41 +258,6 @@ impl ReplayCache {
     }
 }
 
-/// A token bucket per user: `rate` requests per second on average, bursts of `burst`.
-pub(crate) struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
-}
-
-impl RateLimiter {
-    pub(crate) fn new(rate: f64, burst: f64) -> Self {
-        RateLimiter {
-            rate,
-            burst: burst.max(1.0),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one request from the user's bucket; `Err(seconds to wait)` when it is empty.
-    pub(crate) fn take(&self, user: &str) -> Result<(), f64> {
-        if self.rate <= 0.0 {
-            return Ok(());
-        }
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let (tokens, at) = buckets.entry(user.to_string()).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err((1.0 - *tokens) / self.rate)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,7 +298,7 @@ mod tests {
     }
 
     #[test]
-    fn replay_cache_and_rate_limit() {
+    fn replay_cache_claims_and_waits() {
         let cache = ReplayCache::new(Duration::from_secs(300));
         let body = [1u8; 32];
         assert!(matches!(cache.claim("a", "1", "S", &body), Seen::New));
@@ -385,12 +351,6 @@ mod tests {
             String::new,
         );
         assert_eq!(waiter.join().unwrap(), "first");
-
-        let limiter = RateLimiter::new(1.0, 2.0);
-        assert!(limiter.take("a").is_ok());
-        assert!(limiter.take("a").is_ok());
-        assert!(limiter.take("a").is_err());
-        assert!(limiter.take("b").is_ok(), "buckets are per user");
     }
 
     #[test]

@@ -11,34 +11,45 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::hidden_danger::{self, HiddenDanger, ItemCode, RawItem};
-use br_cti_domain::model::Upsert;
+use br_cti_domain::model::{ReportClaim, ReportKey, TokenBucket, Upsert};
 use br_cti_domain::time::now_ms;
 use br_cti_store::RecordStore;
 
 use crate::config::HiddenDangerLimits;
 use crate::hidden_danger_auth::{
-    RateLimiter, ReplayCache, Replayed, Seen, parse_timestamp, sign_matches,
+    REPLAY_ANSWER_MAX_BYTES, ReplayCache, Replayed, Seen, parse_timestamp, sign_matches,
 };
 use crate::taxii::Publisher;
 
-/// State of the report interface that lives in memory: its limits, the replay cache and the
-/// rate limits.
+/// State of the report interface: its limits and this node's replay cache. The replay claims
+/// and the rate limits are kept in the record store, so that every node of a shared database
+/// refuses a request replayed to it and counts a user's requests to all of them; the cache in
+/// front answers repeats seen here without asking the store, and makes identical requests
+/// arriving here at once wait for the first one's answer.
 pub struct Reports {
     pub limits: HiddenDangerLimits,
     replay: ReplayCache,
-    limiter: RateLimiter,
 }
 
 impl Reports {
     pub fn new(limits: HiddenDangerLimits) -> Self {
         Reports {
             replay: ReplayCache::new(Duration::from_secs(limits.window_secs)),
-            limiter: RateLimiter::new(limits.rate_per_sec, limits.burst),
             limits,
         }
     }
+
+    /// How long a claim lasts in the store: twice the clock window (a timestamp may be that
+    /// far from the clock on either side) and a second.
+    fn claim_ttl_ms(&self) -> i64 {
+        (self.limits.window_secs as i64 * 2 + 1) * 1000
+    }
 }
+
+/// How long a request waits for an identical one that another node is processing.
+const SHARED_PENDING_WAIT: Duration = Duration::from_secs(60);
 
 /// How an answer is delivered (the HTTP adapter maps each to its status).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +64,31 @@ pub enum Outcome {
     Busy,
     /// An internal fault: nothing of the request was acknowledged.
     Internal,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 5] = [
+        Outcome::Answered,
+        Outcome::TooLarge,
+        Outcome::RateLimited,
+        Outcome::Busy,
+        Outcome::Internal,
+    ];
+
+    /// The word the store keeps with a request's answer.
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Answered => "answered",
+            Outcome::TooLarge => "too_large",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Busy => "busy",
+            Outcome::Internal => "internal",
+        }
+    }
+
+    fn parse(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == word)
+    }
 }
 
 /// An answer of the interface.
@@ -228,7 +264,8 @@ pub fn ingest(
             ),
         );
     }
-    let body_hash: [u8; 32] = Sha256::digest(bytes).into();
+    let digest = Sha256::digest(bytes);
+    let body_hash: [u8; 32] = digest.into();
     match reports.replay.claim(&user, &ts_text, &sign, &body_hash) {
         Seen::Same(first) => {
             return Answer {
@@ -245,8 +282,93 @@ pub fn ingest(
         }
         Seen::New => {}
     }
-    if let Err(wait) = reports.limiter.take(&user) {
+    let sign_key = sign.trim().to_ascii_lowercase();
+    let key = ReportKey {
+        user: &user,
+        timestamp: &ts_text,
+        sign: &sign_key,
+    };
+    // Claimed here: now in the store, which the other nodes see.
+    let release = |why: &str| {
         reports.replay.forget(&user, &ts_text, &sign);
+        if let Err(e) = meta.release_report(&key) {
+            tracing::error!(user = %user, "releasing a report's claim ({why}): {e}");
+        }
+    };
+    let body_hex = Sha256Hex::from_digest(&digest);
+    let deadline = std::time::Instant::now() + SHARED_PENDING_WAIT;
+    loop {
+        match meta.claim_report(&key, &body_hex, now_ms(), reports.claim_ttl_ms()) {
+            Ok(ReportClaim::Claimed) => break,
+            Ok(ReportClaim::Answered { outcome, answer }) => {
+                let outcome = Outcome::parse(&outcome).unwrap_or(Outcome::Answered);
+                let body: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+                reports.replay.remember(
+                    &user,
+                    &ts_text,
+                    &sign,
+                    Replayed {
+                        body_sha256: body_hash,
+                        outcome,
+                        answer: answer.into(),
+                    },
+                    || replay_summary(&body),
+                );
+                return Answer {
+                    outcome,
+                    body,
+                    retry_after: None,
+                };
+            }
+            Ok(ReportClaim::OtherBody) => {
+                reports.replay.forget(&user, &ts_text, &sign);
+                return Answer::invalid(
+                    "AUTH_REPLAY",
+                    "this user, timestamp and sign were already used with another body; sign a new request",
+                );
+            }
+            Ok(ReportClaim::Pending) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(ReportClaim::Pending) => {
+                reports.replay.forget(&user, &ts_text, &sign);
+                let mut a = Answer::fail(
+                    Outcome::Busy,
+                    "SERVER_BUSY",
+                    "the same request is still being processed by another node; retry in a moment",
+                );
+                a.retry_after = Some(5);
+                return a;
+            }
+            Err(e) => {
+                reports.replay.forget(&user, &ts_text, &sign);
+                tracing::error!(user = %user, "claiming a report: {e}");
+                return Answer::fail(
+                    Outcome::Internal,
+                    "INTERNAL_ERROR",
+                    "internal error; nothing of this request was acknowledged, send it again",
+                );
+            }
+        }
+    }
+    let bucket = TokenBucket {
+        rate: reports.limits.rate_per_sec,
+        burst: reports.limits.burst,
+    };
+    let taken = match meta.take_report_token(&user, bucket, now_ms()) {
+        Ok(taken) => taken,
+        Err(e) => {
+            release("the rate limit could not be read");
+            tracing::error!(user = %user, "reading the rate limit: {e}");
+            return Answer::fail(
+                Outcome::Internal,
+                "INTERNAL_ERROR",
+                "internal error; nothing of this request was acknowledged, send it again",
+            );
+        }
+    };
+    if let Err(wait) = taken {
+        release("rate limited");
         let mut a = Answer::fail(
             Outcome::RateLimited,
             "RATE_LIMITED",
@@ -270,8 +392,19 @@ pub fn ingest(
         )
     });
     if answer.outcome == Outcome::Internal {
-        reports.replay.forget(&user, &ts_text, &sign);
+        release("an internal fault");
     } else {
+        let text = answer.body.to_string();
+        let kept = if text.len() <= REPLAY_ANSWER_MAX_BYTES {
+            text
+        } else {
+            replay_summary(&answer.body)
+        };
+        if let Err(e) = meta.settle_report(&key, answer.outcome.as_str(), &kept) {
+            // The claim stays pending until it expires: a repeat to another node meanwhile
+            // waits, then is told to retry; nothing is stored twice.
+            tracing::error!(user = %user, "recording a report's answer: {e}");
+        }
         reports.replay.remember(
             &user,
             &ts_text,

@@ -461,3 +461,103 @@ pub struct TaxiiStatus {
     pub success_count: u64,
     pub failure_count: u64,
 }
+
+/// A signed request of the report interface: what the replay protection keys on (the sign in
+/// lower case).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportKey<'a> {
+    pub user: &'a str,
+    /// As sent (its spelling is what was signed).
+    pub timestamp: &'a str,
+    pub sign: &'a str,
+}
+
+/// What the store knows of a signed request within the replay window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportClaim {
+    /// Not seen: this call claimed it. Process it, then settle or release it.
+    Claimed,
+    /// Seen with the same body and being processed (here or on another node).
+    Pending,
+    /// Seen with the same body and answered: the answer to give again.
+    Answered { outcome: String, answer: String },
+    /// Seen with another body.
+    OtherBody,
+}
+
+impl ReportClaim {
+    /// What a stored claim (`stored_body`, its answer once there is one) says to a request
+    /// with `body`.
+    pub fn seen(
+        body: &Sha256Hex,
+        stored_body: &str,
+        outcome: Option<String>,
+        answer: Option<String>,
+    ) -> Self {
+        if stored_body != body.as_str() {
+            return ReportClaim::OtherBody;
+        }
+        match (outcome, answer) {
+            (Some(outcome), Some(answer)) => ReportClaim::Answered { outcome, answer },
+            _ => ReportClaim::Pending,
+        }
+    }
+}
+
+/// A token bucket: `rate` requests per second on average, bursts of `burst`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TokenBucket {
+    pub rate: f64,
+    pub burst: f64,
+}
+
+impl TokenBucket {
+    /// Takes one token from a bucket that held `tokens` at `at_ms`, at `now_ms`: answers the
+    /// bucket's new state and `Err(seconds to wait)` when it is empty. A bucket never seen is
+    /// full; a rate of 0 is no limit.
+    pub fn take(self, state: Option<(f64, i64)>, now_ms: i64) -> ((f64, i64), Result<(), f64>) {
+        let burst = self.burst.max(1.0);
+        if self.rate <= 0.0 {
+            return ((burst, now_ms), Ok(()));
+        }
+        let (tokens, at) = state.unwrap_or((burst, now_ms));
+        let elapsed = (now_ms - at).max(0) as f64 / 1000.0;
+        let tokens = (tokens + elapsed * self.rate).min(burst);
+        if tokens >= 1.0 {
+            ((tokens - 1.0, now_ms), Ok(()))
+        } else {
+            ((tokens, now_ms), Err((1.0 - tokens) / self.rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::TokenBucket;
+
+    #[test]
+    fn buckets_fill_at_their_rate_up_to_their_burst() {
+        let b = TokenBucket {
+            rate: 1.0,
+            burst: 2.0,
+        };
+        let (s, r) = b.take(None, 0);
+        assert!(r.is_ok());
+        let (s, r) = b.take(Some(s), 0);
+        assert!(r.is_ok());
+        let (s, r) = b.take(Some(s), 0);
+        assert_eq!(r, Err(1.0));
+        let (s, r) = b.take(Some(s), 500);
+        assert_eq!(r, Err(0.5));
+        let (s, r) = b.take(Some(s), 1000);
+        assert!(r.is_ok());
+        // A long pause fills the bucket to its burst, no more.
+        let (s, _) = b.take(Some(s), 100_000);
+        assert_eq!(s.0, 1.0);
+        let off = TokenBucket {
+            rate: 0.0,
+            burst: 1.0,
+        };
+        assert!((0..10).all(|i| off.take(Some((0.0, 0)), i).1.is_ok()));
+    }
+}

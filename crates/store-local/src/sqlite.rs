@@ -12,8 +12,8 @@ use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::job::JobParams;
 use br_cti_domain::model::{
     CtiRecord, Fence, FileMeta, HiddenDangerFilter, HiddenDangerRevision, Job, JobKind,
-    JobProgress, JobStatus, LeaseState, Publication, Step, StepState, StepStatus, StixRecord,
-    StoredHiddenDanger, TaskRecord, Upsert, UserInfo,
+    JobProgress, JobStatus, LeaseState, Publication, ReportClaim, ReportKey, Step, StepState,
+    StepStatus, StixRecord, StoredHiddenDanger, TaskRecord, TokenBucket, Upsert, UserInfo,
 };
 use br_cti_domain::time::now_ms;
 use br_cti_domain::vocab::{DataType, IncentiveMechanism, OpenSource, Tlp, TrafficType};
@@ -217,6 +217,26 @@ const MIGRATIONS: &[M<'static>] = &[
         "ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
      ALTER TABLE jobs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE jobs ADD COLUMN lease_until INTEGER;",
+    ),
+    // The report interface's replay protection and rate limits, in the database so that the
+    // nodes sharing it share them.
+    M::up(
+        "CREATE TABLE hd_requests (
+         user        TEXT NOT NULL,
+         timestamp   TEXT NOT NULL,
+         sign        TEXT NOT NULL,
+         body_sha256 TEXT NOT NULL,
+         outcome     TEXT,
+         answer      TEXT,
+         expires_ms  INTEGER NOT NULL,
+         PRIMARY KEY (user, timestamp, sign)
+     ) STRICT;
+     CREATE INDEX hd_requests_expiry ON hd_requests(expires_ms);
+     CREATE TABLE hd_rate (
+         user   TEXT PRIMARY KEY,
+         tokens REAL NOT NULL,
+         at_ms  INTEGER NOT NULL
+     ) STRICT;",
     ),
 ];
 
@@ -1197,6 +1217,104 @@ fn hd_filter_sql(filter: &HiddenDangerFilter) -> (String, Vec<rusqlite::types::V
 }
 
 impl HiddenDangerStore for SqliteStore {
+    fn claim_report(
+        &self,
+        key: &ReportKey<'_>,
+        body_sha256: &Sha256Hex,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<ReportClaim, StoreError> {
+        self.with(|conn| {
+            let tx = write_tx(conn).map_err(sql)?;
+            tx.execute("DELETE FROM hd_requests WHERE expires_ms < ?1", [now_ms])
+                .map_err(sql)?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO hd_requests (user, timestamp, sign, body_sha256, expires_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                    params![
+                        key.user,
+                        key.timestamp,
+                        key.sign,
+                        body_sha256.as_str(),
+                        now_ms.saturating_add(ttl_ms)
+                    ],
+                )
+                .map_err(sql)?;
+            let claim = if inserted == 1 {
+                ReportClaim::Claimed
+            } else {
+                let (body, outcome, answer): (String, Option<String>, Option<String>) = tx
+                    .query_row(
+                        "SELECT body_sha256, outcome, answer FROM hd_requests
+                         WHERE user = ?1 AND timestamp = ?2 AND sign = ?3",
+                        params![key.user, key.timestamp, key.sign],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .map_err(sql)?;
+                ReportClaim::seen(body_sha256, &body, outcome, answer)
+            };
+            tx.commit().map_err(sql)?;
+            Ok(claim)
+        })
+    }
+
+    fn settle_report(
+        &self,
+        key: &ReportKey<'_>,
+        outcome: &str,
+        answer: &str,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE hd_requests SET outcome = ?4, answer = ?5
+                 WHERE user = ?1 AND timestamp = ?2 AND sign = ?3",
+                params![key.user, key.timestamp, key.sign, outcome, answer],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+    }
+
+    fn release_report(&self, key: &ReportKey<'_>) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "DELETE FROM hd_requests WHERE user = ?1 AND timestamp = ?2 AND sign = ?3",
+                params![key.user, key.timestamp, key.sign],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+    }
+
+    fn take_report_token(
+        &self,
+        user: &str,
+        bucket: TokenBucket,
+        now_ms: i64,
+    ) -> Result<Result<(), f64>, StoreError> {
+        self.with(|conn| {
+            let tx = write_tx(conn).map_err(sql)?;
+            let state: Option<(f64, i64)> = tx
+                .query_row(
+                    "SELECT tokens, at_ms FROM hd_rate WHERE user = ?1",
+                    [user],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql)?;
+            let ((tokens, at), taken) = bucket.take(state, now_ms);
+            tx.execute(
+                "INSERT INTO hd_rate (user, tokens, at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(user) DO UPDATE SET tokens = excluded.tokens, at_ms = excluded.at_ms",
+                params![user, tokens, at],
+            )
+            .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok(taken)
+        })
+    }
+
     fn add_user(&self, name: &str, token: &str) -> Result<(), StoreError> {
         self.with(|conn| {
             let now = now_ms();

@@ -5,9 +5,11 @@ use std::io;
 use postgres::types::ToSql;
 use postgres::{IsolationLevel, Row};
 
+use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::hidden_danger::HiddenDanger;
 use br_cti_domain::model::{
-    HiddenDangerFilter, HiddenDangerRevision, StoredHiddenDanger, Upsert, UserInfo,
+    HiddenDangerFilter, HiddenDangerRevision, ReportClaim, ReportKey, StoredHiddenDanger,
+    TokenBucket, Upsert, UserInfo,
 };
 use br_cti_domain::time::now_ms;
 use br_cti_domain::vocab::Tlp;
@@ -89,6 +91,106 @@ fn refs(args: &Args) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 impl HiddenDangerStore for PgStore {
+    fn claim_report(
+        &self,
+        key: &ReportKey<'_>,
+        body_sha256: &Sha256Hex,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<ReportClaim, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        tx.execute("DELETE FROM hd_requests WHERE expires_ms < $1", &[&now_ms])
+            .map_err(pg)?;
+        // Two nodes inserting one key at once: the second waits for the first's commit and
+        // then finds its row.
+        let inserted = tx
+            .execute(
+                "INSERT INTO hd_requests (user_name, timestamp, sign, body_sha256, expires_ms)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[
+                    &key.user,
+                    &key.timestamp,
+                    &key.sign,
+                    &body_sha256.as_str(),
+                    &now_ms.saturating_add(ttl_ms),
+                ],
+            )
+            .map_err(pg)?;
+        let claim = if inserted == 1 {
+            ReportClaim::Claimed
+        } else {
+            let r = tx
+                .query_one(
+                    "SELECT body_sha256, outcome, answer FROM hd_requests
+                     WHERE user_name = $1 AND timestamp = $2 AND sign = $3",
+                    &[&key.user, &key.timestamp, &key.sign],
+                )
+                .map_err(pg)?;
+            let stored: String = get(&r, 0)?;
+            ReportClaim::seen(body_sha256, &stored, get(&r, 1)?, get(&r, 2)?)
+        };
+        tx.commit().map_err(pg)?;
+        Ok(claim)
+    }
+
+    fn settle_report(
+        &self,
+        key: &ReportKey<'_>,
+        outcome: &str,
+        answer: &str,
+    ) -> Result<(), StoreError> {
+        self.conn()?
+            .execute(
+                "UPDATE hd_requests SET outcome = $4, answer = $5
+                 WHERE user_name = $1 AND timestamp = $2 AND sign = $3",
+                &[&key.user, &key.timestamp, &key.sign, &outcome, &answer],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn release_report(&self, key: &ReportKey<'_>) -> Result<(), StoreError> {
+        self.conn()?
+            .execute(
+                "DELETE FROM hd_requests WHERE user_name = $1 AND timestamp = $2 AND sign = $3",
+                &[&key.user, &key.timestamp, &key.sign],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn take_report_token(
+        &self,
+        user: &str,
+        bucket: TokenBucket,
+        now_ms: i64,
+    ) -> Result<Result<(), f64>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        // A row to lock, then read-modify-write under the lock: one bucket for all nodes.
+        tx.execute(
+            "INSERT INTO hd_rate (user_name, tokens, at_ms) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&user, &bucket.burst.max(1.0), &now_ms],
+        )
+        .map_err(pg)?;
+        let r = tx
+            .query_one(
+                "SELECT tokens, at_ms FROM hd_rate WHERE user_name = $1 FOR UPDATE",
+                &[&user],
+            )
+            .map_err(pg)?;
+        let ((tokens, at), taken) = bucket.take(Some((get(&r, 0)?, get(&r, 1)?)), now_ms);
+        tx.execute(
+            "UPDATE hd_rate SET tokens = $2, at_ms = $3 WHERE user_name = $1",
+            &[&user, &tokens, &at],
+        )
+        .map_err(pg)?;
+        tx.commit().map_err(pg)?;
+        Ok(taken)
+    }
+
     fn add_user(&self, name: &str, token: &str) -> Result<(), StoreError> {
         let now = now_ms();
         let n = self

@@ -29,7 +29,11 @@ use br_cti_domain::hash::Sha256Hex;
 use br_cti_store::{RecordStore, StoreError};
 
 /// Schema migrations, oldest first. Never edit a released migration: append a new one.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema_v1.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+];
 
 /// Advisory lock keys (the ASCII of "br-cti" and a number).
 mod lock {

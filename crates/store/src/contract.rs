@@ -17,8 +17,8 @@ use sha2::Digest;
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{
     CtiRecord, Fence, FileMeta, HiddenDangerFilter, JobKind, JobProgress, JobStatus, LeaseState,
-    NewTaxiiObject, Position, Publication, Step, StepState, StixRecord, TaxiiQuery, TaxiiStatus,
-    Upsert, VersionMatch,
+    NewTaxiiObject, Position, Publication, ReportClaim, ReportKey, Step, StepState, StixRecord,
+    TaxiiQuery, TaxiiStatus, TokenBucket, Upsert, VersionMatch,
 };
 use br_cti_domain::testing::{cti_params, sample, stix_params};
 use br_cti_domain::vocab::{
@@ -476,6 +476,75 @@ pub fn hidden_dangers_keep_revisions(db: &dyn RecordStore) {
     assert!(db.hidden_dangers_after(last, 100).unwrap().is_empty());
 }
 
+/// Signed requests are claimed once within their window: the same body again is pending,
+/// then answered with the first answer; another body is refused; a released claim may be sent
+/// again; an expired one is forgotten. Token buckets are per user and refill at their rate.
+pub fn report_claims_and_rate_limits(db: &dyn RecordStore) {
+    let key = ReportKey {
+        user: "u",
+        timestamp: "1717200000",
+        sign: "abc",
+    };
+    let now = 1_800_000_000_000;
+    let ttl = 601_000;
+    assert_eq!(
+        db.claim_report(&key, &hash('1'), now, ttl).unwrap(),
+        ReportClaim::Claimed
+    );
+    assert_eq!(
+        db.claim_report(&key, &hash('1'), now, ttl).unwrap(),
+        ReportClaim::Pending
+    );
+    assert_eq!(
+        db.claim_report(&key, &hash('2'), now, ttl).unwrap(),
+        ReportClaim::OtherBody
+    );
+    db.settle_report(&key, "answered", "{\"success\":true}")
+        .unwrap();
+    assert_eq!(
+        db.claim_report(&key, &hash('1'), now + 1, ttl).unwrap(),
+        ReportClaim::Answered {
+            outcome: "answered".into(),
+            answer: "{\"success\":true}".into()
+        }
+    );
+    let other = ReportKey { user: "v", ..key };
+    assert_eq!(
+        db.claim_report(&other, &hash('1'), now, ttl).unwrap(),
+        ReportClaim::Claimed,
+        "per user"
+    );
+    db.release_report(&other).unwrap();
+    assert_eq!(
+        db.claim_report(&other, &hash('1'), now, ttl).unwrap(),
+        ReportClaim::Claimed,
+        "released"
+    );
+    // Past its window the claim is forgotten.
+    assert_eq!(
+        db.claim_report(&key, &hash('2'), now + ttl + 1, ttl)
+            .unwrap(),
+        ReportClaim::Claimed
+    );
+
+    let bucket = TokenBucket {
+        rate: 1.0,
+        burst: 2.0,
+    };
+    assert!(db.take_report_token("u", bucket, now).unwrap().is_ok());
+    assert!(db.take_report_token("u", bucket, now).unwrap().is_ok());
+    assert_eq!(db.take_report_token("u", bucket, now).unwrap(), Err(1.0));
+    assert!(
+        db.take_report_token("v", bucket, now).unwrap().is_ok(),
+        "per user"
+    );
+    assert!(
+        db.take_report_token("u", bucket, now + 1000)
+            .unwrap()
+            .is_ok()
+    );
+}
+
 fn taxii_object(i: usize, version_us: i64) -> NewTaxiiObject {
     NewTaxiiObject {
         id: format!("indicator--00000000-0000-4000-8000-{i:012}"),
@@ -716,6 +785,12 @@ macro_rules! record_store_contract {
             fn users_and_tokens() {
                 let store = ($make)();
                 $crate::contract::users_and_tokens(&*store);
+            }
+
+            #[test]
+            fn report_claims_and_rate_limits() {
+                let store = ($make)();
+                $crate::contract::report_claims_and_rate_limits(&*store);
             }
 
             #[test]

@@ -279,6 +279,33 @@ pub trait HiddenDangerStore: Send + Sync {
         filter: &HiddenDangerFilter,
         f: &mut dyn FnMut(StoredHiddenDanger) -> io::Result<()>,
     ) -> Result<(), StoreError>;
+    /// Replay protection, shared by the nodes of one database: claims a signed request for
+    /// `ttl_ms` (the clock window and a margin), or answers what is known of it. Claims that
+    /// expired are dropped.
+    fn claim_report(
+        &self,
+        key: &ReportKey<'_>,
+        body_sha256: &Sha256Hex,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<ReportClaim, StoreError>;
+    /// Records the answer of a claimed request (given again to an identical request).
+    fn settle_report(
+        &self,
+        key: &ReportKey<'_>,
+        outcome: &str,
+        answer: &str,
+    ) -> Result<(), StoreError>;
+    /// Releases a claimed request that was not answered for good: it may be sent again.
+    fn release_report(&self, key: &ReportKey<'_>) -> Result<(), StoreError>;
+    /// Takes one request from a user's token bucket, shared by the nodes of one database;
+    /// `Ok(Err(seconds))` when it is empty.
+    fn take_report_token(
+        &self,
+        user: &str,
+        bucket: TokenBucket,
+        now_ms: i64,
+    ) -> Result<Result<(), f64>, StoreError>;
 }
 
 /// TAXII collections, their access grants, add-request statuses, and the positions up to which
