@@ -80,7 +80,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    let state = open(config)?;
+    // Opening the stores blocks (the PostgreSQL and S3 clients run their own I/O): not on a
+    // thread that drives async tasks.
+    let state = tokio::task::spawn_blocking(move || open(config)).await??;
     let addr = listener.local_addr()?;
     // Printed once, on standard output; the log line beside it says what was opened, not the
     // address again.
