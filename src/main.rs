@@ -1,5 +1,6 @@
 mod backup_cli;
 mod cli;
+mod migrate_cli;
 mod report_cli;
 mod users_cli;
 
@@ -39,6 +40,9 @@ enum Command {
     /// Copy the data directory consistently while the node runs (database, files, mappings)
     /// into a new directory, which `serve --data-dir` can then use as it is.
     Backup(backup_cli::BackupArgs),
+    /// Move a data directory's records into PostgreSQL (and its files into an S3 bucket), so
+    /// that several nodes can serve them.
+    MigrateStore(migrate_cli::MigrateArgs),
 }
 
 /// Standard error for the log, never failing. tracing-subscriber reports a failed write with
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Command::Users(args) => users_cli::users_command(args),
         Command::Report(args) => report_cli::report_command(args),
         Command::Backup(args) => backup_cli::backup_command(args),
+        Command::MigrateStore(args) => migrate_cli::migrate_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -363,4 +363,176 @@ mod process {
             "{codes:?}"
         );
     }
+
+    /// Every `id` a TAXII user reads from a collection, following `next`.
+    fn collection_ids(server: &TestServer, user: &str, token: &str, title: &str) -> Vec<String> {
+        let v: Value = server
+            .client
+            .get(server.url("/taxii2/api/collections/"))
+            .basic_auth(user, Some(token))
+            .header("accept", TAXII)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let id = v["collections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["title"] == title)
+            .unwrap_or_else(|| panic!("no {title} in {v}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut ids = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let mut path = format!("/taxii2/api/collections/{id}/objects/?limit=500");
+            if let Some(n) = &next {
+                path.push_str(&format!("&next={n}"));
+            }
+            let v: Value = server
+                .client
+                .get(server.url(&path))
+                .basic_auth(user, Some(token))
+                .header("accept", TAXII)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            for o in v["objects"].as_array().into_iter().flatten() {
+                ids.push(o["id"].as_str().unwrap().to_string());
+            }
+            match v["next"].as_str() {
+                Some(n) if v["more"] == true => next = Some(n.to_string()),
+                _ => break,
+            }
+        }
+        ids
+    }
+
+    /// A node's data directory moves to PostgreSQL and S3 with `migrate-store`: a node started
+    /// there serves the same records, files, CTI, users and TAXII objects.
+    #[test]
+    fn a_data_directory_moves_to_postgres_and_s3() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        let peer = users_ok(&dir, &["add", "peer"]);
+        users_ok(&dir, &["grant", "peer", "--write", "all", "--tlp", "amber"]);
+        let mut old = TestServer::start_in(&dir, &[]);
+        let sample = std::fs::read(sample("honeypot-sample.jsonl")).unwrap();
+        let hash = old.upload_ok(&sample, "honeypot.jsonl");
+        assert_eq!(
+            old.start_stix(&json!({"file_hash": hash, "stix_type": 2, "stix_compress": 50}))["code"],
+            200
+        );
+        old.wait_stix(&hash);
+        old.start_cti(&json!({"file_hash": hash, "cti_name": "honeypot", "default_value": 1}));
+        old.wait_cti(&hash);
+        let ts = now_ms().to_string();
+        let report = signed("peer", &peer, &ts, "M1").to_string();
+        let (status, answer) = post_report(&old, report.as_bytes());
+        assert_eq!(status, 200, "{answer}");
+        // Wait until the publisher has put both into TAXII.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (datasets, dangers) = loop {
+            let d = collection_ids(&old, "peer", &peer, "br-cti datasets");
+            let h = collection_ids(&old, "peer", &peer, "br-cti hidden dangers");
+            if !d.is_empty() && !h.is_empty() {
+                std::thread::sleep(Duration::from_millis(500));
+                let d2 = collection_ids(&old, "peer", &peer, "br-cti datasets");
+                if d2.len() == d.len() {
+                    break (d, h);
+                }
+            }
+            assert!(Instant::now() < deadline, "not published");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let records = old.stix_records(&hash);
+        let ctis = old.cti_records(&hash);
+        let first_file = records[0]["stix_file_hash"].as_str().unwrap().to_string();
+        let file_bytes = old.stix_file(&hash, &first_file);
+        assert!(old.terminate(), "a clean stop");
+
+        let cluster = Cluster::new();
+        let bucket = cluster.flags[3].clone();
+        let migrate = |extra: &[&str]| {
+            let mut cmd = Command::new(BIN);
+            cmd.arg("migrate-store")
+                .arg("--data-dir")
+                .arg(&dir)
+                .arg("--database-url")
+                .arg(&cluster.database_url)
+                .arg("--blob-store")
+                .arg(&bucket);
+            for option in br_cti_store_s3::testing::options() {
+                cmd.arg("--blob-store-option").arg(option);
+            }
+            cmd.args(extra).output().unwrap()
+        };
+        let out = migrate(&[]);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let taxii_rows: usize = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("taxii_objects: "))
+            .and_then(|l| l.strip_suffix(" rows"))
+            .unwrap_or_else(|| panic!("{stdout}"))
+            .parse()
+            .unwrap();
+        assert_eq!(taxii_rows, datasets.len() + dangers.len(), "{stdout}");
+        assert!(
+            stdout.contains("CTI records pointed at the bucket"),
+            "{stdout}"
+        );
+        // Into a database that holds data already: refused.
+        let again = migrate(&[]);
+        assert!(!again.status.success());
+        assert!(
+            String::from_utf8_lossy(&again.stderr).contains("already holds br-cti data"),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+
+        let new = cluster.node(0);
+        let moved = new.stix_records(&hash);
+        assert_eq!(hashes(&moved), hashes(&records));
+        assert!(
+            moved[0]["stix_file_path"]
+                .as_str()
+                .unwrap()
+                .starts_with("s3://"),
+            "{}",
+            moved[0]
+        );
+        assert!(new.stix_file(&hash, &first_file) == file_bytes);
+        let moved_ctis = new.cti_records(&hash);
+        assert_eq!(moved_ctis.len(), ctis.len());
+        for (a, b) in ctis.iter().zip(&moved_ctis) {
+            assert_eq!(a["cti_hash"], b["cti_hash"]);
+            assert_eq!(a["statistic_info"], b["statistic_info"]);
+            assert!(b["stix_data"].as_str().unwrap().starts_with("s3://"), "{b}");
+            assert_eq!(
+                read_location(b["stix_data"].as_str().unwrap()),
+                read_location(a["stix_data"].as_str().unwrap())
+            );
+        }
+        // The same users and tokens, the same TAXII objects in the same order.
+        assert_eq!(
+            collection_ids(&new, "peer", &peer, "br-cti datasets"),
+            datasets
+        );
+        assert_eq!(
+            collection_ids(&new, "peer", &peer, "br-cti hidden dangers"),
+            dangers
+        );
+        // The replay claim moved too: the same request is answered as before.
+        let (_, replayed) = post_report(&new, report.as_bytes());
+        assert_eq!(replayed, answer);
+    }
 }

@@ -36,6 +36,26 @@ impl FsBlobStore {
         Ok(Self { blobs, staging })
     }
 
+    /// Every stored blob (finished files named by their hash) and its size, in no order.
+    pub fn list(&self) -> io::Result<Vec<(Sha256Hex, u64)>> {
+        let mut out = Vec::new();
+        for prefix in fs::read_dir(&self.blobs)? {
+            let prefix = prefix?;
+            if !prefix.file_type()?.is_dir() {
+                continue;
+            }
+            for blob in fs::read_dir(prefix.path())? {
+                let blob = blob?;
+                let name = blob.file_name();
+                // Staging names start with a dot: only `<sha256>`.
+                if let Some(hash) = name.to_str().and_then(|n| Sha256Hex::parse(n).ok()) {
+                    out.push((hash, blob.metadata()?.len()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Copies every stored file of the data directory `root` into the blob store of the data
     /// directory `dest` (files are immutable: one already there with the same size is kept),
     /// without touching `root` (a node may be running on it: its staged files stay).
