@@ -11,6 +11,11 @@
 //!
 //! Datasets come from the test harness's deterministic generator (`tests/it/common/datasets.rs`)
 //! and are cached in target/bench-data.
+//!
+//! Each run also measures the TAXII lag: the time from the conversion's end (progress 100) to
+//! its last file's objects being readable in the datasets collection. `BENCH_STORES` (default
+//! `local,distributed`) runs everything on SQLite + the data directory, then on PostgreSQL +
+//! Garage (private servers the bench starts), in one run.
 
 #[path = "../tests/it/common/mod.rs"]
 mod common;
@@ -18,8 +23,66 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, datasets};
-use serde_json::json;
+use common::{Stores, TestServer, bench_stores, datasets};
+use serde_json::{Value, json};
+
+const TAXII: &str = "application/taxii+json;version=2.1";
+
+/// Seconds from now until the last object of the conversion's last file is readable over
+/// TAXII (the publisher adds a file's objects in one transaction, files in order).
+fn taxii_lag(server: &TestServer, hash: &str, token: &str) -> f64 {
+    let start = Instant::now();
+    let records = server.stix_records(hash);
+    let last = records
+        .iter()
+        .max_by_key(|r| r["batch"].as_u64().unwrap())
+        .expect("records");
+    let bytes = server.stix_file(hash, last["stix_file_hash"].as_str().unwrap());
+    let line = String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap()
+        .to_string();
+    let id = serde_json::from_str::<Value>(&line).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |path: &str| -> Value {
+        server
+            .client
+            .get(server.url(path))
+            .basic_auth("bench", Some(token))
+            .header("accept", TAXII)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let collections = get("/taxii2/api/collections/");
+    let datasets = collections["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["title"] == "br-cti datasets")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    loop {
+        let v = get(&format!(
+            "/taxii2/api/collections/{datasets}/objects/?match[id]={id}&match[version]=all"
+        ));
+        if v["objects"].as_array().is_some_and(|o| !o.is_empty()) {
+            return start.elapsed().as_secs_f64();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "not published after 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 fn env_str(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -44,77 +107,94 @@ fn main() {
     let indicators = std::env::var("BENCH_INDICATORS").ok();
     let formats = env_str("BENCH_FORMATS", "csv,jsonl,xlsx");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
-    for format in formats.split(',') {
-        datasets::generate_into(&data, rows, &[format]);
-        let name = datasets::file_name(format, rows);
-        let bytes = std::fs::read(data.join(&name)).expect("dataset");
-        let mut speeds = Vec::new();
-        let mut rss = Vec::new();
-        let mut cpu = Vec::new();
-        let mut finished = Vec::new();
-        for run in 1..=runs {
-            let mut server = TestServer::start_process(&[
-                "--max-upload-bytes",
-                &(bytes.len() as u64 + 1).to_string(),
-            ]);
-            let hash = server.upload_ok(&bytes, &name);
-            let cpu_before = server.cpu_seconds();
-            let start = Instant::now();
-            let mut request =
-                json!({"file_hash": hash, "stix_compress": compress, "stix_type": stix_type});
-            if let Some(indicators) = &indicators {
-                request["stix_indicators"] = json!(indicators);
-            }
-            let v = server.start_stix(&request);
-            assert_eq!(v["code"], 200, "{v}");
-            let done = loop {
-                let p = server.stix_progress(&hash);
-                assert_eq!(p["code"], 200, "{p}");
-                // A conversion that ended without finishing (a full disk, say) ends the bench.
-                assert!(
-                    !(p["data"].is_null() && p["status"].is_string()),
-                    "the conversion ended unfinished: {p}"
+    for store_name in bench_stores() {
+        for format in formats.split(',') {
+            datasets::generate_into(&data, rows, &[format]);
+            let name = datasets::file_name(format, rows);
+            let bytes = std::fs::read(data.join(&name)).expect("dataset");
+            let mut speeds = Vec::new();
+            let mut rss = Vec::new();
+            let mut cpu = Vec::new();
+            let mut finished = Vec::new();
+            let mut lags = Vec::new();
+            let mut label = String::new();
+            for run in 1..=runs {
+                let stores = Stores::named(&store_name);
+                label = format!("{name} on {}", stores.name());
+                let tmp = tempfile::tempdir().unwrap();
+                let dir = tmp.path().join("data");
+                std::fs::create_dir_all(&dir).unwrap();
+                let token = stores.users_ok(&dir, &["add", "bench"]);
+                stores.users_ok(&dir, &["grant", "bench", "--tlp", "red"]);
+                let mut server = stores.start_in(
+                    &dir,
+                    &["--max-upload-bytes", &(bytes.len() as u64 + 1).to_string()],
                 );
-                if p["data"]["progress"] == 100 {
-                    break p["data"].clone();
+                let hash = server.upload_ok(&bytes, &name);
+                let cpu_before = server.cpu_seconds();
+                let start = Instant::now();
+                let mut request =
+                    json!({"file_hash": hash, "stix_compress": compress, "stix_type": stix_type});
+                if let Some(indicators) = &indicators {
+                    request["stix_indicators"] = json!(indicators);
                 }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            let secs = start.elapsed().as_secs_f64();
-            let cpu_after = server.cpu_seconds();
-            let (user, sys) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
-            let cpu_per_row = (user + sys) * 1e6 / rows as f64;
-            assert_eq!(done["rows_done"], rows);
-            let rate = rows as f64 / secs;
-            let peak = server.peak_rss_mib();
+                let v = server.start_stix(&request);
+                assert_eq!(v["code"], 200, "{v}");
+                let done = loop {
+                    let p = server.stix_progress(&hash);
+                    assert_eq!(p["code"], 200, "{p}");
+                    // A conversion that ended without finishing (a full disk, say) ends the bench.
+                    assert!(
+                        !(p["data"].is_null() && p["status"].is_string()),
+                        "the conversion ended unfinished: {p}"
+                    );
+                    if p["data"]["progress"] == 100 {
+                        break p["data"].clone();
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                };
+                let secs = start.elapsed().as_secs_f64();
+                let cpu_after = server.cpu_seconds();
+                let (user, sys) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+                let cpu_per_row = (user + sys) * 1e6 / rows as f64;
+                assert_eq!(done["rows_done"], rows);
+                let rate = rows as f64 / secs;
+                let peak = server.peak_rss_mib();
+                let lag = taxii_lag(&server, &hash, &token);
+                println!(
+                    "{label} run {run}: {rows} rows in {secs:.2} s = {rate:.0} rows/s ({:.0} objects/s, {} files), server peak RSS {peak:.1} MiB, server CPU {user:.2} s user + {sys:.2} s system ({cpu_per_row:.2} us/row); TAXII lag {lag:.1} s",
+                    done["objects"].as_f64().unwrap_or(0.0) / secs,
+                    done["files"],
+                );
+                lags.push(lag);
+                cpu.push(cpu_per_row);
+                speeds.push(rate);
+                rss.push(peak);
+                // Stopped, but its data directory is deleted only after the last run of this
+                // format: on ext4 without a journal (as on our build machines) the inode allocator
+                // skips inodes freed in the last minute, so deleting a run's 1,000 files right
+                // before the next run would charge that run for the cleanup.
+                server.kill();
+                finished.push((server, tmp));
+            }
+            speeds.sort_by(f64::total_cmp);
+            rss.sort_by(f64::total_cmp);
+            cpu.sort_by(f64::total_cmp);
+            lags.sort_by(f64::total_cmp);
             println!(
-                "{name} run {run}: {rows} rows in {secs:.2} s = {rate:.0} rows/s ({:.0} objects/s, {} files), server peak RSS {peak:.1} MiB, server CPU {user:.2} s user + {sys:.2} s system ({cpu_per_row:.2} us/row)",
-                done["objects"].as_f64().unwrap_or(0.0) / secs,
-                done["files"],
+                "{label}: median {:.0} rows/s (range {:.0}-{:.0}) over {runs} runs, compress {compress}; peak RSS median {:.1} MiB (max {:.1}); server CPU median {:.2} us/row (range {:.2}-{:.2}); TAXII lag median {:.1} s (range {:.1}-{:.1})",
+                speeds[speeds.len() / 2],
+                speeds[0],
+                speeds[speeds.len() - 1],
+                rss[rss.len() / 2],
+                rss[rss.len() - 1],
+                cpu[cpu.len() / 2],
+                cpu[0],
+                cpu[cpu.len() - 1],
+                lags[lags.len() / 2],
+                lags[0],
+                lags[lags.len() - 1],
             );
-            cpu.push(cpu_per_row);
-            speeds.push(rate);
-            rss.push(peak);
-            // Stopped, but its data directory is deleted only after the last run of this
-            // format: on ext4 without a journal (as on our build machines) the inode allocator
-            // skips inodes freed in the last minute, so deleting a run's 1,000 files right
-            // before the next run would charge that run for the cleanup.
-            server.kill();
-            finished.push(server);
         }
-        speeds.sort_by(f64::total_cmp);
-        rss.sort_by(f64::total_cmp);
-        cpu.sort_by(f64::total_cmp);
-        println!(
-            "{name}: median {:.0} rows/s (range {:.0}-{:.0}) over {runs} runs, compress {compress}; peak RSS median {:.1} MiB (max {:.1}); server CPU median {:.2} us/row (range {:.2}-{:.2})",
-            speeds[speeds.len() / 2],
-            speeds[0],
-            speeds[speeds.len() - 1],
-            rss[rss.len() / 2],
-            rss[rss.len() - 1],
-            cpu[cpu.len() / 2],
-            cpu[0],
-            cpu[cpu.len() - 1],
-        );
     }
 }

@@ -410,6 +410,11 @@ impl SqliteStore {
             .map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sql)?;
+        // A page cache of up to 32 MiB per connection (SQLite's default is 2 MiB): a TAXII
+        // file of thousands of objects touches four indexes, and with the default cache the
+        // transaction spills pages to the log mid-way and reads them back.
+        conn.pragma_update(None, "cache_size", -32_768)
+            .map_err(sql)?;
         Migrations::from_slice(MIGRATIONS)
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Backend(format!("migrating the schema: {e}").into()))?;

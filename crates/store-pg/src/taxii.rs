@@ -3,6 +3,8 @@
 //! handed out in commit order even with several nodes writing: a reader that saw position `n`
 //! never later finds a new row below `n`, and `added_after` pages exactly.
 
+use std::collections::HashMap;
+
 use postgres::types::ToSql;
 
 use br_cti_domain::hash::Sha256Hex;
@@ -58,6 +60,98 @@ fn refs(args: &Args) -> Vec<&(dyn ToSql + Sync)> {
     args.iter().map(|a| &**a as &(dyn ToSql + Sync)).collect()
 }
 
+/// A version of an id: a stored row, or one of this batch's new rows.
+#[derive(Clone, Copy)]
+enum Row {
+    Stored(i64),
+    New(usize),
+}
+
+struct Version {
+    row: Row,
+    version_us: i64,
+    latest: bool,
+    first: bool,
+}
+
+/// The new rows of a batch, column by column (inserted with one `UNNEST`).
+#[derive(Default)]
+struct NewRows<'a> {
+    id: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    version: Vec<&'a str>,
+    version_us: Vec<i64>,
+    spec_version: Vec<&'a str>,
+    date_added: Vec<i64>,
+    is_latest: Vec<bool>,
+    is_first: Vec<bool>,
+    object: Vec<&'a str>,
+    tlp: Vec<i64>,
+}
+
+/// Rows per `INSERT` (bounds one statement's parameters).
+const INSERT_ROWS: usize = 4096;
+
+impl<'a> NewRows<'a> {
+    fn push(&mut self, o: &'a NewTaxiiObject, date_added: i64, latest: bool, first: bool) {
+        self.id.push(&o.id);
+        self.kind.push(&o.kind);
+        self.version.push(&o.version);
+        self.version_us.push(o.version_us);
+        self.spec_version.push(&o.spec_version);
+        self.date_added.push(date_added);
+        self.is_latest.push(latest);
+        self.is_first.push(first);
+        self.object.push(&o.object);
+        self.tlp.push(i64::from(o.tlp.rank()));
+    }
+
+    /// Inserts the rows in their order (`seq` follows it).
+    fn insert(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        collection: &str,
+    ) -> Result<(), StoreError> {
+        let statement = tx
+            .prepare(
+                "INSERT INTO taxii_objects (collection, id, type, version, version_us, spec_version,
+                     date_added, is_latest, is_first, object, tlp)
+                 SELECT $1, id, type, version, version_us, spec_version, date_added, is_latest,
+                        is_first, object, tlp
+                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::int8[], $6::text[],
+                             $7::int8[], $8::bool[], $9::bool[], $10::text[], $11::int8[])
+                      WITH ORDINALITY AS t(id, type, version, version_us, spec_version,
+                                           date_added, is_latest, is_first, object, tlp, n)
+                 ORDER BY n",
+            )
+            .map_err(pg)?;
+        let mut start = 0;
+        while start < self.id.len() {
+            let end = (start + INSERT_ROWS).min(self.id.len());
+            let r = start..end;
+            tx.execute(
+                &statement,
+                &[
+                    &collection,
+                    &&self.id[r.clone()],
+                    &&self.kind[r.clone()],
+                    &&self.version[r.clone()],
+                    &&self.version_us[r.clone()],
+                    &&self.spec_version[r.clone()],
+                    &&self.date_added[r.clone()],
+                    &&self.is_latest[r.clone()],
+                    &&self.is_first[r.clone()],
+                    &&self.object[r.clone()],
+                    &&self.tlp[r],
+                ],
+            )
+            .map_err(pg)?;
+            start = end;
+        }
+        Ok(())
+    }
+}
+
 impl TaxiiStore for PgStore {
     fn taxii_add(
         &self,
@@ -79,74 +173,94 @@ impl TaxiiStore for PgStore {
             None => 0,
         };
         let mut date_added = now_us().max(last + 1);
-        let versions = tx
-            .prepare(
-                "SELECT seq, version_us, is_latest, is_first FROM taxii_objects
-                 WHERE collection = $1 AND id = $2",
+        // Every stored version of the batch's ids, in one query (a batch is a whole STIX
+        // file: thousands of objects, one round trip instead of one per object).
+        let mut ids: Vec<&str> = objects.iter().map(|o| o.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut known: HashMap<&str, Vec<Version>> = HashMap::new();
+        for r in tx
+            .query(
+                "SELECT id, seq, version_us, is_latest, is_first FROM taxii_objects
+                 WHERE collection = $1 AND id = ANY($2)",
+                &[&collection, &ids],
             )
-            .map_err(pg)?;
-        let unflag_latest = tx
-            .prepare("UPDATE taxii_objects SET is_latest = false WHERE seq = $1")
-            .map_err(pg)?;
-        let unflag_first = tx
-            .prepare("UPDATE taxii_objects SET is_first = false WHERE seq = $1")
-            .map_err(pg)?;
-        let insert = tx
-            .prepare(
-                "INSERT INTO taxii_objects (collection, id, type, version, version_us, spec_version,
-                     date_added, is_latest, is_first, object, tlp)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .map_err(pg)?;
+            .map_err(pg)?
+        {
+            let id: String = get(&r, 0)?;
+            let id = *ids
+                .binary_search(&id.as_str())
+                .ok()
+                .map(|i| &ids[i])
+                .expect("asked for");
+            known.entry(id).or_default().push(Version {
+                row: Row::Stored(get(&r, 1)?),
+                version_us: get(&r, 2)?,
+                latest: get(&r, 3)?,
+                first: get(&r, 4)?,
+            });
+        }
+        let mut new = NewRows::default();
+        let (mut unflag_latest, mut unflag_first) = (Vec::new(), Vec::new());
         let mut added = Vec::with_capacity(objects.len());
         for o in objects {
-            let known: Vec<(i64, i64, bool, bool)> = tx
-                .query(&versions, &[&collection, &o.id])
-                .map_err(pg)?
-                .iter()
-                .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?, get(r, 3)?)))
-                .collect::<Result<_, StoreError>>()?;
+            let versions = known.entry(o.id.as_str()).or_default();
             // One instant is one version, however it is written (`Z`, `.000Z`, `+08:00`).
-            if known.iter().any(|k| k.1 == o.version_us) {
+            if versions.iter().any(|v| v.version_us == o.version_us) {
                 added.push(false);
                 continue;
             }
-            let is_latest = match known.iter().find(|k| k.2) {
-                None => true,
-                Some(&(seq, v, _, _)) if o.version_us >= v => {
-                    tx.execute(&unflag_latest, &[&seq]).map_err(pg)?;
-                    true
+            let mut is_latest = true;
+            let mut is_first = true;
+            for v in versions.iter_mut() {
+                if v.latest {
+                    if o.version_us >= v.version_us {
+                        v.latest = false;
+                        match v.row {
+                            Row::Stored(seq) => unflag_latest.push(seq),
+                            Row::New(i) => new.is_latest[i] = false,
+                        }
+                    } else {
+                        is_latest = false;
+                    }
                 }
-                Some(_) => false,
-            };
-            let is_first = match known.iter().find(|k| k.3) {
-                None => true,
-                Some(&(seq, v, _, _)) if o.version_us < v => {
-                    tx.execute(&unflag_first, &[&seq]).map_err(pg)?;
-                    true
+                if v.first {
+                    if o.version_us < v.version_us {
+                        v.first = false;
+                        match v.row {
+                            Row::Stored(seq) => unflag_first.push(seq),
+                            Row::New(i) => new.is_first[i] = false,
+                        }
+                    } else {
+                        is_first = false;
+                    }
                 }
-                Some(_) => false,
-            };
-            tx.execute(
-                &insert,
-                &[
-                    &collection,
-                    &o.id,
-                    &o.kind,
-                    &o.version,
-                    &o.version_us,
-                    &o.spec_version,
-                    &date_added,
-                    &is_latest,
-                    &is_first,
-                    &o.object,
-                    &i64::from(o.tlp.rank()),
-                ],
-            )
-            .map_err(pg)?;
+            }
+            versions.push(Version {
+                row: Row::New(new.id.len()),
+                version_us: o.version_us,
+                latest: is_latest,
+                first: is_first,
+            });
+            new.push(o, date_added, is_latest, is_first);
             date_added += 1;
             added.push(true);
         }
+        if !unflag_latest.is_empty() {
+            tx.execute(
+                "UPDATE taxii_objects SET is_latest = false WHERE seq = ANY($1)",
+                &[&unflag_latest],
+            )
+            .map_err(pg)?;
+        }
+        if !unflag_first.is_empty() {
+            tx.execute(
+                "UPDATE taxii_objects SET is_first = false WHERE seq = ANY($1)",
+                &[&unflag_first],
+            )
+            .map_err(pg)?;
+        }
+        new.insert(&mut tx, collection)?;
         if let Some((source, mark)) = watermark {
             tx.execute(
                 "INSERT INTO taxii_sync (source, watermark) VALUES ($1, $2)

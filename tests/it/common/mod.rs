@@ -408,6 +408,94 @@ pub(crate) fn on_s3() -> bool {
     backend().1
 }
 
+/// Where a node (a process: benchmarks, the multi-node tests) keeps its records and files.
+pub(crate) enum Stores {
+    /// SQLite and the data directory (the default).
+    Local,
+    /// A fresh schema of the test PostgreSQL and a fresh prefix of the test Garage bucket.
+    Distributed {
+        database_url: String,
+        bucket: String,
+    },
+}
+
+impl Stores {
+    /// `local` or `distributed` (PostgreSQL + Garage, started on first use).
+    pub(crate) fn named(name: &str) -> Self {
+        match name {
+            "local" => Stores::Local,
+            "distributed" => Stores::Distributed {
+                database_url: br_cti_store_pg::testing::schema_url(
+                    &br_cti_store_pg::testing::new_schema(),
+                ),
+                bucket: br_cti_store_s3::testing::new_url(),
+            },
+            other => panic!("stores {other:?}: use local or distributed"),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Stores::Local => "sqlite+fs",
+            Stores::Distributed { .. } => "postgres+s3",
+        }
+    }
+
+    /// The flags of `serve` that select these stores.
+    pub(crate) fn serve_flags(&self) -> Vec<String> {
+        match self {
+            Stores::Local => Vec::new(),
+            Stores::Distributed {
+                database_url,
+                bucket,
+            } => {
+                let mut flags = vec![
+                    "--database-url".to_string(),
+                    database_url.clone(),
+                    "--blob-store".to_string(),
+                    bucket.clone(),
+                ];
+                for option in br_cti_store_s3::testing::options() {
+                    flags.extend(["--blob-store-option".to_string(), option]);
+                }
+                flags
+            }
+        }
+    }
+
+    /// `br-cti users …` on these stores (the data directory's, or the database's users).
+    pub(crate) fn users_ok(&self, dir: &Path, args: &[&str]) -> String {
+        match self {
+            Stores::Local => users_ok(dir, args),
+            Stores::Distributed { database_url, .. } => {
+                let mut all: Vec<&str> = args.to_vec();
+                all.extend(["--database-url", database_url]);
+                users_ok(dir, &all)
+            }
+        }
+    }
+
+    /// A node as a process on `dir` with these stores and the flags `args`.
+    pub(crate) fn start_in(&self, dir: &Path, args: &[&str]) -> TestServer {
+        let flags = self.serve_flags();
+        let all: Vec<&str> = flags
+            .iter()
+            .map(String::as_str)
+            .chain(args.iter().copied())
+            .collect();
+        TestServer::start_in(dir, &all)
+    }
+}
+
+/// The stores a benchmark compares, from `BENCH_STORES` (default `local,distributed`).
+pub(crate) fn bench_stores() -> Vec<String> {
+    std::env::var("BENCH_STORES")
+        .unwrap_or_else(|_| "local,distributed".into())
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
 /// The bytes at a location a record names (`stix_file_path`, `stix_data`): a path, or an
 /// object in the test bucket.
 pub(crate) fn read_location(location: &str) -> Vec<u8> {
