@@ -5,6 +5,8 @@
 //!
 //!     cargo bench --bench hidden_danger
 //!     BENCH_ITEMS=200000 BENCH_BATCH=500 BENCH_CLIENTS=4 BENCH_RUNS=3 cargo bench --bench hidden_danger
+//!
+//! `BENCH_STORES` (default `local,distributed`): SQLite, then PostgreSQL + Garage, in one run.
 
 #[path = "../tests/it/common/mod.rs"]
 mod common;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{TestServer, users_ok};
+use common::{Stores, bench_stores};
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 
@@ -46,21 +48,25 @@ fn main() {
     let clients = env_num("BENCH_CLIENTS", 4);
     let runs = env_num("BENCH_RUNS", 3);
     let batches = total.div_ceil(batch);
-    let mut rates = Vec::new();
-    for run in 1..=runs {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("data");
-        std::fs::create_dir_all(&dir).unwrap();
-        let token = users_ok(&dir, &["add", "bench"]);
-        let server = TestServer::start_in(&dir, &["--hd-rate", "0"]);
-        // Bodies are built (and signed) as the clients go; timestamps are unique milliseconds.
-        let next = Arc::new(AtomicUsize::new(0));
-        let base_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as usize;
-        let start = Instant::now();
-        let handles: Vec<_> = (0..clients)
+    for store_name in bench_stores() {
+        let mut rates = Vec::new();
+        let mut label = "";
+        for run in 1..=runs {
+            let stores = Stores::named(&store_name);
+            label = stores.name();
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("data");
+            std::fs::create_dir_all(&dir).unwrap();
+            let token = stores.users_ok(&dir, &["add", "bench"]);
+            let server = stores.start_in(&dir, &["--hd-rate", "0"]);
+            // Bodies are built (and signed) as the clients go; timestamps are unique milliseconds.
+            let next = Arc::new(AtomicUsize::new(0));
+            let base_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as usize;
+            let start = Instant::now();
+            let handles: Vec<_> = (0..clients)
             .map(|_| {
                 let next = next.clone();
                 let url = server.url("/open/api/v1/retrieval/addHiddenDanger");
@@ -98,31 +104,33 @@ fn main() {
                 })
             })
             .collect();
-        let mut latencies: Vec<f64> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
-        let secs = start.elapsed().as_secs_f64();
-        latencies.sort_by(f64::total_cmp);
-        let pct =
-            |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-        let rate = total as f64 / secs;
-        let stored = server.get_json("/api/v1/hidden-dangers?page_size=1");
-        assert_eq!(stored["total"].as_u64().unwrap() as usize, total);
-        println!(
-            "run {run}: {total} items in {batches} requests of {batch} ({clients} clients) in {secs:.2} s = {rate:.0} items/s; \
+            let mut latencies: Vec<f64> = handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect();
+            let secs = start.elapsed().as_secs_f64();
+            latencies.sort_by(f64::total_cmp);
+            let pct = |p: f64| {
+                latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)]
+            };
+            let rate = total as f64 / secs;
+            let stored = server.get_json("/api/v1/hidden-dangers?page_size=1");
+            assert_eq!(stored["total"].as_u64().unwrap() as usize, total);
+            println!(
+                "{label} run {run}: {total} items in {batches} requests of {batch} ({clients} clients) in {secs:.2} s = {rate:.0} items/s; \
              latency p50 {:.1} ms, p99 {:.1} ms; server peak RSS {:.1} MiB",
-            pct(0.50),
-            pct(0.99),
-            server.peak_rss_mib()
+                pct(0.50),
+                pct(0.99),
+                server.peak_rss_mib()
+            );
+            rates.push(rate);
+        }
+        rates.sort_by(f64::total_cmp);
+        println!(
+            "hidden_danger on {label}: median {:.0} items/s (range {:.0}-{:.0}) over {runs} runs",
+            rates[rates.len() / 2],
+            rates[0],
+            rates[rates.len() - 1]
         );
-        rates.push(rate);
     }
-    rates.sort_by(f64::total_cmp);
-    println!(
-        "hidden_danger: median {:.0} items/s (range {:.0}-{:.0}) over {runs} runs",
-        rates[rates.len() / 2],
-        rates[0],
-        rates[rates.len() - 1]
-    );
 }

@@ -5,13 +5,15 @@
 //!
 //!     cargo bench --bench taxii
 //!     BENCH_SMALL=100000 BENCH_LARGE=1000000 BENCH_RUNS=3 cargo bench --bench taxii
+//!
+//! `BENCH_STORES` (default `local,distributed`): SQLite, then PostgreSQL + Garage, in one run.
 
 #[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::time::Instant;
 
-use common::{TestServer, users_ok};
+use common::{Stores, TestServer, bench_stores};
 use serde_json::{Value, json};
 
 const TAXII: &str = "application/taxii+json;version=2.1";
@@ -119,12 +121,19 @@ fn main() {
     let small = env_num("BENCH_SMALL", 100_000);
     let large = env_num("BENCH_LARGE", 1_000_000);
     let runs = env_num("BENCH_RUNS", 3);
+    for store_name in bench_stores() {
+        run_on(&Stores::named(&store_name), small, large, runs);
+    }
+}
+
+fn run_on(stores: &Stores, small: usize, large: usize, runs: usize) {
+    let label = stores.name();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     std::fs::create_dir_all(&dir).unwrap();
-    let token = users_ok(&dir, &["add", "bench"]);
-    users_ok(&dir, &["grant", "bench", "--write", "all"]);
-    let server = TestServer::start_in(&dir, &[]);
+    let token = stores.users_ok(&dir, &["add", "bench"]);
+    stores.users_ok(&dir, &["grant", "bench", "--write", "all"]);
+    let server = stores.start_in(&dir, &[]);
     let collections: Value = reqwest::blocking::Client::new()
         .get(server.url("/taxii2/api/collections/"))
         .basic_auth("bench", Some(&token))
@@ -152,14 +161,14 @@ fn main() {
         _tmp: tmp,
     };
     let rate = b.fill(0, small);
-    println!("filled {small} objects through TAXII POST at {rate:.0} objects/s");
+    println!("{label}: filled {small} objects through TAXII POST at {rate:.0} objects/s");
     let mut speeds = Vec::new();
     for r in 1..=runs {
         let (count, secs, lat) = b.page_all();
         assert_eq!(count, small);
         let speed = count as f64 / secs;
         println!(
-            "run {r}: paged {count} objects (limit 1000) in {secs:.2} s = {speed:.0} objects/s; page p50 {:.1} ms, p99 {:.1} ms",
+            "{label} run {r}: paged {count} objects (limit 1000) in {secs:.2} s = {speed:.0} objects/s; page p50 {:.1} ms, p99 {:.1} ms",
             pct(&lat, 0.5),
             pct(&lat, 0.99)
         );
@@ -167,18 +176,18 @@ fn main() {
     }
     speeds.sort_by(f64::total_cmp);
     println!(
-        "taxii {small}: median {:.0} objects/s (range {:.0}-{:.0})",
+        "taxii {small} on {label}: median {:.0} objects/s (range {:.0}-{:.0})",
         speeds[speeds.len() / 2],
         speeds[0],
         speeds[speeds.len() - 1]
     );
     if large > small {
         let rate = b.fill(small, large);
-        println!("grew the collection to {large} objects at {rate:.0} objects/s");
+        println!("{label}: grew the collection to {large} objects at {rate:.0} objects/s");
         let (count, secs, lat) = b.page_all();
         assert_eq!(count, large);
         println!(
-            "taxii {large}: full pass in {secs:.1} s ({:.0} objects/s); one page: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server peak RSS {:.0} MiB",
+            "taxii {large} on {label}: full pass in {secs:.1} s ({:.0} objects/s); one page: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server peak RSS {:.0} MiB",
             count as f64 / secs,
             pct(&lat, 0.5),
             pct(&lat, 0.99),

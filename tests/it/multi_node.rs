@@ -189,8 +189,13 @@ mod process {
 
         // 1. A dataset uploaded to node 1 is converted by whichever node claims it; that node is
         //    killed mid-job and another takes the job over when the lease ends.
-        let csv = big_csv(150_000);
         let n0 = nodes[0].as_ref().unwrap();
+        // Ready: the database answers and the bucket takes an object.
+        let ready = n0.get_json("/readyz");
+        assert_eq!(ready["status"], "ready", "{ready}");
+        assert_eq!(ready["checks"]["database"]["ok"], true, "{ready}");
+        assert_eq!(ready["checks"]["blob_store"]["ok"], true, "{ready}");
+        let csv = big_csv(150_000);
         let hash = n0.upload_ok(&csv, "big.csv");
         let body = json!({"file_hash": hash, "stix_compress": 100});
         assert_eq!(n0.start_stix(&body)["data"]["total_step"], 1500);
@@ -237,6 +242,41 @@ mod process {
             assert_eq!(sha256_hex(&bytes), r["stix_file_hash"].as_str().unwrap());
         }
         nodes[victim] = Some(cluster.node(victim));
+
+        // A cancel sent to a node that does not run the job reaches the one that does.
+        let other = nodes[1]
+            .as_ref()
+            .unwrap()
+            .upload_ok(&big_csv(300_000), "other.csv");
+        let started = nodes[1]
+            .as_ref()
+            .unwrap()
+            .start_stix(&json!({"file_hash": other, "stix_compress": 100}));
+        assert_eq!(started["code"], 200, "{started}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let runner = loop {
+            if let Some(pid) = cluster.lease_owner_pid() {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "nobody claimed the job");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let canceller = nodes.iter().flatten().find(|n| n.pid() != runner).unwrap();
+        let v = canceller.post_json("/data/cancel_stix_process", &json!({"file_hash": other}));
+        assert_eq!(v["code"], 200, "{v}");
+        let ended = loop {
+            let p = canceller.stix_progress(&other);
+            if p["status"] == "canceled" {
+                break p;
+            }
+            assert!(
+                p["data"]["progress"] != 100,
+                "finished despite the cancel: {p}"
+            );
+            assert!(Instant::now() < deadline, "{p}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_job_ended(&ended, "canceled", "was canceled");
 
         // 2. TAXII pages through node 3 give every object exactly once while nodes 1 and 2
         //    publish into the same collection.

@@ -1,5 +1,6 @@
 //! Reporting users and their hidden dangers.
 
+use std::collections::HashMap;
 use std::io;
 
 use postgres::types::ToSql;
@@ -16,6 +17,61 @@ use br_cti_domain::vocab::Tlp;
 use br_cti_store::{HiddenDangerStore, StoreError};
 
 use crate::{PgStore, get, hash, json_text, limit_offset, lock, parsed, pg, xact_lock};
+
+/// An item of a batch with what is stored of it.
+struct Prepared<'a> {
+    hd: &'a HiddenDanger,
+    data: String,
+    raw_sha: String,
+    content: String,
+    addresses: String,
+}
+
+/// A record's state while a batch is worked out.
+struct Current {
+    /// Its id when it is stored already.
+    id: Option<i64>,
+    revision: i64,
+    content: String,
+    /// The batch's last item that changed it.
+    last: Option<usize>,
+}
+
+/// Records to write, column by column (one `UNNEST`).
+#[derive(Default)]
+struct RecordColumns<'a> {
+    risk_id: Vec<&'a str>,
+    revision: Vec<i64>,
+    unit_name: Vec<&'a str>,
+    issue_level: Vec<i64>,
+    judge_state: Vec<&'a str>,
+    notice_state: Vec<&'a str>,
+    addresses: Vec<&'a str>,
+    start_ms: Vec<i64>,
+    end_ms: Vec<i64>,
+    data: Vec<&'a str>,
+    raw_event: Vec<&'a str>,
+    raw_sha: Vec<&'a str>,
+    content: Vec<&'a str>,
+}
+
+impl<'a> RecordColumns<'a> {
+    fn push(&mut self, p: &'a Prepared<'a>, revision: i64) {
+        self.risk_id.push(&p.hd.risk_id);
+        self.revision.push(revision);
+        self.unit_name.push(&p.hd.unit_name);
+        self.issue_level.push(i64::from(p.hd.issue_level.number()));
+        self.judge_state.push(p.hd.judge_state.as_str());
+        self.notice_state.push(p.hd.notice_state.as_str());
+        self.addresses.push(&p.addresses);
+        self.start_ms.push(p.hd.start_ms);
+        self.end_ms.push(p.hd.end_ms);
+        self.data.push(&p.data);
+        self.raw_event.push(&p.hd.raw_event);
+        self.raw_sha.push(&p.raw_sha);
+        self.content.push(&p.content);
+    }
+}
 
 pub(crate) const HD_COLUMNS: &str =
     "id, user_name, risk_id, revision, data, raw_event, raw_event_sha256, created_at, updated_at";
@@ -294,15 +350,14 @@ impl HiddenDangerStore for PgStore {
     ) -> Result<Vec<Upsert>, StoreError> {
         // Serialise and hash before taking a connection. "Unchanged" is the domain's rule: the
         // same content digest as the stored record.
-        let prepared: Vec<(String, String, String, String)> = items
+        let prepared: Vec<Prepared<'_>> = items
             .iter()
-            .map(|hd| {
-                (
-                    hd.fields_json(),
-                    hd.raw_event_sha256(),
-                    hd.content_digest(),
-                    json_text(&hd.addresses()),
-                )
+            .map(|hd| Prepared {
+                hd,
+                data: hd.fields_json(),
+                raw_sha: hd.raw_event_sha256(),
+                content: hd.content_digest(),
+                addresses: json_text(&hd.addresses()),
             })
             .collect();
         let now = now_ms();
@@ -311,99 +366,185 @@ impl HiddenDangerStore for PgStore {
         // One writer at a time: a record's revisions are numbered in order, and the publisher
         // follows the order of revisions.
         xact_lock(&mut tx, lock::HIDDEN_DANGERS)?;
-        let find = tx
-            .prepare(
-                "SELECT id, revision, content_sha256 FROM hidden_dangers
-                 WHERE user_name = $1 AND risk_id = $2",
+        // The batch in four statements, whatever its size: the stored records of its risk ids,
+        // then (worked out here, item by item, as if stored one at a time) the new records,
+        // the changed ones and every revision.
+        let mut risk_ids: Vec<&str> = items.iter().map(|hd| hd.risk_id.as_str()).collect();
+        risk_ids.sort_unstable();
+        risk_ids.dedup();
+        let mut state: HashMap<&str, Current> = HashMap::new();
+        for r in tx
+            .query(
+                "SELECT risk_id, id, revision, content_sha256 FROM hidden_dangers
+                 WHERE user_name = $1 AND risk_id = ANY($2)",
+                &[&user, &risk_ids],
             )
-            .map_err(pg)?;
-        let insert = tx
-            .prepare(
-                "INSERT INTO hidden_dangers (user_name, risk_id, revision, unit_name, issue_level,
-                     judge_state, notice_state, addresses, start_ms, end_ms, data, raw_event,
-                     raw_event_sha256, content_sha256, created_at, updated_at)
-                 VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
-                 RETURNING id",
-            )
-            .map_err(pg)?;
-        let update = tx
-            .prepare(
-                "UPDATE hidden_dangers SET revision = $2, unit_name = $3, issue_level = $4,
-                     judge_state = $5, notice_state = $6, addresses = $7, start_ms = $8, end_ms = $9,
-                     data = $10, raw_event = $11, raw_event_sha256 = $12, content_sha256 = $13,
-                     updated_at = $14
-                 WHERE id = $1",
-            )
-            .map_err(pg)?;
-        let revision = tx
-            .prepare(
-                "INSERT INTO hidden_danger_revisions (hd_id, revision, data, raw_event,
-                     raw_event_sha256, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .map_err(pg)?;
+            .map_err(pg)?
+        {
+            let risk: String = get(&r, 0)?;
+            let Ok(i) = risk_ids.binary_search(&risk.as_str()) else {
+                continue;
+            };
+            state.insert(
+                risk_ids[i],
+                Current {
+                    id: Some(get(&r, 1)?),
+                    revision: get(&r, 2)?,
+                    content: get(&r, 3)?,
+                    last: None,
+                },
+            );
+        }
         let mut out = Vec::with_capacity(items.len());
-        for (hd, (data, raw_sha, content, addresses)) in items.iter().zip(&prepared) {
-            let existing = tx.query_opt(&find, &[&user, &hd.risk_id]).map_err(pg)?;
-            let level = i64::from(hd.issue_level.number());
-            let (id, rev, outcome): (i64, i64, Upsert) = match existing {
-                Some(r) if get::<String>(&r, 2)? == *content => {
-                    out.push(Upsert::Unchanged);
-                    continue;
-                }
-                Some(r) => {
-                    let id: i64 = get(&r, 0)?;
-                    let rev: i64 = get::<i64>(&r, 1)? + 1;
-                    tx.execute(
-                        &update,
-                        &[
-                            &id,
-                            &rev,
-                            &hd.unit_name,
-                            &level,
-                            &hd.judge_state.as_str(),
-                            &hd.notice_state.as_str(),
-                            addresses,
-                            &hd.start_ms,
-                            &hd.end_ms,
-                            data,
-                            &hd.raw_event,
-                            raw_sha,
-                            content,
-                            &now,
-                        ],
-                    )
-                    .map_err(pg)?;
-                    (id, rev, Upsert::Updated)
+        // Revisions in item order: (risk id, revision, item).
+        let mut revisions: Vec<(&str, i64, usize)> = Vec::new();
+        for (i, p) in prepared.iter().enumerate() {
+            let risk = p.hd.risk_id.as_str();
+            match state.get_mut(risk) {
+                Some(cur) if cur.content == p.content => out.push(Upsert::Unchanged),
+                Some(cur) => {
+                    cur.revision += 1;
+                    cur.content = p.content.clone();
+                    cur.last = Some(i);
+                    revisions.push((risk, cur.revision, i));
+                    // Created earlier in this same batch: still a creation for the caller's
+                    // first item, an update for this one.
+                    out.push(Upsert::Updated);
                 }
                 None => {
-                    let row = tx
-                        .query_one(
-                            &insert,
-                            &[
-                                &user,
-                                &hd.risk_id,
-                                &hd.unit_name,
-                                &level,
-                                &hd.judge_state.as_str(),
-                                &hd.notice_state.as_str(),
-                                addresses,
-                                &hd.start_ms,
-                                &hd.end_ms,
-                                data,
-                                &hd.raw_event,
-                                raw_sha,
-                                content,
-                                &now,
-                            ],
-                        )
-                        .map_err(pg)?;
-                    (get(&row, 0)?, 1, Upsert::Created)
+                    state.insert(
+                        risk,
+                        Current {
+                            id: None,
+                            revision: 1,
+                            content: p.content.clone(),
+                            last: Some(i),
+                        },
+                    );
+                    revisions.push((risk, 1, i));
+                    out.push(Upsert::Created);
                 }
-            };
-            tx.execute(&revision, &[&id, &rev, data, &hd.raw_event, raw_sha, &now])
-                .map_err(pg)?;
-            out.push(outcome);
+            }
+        }
+        // New records (their final state), then the changed ones.
+        let mut new = RecordColumns::default();
+        let mut changed = RecordColumns::default();
+        let mut changed_ids: Vec<i64> = Vec::new();
+        for risk in &risk_ids {
+            let Some(cur) = state.get(risk) else { continue };
+            let Some(last) = cur.last else { continue };
+            match cur.id {
+                None => new.push(&prepared[last], cur.revision),
+                Some(id) => {
+                    changed.push(&prepared[last], cur.revision);
+                    changed_ids.push(id);
+                }
+            }
+        }
+        let mut ids: HashMap<String, i64> = HashMap::new();
+        if !new.risk_id.is_empty() {
+            for r in tx
+                .query(
+                    "INSERT INTO hidden_dangers (user_name, risk_id, revision, unit_name,
+                         issue_level, judge_state, notice_state, addresses, start_ms, end_ms, data,
+                         raw_event, raw_event_sha256, content_sha256, created_at, updated_at)
+                     SELECT $1, risk_id, revision, unit_name, issue_level, judge_state,
+                            notice_state, addresses, start_ms, end_ms, data, raw_event,
+                            raw_event_sha256, content_sha256, $2, $2
+                     FROM UNNEST($3::text[], $4::int8[], $5::text[], $6::int8[], $7::text[],
+                                 $8::text[], $9::text[], $10::int8[], $11::int8[], $12::text[],
+                                 $13::text[], $14::text[], $15::text[])
+                          WITH ORDINALITY AS t(risk_id, revision, unit_name, issue_level,
+                              judge_state, notice_state, addresses, start_ms, end_ms, data,
+                              raw_event, raw_event_sha256, content_sha256, n)
+                     ORDER BY n
+                     RETURNING risk_id, id",
+                    &[
+                        &user,
+                        &now,
+                        &new.risk_id,
+                        &new.revision,
+                        &new.unit_name,
+                        &new.issue_level,
+                        &new.judge_state,
+                        &new.notice_state,
+                        &new.addresses,
+                        &new.start_ms,
+                        &new.end_ms,
+                        &new.data,
+                        &new.raw_event,
+                        &new.raw_sha,
+                        &new.content,
+                    ],
+                )
+                .map_err(pg)?
+            {
+                ids.insert(get(&r, 0)?, get(&r, 1)?);
+            }
+        }
+        if !changed_ids.is_empty() {
+            tx.execute(
+                "UPDATE hidden_dangers h SET revision = t.revision, unit_name = t.unit_name,
+                     issue_level = t.issue_level, judge_state = t.judge_state,
+                     notice_state = t.notice_state, addresses = t.addresses,
+                     start_ms = t.start_ms, end_ms = t.end_ms, data = t.data,
+                     raw_event = t.raw_event, raw_event_sha256 = t.raw_event_sha256,
+                     content_sha256 = t.content_sha256, updated_at = $1
+                 FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::int8[], $6::text[],
+                             $7::text[], $8::text[], $9::int8[], $10::int8[], $11::text[],
+                             $12::text[], $13::text[], $14::text[])
+                      AS t(id, revision, unit_name, issue_level, judge_state, notice_state,
+                           addresses, start_ms, end_ms, data, raw_event, raw_event_sha256,
+                           content_sha256)
+                 WHERE h.id = t.id",
+                &[
+                    &now,
+                    &changed_ids,
+                    &changed.revision,
+                    &changed.unit_name,
+                    &changed.issue_level,
+                    &changed.judge_state,
+                    &changed.notice_state,
+                    &changed.addresses,
+                    &changed.start_ms,
+                    &changed.end_ms,
+                    &changed.data,
+                    &changed.raw_event,
+                    &changed.raw_sha,
+                    &changed.content,
+                ],
+            )
+            .map_err(pg)?;
+        }
+        if !revisions.is_empty() {
+            let mut hd_id = Vec::with_capacity(revisions.len());
+            let mut number = Vec::with_capacity(revisions.len());
+            let mut data = Vec::with_capacity(revisions.len());
+            let mut raw_event = Vec::with_capacity(revisions.len());
+            let mut raw_sha = Vec::with_capacity(revisions.len());
+            for (risk, revision, i) in &revisions {
+                let id = match state[risk].id {
+                    Some(id) => id,
+                    None => *ids.get(*risk).ok_or_else(|| {
+                        StoreError::Corrupt(format!("hidden danger {risk:?} was not inserted"))
+                    })?,
+                };
+                hd_id.push(id);
+                number.push(*revision);
+                data.push(prepared[*i].data.as_str());
+                raw_event.push(prepared[*i].hd.raw_event.as_str());
+                raw_sha.push(prepared[*i].raw_sha.as_str());
+            }
+            tx.execute(
+                "INSERT INTO hidden_danger_revisions (hd_id, revision, data, raw_event,
+                     raw_event_sha256, received_at)
+                 SELECT hd_id, revision, data, raw_event, raw_event_sha256, $1
+                 FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[])
+                      WITH ORDINALITY AS t(hd_id, revision, data, raw_event, raw_event_sha256, n)
+                 ORDER BY n",
+                &[&now, &hd_id, &number, &data, &raw_event, &raw_sha],
+            )
+            .map_err(pg)?;
         }
         tx.commit().map_err(pg)?;
         Ok(out)

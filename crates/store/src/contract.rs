@@ -474,6 +474,39 @@ pub fn hidden_dangers_keep_revisions(db: &dyn RecordStore) {
     assert!(after.windows(2).all(|w| w[0].0 < w[1].0), "positions grow");
     let last = after.last().unwrap().0;
     assert!(db.hidden_dangers_after(last, 100).unwrap().is_empty());
+
+    // One batch naming a record several times: stored as if item by item.
+    let (a1, b) = (sample("a"), sample("b"));
+    let mut a2 = a1.clone();
+    a2.issue_name = "second".into();
+    assert_eq!(
+        db.upsert_hidden_dangers("u", &[a1.clone(), a2.clone(), a2.clone(), b, a1.clone()])
+            .unwrap(),
+        [
+            Upsert::Created,
+            Upsert::Updated,
+            Upsert::Unchanged,
+            Upsert::Created,
+            Upsert::Updated
+        ]
+    );
+    let (stored, revisions) = db.hidden_danger("u", "a").unwrap().unwrap();
+    assert_eq!(stored.revision, 3);
+    assert_eq!(
+        revisions.iter().map(|r| r.revision).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(revisions[1].data.contains("second"));
+    assert!(!stored.data.contains("second"), "the last item wins");
+    let added = db.hidden_dangers_after(last, 100).unwrap();
+    assert_eq!(added.len(), 4, "one position per revision, in item order");
+    assert_eq!(
+        added
+            .iter()
+            .map(|(_, hd)| hd.risk_id.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "a", "b", "a"]
+    );
 }
 
 /// Signed requests are claimed once within their window: the same body again is pending,
