@@ -55,6 +55,8 @@ pub struct PgStore {
     pool: Pool,
     /// Where the database is, for messages (no password).
     target: String,
+    /// TAXII rows this process added since it last refreshed the table's statistics.
+    taxii_unanalyzed: std::sync::atomic::AtomicU64,
 }
 
 /// How to reach the database and how many connections to keep.
@@ -123,7 +125,11 @@ impl PgStore {
             .connection_timeout(options.connect_timeout)
             .build(manager)
             .map_err(|e| unreachable_db(&target, e))?;
-        let store = Self { pool, target };
+        let store = Self {
+            pool,
+            target,
+            taxii_unanalyzed: std::sync::atomic::AtomicU64::new(0),
+        };
         store.migrate()?;
         Ok(store)
     }

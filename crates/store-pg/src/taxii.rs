@@ -152,6 +152,30 @@ impl<'a> NewRows<'a> {
     }
 }
 
+/// TAXII rows added (by this process) after which the table's statistics are refreshed.
+const ANALYZE_AFTER_ROWS: u64 = 50_000;
+
+impl PgStore {
+    /// Refreshes the TAXII table's statistics after a bulk of inserts. Without it, until
+    /// autovacuum comes round (a minute or more), the planner still believes the table small
+    /// and reads a page by collecting and sorting every later row (measured: 35-140 ms a page
+    /// at 200,000 rows, 0.5 ms after `ANALYZE`).
+    fn note_taxii_rows(&self, rows: u64) {
+        use std::sync::atomic::Ordering;
+        let total = self.taxii_unanalyzed.fetch_add(rows, Ordering::Relaxed) + rows;
+        if total < ANALYZE_AFTER_ROWS {
+            return;
+        }
+        self.taxii_unanalyzed.store(0, Ordering::Relaxed);
+        let analyzed = self
+            .conn()
+            .and_then(|mut c| c.batch_execute("ANALYZE taxii_objects").map_err(pg));
+        if let Err(e) = analyzed {
+            tracing::warn!("refreshing the TAXII table's statistics: {e}");
+        }
+    }
+}
+
 impl TaxiiStore for PgStore {
     fn taxii_add(
         &self,
@@ -260,6 +284,7 @@ impl TaxiiStore for PgStore {
             )
             .map_err(pg)?;
         }
+        let new_rows = new.id.len();
         new.insert(&mut tx, collection)?;
         if let Some((source, mark)) = watermark {
             tx.execute(
@@ -270,6 +295,8 @@ impl TaxiiStore for PgStore {
             .map_err(pg)?;
         }
         tx.commit().map_err(pg)?;
+        drop(conn);
+        self.note_taxii_rows(new_rows as u64);
         Ok(added)
     }
 
