@@ -337,6 +337,36 @@ fn every_item_rule_has_its_code_and_a_partial_batch_keeps_the_valid_items() {
     assert_eq!(snapshot(&n.server)["total"], 2);
 }
 
+/// U+0000 in an envelope field or an item's text is refused naming the field, on every
+/// backend (PostgreSQL cannot keep it), never an internal error.
+#[test]
+fn nul_characters_are_refused_naming_the_field() {
+    let n = node(&[]);
+    let token = add_user(&n.dir, "alice");
+    let s = &n.server;
+    let mut body = signed("alice", &token, json!([item("a")]));
+    body["user"] = json!("ali\u{0}ce");
+    let v = refused(s, &body, 200, "INVALID_PARAM");
+    assert!(
+        v["errorMessage"].as_str().unwrap().contains("user holds"),
+        "{v}"
+    );
+    let mut bad = item("b");
+    bad["unitName"] = json!("单位\u{0}");
+    let (status, v) = post(s, &signed("alice", &token, json!([item("a"), bad])));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["created"], 1, "{v}");
+    let failure = &v["data"]["failures"][0];
+    assert_eq!(failure["errorCode"], "INVALID_PARAM", "{v}");
+    assert!(
+        failure["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("unitName holds"),
+        "{v}"
+    );
+}
+
 #[test]
 fn signatures_timestamps_and_replays() {
     let n = node(&[]);

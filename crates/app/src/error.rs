@@ -49,6 +49,7 @@ impl AppError {
                 AppError::Conflict(e.to_string())
             }
             StoreError::Replaced(_) => AppError::StoreReplaced { cause: e },
+            StoreError::Unstorable(why) => AppError::Invalid(why),
             other => AppError::internal(context, other),
         }
     }

@@ -126,6 +126,10 @@ struct Envelope<'a> {
 
 fn string_field(raw: Option<&RawValue>, name: &str) -> Result<String, Answer> {
     match raw.map(|r| serde_json::from_str::<Value>(r.get())) {
+        Some(Ok(Value::String(s))) if s.contains('\0') => Err(Answer::invalid(
+            "INVALID_PARAM",
+            format!("{name} holds the character U+0000 (NUL)"),
+        )),
         Some(Ok(Value::String(s))) if !s.is_empty() => Ok(s),
         Some(Ok(Value::String(_))) | Some(Ok(Value::Null)) | None => Err(Answer::invalid(
             "INVALID_PARAM",

@@ -175,6 +175,13 @@ impl<'a> Fields<'a> {
             None if required => Err(err(ItemCode::MissingField, format!("{name} is required"))),
             None => Ok(None),
             Some(s) => {
+                // Text that no database can keep as it is (PostgreSQL refuses it).
+                if s.contains('\0') {
+                    return Err(err(
+                        ItemCode::InvalidParam,
+                        format!("{name} holds the character U+0000 (NUL)"),
+                    ));
+                }
                 let n = s.chars().count();
                 if n > max {
                     return Err(err(
@@ -378,6 +385,12 @@ pub fn validate(item: &RawItem) -> Result<HiddenDanger, ItemError> {
     }
     .filter(|s| !s.is_empty())
     .ok_or_else(|| err(ItemCode::MissingField, "rawEvent is required"))?;
+    if raw_event.contains('\0') {
+        return Err(err(
+            ItemCode::InvalidParam,
+            "rawEvent holds the character U+0000 (NUL)",
+        ));
+    }
     Ok(HiddenDanger {
         risk_id,
         issue_name,
@@ -459,6 +472,14 @@ mod tests {
             v
         };
         assert_eq!(code(without("riskId")), ItemCode::MissingField);
+        // U+0000 in a text: refused, naming the field (no database keeps it as it is); in an
+        // object it stays escaped, as sent.
+        for field in ["riskId", "unitName", "rawEvent"] {
+            let e = validate(&item(with(field, "a\u{0}b".into()))).unwrap_err();
+            assert_eq!(e.code, ItemCode::InvalidParam, "{field}");
+            assert!(e.message.contains(&format!("{field} holds")), "{e:?}");
+        }
+        assert!(validate(&item(with("rawEvent", serde_json::json!({"x": "a\u{0}b"})))).is_ok());
         assert_eq!(code(with("issueName", "".into())), ItemCode::MissingField);
         assert_eq!(code(with("issueLevel", 5.into())), ItemCode::InvalidEnum);
         assert_eq!(code(with("issueLevel", "9".into())), ItemCode::InvalidEnum);

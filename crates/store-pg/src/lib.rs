@@ -210,6 +210,10 @@ pub(crate) fn pg(e: postgres::Error) -> StoreError {
         Some(code) if *code == SqlState::DISK_FULL || *code == SqlState::OUT_OF_MEMORY => {
             StoreError::Full(Box::new(e))
         }
+        // "invalid byte sequence for encoding UTF8: 0x00": a text value holding U+0000.
+        Some(code) if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE => StoreError::Unstorable(
+            "a text value holds the character U+0000 (NUL), which is not accepted".into(),
+        ),
         _ => StoreError::Backend(Box::new(e)),
     }
 }
@@ -382,6 +386,16 @@ mod tests {
         let err = db.job(job.id).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
         assert!(err.to_string().contains("\"exploded\""), "{err}");
+    }
+
+    /// Text with U+0000 is the request's fault, not an internal one: PostgreSQL refuses it.
+    #[test]
+    fn nul_characters_are_refused_as_unstorable() {
+        let db = fresh_schema();
+        let err = db.record_upload(&meta('a'), "a\u{0}b").unwrap_err();
+        assert!(matches!(err, StoreError::Unstorable(_)), "{err}");
+        let err = br_cti_store::HiddenDangerStore::user_token(&*db, "a\u{0}").unwrap_err();
+        assert!(matches!(err, StoreError::Unstorable(_)), "{err}");
     }
 
     /// A database that cannot be reached is an error naming it (without the password).

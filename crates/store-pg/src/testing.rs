@@ -267,6 +267,16 @@ pub fn new_schema() -> String {
     schema
 }
 
+/// A schema of the test server named by the caller, created when it does not exist yet (a
+/// node restarted on the same data directory finds its records again).
+pub fn ensure_schema(schema: &str) {
+    let mut admin = postgres::Client::connect(&server().url, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("connecting to the test server {}: {e}", server().url));
+    admin
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .unwrap_or_else(|e| panic!("creating schema {schema}: {e}"));
+}
+
 /// A store on a new, empty schema.
 pub fn fresh_schema() -> FreshSchema {
     let schema = new_schema();

@@ -64,6 +64,10 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// A value the backend cannot store or look up (PostgreSQL refuses the character U+0000
+    /// in text): the request's fault, not the store's.
+    #[error("{0}")]
+    Unstorable(String),
     /// The backend failed (its own error, for the log).
     #[error("database error: {0}")]
     Backend(#[source] BoxError),

@@ -125,6 +125,11 @@ impl TestServer {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
+            .args(if args.contains(&"--database-url") {
+                Vec::new()
+            } else {
+                backend_flags_for(data_dir)
+            })
             .args(args)
             .env_remove("BRCTI_API_TOKEN")
             .env_remove("BRCTI_LISTEN")
@@ -396,6 +401,42 @@ fn backend() -> (bool, bool) {
             panic!("BRCTI_TEST_BACKEND={other:?}: use sqlite, postgres or postgres+s3")
         }
     }
+}
+
+/// With `BRCTI_TEST_BACKEND=postgres[+s3]`, the flags that put a node started as a process on
+/// `data_dir` on the test PostgreSQL (and bucket): a schema (and prefix) named after the
+/// directory, so that a restart on the same directory finds its records again. Empty when the
+/// run is on SQLite, or when `args` name their own stores.
+fn backend_flags_for(data_dir: &Path) -> Vec<String> {
+    let Some((name, url)) = database_for(data_dir) else {
+        return Vec::new();
+    };
+    let mut flags = vec!["--database-url".to_string(), url];
+    let s3 = backend().1;
+    if s3 {
+        flags.extend([
+            "--blob-store".to_string(),
+            format!("s3://{}/{name}", br_cti_store_s3::testing::BUCKET),
+        ]);
+        for option in br_cti_store_s3::testing::options() {
+            flags.extend(["--blob-store-option".to_string(), option]);
+        }
+    }
+    flags
+}
+
+/// The test schema (and its URL) of the node on `data_dir`, when the run is on PostgreSQL.
+fn database_for(data_dir: &Path) -> Option<(String, String)> {
+    if !backend().0 {
+        return None;
+    }
+    let name = format!(
+        "d{}",
+        &sha256_hex(data_dir.to_string_lossy().as_bytes())[..16]
+    );
+    br_cti_store_pg::testing::ensure_schema(&name);
+    let url = br_cti_store_pg::testing::schema_url(&name);
+    Some((name, url))
 }
 
 /// True when the API tests' records are in PostgreSQL.
@@ -750,13 +791,15 @@ pub(crate) fn write_test_geoip(path: &Path) {
 
 /// Runs `br-cti users ARGS --data-dir DIR`.
 pub(crate) fn users_cli(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("users")
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .unwrap()
+    let mut command = Command::new(BIN);
+    command.arg("users").args(args).arg("--data-dir").arg(dir);
+    // The same database as a node started on `dir` (BRCTI_TEST_BACKEND=postgres…).
+    if !args.contains(&"--database-url")
+        && let Some((_, url)) = database_for(dir)
+    {
+        command.arg("--database-url").arg(url);
+    }
+    command.output().unwrap()
 }
 
 /// Runs a `br-cti users` command that must succeed; returns its last line (a token, for
