@@ -2,7 +2,6 @@
 //! whichever node claims it and taken over when that node is killed, TAXII pages that stay
 //! exact while two nodes publish, and report replays and rate limits shared by all nodes.
 
-use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -59,26 +58,9 @@ impl Cluster {
 
     /// `br-cti users …` on the shared database; answers the last line of its output.
     fn users(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .arg("users")
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.root.join("cli"))
-            .arg("--database-url")
-            .arg(&self.database_url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "users {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string()
+        let mut all = args.to_vec();
+        all.extend(["--database-url", &self.database_url]);
+        users_ok(&self.root.join("cli"), &all)
     }
 
     /// The node (by process id) that holds the lease of the unfinished job, if any.
@@ -100,32 +82,6 @@ impl Cluster {
             .unwrap()
             .get(0)
     }
-}
-
-fn big_csv(rows: usize) -> Vec<u8> {
-    let mut csv = String::from("dt,src,dst,pktcount,bytecount,Protocol,tot_dur,label\n");
-    for i in 0..rows {
-        csv.push_str(&format!(
-            "{},10.0.{}.{},10.0.0.{},{},{},{},{}.0,{}\n",
-            3000 + i,
-            i % 3,
-            i % 200 + 1,
-            i % 20 + 1,
-            i * 3,
-            i * 1066,
-            ["UDP", "TCP", "ICMP"][i % 3],
-            45_006_000_000u64 + i as u64,
-            i % 2
-        ));
-    }
-    csv.into_bytes()
-}
-
-fn hashes(records: &[Value]) -> BTreeSet<String> {
-    records
-        .iter()
-        .map(|r| r["stix_file_hash"].as_str().unwrap().to_string())
-        .collect()
 }
 
 const TAXII: &str = "application/taxii+json;version=2.1";

@@ -6,13 +6,6 @@ use std::collections::BTreeSet;
 use crate::common::*;
 use serde_json::{Value, json};
 
-fn hashes(records: &[Value]) -> BTreeSet<String> {
-    records
-        .iter()
-        .map(|r| r["stix_file_hash"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn full_flow_on_the_honeypot_sample() {
     let server = TestServer::start(&[]);
@@ -224,25 +217,6 @@ fn conversions_are_reproducible_and_idempotent() {
     );
     a.wait_stix(&ha);
     assert_eq!(a.stix_records(&ha).len(), 6);
-}
-
-fn big_csv(rows: usize) -> Vec<u8> {
-    let mut csv = String::from("dt,src,dst,pktcount,bytecount,Protocol,tot_dur,label\n");
-    for i in 0..rows {
-        csv.push_str(&format!(
-            "{},10.0.{}.{},10.0.0.{},{},{},{},{}.0,{}\n",
-            3000 + i,
-            i % 3,
-            i % 200 + 1,
-            i % 20 + 1,
-            i * 3,
-            i * 1066,
-            ["UDP", "TCP", "ICMP"][i % 3],
-            45_006_000_000u64 + i as u64,
-            i % 2
-        ));
-    }
-    csv.into_bytes()
 }
 
 #[test]

@@ -537,6 +537,35 @@ pub(crate) fn bench_stores() -> Vec<String> {
         .collect()
 }
 
+/// An SDN-like CSV of `rows` flows (the conversion tests' long dataset: with `stix_compress`
+/// 100, one file per 100 rows).
+pub(crate) fn big_csv(rows: usize) -> Vec<u8> {
+    let mut csv = String::from("dt,src,dst,pktcount,bytecount,Protocol,tot_dur,label\n");
+    for i in 0..rows {
+        csv.push_str(&format!(
+            "{},10.0.{}.{},10.0.0.{},{},{},{},{}.0,{}\n",
+            3000 + i,
+            i % 3,
+            i % 200 + 1,
+            i % 20 + 1,
+            i * 3,
+            i * 1066,
+            ["UDP", "TCP", "ICMP"][i % 3],
+            45_006_000_000u64 + i as u64,
+            i % 2
+        ));
+    }
+    csv.into_bytes()
+}
+
+/// The STIX file hashes of a conversion's records.
+pub(crate) fn hashes(records: &[Value]) -> std::collections::BTreeSet<String> {
+    records
+        .iter()
+        .map(|r| r["stix_file_hash"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// The bytes at a location a record names (`stix_file_path`, `stix_data`): a path, or an
 /// object in the test bucket.
 pub(crate) fn read_location(location: &str) -> Vec<u8> {
