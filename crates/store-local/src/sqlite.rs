@@ -238,7 +238,77 @@ const MIGRATIONS: &[M<'static>] = &[
          at_ms  INTEGER NOT NULL
      ) STRICT;",
     ),
+    // TAXII objects are found by an 8-byte key of (collection, id) instead of the unique
+    // text index on (collection, id, version): that index took ids in random order and grew
+    // to ~120 bytes an entry, so past a million objects every publishing commit rewrote
+    // thousands of its pages (the uniqueness it kept is kept by `taxii_add`, inside the write
+    // transaction). SQLite cannot drop a constraint: the table is copied, `seq` and the
+    // AUTOINCREMENT counter kept.
+    M::up(
+        "CREATE TABLE taxii_objects_v2 (
+         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+         collection   TEXT NOT NULL,
+         id           TEXT NOT NULL,
+         id_key       INTEGER NOT NULL,
+         type         TEXT NOT NULL,
+         version      TEXT NOT NULL,
+         version_us   INTEGER NOT NULL,
+         spec_version TEXT NOT NULL,
+         date_added   INTEGER NOT NULL,
+         is_latest    INTEGER NOT NULL,
+         is_first     INTEGER NOT NULL,
+         object       TEXT NOT NULL,
+         tlp          INTEGER NOT NULL DEFAULT 0
+     ) STRICT;
+     INSERT INTO taxii_objects_v2 (seq, collection, id, id_key, type, version, version_us,
+         spec_version, date_added, is_latest, is_first, object, tlp)
+     SELECT seq, collection, id, br_cti_taxii_key(collection, id), type, version, version_us,
+         spec_version, date_added, is_latest, is_first, object, tlp
+     FROM taxii_objects ORDER BY seq;
+     UPDATE sqlite_sequence
+     SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'taxii_objects'), 0))
+     WHERE name = 'taxii_objects_v2';
+     INSERT INTO sqlite_sequence (name, seq)
+     SELECT 'taxii_objects_v2', seq FROM sqlite_sequence WHERE name = 'taxii_objects'
+       AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'taxii_objects_v2');
+     DROP TABLE taxii_objects;
+     ALTER TABLE taxii_objects_v2 RENAME TO taxii_objects;
+     CREATE INDEX taxii_by_key ON taxii_objects(id_key);
+     CREATE INDEX taxii_latest ON taxii_objects(collection, is_latest, seq);
+     CREATE INDEX taxii_all ON taxii_objects(collection, seq);
+     CREATE INDEX taxii_added ON taxii_objects(collection, date_added);",
+    ),
 ];
+
+/// The lookup key of a TAXII object: the first 8 bytes of SHA-256 of its collection, a space
+/// and its id (a collection id has no space). Keys of different ids may collide; lookups
+/// compare the id too. SHA-256 rather than a faster hash because peers choose the ids of the
+/// inbox: they cannot aim many ids at one key.
+pub(crate) fn taxii_key(collection: &str, id: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(collection.as_bytes());
+    h.update(b" ");
+    h.update(id.as_bytes());
+    let digest = h.finalize();
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// Makes `br_cti_taxii_key(collection, id)` callable from SQL (the migration that adds the
+/// key computes it for the rows already stored).
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "br_cti_taxii_key",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let collection: String = ctx.get(0)?;
+            let id: String = ctx.get(1)?;
+            Ok(taxii_key(&collection, &id))
+        },
+    )
+}
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -415,6 +485,7 @@ impl SqliteStore {
         // transaction spills pages to the log mid-way and reads them back.
         conn.pragma_update(None, "cache_size", -32_768)
             .map_err(sql)?;
+        register_functions(&conn).map_err(sql)?;
         Migrations::from_slice(MIGRATIONS)
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Backend(format!("migrating the schema: {e}").into()))?;
@@ -1645,7 +1716,74 @@ mod tests {
 
     #[test]
     fn migrations_are_valid() {
-        assert!(Migrations::from_slice(MIGRATIONS).validate().is_ok());
+        let mut conn = Connection::open_in_memory().unwrap();
+        register_functions(&conn).unwrap();
+        Migrations::from_slice(MIGRATIONS)
+            .to_latest(&mut conn)
+            .unwrap();
+    }
+
+    /// The migration to keyed TAXII objects keeps every row, its position, and the counter
+    /// of positions (a deleted last row's position is not handed out again).
+    #[test]
+    fn taxii_key_migration_keeps_rows_and_positions() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        register_functions(&conn).unwrap();
+        let migrations = Migrations::from_slice(MIGRATIONS);
+        migrations.to_version(&mut conn, 10).unwrap();
+        for (i, id) in ["indicator--a", "indicator--b", "indicator--c"]
+            .iter()
+            .enumerate()
+        {
+            conn.execute(
+                "INSERT INTO taxii_objects (collection, id, type, version, version_us, spec_version,
+                     date_added, is_latest, is_first, object, tlp)
+                 VALUES ('c1', ?1, 'indicator', 'v', 1, '2.1', ?2, 1, 1, '{}', 2)",
+                params![id, i as i64],
+            )
+            .unwrap();
+        }
+        conn.execute("DELETE FROM taxii_objects WHERE id = 'indicator--c'", [])
+            .unwrap();
+        migrations.to_latest(&mut conn).unwrap();
+        let rows: Vec<(i64, String, i64, i64)> = conn
+            .prepare("SELECT seq, id, id_key, tlp FROM taxii_objects ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (1, "indicator--a".into(), taxii_key("c1", "indicator--a"), 2),
+                (2, "indicator--b".into(), taxii_key("c1", "indicator--b"), 2),
+            ]
+        );
+        conn.execute(
+            "INSERT INTO taxii_objects (collection, id, id_key, type, version, version_us,
+                 spec_version, date_added, is_latest, is_first, object)
+             VALUES ('c1', 'indicator--d', 0, 'indicator', 'v', 1, '2.1', 9, 1, 1, '{}')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(conn.last_insert_rowid(), 4);
+        let names: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_sequence WHERE name LIKE 'taxii%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(names, 1);
+    }
+
+    #[test]
+    fn taxii_keys_differ_by_collection_and_id() {
+        let k = taxii_key("c1", "indicator--a");
+        assert_eq!(k, taxii_key("c1", "indicator--a"));
+        assert_ne!(k, taxii_key("c2", "indicator--a"));
+        assert_ne!(k, taxii_key("c1", "indicator--b"));
     }
 
     /// A stored value that does not parse is an error naming it, never a default.

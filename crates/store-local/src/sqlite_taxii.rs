@@ -8,7 +8,7 @@ use rusqlite::types::Value as V;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use crate::sqlite::SqliteStore;
-use crate::sqlite::{HD_COLUMNS, hash, hd_from_row, parsed, sql, write_tx};
+use crate::sqlite::{HD_COLUMNS, hash, hd_from_row, parsed, sql, taxii_key, write_tx};
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::model::{
     NewTaxiiObject, Position, StoredHiddenDanger, TaxiiObject, TaxiiQuery, TaxiiStatus,
@@ -69,30 +69,38 @@ impl TaxiiStore for SqliteStore {
                         [],
                         |r| r.get(0),
                     )
-                    .optional().map_err(sql)?
+                    .optional()
+                    .map_err(sql)?
                     .unwrap_or(0);
                 let mut date_added = now_us().max(last + 1);
-                // All versions of the id, by the (collection, id, version) unique index: one
-                // probe, whatever the collection's size.
-                let mut versions = tx.prepare_cached(
-                    "SELECT seq, version, version_us, is_latest, is_first FROM taxii_objects
-                     WHERE collection = ?1 AND id = ?2",
-                ).map_err(sql)?;
-                let mut unflag_latest =
-                    tx.prepare_cached("UPDATE taxii_objects SET is_latest = 0 WHERE seq = ?1").map_err(sql)?;
-                let mut unflag_first =
-                    tx.prepare_cached("UPDATE taxii_objects SET is_first = 0 WHERE seq = ?1").map_err(sql)?;
+                // All versions of the id, by its 8-byte key: one probe of a small index,
+                // whatever the collection's size.
+                let mut versions = tx
+                    .prepare_cached(
+                        "SELECT seq, version, version_us, is_latest, is_first FROM taxii_objects
+                     WHERE id_key = ?1 AND collection = ?2 AND id = ?3",
+                    )
+                    .map_err(sql)?;
+                let mut unflag_latest = tx
+                    .prepare_cached("UPDATE taxii_objects SET is_latest = 0 WHERE seq = ?1")
+                    .map_err(sql)?;
+                let mut unflag_first = tx
+                    .prepare_cached("UPDATE taxii_objects SET is_first = 0 WHERE seq = ?1")
+                    .map_err(sql)?;
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO taxii_objects (collection, id, type, version, version_us, spec_version,
-                         date_added, is_latest, is_first, object, tlp)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    "INSERT INTO taxii_objects (collection, id, id_key, type, version, version_us,
+                         spec_version, date_added, is_latest, is_first, object, tlp)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 ).map_err(sql)?;
                 for o in objects {
+                    let key = taxii_key(collection, &o.id);
                     let known: Vec<(i64, String, i64, bool, bool)> = versions
-                        .query_map(params![collection, o.id], |r| {
+                        .query_map(params![key, collection, o.id], |r| {
                             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                        }).map_err(sql)?
-                        .collect::<Result<_, _>>().map_err(sql)?;
+                        })
+                        .map_err(sql)?
+                        .collect::<Result<_, _>>()
+                        .map_err(sql)?;
                     // One instant is one version, however it is written (`Z`, `.000Z`, `+08:00`).
                     if known.iter().any(|k| k.2 == o.version_us) {
                         added.push(false);
@@ -116,19 +124,22 @@ impl TaxiiStore for SqliteStore {
                         }
                         Some(_) => false,
                     };
-                    insert.execute(params![
-                        collection,
-                        o.id,
-                        o.kind,
-                        o.version,
-                        o.version_us,
-                        o.spec_version,
-                        date_added,
-                        is_latest,
-                        is_first,
-                        o.object,
-                        o.tlp.rank()
-                    ]).map_err(sql)?;
+                    insert
+                        .execute(params![
+                            collection,
+                            o.id,
+                            key,
+                            o.kind,
+                            o.version,
+                            o.version_us,
+                            o.spec_version,
+                            date_added,
+                            is_latest,
+                            is_first,
+                            o.object,
+                            o.tlp.rank()
+                        ])
+                        .map_err(sql)?;
                     date_added += 1;
                     added.push(true);
                 }
@@ -138,7 +149,8 @@ impl TaxiiStore for SqliteStore {
                     "INSERT INTO taxii_sync (source, watermark) VALUES (?1, ?2)
                      ON CONFLICT(source) DO UPDATE SET watermark = excluded.watermark",
                     params![source, mark.to_backend()],
-                ).map_err(sql)?;
+                )
+                .map_err(sql)?;
             }
             tx.commit().map_err(sql)?;
             Ok(added)
@@ -179,6 +191,15 @@ impl TaxiiStore for SqliteStore {
                 "tlp <= ?".to_string(),
                 version_clause(&q.versions, &mut args),
             ];
+            if !q.ids.is_empty() {
+                // By the ids' keys (an index probe each), then the ids themselves.
+                let keys: Vec<String> = q
+                    .ids
+                    .iter()
+                    .map(|id| taxii_key(collection, id).to_string())
+                    .collect();
+                clauses.push(format!("id_key IN ({})", keys.join(", ")));
+            }
             clauses.extend(in_clause("id", &q.ids, &mut args));
             clauses.extend(in_clause("type", &q.types, &mut args));
             clauses.extend(in_clause("spec_version", &q.spec_versions, &mut args));
@@ -220,7 +241,9 @@ impl TaxiiStore for SqliteStore {
     ) -> Result<u64, StoreError> {
         self.with(|conn| {
             let tx = write_tx(conn).map_err(sql)?;
+            let key = taxii_key(collection, id);
             let mut args = vec![
+                V::Integer(key),
                 V::Text(collection.to_string()),
                 V::Text(id.to_string()),
                 V::Integer(max_tlp.rank().into()),
@@ -231,27 +254,36 @@ impl TaxiiStore for SqliteStore {
                 versions.to_vec()
             };
             let clause = version_clause(&versions, &mut args);
-            let n = tx.execute(
-                &format!(
-                    "DELETE FROM taxii_objects WHERE collection = ? AND id = ? AND tlp <= ? AND {clause}"
-                ),
-                params_from_iter(args.iter()),
-            ).map_err(sql)?;
+            let n = tx
+                .execute(
+                    &format!(
+                        "DELETE FROM taxii_objects
+                     WHERE id_key = ? AND collection = ? AND id = ? AND tlp <= ? AND {clause}"
+                    ),
+                    params_from_iter(args.iter()),
+                )
+                .map_err(sql)?;
             // The remaining versions get their first/last flags back.
             tx.execute(
-                "UPDATE taxii_objects SET is_latest = 0, is_first = 0 WHERE collection = ?1 AND id = ?2",
-                params![collection, id],
-            ).map_err(sql)?;
+                "UPDATE taxii_objects SET is_latest = 0, is_first = 0
+                 WHERE id_key = ?1 AND collection = ?2 AND id = ?3",
+                params![key, collection, id],
+            )
+            .map_err(sql)?;
             tx.execute(
                 "UPDATE taxii_objects SET is_latest = 1 WHERE seq = (SELECT seq FROM taxii_objects
-                     WHERE collection = ?1 AND id = ?2 ORDER BY version_us DESC, seq DESC LIMIT 1)",
-                params![collection, id],
-            ).map_err(sql)?;
+                     WHERE id_key = ?1 AND collection = ?2 AND id = ?3
+                     ORDER BY version_us DESC, seq DESC LIMIT 1)",
+                params![key, collection, id],
+            )
+            .map_err(sql)?;
             tx.execute(
                 "UPDATE taxii_objects SET is_first = 1 WHERE seq = (SELECT seq FROM taxii_objects
-                     WHERE collection = ?1 AND id = ?2 ORDER BY version_us ASC, seq ASC LIMIT 1)",
-                params![collection, id],
-            ).map_err(sql)?;
+                     WHERE id_key = ?1 AND collection = ?2 AND id = ?3
+                     ORDER BY version_us ASC, seq ASC LIMIT 1)",
+                params![key, collection, id],
+            )
+            .map_err(sql)?;
             tx.commit().map_err(sql)?;
             Ok(n as u64)
         })
