@@ -58,6 +58,8 @@ pub struct PgStore {
     target: String,
     /// TAXII rows this process added since it last refreshed the table's statistics.
     taxii_unanalyzed: std::sync::atomic::AtomicU64,
+    /// The TAXII table's rows when this process last analysed it (PostgreSQL's estimate).
+    taxii_analyzed_rows: std::sync::atomic::AtomicU64,
 }
 
 /// How to reach the database and how many connections to keep.
@@ -130,6 +132,7 @@ impl PgStore {
             pool,
             target,
             taxii_unanalyzed: std::sync::atomic::AtomicU64::new(0),
+            taxii_analyzed_rows: std::sync::atomic::AtomicU64::new(0),
         };
         store.migrate()?;
         Ok(store)

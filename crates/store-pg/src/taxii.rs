@@ -152,26 +152,42 @@ impl<'a> NewRows<'a> {
     }
 }
 
-/// TAXII rows added (by this process) after which the table's statistics are refreshed.
+/// TAXII rows added (by this process) after which the table's statistics are refreshed, at
+/// least; in a larger table, a fifth of the rows it had when last analysed.
 const ANALYZE_AFTER_ROWS: u64 = 50_000;
 
 impl PgStore {
     /// Refreshes the TAXII table's statistics after a bulk of inserts. Without it, until
     /// autovacuum comes round (a minute or more), the planner still believes the table small
     /// and reads a page by collecting and sorting every later row (measured: 35-140 ms a page
-    /// at 200,000 rows, 0.5 ms after `ANALYZE`).
+    /// at 200,000 rows, 0.5 ms after `ANALYZE`). Once the table is large its statistics stay
+    /// good for longer: after every 50,000 rows, `ANALYZE` took about a sixth of PostgreSQL's
+    /// time while 2,000,000 objects were published.
     fn note_taxii_rows(&self, rows: u64) {
         use std::sync::atomic::Ordering;
         let total = self.taxii_unanalyzed.fetch_add(rows, Ordering::Relaxed) + rows;
-        if total < ANALYZE_AFTER_ROWS {
+        let threshold =
+            ANALYZE_AFTER_ROWS.max(self.taxii_analyzed_rows.load(Ordering::Relaxed) / 5);
+        if total < threshold {
             return;
         }
         self.taxii_unanalyzed.store(0, Ordering::Relaxed);
-        let analyzed = self
-            .conn()
-            .and_then(|mut c| c.batch_execute("ANALYZE taxii_objects").map_err(pg));
-        if let Err(e) = analyzed {
-            tracing::warn!("refreshing the TAXII table's statistics: {e}");
+        let analyzed = self.conn().and_then(|mut c| {
+            c.batch_execute("ANALYZE taxii_objects").map_err(pg)?;
+            let row = c
+                .query_one(
+                    "SELECT greatest(reltuples, 0)::int8 FROM pg_class
+                     WHERE oid = 'taxii_objects'::regclass",
+                    &[],
+                )
+                .map_err(pg)?;
+            get::<i64>(&row, 0)
+        });
+        match analyzed {
+            Ok(rows) => self
+                .taxii_analyzed_rows
+                .store(rows.max(0) as u64, Ordering::Relaxed),
+            Err(e) => tracing::warn!("refreshing the TAXII table's statistics: {e}"),
         }
     }
 }
