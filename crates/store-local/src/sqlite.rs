@@ -16,8 +16,13 @@ use br_cti_domain::model::{
     StepStatus, StixRecord, StoredHiddenDanger, TaskRecord, TokenBucket, Upsert, UserInfo,
 };
 use br_cti_domain::time::now_ms;
-use br_cti_domain::vocab::{DataType, IncentiveMechanism, OpenSource, Tlp, TrafficType};
-use br_cti_store::{CtiStore, HiddenDangerStore, JobStore, RecordStore, StoreError, UploadStore};
+use br_cti_domain::vocab::{
+    DataType, IncentiveMechanism, IssueLevel, OpenSource, Tlp, TrafficType,
+};
+use br_cti_store::{
+    CollectionCount, CtiStore, HiddenDangerStore, JOB_STATES, JobStore, RecordStore, StoreError,
+    Summary, UploadStore,
+};
 
 /// Schema migrations, oldest first. Never edit a released migration: append a new one.
 const MIGRATIONS: &[M<'static>] = &[
@@ -574,6 +579,72 @@ impl RecordStore for SqliteStore {
             Ok(())
         })
     }
+
+    fn summary(&self, since_ms: i64) -> Result<Summary, StoreError> {
+        self.with(|conn| {
+            // One snapshot for every count.
+            let tx = conn.transaction().map_err(sql)?;
+            let one = |q: &str, args: &[&dyn rusqlite::ToSql]| -> Result<u64, StoreError> {
+                tx.query_row(q, args, |r| r.get::<_, i64>(0))
+                    .map(|n| n as u64)
+                    .map_err(sql)
+            };
+            let files = one("SELECT count(*) FROM files", &[])?;
+            let stix_rows_since = one(
+                "SELECT coalesce(sum(rows), 0) FROM stix_records WHERE created_at >= ?1",
+                &[&since_ms],
+            )?;
+            let reports_since = one(
+                "SELECT count(*) FROM hidden_danger_revisions WHERE received_at >= ?1",
+                &[&since_ms],
+            )?;
+            let mut by_status: Vec<(JobStatus, u64)> = JOB_STATES.iter().map(|s| (*s, 0)).collect();
+            {
+                let mut stmt = tx
+                    .prepare("SELECT status, count(*) FROM jobs GROUP BY status")
+                    .map_err(sql)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((
+                            parsed(r, 0, "job status", JobStatus::parse)?,
+                            r.get::<_, i64>(1)? as u64,
+                        ))
+                    })
+                    .map_err(sql)?;
+                for row in rows {
+                    let (status, n) = row.map_err(sql)?;
+                    if let Some(slot) = by_status.iter_mut().find(|(s, _)| *s == status) {
+                        slot.1 = n;
+                    }
+                }
+            }
+            let taxii = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT collection, count(*), max(date_added) FROM taxii_objects
+                         GROUP BY collection ORDER BY collection",
+                    )
+                    .map_err(sql)?;
+                stmt.query_map([], |r| {
+                    Ok(CollectionCount {
+                        collection: r.get(0)?,
+                        objects: r.get::<_, i64>(1)? as u64,
+                        newest_added_us: r.get(2)?,
+                    })
+                })
+                .map_err(sql)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql)?
+            };
+            Ok(Summary {
+                files,
+                jobs: by_status,
+                stix_rows_since,
+                reports_since,
+                taxii,
+            })
+        })
+    }
 }
 
 impl UploadStore for SqliteStore {
@@ -641,6 +712,34 @@ impl UploadStore for SqliteStore {
             )
             .optional()
             .map_err(sql)
+        })
+    }
+
+    fn files(&self, page: (u64, u64)) -> Result<(Vec<FileMeta>, u64), StoreError> {
+        let (limit, offset) = limit_offset(Some(page));
+        self.with(|conn| {
+            let tx = conn.transaction().map_err(sql)?;
+            let total: i64 = tx
+                .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
+                .map_err(sql)?;
+            let files = tx
+                .prepare(
+                    "SELECT hash, size, original_name, created_at FROM files
+                     ORDER BY created_at DESC, hash LIMIT ?1 OFFSET ?2",
+                )
+                .map_err(sql)?
+                .query_map([limit, offset], |r| {
+                    Ok(FileMeta {
+                        hash: hash(r, 0)?,
+                        size: r.get::<_, i64>(1)? as u64,
+                        original_name: r.get(2)?,
+                        created_at_ms: r.get(3)?,
+                    })
+                })
+                .map_err(sql)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql)?;
+            Ok((files, total as u64))
         })
     }
 
@@ -1615,6 +1714,31 @@ impl HiddenDangerStore for SqliteStore {
                 .query_map(rusqlite::params_from_iter(page_args.iter()), hd_from_row).map_err(sql)?
                 .collect::<Result<Vec<_>, _>>().map_err(sql)?;
             Ok((rows, total as u64))
+        })
+    }
+
+    fn hidden_danger_counts(
+        &self,
+        filter: &HiddenDangerFilter,
+    ) -> Result<Vec<(String, IssueLevel, u64)>, StoreError> {
+        let (filter_sql, args) = hd_filter_sql(filter);
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT user, issue_level, count(*) FROM hidden_dangers {filter_sql}
+                     GROUP BY user, issue_level ORDER BY user, issue_level"
+                ))
+                .map_err(sql)?;
+            stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok((
+                    r.get(0)?,
+                    numbered(r, 1, "issue level", IssueLevel::from_number)?,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .map_err(sql)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql)
         })
     }
 

@@ -13,10 +13,12 @@ use br_cti_domain::model::{
     TokenBucket, Upsert, UserInfo,
 };
 use br_cti_domain::time::now_ms;
-use br_cti_domain::vocab::Tlp;
+use br_cti_domain::vocab::{IssueLevel, Tlp};
 use br_cti_store::{HiddenDangerStore, StoreError};
 
-use crate::{PgStore, get, hash, json_text, limit_offset, lock, parsed, pg, xact_lock};
+use crate::{
+    PgStore, count, get, hash, json_text, limit_offset, lock, numbered, parsed, pg, xact_lock,
+};
 
 /// An item of a batch with what is stored of it.
 struct Prepared<'a> {
@@ -591,6 +593,32 @@ impl HiddenDangerStore for PgStore {
             .collect::<Result<Vec<_>, _>>()?;
         tx.commit().map_err(pg)?;
         Ok((rows, total.max(0) as u64))
+    }
+
+    fn hidden_danger_counts(
+        &self,
+        filter: &HiddenDangerFilter,
+    ) -> Result<Vec<(String, IssueLevel, u64)>, StoreError> {
+        let (filter_sql, args) = hd_filter_sql(filter);
+        let mut conn = self.conn()?;
+        let mut out = Vec::new();
+        for r in conn
+            .query(
+                &format!(
+                    "SELECT user_name, issue_level, count(*) FROM hidden_dangers {filter_sql}
+                     GROUP BY user_name, issue_level ORDER BY user_name, issue_level"
+                ),
+                &refs(&args),
+            )
+            .map_err(pg)?
+        {
+            out.push((
+                get(&r, 0)?,
+                numbered(&r, 1, "issue level", IssueLevel::from_number)?,
+                count(&r, 2)?,
+            ));
+        }
+        Ok(out)
     }
 
     fn scan_hidden_dangers(

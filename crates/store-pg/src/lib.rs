@@ -26,7 +26,8 @@ use postgres::{Client, NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
 
 use br_cti_domain::hash::Sha256Hex;
-use br_cti_store::{RecordStore, StoreError};
+use br_cti_domain::model::JobStatus;
+use br_cti_store::{CollectionCount, JOB_STATES, RecordStore, StoreError, Summary};
 
 /// Schema migrations, oldest first. Never edit a released migration: append a new one.
 const MIGRATIONS: &[&str] = &[
@@ -318,6 +319,72 @@ impl RecordStore for PgStore {
     /// Every commit is already in the database (PostgreSQL's own log and checkpoints).
     fn checkpoint(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn summary(&self, since_ms: i64) -> Result<Summary, StoreError> {
+        let mut conn = self.conn()?;
+        // One snapshot for every count.
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(pg)?;
+        let files = count(
+            &tx.query_one("SELECT count(*) FROM files", &[])
+                .map_err(pg)?,
+            0,
+        )?;
+        let stix_rows_since: i64 = get(
+            &tx.query_one(
+                "SELECT coalesce(sum(rows), 0)::BIGINT FROM stix_records WHERE created_at >= $1",
+                &[&since_ms],
+            )
+            .map_err(pg)?,
+            0,
+        )?;
+        let reports_since = count(
+            &tx.query_one(
+                "SELECT count(*) FROM hidden_danger_revisions WHERE received_at >= $1",
+                &[&since_ms],
+            )
+            .map_err(pg)?,
+            0,
+        )?;
+        let mut jobs: Vec<(JobStatus, u64)> = JOB_STATES.iter().map(|s| (*s, 0)).collect();
+        for r in tx
+            .query("SELECT status, count(*) FROM jobs GROUP BY status", &[])
+            .map_err(pg)?
+        {
+            let status = parsed(&r, 0, "job status", JobStatus::parse)?;
+            let n = count(&r, 1)?;
+            if let Some(slot) = jobs.iter_mut().find(|(s, _)| *s == status) {
+                slot.1 = n;
+            }
+        }
+        let mut taxii = Vec::new();
+        for r in tx
+            .query(
+                "SELECT collection, count(*), max(date_added) FROM taxii_objects
+                 GROUP BY collection ORDER BY collection",
+                &[],
+            )
+            .map_err(pg)?
+        {
+            taxii.push(CollectionCount {
+                collection: get(&r, 0)?,
+                objects: count(&r, 1)?,
+                newest_added_us: get(&r, 2)?,
+            });
+        }
+        tx.commit().map_err(pg)?;
+        Ok(Summary {
+            files,
+            jobs,
+            stix_rows_since: u64::try_from(stix_rows_since).unwrap_or(0),
+            reports_since,
+            taxii,
+        })
     }
 }
 

@@ -133,6 +133,40 @@ impl UploadStore for PgStore {
         }))
     }
 
+    fn files(&self, page: (u64, u64)) -> Result<(Vec<FileMeta>, u64), StoreError> {
+        let (limit, offset) = limit_offset(Some(page));
+        let mut conn = self.conn()?;
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(pg)?;
+        let total = count(
+            &tx.query_one("SELECT count(*) FROM files", &[])
+                .map_err(pg)?,
+            0,
+        )?;
+        let mut files = Vec::new();
+        for r in tx
+            .query(
+                "SELECT hash, size, original_name, created_at FROM files
+                 ORDER BY created_at DESC, hash LIMIT $1 OFFSET $2",
+                &[&limit, &offset],
+            )
+            .map_err(pg)?
+        {
+            files.push(FileMeta {
+                hash: hash(&r, 0)?,
+                size: count(&r, 1)?,
+                original_name: get(&r, 2)?,
+                created_at_ms: get(&r, 3)?,
+            });
+        }
+        tx.commit().map_err(pg)?;
+        Ok((files, total))
+    }
+
     fn task(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
         load_task(&mut *self.conn()?, task_id)
     }

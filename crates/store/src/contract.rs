@@ -782,6 +782,86 @@ pub fn blobs_are_content_addressed(store: &dyn BlobStore) {
     assert!(store.check().is_ok());
 }
 
+/// The console's counts: files newest first with paging, jobs by state, rows and reports since
+/// a time, TAXII collections, hidden dangers by user and level (honouring the filter).
+pub fn summary_counts_what_is_stored(db: &dyn RecordStore) {
+    let empty = db.summary(0).unwrap();
+    assert_eq!(empty.files, 0);
+    assert_eq!(
+        empty.jobs,
+        crate::JOB_STATES
+            .iter()
+            .map(|s| (*s, 0))
+            .collect::<Vec<_>>()
+    );
+    assert!(empty.taxii.is_empty());
+
+    let (a, mut b) = (file('a'), file('b'));
+    b.created_at_ms += 10;
+    db.record_upload(&a, "t1").unwrap();
+    db.record_upload(&b, "t2").unwrap();
+    let (page, total) = db.files((1, 1)).unwrap();
+    assert_eq!((page, total), (vec![b.clone()], 2), "newest first");
+    let (page, _) = db.files((2, 1)).unwrap();
+    assert_eq!(page, vec![a.clone()]);
+    assert!(db.files((3, 1)).unwrap().0.is_empty());
+
+    let job = db.create_job(&a.hash, "p", &stix_params(), 3, 15).unwrap();
+    db.create_job(&b.hash, "p", &stix_params(), 3, 15).unwrap();
+    let fence = claim(db, "n1");
+    let records = [
+        stix_record('a', '1', job.id, 1),
+        stix_record('a', '2', job.id, 2),
+        stix_record('a', '3', job.id, 3),
+    ];
+    db.commit_stix_steps(job.id, fence, &records, &progress(3))
+        .unwrap();
+    let since = records[1].created_at;
+    let s = db.summary(since).unwrap();
+    assert_eq!(s.files, 2);
+    assert_eq!(s.stix_rows_since, 10, "two records of 5 rows since {since}");
+    let state =
+        |s: &crate::Summary, st: JobStatus| s.jobs.iter().find(|(x, _)| *x == st).map(|(_, n)| *n);
+    assert_eq!(state(&s, JobStatus::Running), Some(1));
+    assert_eq!(state(&s, JobStatus::Queued), Some(1));
+    assert_eq!(state(&s, JobStatus::Failed), Some(0));
+
+    db.add_user("u", "t").unwrap();
+    db.add_user("v", "t2").unwrap();
+    db.upsert_hidden_dangers("u", &[sample("r1"), sample("r2")])
+        .unwrap();
+    db.upsert_hidden_dangers("v", &[sample("r1")]).unwrap();
+    let level = sample("r1").issue_level;
+    assert_eq!(
+        db.hidden_danger_counts(&HiddenDangerFilter::default())
+            .unwrap(),
+        vec![("u".to_string(), level, 2), ("v".to_string(), level, 1)]
+    );
+    let only_v = HiddenDangerFilter {
+        user: Some("v".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        db.hidden_danger_counts(&only_v).unwrap(),
+        vec![("v".to_string(), level, 1)]
+    );
+    assert_eq!(db.summary(0).unwrap().reports_since, 3);
+    assert_eq!(db.summary(i64::MAX).unwrap().reports_since, 0);
+
+    db.taxii_add("c", &[taxii_object(1, 10), taxii_object(2, 10)], None)
+        .unwrap();
+    db.taxii_add("d", &[taxii_object(1, 10)], None).unwrap();
+    let s = db.summary(0).unwrap();
+    assert_eq!(
+        s.taxii
+            .iter()
+            .map(|c| (c.collection.as_str(), c.objects))
+            .collect::<Vec<_>>(),
+        [("c", 2), ("d", 1)]
+    );
+    assert!(s.taxii.iter().all(|c| c.newest_added_us > 0));
+}
+
 /// Runs every [`RecordStore`] scenario as its own test, each on a store from `$make` (a closure
 /// answering a fresh, empty store that lives as long as the value it returns).
 #[macro_export]
@@ -836,6 +916,12 @@ macro_rules! record_store_contract {
             fn taxii_collections_page_and_keep_watermarks() {
                 let store = ($make)();
                 $crate::contract::taxii_collections_page_and_keep_watermarks(&*store);
+            }
+
+            #[test]
+            fn summary_counts_what_is_stored() {
+                let store = ($make)();
+                $crate::contract::summary_counts_what_is_stored(&*store);
             }
 
             #[test]

@@ -12,7 +12,7 @@ use br_cti_domain::hidden_danger::HiddenDanger;
 use br_cti_domain::io::ReadSeek;
 use br_cti_domain::job::JobParams;
 use br_cti_domain::model::*;
-use br_cti_domain::vocab::Tlp;
+use br_cti_domain::vocab::{IssueLevel, Tlp};
 
 /// Content-addressed storage of file bytes: a blob's name is the SHA-256 of its bytes.
 pub trait BlobStore: Send + Sync {
@@ -120,7 +120,43 @@ pub trait RecordStore:
     /// At a clean stop: everything committed moves into the main database file (for SQLite,
     /// out of the write-ahead log), so that a copy of that file alone is complete.
     fn checkpoint(&self) -> Result<(), StoreError>;
+    /// What the console's overview shows: counts over the whole store, and what arrived since
+    /// `since_ms`.
+    fn summary(&self, since_ms: i64) -> Result<Summary, StoreError>;
 }
+
+/// Counts over the whole store, for the console's overview.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    /// Uploaded files (distinct contents).
+    pub files: u64,
+    /// Jobs by state, every state present (zero counts included), in `JobStatus` order.
+    pub jobs: Vec<(JobStatus, u64)>,
+    /// Dataset rows in STIX records committed since the given time.
+    pub stix_rows_since: u64,
+    /// Hidden-danger revisions received since the given time.
+    pub reports_since: u64,
+    /// Every TAXII collection that holds objects: object versions and the newest
+    /// `date_added` (microseconds), by collection id.
+    pub taxii: Vec<CollectionCount>,
+}
+
+/// The objects of one TAXII collection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CollectionCount {
+    pub collection: String,
+    pub objects: u64,
+    pub newest_added_us: i64,
+}
+
+/// Every job state, in the order the console lists them.
+pub const JOB_STATES: [JobStatus; 5] = [
+    JobStatus::Queued,
+    JobStatus::Running,
+    JobStatus::Succeeded,
+    JobStatus::Failed,
+    JobStatus::Canceled,
+];
 
 /// Uploaded dataset files and their tasks, with the steps the front ends show.
 pub trait UploadStore: Send + Sync {
@@ -129,6 +165,8 @@ pub trait UploadStore: Send + Sync {
     /// another file is a [`StoreError::TaskConflict`].
     fn record_upload(&self, file: &FileMeta, task_id: &str) -> Result<TaskRecord, StoreError>;
     fn file(&self, hash: &Sha256Hex) -> Result<Option<FileMeta>, StoreError>;
+    /// A page (1-based) of the uploaded files, newest first, and the total.
+    fn files(&self, page: (u64, u64)) -> Result<(Vec<FileMeta>, u64), StoreError>;
     fn task(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError>;
     /// All tasks of one file, oldest first.
     fn tasks_for_file(&self, hash: &Sha256Hex) -> Result<Vec<TaskRecord>, StoreError>;
@@ -275,6 +313,12 @@ pub trait HiddenDangerStore: Send + Sync {
         user: &str,
         risk_id: &str,
     ) -> Result<Option<(StoredHiddenDanger, Vec<HiddenDangerRevision>)>, StoreError>;
+    /// How many hidden dangers match `filter`, by reporting user and issue level (sorted by
+    /// user, then level).
+    fn hidden_danger_counts(
+        &self,
+        filter: &HiddenDangerFilter,
+    ) -> Result<Vec<(String, IssueLevel, u64)>, StoreError>;
     /// Calls `f` with every hidden danger matching `filter`, in the order of
     /// [`HiddenDangerStore::hidden_dangers`], one at a time from one consistent snapshot (what
     /// is stored meanwhile is not seen), without holding the store's other readers and writers.
