@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use br_cti_app::hidden_danger_auth::{check_user_name, new_token};
+use br_cti_app::users;
 use br_cti_domain::time::DisplayZone;
 use br_cti_domain::vocab::Tlp;
 
@@ -72,43 +72,37 @@ pub(crate) fn users_command(args: UsersArgs) -> anyhow::Result<()> {
     let store = br_cti::backend::RecordBackend::open(&args.data_dir, url)?.connect()?;
     match args.command {
         UsersCommand::Add { name } => {
-            check_user_name(&name).map_err(anyhow::Error::msg)?;
-            let token = new_token();
-            store.add_user(&name, &token)?;
+            let token = users::add(&*store, &name)?;
             println!("user {name} added; its token (shown once, keep it secret):");
             println!("{token}");
         }
         UsersCommand::List => {
-            let users = store.users()?;
-            if users.is_empty() {
+            let all = users::list(&*store)?;
+            if all.is_empty() {
                 println!("no users (add one with `br-cti users add NAME`)");
             }
             let zone = DisplayZone::system();
-            for u in users {
-                let grants = store.taxii_grants(&u.name)?;
+            for u in all {
                 println!(
                     "{}\tcreated {}\ttoken set {}\treads up to TLP:{}\treports marked {}\tTAXII write: {}",
-                    u.name,
-                    zone.display_ms(u.created_at),
-                    zone.display_ms(u.rotated_at),
-                    u.tlp.as_str().to_ascii_uppercase(),
-                    match store.report_tlp(&u.name)? {
+                    u.info.name,
+                    zone.display_ms(u.info.created_at),
+                    zone.display_ms(u.info.rotated_at),
+                    u.info.tlp.as_str().to_ascii_uppercase(),
+                    match u.report_tlp {
                         Some(t) => t.name(),
                         None => "by default".to_string(),
                     },
-                    if grants.is_empty() {
+                    if u.grants.is_empty() {
                         "none".to_string()
                     } else {
-                        grants.join(", ")
+                        u.grants.join(", ")
                     }
                 );
             }
         }
         UsersCommand::Rotate { name } => {
-            let token = new_token();
-            if !store.rotate_user(&name, &token)? {
-                bail!("no user {name:?}");
-            }
+            let token = users::rotate(&*store, &name)?;
             println!("user {name} has a new token (the old one no longer works):");
             println!("{token}");
         }
@@ -127,7 +121,7 @@ pub(crate) fn users_command(args: UsersArgs) -> anyhow::Result<()> {
                 } else {
                     Some(br_cti::serve_args::parse_tlp(&level).map_err(anyhow::Error::msg)?)
                 };
-                store.set_report_tlp(&name, level)?;
+                users::set_report_tlp(&*store, &name, level)?;
                 match level {
                     Some(t) => {
                         println!("hidden dangers user {name} reports are marked {}", t.name())
@@ -138,49 +132,21 @@ pub(crate) fn users_command(args: UsersArgs) -> anyhow::Result<()> {
                 }
             }
             if let Some(tlp) = tlp {
-                store.set_user_tlp(&name, tlp)?;
+                users::set_read_tlp(&*store, &name, tlp)?;
                 println!("user {name} may read objects marked up to {}", tlp.name());
             }
             let Some(collection) = collection else {
                 return Ok(());
             };
-            let writable: Vec<String> = br_cti_app::taxii::collections()
-                .into_iter()
-                .filter(|c| c.writable)
-                .map(|c| c.id)
-                .collect();
-            if collection != "all" && !writable.contains(&collection) {
-                bail!(
-                    "{collection:?} is not a writable collection (writable: {}, or all)",
-                    writable.join(", ")
-                );
-            }
-            store.taxii_grant(&name, &collection)?;
+            users::grant(&*store, &name, &collection)?;
             println!("user {name} may write to {collection}");
         }
         UsersCommand::Revoke { name, collection } => {
-            if store.user_token(&name)?.is_none() {
-                bail!("no user {name:?}");
-            }
-            // `all` takes back every grant, whichever collections they name.
-            let revoke: Vec<String> = if collection == "all" {
-                store.taxii_grants(&name)?
-            } else {
-                vec![collection.clone()]
-            };
-            let mut revoked = 0;
-            for c in &revoke {
-                revoked += usize::from(store.taxii_revoke(&name, c)?);
-            }
-            if revoked == 0 {
-                bail!("user {name:?} has no write grant for {collection:?}");
-            }
+            users::revoke(&*store, &name, &collection)?;
             println!("user {name} may no longer write to {collection}");
         }
         UsersCommand::Remove { name } => {
-            if !store.remove_user(&name)? {
-                bail!("no user {name:?}");
-            }
+            users::remove(&*store, &name)?;
             println!("user {name} removed (the hidden dangers it reported are kept)");
         }
     }

@@ -11,3 +11,4 @@ pub mod hidden_danger_auth;
 pub mod jobs;
 pub mod reports;
 pub mod taxii;
+pub mod users;

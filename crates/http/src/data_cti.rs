@@ -91,7 +91,7 @@ post_and_get!(
 // ------------------------------------------------------------------------------ the job
 
 #[derive(Deserialize)]
-struct CtiRequest {
+pub(crate) struct CtiRequest {
     file_hash: String,
     #[serde(default)]
     process_id: Text,
@@ -122,6 +122,24 @@ async fn process_stix_to_cti(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<CtiRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    let request = cti_build_request(req, state.config.default_points)?;
+    let job = blocking("starting the CTI build", move || {
+        Ok(start_cti_build(&state.jobs, request)?)
+    })
+    .await?;
+
+    Ok(ok(
+        "start create local cti records by hash",
+        json!({"current_step": 0, "total_step": job.total_steps, "job_id": job.id}),
+    ))
+}
+
+/// A CTI build request's fields as typed values (the data API's and the console's);
+/// `default_points` is the value of a request that names none.
+pub(crate) fn cti_build_request(
+    req: CtiRequest,
+    default_points: f64,
+) -> Result<CtiBuildRequest, ApiError> {
     let hash = parse_hash("file_hash", &req.file_hash)?;
     let cti_type = req.cti_type.member("cti_type")?;
     let open_source = req
@@ -129,7 +147,7 @@ async fn process_stix_to_cti(
         .member("open_source")?
         .unwrap_or(OpenSource::Closed);
     let value = match req.default_value.0 {
-        None => state.config.default_points,
+        None => default_points,
         Some(v) if v >= 0.0 => v,
         Some(v) => {
             return Err(ApiError::bad_request(format!(
@@ -160,7 +178,7 @@ async fn process_stix_to_cti(
             "field `cti_description`: longer than {MAX_DESCRIPTION_CHARS} characters"
         )));
     }
-    let request = CtiBuildRequest {
+    Ok(CtiBuildRequest {
         file: hash,
         process_id: req.process_id.0,
         params: CtiParams {
@@ -174,16 +192,7 @@ async fn process_stix_to_cti(
             tags,
             records: 0,
         },
-    };
-    let job = blocking("starting the CTI build", move || {
-        Ok(start_cti_build(&state.jobs, request)?)
     })
-    .await?;
-
-    Ok(ok(
-        "start create local cti records by hash",
-        json!({"current_step": 0, "total_step": job.total_steps, "job_id": job.id}),
-    ))
 }
 
 #[derive(Deserialize)]

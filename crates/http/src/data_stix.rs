@@ -162,7 +162,7 @@ pub(crate) fn vocabulary<T: Worded>(field: &str, items: &[String]) -> Result<Vec
 // ------------------------------------------------------------------------- conversion
 
 #[derive(Deserialize)]
-struct StixRequest {
+pub(crate) struct StixRequest {
     file_hash: String,
     #[serde(default)]
     process_id: Text,
@@ -245,6 +245,24 @@ async fn process_data_to_stix(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<StixRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    let request = conversion_request(req)?;
+    let job = blocking("starting the conversion", move || {
+        Ok(start_conversion(
+            &state.jobs,
+            &state.config,
+            &state.default_mapping,
+            request,
+        )?)
+    })
+    .await?;
+    Ok(ok(
+        "Process data to stix successfully",
+        json!({"current_step": 0, "total_step": job.total_steps, "job_id": job.id}),
+    ))
+}
+
+/// A conversion request's fields as typed values (the data API's and the console's).
+pub(crate) fn conversion_request(req: StixRequest) -> Result<ConversionRequest, ApiError> {
     let hash = parse_hash("file_hash", &req.file_hash)?;
     let stix_type = req
         .stix_type
@@ -312,24 +330,11 @@ async fn process_data_to_stix(
             ),
         },
     };
-    let request = ConversionRequest {
+    Ok(ConversionRequest {
         file: hash,
         process_id: req.process_id.0,
         params,
-    };
-    let job = blocking("starting the conversion", move || {
-        Ok(start_conversion(
-            &state.jobs,
-            &state.config,
-            &state.default_mapping,
-            request,
-        )?)
     })
-    .await?;
-    Ok(ok(
-        "Process data to stix successfully",
-        json!({"current_step": 0, "total_step": job.total_steps, "job_id": job.id}),
-    ))
 }
 
 /// The paging of a listing: `page` from 1 and `page_size` 1-10,000 (default 100); both
