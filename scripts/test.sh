@@ -5,7 +5,8 @@
 #   distributed: the API tests again, the node's records in PostgreSQL and its files in an S3
 #         bucket (Garage);
 #   slow: the real binary as a process (kill -9 and resume, SIGTERM, restarts, faults, memory,
-#         the CLI, the README's quick start) and the external oracles (Python packages in ./.venv).
+#         the CLI, the README's quick start, the web console in headless chromium) and the
+#         external oracles (Python packages in ./.venv).
 # Tests that need PostgreSQL start a private server of their own from Debian's `postgresql`
 # package (installed here when missing), or use BRCTI_TEST_DATABASE_URL when it is set. Tests
 # that need S3 start a private Garage: `garage` on PATH, else ../shared/tools' build (unpacked
@@ -43,11 +44,14 @@ if [ "${1:-}" = "fast" ]; then
     exec cargo test --workspace --locked -- --skip ::process:: --skip oracles::
 fi
 
-# The README's quick start (run by tests/first_run.rs) uses curl and jq.
+# The README's quick start (run by tests/first_run.rs) uses curl and jq; the console's browser
+# test (tests/it/console.rs) Debian's chromium and chromedriver (never a downloaded browser).
 missing=""
 for tool in curl jq; do
     command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+[ -x /usr/bin/chromedriver ] || missing="$missing chromium-driver"
 if [ -n "$missing" ]; then
     echo "== installing$missing (apt-get)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

@@ -9,6 +9,7 @@
 
 mod common;
 
+mod console;
 mod cti_flow;
 mod first_run;
 mod foundation;

@@ -23,7 +23,7 @@ use br_cti_engine::dataset;
 use br_cti_store::{StagedBlob, StoreError};
 
 /// Multipart framing and the small text fields around the file.
-const MULTIPART_OVERHEAD: u64 = 1 << 20;
+pub(crate) const MULTIPART_OVERHEAD: u64 = 1 << 20;
 const MAX_TASK_ID_CHARS: usize = 128;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -139,10 +139,10 @@ async fn upload_file(
 }
 
 /// Bytes of a refused upload read and dropped so that the refusal reaches the client.
-const UPLOAD_DISCARD_BYTES: u64 = 64 << 20;
+pub(crate) const UPLOAD_DISCARD_BYTES: u64 = 64 << 20;
 
 /// Reads and drops what is left of a multipart body, at most `limit` bytes and 30 seconds.
-async fn drain_multipart(multipart: &mut Multipart, limit: u64) {
+pub(crate) async fn drain_multipart(multipart: &mut Multipart, limit: u64) {
     let mut seen = 0u64;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
         while let Ok(Some(mut field)) = multipart.next_field().await {
@@ -157,7 +157,7 @@ async fn drain_multipart(multipart: &mut Multipart, limit: u64) {
     .await;
 }
 
-async fn receive_upload(
+pub(crate) async fn receive_upload(
     state: &AppState,
     multipart: &mut Multipart,
     max: u64,
@@ -237,7 +237,7 @@ fn not_a_dataset(kind: &str) -> ApiError {
     ))
 }
 
-fn too_large(max: u64) -> ApiError {
+pub(crate) fn too_large(max: u64) -> ApiError {
     ApiError::status(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("the file is larger than the upload limit of {max} bytes (--max-upload-bytes)"),

@@ -626,9 +626,9 @@ async fn stix_records_get(
 // ------------------------------------------------------------------------------ files
 
 #[derive(Deserialize)]
-struct ContentQuery {
-    format: Option<String>,
-    download: Option<String>,
+pub(crate) struct ContentQuery {
+    pub(crate) format: Option<String>,
+    pub(crate) download: Option<String>,
 }
 
 /// A browser navigating to a URL sends `Accept: text/html,…`; API clients (curl, axios with
@@ -690,7 +690,7 @@ fn blocking_body(
 /// to it (the jQuery page opens it in a window) gets the text shown, not downloaded: JSON Lines
 /// as `text/plain`, the bundle as `application/json`. `?download=1` asks for a download under
 /// the file's name whatever the client.
-async fn stix_file_content(
+pub(crate) async fn stix_file_content(
     State(state): State<AppState>,
     Path((source, stix_hash)): Path<(String, String)>,
     Query(query): Query<ContentQuery>,

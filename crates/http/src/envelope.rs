@@ -39,7 +39,16 @@ impl ApiError {
         }
     }
 
-    /// An internal fault: logged in full, answered as HTTP 500.
+    /// What the client is told.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The HTTP status of the answer (a handled failure of the data API is 200 with code 400).
+    pub(crate) fn code(&self) -> u16 {
+        self.code
+    }
+
     /// An internal fault: the cause is logged (with an incident id), the client gets the
     /// context and the id only.
     pub(crate) fn internal(context: &str, err: impl std::fmt::Display) -> Self {

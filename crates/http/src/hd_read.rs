@@ -31,6 +31,13 @@ pub(crate) fn router() -> Router<AppState> {
 /// A REST error: the HTTP status and `{"error": message}`.
 pub(crate) struct RestError(StatusCode, String);
 
+impl RestError {
+    /// What the client is told.
+    pub(crate) fn message(&self) -> &str {
+        &self.1
+    }
+}
+
 impl IntoResponse for RestError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({"error": self.1}))).into_response()
@@ -97,7 +104,7 @@ fn time_param(name: &str, v: &str) -> Result<i64, RestError> {
         })
 }
 
-fn filter(q: &HashMap<String, String>) -> Result<HiddenDangerFilter, RestError> {
+pub(crate) fn filter(q: &HashMap<String, String>) -> Result<HiddenDangerFilter, RestError> {
     const KNOWN: [&str; 10] = [
         "page",
         "page_size",
@@ -177,7 +184,7 @@ fn number(q: &HashMap<String, String>, k: &str, default: u64, max: u64) -> Resul
     }
 }
 
-fn iso(ms: i64) -> String {
+pub(crate) fn iso(ms: i64) -> String {
     stix::Timestamp::from_millis(ms).to_millis_string()
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP layer: one router per API, composed in [`router`]; [`serve`] runs the node.
 
 mod conn;
+mod console;
 mod data;
 mod data_cti;
 mod data_stix;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub publisher: Arc<br_cti_app::taxii::Publisher>,
     /// Request bodies held in memory, all requests together.
     pub body_budget: BodyBudget,
+    /// The web console's session key and start time.
+    pub console: Arc<console::ConsoleState>,
 }
 
 /// What the binary opens and hands to the HTTP layer: the stores, the running scheduler and
@@ -92,6 +95,7 @@ impl AppState {
             taxii_db,
             publisher,
             body_budget: BodyBudget::new(config.max_body_memory_bytes),
+            console: Arc::new(console::ConsoleState::new(config.api_token.as_deref())),
             config: Arc::new(config),
             jobs,
             default_mapping: Arc::new(default_mapping),
@@ -111,6 +115,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .nest("/api/v1", rest)
         .merge(taxii::router())
         .merge(ops::router())
+        .merge(console::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(cors_layer(&state.config.cors))

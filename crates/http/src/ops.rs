@@ -26,7 +26,15 @@ pub(crate) fn router() -> Router<AppState> {
 
 /// The old server answered `GET /` with the envelope; both front ends check the connection
 /// with `HEAD /` and want 200 (axum answers `HEAD` with the `GET` route, without the body).
-async fn root() -> Json<Value> {
+/// A browser (`Accept: text/html`) gets the web console instead.
+async fn root(state: State<AppState>, req: axum::extract::Request) -> Response {
+    if super::console::wants_html(req.headers()) {
+        return super::console::root_page(state, req).await;
+    }
+    root_json().into_response()
+}
+
+fn root_json() -> Json<Value> {
     ok(
         "br-cti data node",
         json!({

@@ -235,6 +235,55 @@ fn check_object(v: &Value, text: Option<&str>) -> Result<NewTaxiiObject, String>
 }
 
 const SOURCE_DATASETS: &str = "datasets";
+
+/// What the publisher has not yet put into the read collections (counted up to a bound).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backlog {
+    pub stix_files: u64,
+    pub hidden_dangers: u64,
+    /// Counts stop here: the backlog is at least this.
+    pub bound: u64,
+}
+
+impl Backlog {
+    fn text(n: u64, bound: u64) -> String {
+        if n >= bound {
+            format!("{bound}+")
+        } else {
+            n.to_string()
+        }
+    }
+
+    /// `12`, or `1000+` at the bound.
+    pub fn files_text(&self) -> String {
+        Self::text(self.stix_files, self.bound)
+    }
+
+    pub fn hidden_dangers_text(&self) -> String {
+        Self::text(self.hidden_dangers, self.bound)
+    }
+}
+
+/// The publisher's backlog: dataset files and hidden-danger revisions recorded after its
+/// watermarks, counted up to 1,000 each.
+pub fn backlog(db: &dyn RecordStore) -> Result<Backlog, crate::error::AppError> {
+    const BOUND: u64 = 1000;
+    let store = |e| crate::error::AppError::store("reading the TAXII backlog", e);
+    let files = db
+        .stix_files_after(db.taxii_watermark(SOURCE_DATASETS).map_err(store)?, BOUND)
+        .map_err(store)?;
+    let hds = db
+        .hidden_dangers_after(
+            db.taxii_watermark(SOURCE_HIDDEN_DANGERS).map_err(store)?,
+            BOUND,
+        )
+        .map_err(store)?;
+    Ok(Backlog {
+        stix_files: files.len() as u64,
+        hidden_dangers: hds.len() as u64,
+        bound: BOUND,
+    })
+}
 const SOURCE_HIDDEN_DANGERS: &str = "hidden-dangers";
 
 /// Publishes the node's own STIX into the read collections: dataset files as their records
