@@ -52,6 +52,8 @@ for tool in curl jq; do
 done
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 [ -x /usr/bin/chromedriver ] || missing="$missing chromium-driver"
+# A Chinese font, so that the browser test's screenshots show the Chinese pages.
+dpkg -s fonts-wqy-zenhei >/dev/null 2>&1 || missing="$missing fonts-wqy-zenhei"
 if [ -n "$missing" ]; then
     echo "== installing$missing (apt-get)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

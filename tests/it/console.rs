@@ -232,6 +232,72 @@ fn console_errors_say_what_is_wrong() {
     );
 }
 
+#[test]
+fn a_conversion_started_in_the_console_shows_live_progress_and_can_be_canceled() {
+    let server = TestServer::start(&[]);
+    let c = client();
+    let hash = server.upload_ok(&crate::common::big_csv(60_000), "big.csv");
+    let page_url = server.url(&format!("/console/datasets/{hash}"));
+    let (_, page, _) = html(&c, &page_url, None);
+    assert!(page.contains("id=\"format\">CSV"), "{page}");
+    let csrf = csrf_of(&page);
+    let resp = c
+        .post(format!("{page_url}/convert"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("stix_type", "1"),
+            ("stix_compress", "100"),
+            ("stix_tags", "sdn"),
+            ("stix_tags", "ddos"),
+        ])
+        .send()
+        .unwrap();
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.contains("ok=") && location.ends_with("#progress"),
+        "{location}"
+    );
+    // The panel the page polls: live while the job runs.
+    let (status, panel, _) = html(&c, &format!("{page_url}/progress"), None);
+    assert_eq!(status, 200);
+    assert!(panel.contains("data-live=\"1\""), "{panel}");
+    assert!(panel.contains("cancel-button"), "{panel}");
+    // A second start is refused with the use case's words.
+    let resp = c
+        .post(format!("{page_url}/convert"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .unwrap();
+    let again = resp.headers()["location"].to_str().unwrap().to_string();
+    let (_, page, _) = html(&c, &server.url(&again), None);
+    assert!(page.contains("is already"), "{page}");
+    let resp = c
+        .post(format!("{page_url}/cancel"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .unwrap();
+    assert!(resp.headers()["location"].to_str().unwrap().contains("ok="));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, panel, _) = html(&c, &format!("{page_url}/progress"), None);
+        if panel.contains("data-status=\"canceled\"") {
+            assert!(panel.contains("data-live=\"0\""), "{panel}");
+            assert!(panel.contains("canceled on request"), "{panel}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{panel}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Repeated fields of the form (the ticked tags) became the API's list.
+    if let Some(first) = server.stix_records(&hash).first() {
+        assert_eq!(
+            first["stix_tags"],
+            serde_json::json!(["sdn", "ddos"]),
+            "{first}"
+        );
+    }
+}
+
 /// The real binary and a real browser.
 mod process {
     use std::path::Path;
