@@ -146,6 +146,7 @@ def run():
     upload(CFG["sdn"])
     expect("CSV" in text("#format") and "delimiter ','" in text("#format"), "the CSV format: " + text("#format"))
     expect("label" in text("#columns"), "the SDN columns: " + text("#columns"))
+    sdn_page = D.current_url.split("?")[0].split("#")[0]
     convert("1")
     rows = D.find_elements(By.CSS_SELECTOR, "#stix-records tbody tr")
     expect(len(rows) >= 2, f"{len(rows)} STIX files for the SDN dataset")
@@ -183,6 +184,7 @@ def run():
     labels = [b.get_attribute("data-label") for b in bars]
     expect("China" in labels, f"the country chart: {labels}")
     expect(len(D.find_elements(By.CSS_SELECTOR, "#top-addresses tbody tr")) >= 1, "no top addresses")
+    expect("China,Guangdong,Guangzhou" in text("#top-locations"), "the top locations: " + text("#top-locations"))
     expect("cti_hash" in text("#chain-payload"), "no chain payload")
     shot("cti-statistics")
 
@@ -252,6 +254,18 @@ def run():
     expect(int(text("#rows-24h").replace(",", "")) > 1000, "rows converted: " + text("#rows-24h"))
     expect(text("#reports-24h") == "2", "reports received: " + text("#reports-24h"))
     shot("overview-after")
+
+    # Back to Chinese: a dataset page from its top.
+    D.find_element(By.ID, "lang-switch").click()
+    wait(lambda: h1() == "概览", what="the Chinese overview")
+    D.get(sdn_page)
+    expect("转换为 STIX 2.1" in text("#convert h2"), "the Chinese dataset page")
+    expect("成功" in text("#progress"), "the job state in Chinese")
+    steps = [c.text for c in D.find_elements(By.CSS_SELECTOR, "#steps th")]
+    states = [c.text for c in D.find_elements(By.CSS_SELECTOR, "#steps tbody td span")]
+    expect(steps[1:] == ["上传", "STIX", "CTI", "上链"], f"the task steps: {steps}")
+    expect(states == ["已完成", "已完成", "等待中", "等待中"], f"the steps' states: {states}")
+    shot("dataset-zh")
 
     # A phone: every page fits its width.
     D.set_window_size(390, 844)

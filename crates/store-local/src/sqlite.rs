@@ -590,6 +590,11 @@ impl RecordStore for SqliteStore {
                     .map_err(sql)
             };
             let files = one("SELECT count(*) FROM files", &[])?;
+            let stored_bytes = one(
+                "SELECT (SELECT coalesce(sum(size), 0) FROM files)
+                      + (SELECT coalesce(sum(file_size), 0) FROM stix_records)",
+                &[],
+            )?;
             let stix_rows_since = one(
                 "SELECT coalesce(sum(rows), 0) FROM stix_records WHERE created_at >= ?1",
                 &[&since_ms],
@@ -638,6 +643,7 @@ impl RecordStore for SqliteStore {
             };
             Ok(Summary {
                 files,
+                stored_bytes,
                 jobs: by_status,
                 stix_rows_since,
                 reports_since,

@@ -335,6 +335,15 @@ impl RecordStore for PgStore {
                 .map_err(pg)?,
             0,
         )?;
+        let stored_bytes: i64 = get(
+            &tx.query_one(
+                "SELECT ((SELECT coalesce(sum(size), 0) FROM files)
+                       + (SELECT coalesce(sum(file_size), 0) FROM stix_records))::BIGINT",
+                &[],
+            )
+            .map_err(pg)?,
+            0,
+        )?;
         let stix_rows_since: i64 = get(
             &tx.query_one(
                 "SELECT coalesce(sum(rows), 0)::BIGINT FROM stix_records WHERE created_at >= $1",
@@ -380,6 +389,7 @@ impl RecordStore for PgStore {
         tx.commit().map_err(pg)?;
         Ok(Summary {
             files,
+            stored_bytes: u64::try_from(stored_bytes).unwrap_or(0),
             jobs,
             stix_rows_since: u64::try_from(stix_rows_since).unwrap_or(0),
             reports_since,

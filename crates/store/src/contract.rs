@@ -786,7 +786,7 @@ pub fn blobs_are_content_addressed(store: &dyn BlobStore) {
 /// a time, TAXII collections, hidden dangers by user and level (honouring the filter).
 pub fn summary_counts_what_is_stored(db: &dyn RecordStore) {
     let empty = db.summary(0).unwrap();
-    assert_eq!(empty.files, 0);
+    assert_eq!((empty.files, empty.stored_bytes), (0, 0));
     assert_eq!(
         empty.jobs,
         crate::JOB_STATES
@@ -819,6 +819,10 @@ pub fn summary_counts_what_is_stored(db: &dyn RecordStore) {
     let since = records[1].created_at;
     let s = db.summary(since).unwrap();
     assert_eq!(s.files, 2);
+    assert_eq!(
+        s.stored_bytes,
+        a.size + b.size + records.iter().map(|r| r.file_size).sum::<u64>()
+    );
     assert_eq!(s.stix_rows_since, 10, "two records of 5 rows since {since}");
     let state =
         |s: &crate::Summary, st: JobStatus| s.jobs.iter().find(|(x, _)| *x == st).map(|(_, n)| *n);

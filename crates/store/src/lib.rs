@@ -130,6 +130,8 @@ pub trait RecordStore:
 pub struct Summary {
     /// Uploaded files (distinct contents).
     pub files: u64,
+    /// Bytes of the uploaded files and of the STIX files made from them.
+    pub stored_bytes: u64,
     /// Jobs by state, every state present (zero counts included), in `JobStatus` order.
     pub jobs: Vec<(JobStatus, u64)>,
     /// Dataset rows in STIX records committed since the given time.

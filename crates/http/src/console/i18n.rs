@@ -176,6 +176,7 @@ const TEXT: &[(&str, &str)] = &[
     ("Start the conversion", "开始转换"),
     ("Statistics", "统计"),
     ("Storage", "存储"),
+    ("Stored", "已存储"),
     ("TAXII", "TAXII"),
     ("TAXII publishing", "TAXII 发布"),
     ("TLP marking", "TLP 标记"),
@@ -193,6 +194,7 @@ const TEXT: &[(&str, &str)] = &[
     ("Time left", "剩余时间"),
     ("Token set", "令牌设置时间"),
     ("Top addresses", "出现最多的地址"),
+    ("Top locations", "出现最多的位置"),
     ("Type", "类型"),
     ("Type (empty: each file's)", "类型（留空：按各文件）"),
     ("Unit", "单位"),
@@ -227,6 +229,7 @@ const TEXT: &[(&str, &str)] = &[
     ("any", "任意"),
     ("canceled", "已取消"),
     ("closed", "不开源"),
+    ("delimiter", "分隔符"),
     ("failed", "失败"),
     ("files", "个文件"),
     ("finished", "已完成"),
@@ -244,6 +247,7 @@ const TEXT: &[(&str, &str)] = &[
     ("rows", "行"),
     ("running", "运行中"),
     ("succeeded", "成功"),
+    ("tab", "制表符"),
     ("the default mapping", "默认映射"),
     ("the node's default", "节点默认值"),
     (
@@ -306,19 +310,25 @@ mod tests {
             include_str!("charts.rs"),
         ];
         let mut missing = Vec::new();
+        let mut checked = 0;
         for src in sources {
             let flat = src.split_whitespace().collect::<Vec<_>>().join(" ");
             for (i, _) in flat.match_indices("tr(") {
+                let before = flat[..i].chars().next_back();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                    continue; // `str(`, `attr(`, `i18n::tr(` is the same function
+                }
                 let rest = &flat[i + 3..];
-                let Some(comma) = rest.find(',') else {
+                let Some(arg) = ["lang, \"", "session.lang, \"", "lang,\""]
+                    .iter()
+                    .find_map(|p| rest.strip_prefix(p))
+                else {
                     continue;
                 };
-                let arg = rest[comma + 1..].trim_start();
-                if let Some(lit) = arg.strip_prefix('"') {
-                    let text = &lit[..lit.find('"').expect("a closed literal")];
-                    if !TEXT.iter().any(|(en, _)| *en == text) {
-                        missing.push(text.to_string());
-                    }
+                let text = &arg[..arg.find('"').expect("a closed literal")];
+                checked += 1;
+                if !TEXT.iter().any(|(en, _)| *en == text) {
+                    missing.push(text.to_string());
                 }
             }
         }
@@ -327,6 +337,7 @@ mod tests {
                 missing.push(label.to_string());
             }
         }
+        assert!(checked > 150, "the scan found only {checked} texts");
         assert!(missing.is_empty(), "no Chinese for: {missing:?}");
         let mut seen = std::collections::HashSet::new();
         for (en, _) in TEXT {

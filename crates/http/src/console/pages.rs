@@ -23,7 +23,7 @@ use crate::envelope::ApiError;
 use br_cti_app::conversion::{cancel_conversion, start_conversion, start_cti_build};
 use br_cti_app::jobs::progress::Figures;
 use br_cti_domain::hash::Sha256Hex;
-use br_cti_domain::model::{Job, JobKind, JobStatus, StepState};
+use br_cti_domain::model::{Job, JobKind, JobStatus, Step, StepState};
 use br_cti_domain::vocab::{DataType, IncentiveMechanism, IocKind, OpenSource, Tag, Tlp};
 use br_cti_engine::dataset::{self, Format};
 
@@ -140,6 +140,7 @@ pub(crate) async fn overview_for(
                     dt { (tr(lang, "Records")) } dd { (database) }
                     dt { (tr(lang, "Files")) } dd { (files) }
                     dt { (tr(lang, "Datasets")) } dd #files-count { (num(summary.files)) }
+                    dt { (tr(lang, "Stored")) } dd #stored { (bytes(summary.stored_bytes)) }
                     @if let Ok(Some(free)) = ready.blobs {
                         dt { (tr(lang, "Free space")) } dd { (bytes(free)) }
                     }
@@ -330,16 +331,17 @@ struct DatasetFacts {
     cti_records: (Vec<br_cti_domain::model::CtiRecord>, u64),
 }
 
-fn describe_format(f: Format) -> String {
+fn describe_format(lang: Lang, f: Format) -> String {
     match f {
         Format::Csv(d) => {
             let delimiter = match d.delimiter {
-                b'\t' => "tab".to_string(),
+                b'\t' => tr(lang, "tab").to_string(),
                 b => format!("'{}'", b as char),
             };
             format!(
-                "CSV · {} · delimiter {delimiter}",
-                d.encoding.encoding().name()
+                "CSV · {} · {} {delimiter}",
+                d.encoding.encoding().name(),
+                tr(lang, "delimiter")
             )
         }
         other => other.name().to_string(),
@@ -376,7 +378,7 @@ pub(crate) async fn dataset(
         };
         let format = open().and_then(|mut input| {
             dataset::sniff(&mut input)
-                .map(describe_format)
+                .map(|f| describe_format(lang, f))
                 .map_err(|e| e.to_string())
         });
         let columns = open().and_then(|input| {
@@ -428,7 +430,7 @@ pub(crate) async fn dataset(
             @if !f.tasks.is_empty() {
                 h3 { (tr(lang, "Task steps")) }
                 table #steps.compact {
-                    thead { tr { th { (tr(lang, "Task")) } @for s in &f.tasks[0].step_status { th { (tr(lang, step_name(s.step.number()))) } } } }
+                    thead { tr { th { (tr(lang, "Task")) } @for s in &f.tasks[0].step_status { th { (tr(lang, step_name(s.step))) } } } }
                     tbody {
                         @for t in &f.tasks {
                             tr {
@@ -517,12 +519,12 @@ pub(crate) async fn dataset(
     page(&session, &here, "/console/datasets", &name, &flash, body).into_response()
 }
 
-fn step_name(n: u8) -> &'static str {
-    match n {
-        1 => "Upload",
-        2 => "STIX",
-        3 => "CTI",
-        _ => "Chain",
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::Upload => "Upload",
+        Step::Stix => "STIX",
+        Step::Cti => "CTI",
+        Step::Chain => "Chain",
     }
 }
 
@@ -1040,6 +1042,8 @@ struct StoredStats {
     #[serde(default)]
     ips_locations_info_map: BTreeMap<String, StoredLocation>,
     #[serde(default)]
+    ioc_locations_map: BTreeMap<String, u64>,
+    #[serde(default)]
     geoip_database: String,
 }
 
@@ -1107,6 +1111,9 @@ pub(crate) async fn cti_record(
     }
     let mut by_country: Vec<(String, u64)> = countries.into_iter().collect();
     by_country.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut locations: Vec<(&String, &u64)> = stats.ioc_locations_map.iter().collect();
+    locations.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    locations.truncate(10);
     let mut top: Vec<(&String, &u64)> = stats.ioc_ips_map.iter().collect();
     top.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
     top.truncate(10);
@@ -1138,6 +1145,17 @@ pub(crate) async fn cti_record(
                             td.num { (num(**n)) }
                             td { (stats.ips_locations_info_map.get(*ip).map(|l| l.country.as_str()).unwrap_or("")) }
                         }
+                    }
+                }
+            }
+        }
+        section.card {
+            h2 { (tr(lang, "Top locations")) }
+            table #top-locations.compact {
+                thead { tr { th { (tr(lang, "Location")) } th { (tr(lang, "Occurrences")) } } }
+                tbody {
+                    @for (place, n) in &locations {
+                        tr { td { (place.trim_end_matches(',')) } td.num { (num(**n)) } }
                     }
                 }
             }
