@@ -32,13 +32,36 @@ def main(path):
         return out
 
     paths = []
+
+    def draw(pts):
+        return "M" + "L".join(f"{lon + 180:.1f},{90 - lat:.1f}" for lon, lat in pts) + "Z"
+
     for geom in topo["objects"]["land"]["geometries"]:
         polys = geom["arcs"] if geom["type"] == "MultiPolygon" else [geom["arcs"]]
         for poly in polys:
             for r in poly:
                 pts = ring(r)
-                d = "M" + "L".join(f"{lon + 180:.1f},{90 - lat:.1f}" for lon, lat in pts) + "Z"
-                paths.append(d)
+                # Unwrap the longitudes so that no edge jumps across the antimeridian (the
+                # topology is spherical: such an edge is short on the globe).
+                unwrapped = [pts[0]]
+                for lon, lat in pts[1:]:
+                    prev = unwrapped[-1][0]
+                    while lon - prev > 180:
+                        lon -= 360
+                    while lon - prev < -180:
+                        lon += 360
+                    unwrapped.append((lon, lat))
+                turn = unwrapped[-1][0] - unwrapped[0][0]
+                if abs(turn) > 180:
+                    # A ring around a pole (Antarctica): close it along the pole's edge.
+                    pole = -90 if sum(lat for _, lat in unwrapped) < 0 else 90
+                    unwrapped += [(unwrapped[-1][0], pole), (unwrapped[0][0], pole)]
+                lo = min(lon for lon, _ in unwrapped)
+                hi = max(lon for lon, _ in unwrapped)
+                # Drawn once more shifted by a turn where it leaves the map (the SVG clips).
+                for shift in (-360, 0, 360):
+                    if hi + shift > -180 and lo + shift < 180:
+                        paths.append(draw([(lon + shift, lat) for lon, lat in unwrapped]))
     sys.stdout.write(
         '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 360 180">'
         "<!-- Land of Natural Earth 1:110m (public domain), via world-atlas 2.0.2 (ISC); "
