@@ -111,6 +111,27 @@ def upload(path):
          what="the upload to finish and open the dataset")
 
 
+def drop(path):
+    """Drops a file on the upload zone as a browser does (a DragEvent carrying it)."""
+    D.get(URL + "/console/datasets")
+    content = open(path, encoding="utf-8").read()
+    D.execute_script(
+        """
+        const [content, name] = arguments;
+        const file = new File([content], name, {type: "text/csv"});
+        const data = new DataTransfer();
+        data.items.add(file);
+        const zone = document.getElementById("dropzone");
+        zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: data, bubbles: true, cancelable: true}));
+        zone.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));
+        """,
+        content,
+        os.path.basename(path),
+    )
+    wait(lambda: "/console/datasets/" in D.current_url and len(D.current_url.rsplit("/", 1)[-1].split("?")[0]) == 64,
+         what="the dropped file to upload and open the dataset")
+
+
 def run():
     # Sign in (Chinese first), with a wrong token, then the right one.
     D.get(URL + "/")
@@ -142,8 +163,9 @@ def run():
     convert("2")
     shot("honeypot-converted")
 
-    # A generated SDN CSV.
-    upload(CFG["sdn"])
+    # A generated SDN CSV, dropped on the upload zone.
+    drop(CFG["sdn"])
+    expect(D.find_element(By.TAG_NAME, "h1").text == os.path.basename(CFG["sdn"]), "the dropped file's name")
     expect("CSV" in text("#format") and "delimiter ','" in text("#format"), "the CSV format: " + text("#format"))
     expect("label" in text("#columns"), "the SDN columns: " + text("#columns"))
     sdn_page = D.current_url.split("?")[0].split("#")[0]

@@ -60,6 +60,7 @@ const TEXT: &[(&str, &str)] = &[
     ),
     ("Created", "创建时间"),
     ("Dataset", "数据集"),
+    ("Dataset file", "数据集文件"),
     ("Dataset files waiting", "待发布的数据集文件"),
     ("Dataset type", "数据类型"),
     ("Datasets", "数据集"),

@@ -316,9 +316,17 @@ struct NextQuery {
     err: Option<String>,
 }
 
-async fn sign_in_page(headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
+async fn sign_in_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
     let lang = lang_of(&headers);
     let next = local_path(q.next.as_deref());
+    if state.config.api_token.is_none() {
+        // Nothing to sign in to: the console is open (the node listens on loopback).
+        return Redirect::to(&next).into_response();
+    }
     let body = html! {
         main.narrow {
             h1 { (tr(lang, "Sign in")) }
@@ -700,7 +708,7 @@ pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
 pub(crate) async fn root_page(State(state): State<AppState>, req: Request) -> Response {
     match session_of(&state, req.headers()) {
         Some(session) => {
-            let mut resp = pages::overview_for(state, session, req.uri().query()).await;
+            let mut resp = pages::overview_for(state, session).await;
             secure_headers(resp.headers_mut());
             resp
         }

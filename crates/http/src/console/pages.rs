@@ -63,9 +63,8 @@ fn data_type_label(lang: Lang, t: DataType) -> String {
 pub(crate) async fn overview(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
-    uri: axum::http::Uri,
 ) -> Response {
-    overview_for(state, session, uri.query()).await
+    overview_for(state, session).await
 }
 
 struct Readiness {
@@ -73,11 +72,7 @@ struct Readiness {
     blobs: Result<Option<u64>, String>,
 }
 
-pub(crate) async fn overview_for(
-    state: AppState,
-    session: Session,
-    _query: Option<&str>,
-) -> Response {
+pub(crate) async fn overview_for(state: AppState, session: Session) -> Response {
     let lang = session.lang;
     let st = state.clone();
     let read = blocking("reading the overview", move || {
@@ -220,7 +215,7 @@ pub(crate) async fn datasets(
             p.hint { (tr(lang, "CSV, XLSX, XLS, JSON or JSON Lines; at most")) " " (bytes(state.config.max_upload_bytes)) "." }
             div #dropzone.dropzone tabindex="0" {
                 p { (tr(lang, "Drop a file here, or choose one:")) }
-                input #file type="file" name="file";
+                input #file type="file" name="file" aria-label=(tr(lang, "Dataset file"));
                 button #upload-button type="button" { (tr(lang, "Upload")) }
             }
             progress #upload-progress max="100" value="0" hidden {}
