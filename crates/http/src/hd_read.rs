@@ -104,23 +104,24 @@ fn time_param(name: &str, v: &str) -> Result<i64, RestError> {
         })
 }
 
+/// The filters of the hidden-danger reads (the console's form has the same fields).
+pub(crate) const FILTERS: [&str; 8] = [
+    "user",
+    "unit_name",
+    "issue_level",
+    "judge_state",
+    "notice_state",
+    "since",
+    "until",
+    "ip",
+];
+
 pub(crate) fn filter(q: &HashMap<String, String>) -> Result<HiddenDangerFilter, RestError> {
-    const KNOWN: [&str; 10] = [
-        "page",
-        "page_size",
-        "user",
-        "unit_name",
-        "issue_level",
-        "judge_state",
-        "notice_state",
-        "since",
-        "until",
-        "ip",
-    ];
-    if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+    let known = || ["page", "page_size"].into_iter().chain(FILTERS);
+    if let Some(k) = q.keys().find(|k| !known().any(|f| f == k.as_str())) {
         return Err(bad(format!(
             "unknown query parameter `{k}` (known: {})",
-            KNOWN.join(", ")
+            known().collect::<Vec<_>>().join(", ")
         )));
     }
     let text = |k: &str| {

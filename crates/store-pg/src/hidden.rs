@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::io;
 
+use postgres::Row;
 use postgres::types::ToSql;
-use postgres::{IsolationLevel, Row};
 
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::hidden_danger::HiddenDanger;
@@ -17,7 +17,8 @@ use br_cti_domain::vocab::{IssueLevel, Tlp};
 use br_cti_store::{HiddenDangerStore, StoreError};
 
 use crate::{
-    PgStore, count, get, hash, json_text, limit_offset, lock, numbered, parsed, pg, xact_lock,
+    PgStore, count, get, hash, json_text, limit_offset, lock, numbered, parsed, pg, snapshot,
+    xact_lock,
 };
 
 /// An item of a batch with what is stored of it.
@@ -560,12 +561,7 @@ impl HiddenDangerStore for PgStore {
         let (filter_sql, mut args) = hd_filter_sql(filter);
         let mut conn = self.conn()?;
         // One snapshot for the count and the page.
-        let mut tx = conn
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(pg)?;
+        let mut tx = snapshot(&mut conn)?;
         let total: i64 = get(
             &tx.query_one(
                 &format!("SELECT COUNT(*) FROM hidden_dangers {filter_sql}"),
@@ -630,12 +626,7 @@ impl HiddenDangerStore for PgStore {
         let mut conn = self.conn()?;
         // One snapshot, read through a cursor a batch at a time: memory stays bounded and the
         // other connections of the pool stay free for reports and pages meanwhile.
-        let mut tx = conn
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(pg)?;
+        let mut tx = snapshot(&mut conn)?;
         let portal = tx
             .bind(
                 &format!(
@@ -663,12 +654,7 @@ impl HiddenDangerStore for PgStore {
         risk_id: &str,
     ) -> Result<Option<(StoredHiddenDanger, Vec<HiddenDangerRevision>)>, StoreError> {
         let mut conn = self.conn()?;
-        let mut tx = conn
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(pg)?;
+        let mut tx = snapshot(&mut conn)?;
         let Some(row) = tx
             .query_opt(
                 &format!(

@@ -290,6 +290,15 @@ pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> String {
 }
 
 /// `LIMIT`/`OFFSET` of a 1-based page; no page: everything (`LIMIT NULL`).
+/// A read-only transaction that sees one snapshot (counts and pages that agree).
+pub(crate) fn snapshot(conn: &mut Conn) -> Result<postgres::Transaction<'_>, StoreError> {
+    conn.build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(pg)
+}
+
 pub(crate) fn limit_offset(page: Option<(u64, u64)>) -> (Option<i64>, i64) {
     match page {
         Some((page, size)) => (
@@ -324,12 +333,7 @@ impl RecordStore for PgStore {
     fn summary(&self, since_ms: i64) -> Result<Summary, StoreError> {
         let mut conn = self.conn()?;
         // One snapshot for every count.
-        let mut tx = conn
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(pg)?;
+        let mut tx = snapshot(&mut conn)?;
         let files = count(
             &tx.query_one("SELECT count(*) FROM files", &[])
                 .map_err(pg)?,

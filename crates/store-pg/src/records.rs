@@ -14,7 +14,7 @@ use br_cti_store::{CtiStore, JobStore, StoreError, UploadStore};
 
 use crate::{
     PgStore, count, get, hash, is_unique_violation, json, json_text, limit_offset, lock, numbered,
-    parsed, pg, xact_lock,
+    parsed, pg, snapshot, xact_lock,
 };
 
 fn load_task(
@@ -136,12 +136,7 @@ impl UploadStore for PgStore {
     fn files(&self, page: (u64, u64)) -> Result<(Vec<FileMeta>, u64), StoreError> {
         let (limit, offset) = limit_offset(Some(page));
         let mut conn = self.conn()?;
-        let mut tx = conn
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(pg)?;
+        let mut tx = snapshot(&mut conn)?;
         let total = count(
             &tx.query_one("SELECT count(*) FROM files", &[])
                 .map_err(pg)?,

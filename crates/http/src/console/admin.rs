@@ -21,18 +21,6 @@ use br_cti_domain::vocab::{IssueLevel, JudgeState, NoticeState, Tlp};
 
 const PAGE: u64 = 20;
 
-/// The REST filters the list takes (the same names and rules as `/api/v1/hidden-dangers`).
-const FILTERS: [&str; 8] = [
-    "user",
-    "unit_name",
-    "issue_level",
-    "judge_state",
-    "notice_state",
-    "since",
-    "until",
-    "ip",
-];
-
 pub(crate) async fn hidden_dangers(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
@@ -47,10 +35,10 @@ pub(crate) async fn hidden_dangers(
     // Empty fields of the form mean "any".
     let given: HashMap<String, String> = q
         .iter()
-        .filter(|(k, v)| FILTERS.contains(&k.as_str()) && !v.trim().is_empty())
+        .filter(|(k, v)| crate::hd_read::FILTERS.contains(&k.as_str()) && !v.trim().is_empty())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let query_string: String = FILTERS
+    let query_string: String = crate::hd_read::FILTERS
         .iter()
         .filter_map(|k| given.get(*k).map(|v| format!("{k}={}", urlencode(v))))
         .collect::<Vec<_>>()

@@ -722,6 +722,28 @@ fn form_json(fields: Vec<(String, String)>) -> (String, serde_json::Map<String, 
     (csrf, json)
 }
 
+/// A form that asks the data API for something about dataset `hash`: checks its CSRF token
+/// and reads its fields as the data API's request `T` (with `file_hash` and `process_id`).
+/// Answers the request and the dataset's page, or the way back with the reason.
+fn api_form<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    session: &Session,
+    hash: String,
+    fields: Vec<(String, String)>,
+) -> Result<(T, String), Box<Response>> {
+    let here = format!("/console/datasets/{}", urlencode(&hash));
+    let (csrf, mut json) = form_json(fields);
+    if let Err(e) = check_change(headers, session, &csrf) {
+        return Err(Box::new(back(&here, Err(e))));
+    }
+    json.insert("file_hash".into(), Value::String(hash));
+    json.insert("process_id".into(), Value::String("console".into()));
+    match serde_json::from_value::<T>(Value::Object(json)) {
+        Ok(request) => Ok((request, here)),
+        Err(e) => Err(Box::new(back(&here, Err(e.to_string())))),
+    }
+}
+
 pub(crate) async fn convert(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
@@ -729,17 +751,12 @@ pub(crate) async fn convert(
     Path(hash): Path<String>,
     axum::Form(fields): axum::Form<Vec<(String, String)>>,
 ) -> Response {
-    let here = format!("/console/datasets/{}", urlencode(&hash));
-    let (csrf, mut json) = form_json(fields);
-    if let Err(e) = check_change(&headers, &session, &csrf) {
-        return back(&here, Err(e));
-    }
-    json.insert("file_hash".into(), Value::String(hash));
-    json.insert("process_id".into(), Value::String("console".into()));
-    let request = match serde_json::from_value::<crate::data_stix::StixRequest>(Value::Object(json))
-        .map_err(|e| ApiError::bad_request(e.to_string()))
-        .and_then(crate::data_stix::conversion_request)
-    {
+    let (request, here) =
+        match api_form::<crate::data_stix::StixRequest>(&headers, &session, hash, fields) {
+            Ok(r) => r,
+            Err(back) => return *back,
+        };
+    let request = match crate::data_stix::conversion_request(request) {
         Ok(r) => r,
         Err(e) => return back(&here, Err(e.message().to_string())),
     };
@@ -806,17 +823,12 @@ pub(crate) async fn build_cti(
     Path(hash): Path<String>,
     axum::Form(fields): axum::Form<Vec<(String, String)>>,
 ) -> Response {
-    let here = format!("/console/datasets/{}", urlencode(&hash));
-    let (csrf, mut json) = form_json(fields);
-    if let Err(e) = check_change(&headers, &session, &csrf) {
-        return back(&here, Err(e));
-    }
-    json.insert("file_hash".into(), Value::String(hash));
-    json.insert("process_id".into(), Value::String("console".into()));
-    let request = match serde_json::from_value::<crate::data_cti::CtiRequest>(Value::Object(json))
-        .map_err(|e| ApiError::bad_request(e.to_string()))
-        .and_then(|r| crate::data_cti::cti_build_request(r, state.config.default_points))
-    {
+    let (request, here) =
+        match api_form::<crate::data_cti::CtiRequest>(&headers, &session, hash, fields) {
+            Ok(r) => r,
+            Err(back) => return *back,
+        };
+    let request = match crate::data_cti::cti_build_request(request, state.config.default_points) {
         Ok(r) => r,
         Err(e) => return back(&here, Err(e.message().to_string())),
     };
