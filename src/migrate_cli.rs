@@ -259,6 +259,11 @@ const TABLES: &[Table] = &[
         identity: None,
     },
     Table {
+        name: "taxii_counts",
+        columns: &[("collection", "collection", P), ("objects", "objects", P)],
+        identity: None,
+    },
+    Table {
         name: "hd_requests",
         columns: &[
             ("user", "user_name", P),

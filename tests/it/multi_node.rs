@@ -482,6 +482,8 @@ mod process {
             .parse()
             .unwrap();
         assert_eq!(taxii_rows, datasets.len() + dangers.len(), "{stdout}");
+        // The collections' counts (the console's) come along.
+        assert!(stdout.contains("taxii_counts: 2 rows"), "{stdout}");
         assert!(
             stdout.contains("CTI records pointed at the bucket"),
             "{stdout}"
@@ -516,6 +518,30 @@ mod process {
             assert_eq!(
                 read_location(b["stix_data"].as_str().unwrap()),
                 read_location(a["stix_data"].as_str().unwrap())
+            );
+        }
+        // The console of the new node counts the same objects.
+        let page = new
+            .client
+            .get(new.url("/console/taxii"))
+            .header("accept", "text/html")
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        for n in [datasets.len(), dangers.len()] {
+            // As the page writes numbers: thousands separated by commas.
+            let digits = n.to_string();
+            let mut shown = String::new();
+            for (i, c) in digits.chars().enumerate() {
+                if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                    shown.push(',');
+                }
+                shown.push(c);
+            }
+            assert!(
+                page.contains(&format!("<td class=\"num\">{shown}</td>")),
+                "{n}: {page}"
             );
         }
         // The same users and tokens, the same TAXII objects in the same order.

@@ -144,6 +144,15 @@ impl TaxiiStore for SqliteStore {
                     added.push(true);
                 }
             }
+            let new_rows = added.iter().filter(|a| **a).count() as i64;
+            if new_rows > 0 {
+                tx.execute(
+                    "INSERT INTO taxii_counts (collection, objects) VALUES (?1, ?2)
+                     ON CONFLICT(collection) DO UPDATE SET objects = objects + excluded.objects",
+                    params![collection, new_rows],
+                )
+                .map_err(sql)?;
+            }
             if let Some((source, mark)) = watermark {
                 tx.execute(
                     "INSERT INTO taxii_sync (source, watermark) VALUES (?1, ?2)
@@ -263,6 +272,11 @@ impl TaxiiStore for SqliteStore {
                     params_from_iter(args.iter()),
                 )
                 .map_err(sql)?;
+            tx.execute(
+                "UPDATE taxii_counts SET objects = objects - ?2 WHERE collection = ?1",
+                params![collection, n as i64],
+            )
+            .map_err(sql)?;
             // The remaining versions get their first/last flags back.
             tx.execute(
                 "UPDATE taxii_objects SET is_latest = 0, is_first = 0

@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
+    include_str!("schema_v5.sql"),
 ];
 
 /// Advisory lock keys (the ASCII of "br-cti" and a number).
@@ -378,8 +379,10 @@ impl RecordStore for PgStore {
         let mut taxii = Vec::new();
         for r in tx
             .query(
-                "SELECT collection, count(*), max(date_added) FROM taxii_objects
-                 GROUP BY collection ORDER BY collection",
+                "SELECT c.collection, c.objects,
+                        (SELECT max(date_added) FROM taxii_objects o
+                         WHERE o.collection = c.collection)
+                 FROM taxii_counts c WHERE c.objects > 0 ORDER BY c.collection",
                 &[],
             )
             .map_err(pg)?

@@ -302,6 +302,14 @@ impl TaxiiStore for PgStore {
         }
         let new_rows = new.id.len();
         new.insert(&mut tx, collection)?;
+        if new_rows > 0 {
+            tx.execute(
+                "INSERT INTO taxii_counts (collection, objects) VALUES ($1, $2)
+                 ON CONFLICT (collection) DO UPDATE SET objects = taxii_counts.objects + excluded.objects",
+                &[&collection, &(new_rows as i64)],
+            )
+            .map_err(pg)?;
+        }
         if let Some((source, mark)) = watermark {
             tx.execute(
                 "INSERT INTO taxii_sync (source, watermark) VALUES ($1, $2)
@@ -404,6 +412,11 @@ impl TaxiiStore for PgStore {
                 &refs(&args),
             )
             .map_err(pg)?;
+        tx.execute(
+            "UPDATE taxii_counts SET objects = objects - $2 WHERE collection = $1",
+            &[&collection, &(n as i64)],
+        )
+        .map_err(pg)?;
         // The remaining versions get their first/last flags back.
         tx.execute(
             "UPDATE taxii_objects SET

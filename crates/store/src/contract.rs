@@ -864,6 +864,22 @@ pub fn summary_counts_what_is_stored(db: &dyn RecordStore) {
         [("c", 2), ("d", 1)]
     );
     assert!(s.taxii.iter().all(|c| c.newest_added_us > 0));
+    // Deletes and repeated adds keep the counts exact; an emptied collection is not listed.
+    let d = &db.taxii_page("d", &query(Position::START, 10)).unwrap().0[0];
+    db.taxii_add("c", &[taxii_object(1, 10), taxii_object(3, 10)], None)
+        .unwrap();
+    db.taxii_delete("c", &taxii_object(2, 10).id, &[VersionMatch::All], Tlp::Red)
+        .unwrap();
+    db.taxii_delete("d", &d.id, &[VersionMatch::All], Tlp::Red)
+        .unwrap();
+    let s = db.summary(0).unwrap();
+    assert_eq!(
+        s.taxii
+            .iter()
+            .map(|c| (c.collection.as_str(), c.objects))
+            .collect::<Vec<_>>(),
+        [("c", 2)]
+    );
 }
 
 /// Runs every [`RecordStore`] scenario as its own test, each on a store from `$make` (a closure
