@@ -298,6 +298,45 @@ fn a_conversion_started_in_the_console_shows_live_progress_and_can_be_canceled()
     }
 }
 
+#[test]
+fn a_stix_file_pages_its_objects_and_links_references_across_pages() {
+    let server = TestServer::start(&[]);
+    let c = client();
+    let hash = server.upload_ok(&crate::common::big_csv(400), "refs.csv");
+    server.start_stix(&serde_json::json!({"file_hash": hash, "stix_compress": 400}));
+    server.wait_stix(&hash);
+    let stix = server.stix_records(&hash)[0]["stix_file_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let base = format!("/console/stix/{hash}/{stix}");
+    let (status, page, _) = html(&c, &server.url(&base), None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        page.matches("<article class=\"object\"").count(),
+        50,
+        "50 a page"
+    );
+    assert!(page.contains("rel=\"next\""), "more pages follow");
+    // A reference to an object of another page (page 2 names the producer and the markings
+    // of page 1) leads there.
+    let (_, page, _) = html(&c, &server.url(&format!("{base}?page=2")), None);
+    let at = page.find("?find=").expect("a reference to another page");
+    let href = &page[page[..at].rfind('"').unwrap() + 1..at + page[at..].find('"').unwrap()];
+    let href = href.replace("&amp;", "&");
+    let id = href.rsplit("find=").next().unwrap().to_string();
+    let (status, _, location) = html(&c, &server.url(&href), None);
+    assert_eq!(status, 303, "{href}");
+    let location = location.unwrap();
+    assert!(location.ends_with(&format!("#{id}")), "{location}");
+    let (_, target, _) = html(&c, &server.url(location.split('#').next().unwrap()), None);
+    assert!(target.contains(&format!("id=\"{id}\"")), "{location}");
+    // An id that is not in the file.
+    let (status, page, _) = html(&c, &server.url(&format!("{base}?find=x--nope")), None);
+    assert_eq!(status, 404);
+    assert!(page.contains("is not an object of this file"), "{page}");
+}
+
 /// The real binary and a real browser.
 mod process {
     use std::path::Path;

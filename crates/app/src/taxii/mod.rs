@@ -235,6 +235,7 @@ fn check_object(v: &Value, text: Option<&str>) -> Result<NewTaxiiObject, String>
 }
 
 const SOURCE_DATASETS: &str = "datasets";
+const SOURCE_HIDDEN_DANGERS: &str = "hidden-dangers";
 
 /// What the publisher has not yet put into the read collections (counted up to a bound).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,7 +285,6 @@ pub fn backlog(db: &dyn RecordStore) -> Result<Backlog, crate::error::AppError> 
         bound: BOUND,
     })
 }
-const SOURCE_HIDDEN_DANGERS: &str = "hidden-dangers";
 
 /// Publishes the node's own STIX into the read collections: dataset files as their records
 /// are committed, hidden dangers as their revisions arrive. Runs on its own thread with its

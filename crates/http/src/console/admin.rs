@@ -260,7 +260,15 @@ pub(crate) async fn taxii(
         .get(axum::http::header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("127.0.0.1:8080");
-    let root = format!("http://{host}/taxii2/api/");
+    // Behind a TLS proxy the browser's scheme is the proxy's (`X-Forwarded-Proto`).
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    let root = format!("{scheme}://{host}/taxii2/api/");
     let by_id: BTreeMap<&str, &br_cti_store::CollectionCount> =
         counts.iter().map(|c| (c.collection.as_str(), c)).collect();
     let body = html! {

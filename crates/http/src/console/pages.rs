@@ -1,7 +1,7 @@
 //! The console's overview, datasets (upload, conversion, live progress), STIX files and CTI
 //! records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 
 use axum::Extension;
@@ -860,9 +860,60 @@ struct StixView {
     total: usize,
     /// The objects of the page, with their index in the file.
     objects: Vec<(usize, Value)>,
-    /// id → index of every object of the file (scanned part).
+    /// id → index in the file of the objects the page refers to (and of the one `find` asks
+    /// for): what the links need, never an index of the whole file.
     index: HashMap<String, usize>,
     record: br_cti_domain::model::StixRecord,
+}
+
+/// The type and id of a STIX object line.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+}
+
+/// What [`scan_stix`] calls with each object line: its index, its text, its type and id.
+type OnLine<'f> = dyn FnMut(usize, &str, Option<Head<'_>>) -> Result<(), ApiError> + 'f;
+
+/// Calls `f` with each object line of a STIX file (JSON Lines), its index and its type and id,
+/// over at most [`MAX_SCAN_BYTES`]; answers whether the whole file was read.
+fn scan_stix(
+    input: Box<dyn br_cti_domain::io::ReadSeek>,
+    f: &mut OnLine<'_>,
+) -> Result<bool, ApiError> {
+    let mut read = 0u64;
+    for (i, line) in BufReader::new(input).lines().enumerate() {
+        let line = line.map_err(|e| ApiError::internal("reading the STIX file", e))?;
+        read += line.len() as u64 + 1;
+        if read > MAX_SCAN_BYTES {
+            return Ok(false);
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        f(i, &line, serde_json::from_str::<Head>(&line).ok())?;
+    }
+    Ok(true)
+}
+
+/// Calls `f` with every string of `v` that has the shape of a STIX id (`type--uuid`).
+fn stix_ids(v: &Value, f: &mut dyn FnMut(&str)) {
+    match v {
+        Value::String(s) => {
+            if let Some((kind, uuid)) = s.split_once("--")
+                && !kind.is_empty()
+                && uuid.len() == 36
+            {
+                f(s);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| stix_ids(i, f)),
+        Value::Object(map) => map.values().for_each(|i| stix_ids(i, f)),
+        _ => {}
+    }
 }
 
 pub(crate) async fn stix_file(
@@ -879,6 +930,7 @@ pub(crate) async fn stix_file(
     let page_no = q.page.unwrap_or(1).max(1);
     let st = state.clone();
     let (s2, x2) = (source.clone(), stix.clone());
+    let find = q.find.clone();
     let view = blocking("reading the STIX file", move || {
         let record = st
             .meta
@@ -890,13 +942,14 @@ pub(crate) async fn stix_file(
                     format!("file {s2} has no STIX file {x2}"),
                 )
             })?;
-        let input = st
-            .blobs
-            .open(&x2)
-            .map_err(|e| ApiError::internal("opening the STIX file", e))?
-            .ok_or_else(|| {
-                ApiError::internal("opening the STIX file", format!("blob {x2} is missing"))
-            })?;
+        let open = || {
+            st.blobs
+                .open(&x2)
+                .map_err(|e| ApiError::internal("opening the STIX file", e))?
+                .ok_or_else(|| {
+                    ApiError::internal("opening the STIX file", format!("blob {x2} is missing"))
+                })
+        };
         let first = (page_no - 1) * OBJECTS_PER_PAGE;
         let mut view = StixView {
             by_type: BTreeMap::new(),
@@ -906,35 +959,56 @@ pub(crate) async fn stix_file(
             index: HashMap::new(),
             record,
         };
-        let mut read = 0u64;
-        for (i, line) in BufReader::new(input).lines().enumerate() {
-            let line = line.map_err(|e| ApiError::internal("reading the STIX file", e))?;
-            read += line.len() as u64 + 1;
-            if read > MAX_SCAN_BYTES {
-                view.scanned_all = false;
-                break;
-            }
-            if line.trim().is_empty() {
-                continue;
-            }
-            view.total = i + 1;
-            let keep = (first..first + OBJECTS_PER_PAGE).contains(&i);
-            if keep {
-                let v: Value = serde_json::from_str(&line)
+        // First pass: the counts by type, the page's objects, the object `find` names.
+        let mut by_type = BTreeMap::new();
+        let mut objects = Vec::new();
+        let mut total = 0;
+        let mut found = HashMap::new();
+        let all = scan_stix(open()?, &mut |i, line, head| {
+            total = i + 1;
+            if (first..first + OBJECTS_PER_PAGE).contains(&i) {
+                let v: Value = serde_json::from_str(line)
                     .map_err(|e| ApiError::internal("reading the STIX file", e))?;
-                view.objects.push((i, v));
+                objects.push((i, v));
             }
-            #[derive(Deserialize)]
-            struct Head<'a> {
-                #[serde(rename = "type", borrow)]
-                kind: std::borrow::Cow<'a, str>,
-                #[serde(borrow)]
-                id: std::borrow::Cow<'a, str>,
+            if let Some(h) = head {
+                *by_type.entry(h.kind.to_string()).or_default() += 1;
+                if find.as_deref() == Some(&*h.id) {
+                    found.insert(h.id.to_string(), i);
+                }
             }
-            if let Ok(h) = serde_json::from_str::<Head>(&line) {
-                *view.by_type.entry(h.kind.into_owned()).or_default() += 1;
-                view.index.insert(h.id.into_owned(), i);
-            }
+            Ok(())
+        })?;
+        view.by_type = by_type;
+        view.objects = objects;
+        view.total = total;
+        view.index = found;
+        view.scanned_all = all;
+        // Second pass, when the page refers to objects elsewhere in the file: where they are.
+        let on_page: HashSet<&str> = view
+            .objects
+            .iter()
+            .filter_map(|(_, v)| v["id"].as_str())
+            .collect();
+        let mut wanted: HashSet<String> = HashSet::new();
+        for (_, v) in &view.objects {
+            stix_ids(v, &mut |s| {
+                if !on_page.contains(s) {
+                    wanted.insert(s.to_string());
+                }
+            });
+        }
+        if find.is_none() && !wanted.is_empty() {
+            let mut index = HashMap::new();
+            scan_stix(open()?, &mut |i, _, head| {
+                if let Some(h) = head
+                    && wanted.contains(&*h.id)
+                {
+                    index.insert(h.id.to_string(), i);
+                }
+                Ok(())
+            })?;
+            view.index = index;
         }
         Ok(view)
     })
@@ -959,7 +1033,7 @@ pub(crate) async fn stix_file(
             ),
         };
     }
-    let on_page: std::collections::HashSet<&str> = view
+    let on_page: HashSet<&str> = view
         .objects
         .iter()
         .filter_map(|(_, v)| v["id"].as_str())
