@@ -171,14 +171,28 @@ fn a_token_node_asks_for_a_sign_in_and_every_change_for_its_csrf_token() {
     assert_eq!(resp.status(), 200);
     let page = resp.text().unwrap();
     assert!(page.contains("id=\"token-value\""), "{page}");
-    // The upload endpoint wants the token in a header.
+    // The upload endpoint wants the token in a header; its refusal comes after the body is
+    // read (8 MiB, more than the sockets buffer), so that a client sending everything first
+    // reads it. The same without a session.
+    let big = || {
+        reqwest::blocking::multipart::Form::new().part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(vec![b'a'; 8 << 20]).file_name("big.csv"),
+        )
+    };
     let resp = c
         .post(server.url("/console/datasets/upload"))
         .header("cookie", &cookie)
-        .multipart(reqwest::blocking::multipart::Form::new().text("file", "a,b\n1,2\n"))
+        .multipart(big())
         .send()
-        .unwrap();
+        .expect("the refusal reaches a client that sends everything first");
     assert_eq!(resp.status(), 403);
+    let resp = c
+        .post(server.url("/console/datasets/upload"))
+        .multipart(big())
+        .send()
+        .expect("the refusal reaches a client that sends everything first");
+    assert_eq!(resp.status(), 401);
     // The data API still wants its bearer token (a session cookie is not one).
     let resp = c
         .post(server.url("/data/get_local_stix_records"))

@@ -288,6 +288,22 @@ fn api_token_guards_the_data_api() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_error(&json_of(resp), "no uploaded file has hash");
+    // An upload without the token is refused after its body is read, so that a client sending
+    // the whole body first (8 MiB here, more than the sockets buffer) reads the refusal.
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("task_id", "1")
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(vec![b'a'; 8 << 20]).file_name("big.csv"),
+        );
+    let resp = server
+        .client
+        .post(server.url("/data/upload_file"))
+        .multipart(form)
+        .send()
+        .expect("the refusal reaches a client that sends everything first");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(server.staged_count(), 0);
     // CORS preflight is answered without the token.
     let resp = server
         .client

@@ -172,12 +172,28 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => {
             next.run(req).await
         }
-        _ => ApiError::status(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong API token: send the header `Authorization: Bearer <token>`",
-        )
-        .into_response(),
+        _ => {
+            refuse_after_reading(
+                req,
+                ApiError::status(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong API token: send the header `Authorization: Bearer <token>`",
+                )
+                .into_response(),
+            )
+            .await
+        }
     }
+}
+
+/// Answers `refusal` to a request refused before its body was read, after reading and dropping
+/// that body (at most [`data::UPLOAD_DISCARD_BYTES`] and 30 seconds): a client that sends its
+/// whole body before it reads (Python `requests`, a blocking `reqwest`) then receives the
+/// refusal instead of a broken pipe or a reset.
+pub(crate) async fn refuse_after_reading(req: Request, refusal: Response) -> Response {
+    let (_, body) = req.into_parts();
+    discard_body(body, data::UPLOAD_DISCARD_BYTES).await;
+    refusal
 }
 
 /// An internal fault while answering a request: logged with its cause under a new incident id;

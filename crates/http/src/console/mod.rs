@@ -234,11 +234,14 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
             Redirect::to(&format!("/console/sign-in?next={}", urlencode(&next_path)))
                 .into_response()
         }
-        None => (
-            StatusCode::UNAUTHORIZED,
-            "sign in to the console first (your session ended)",
-        )
-            .into_response(),
+        None => {
+            let refusal = (
+                StatusCode::UNAUTHORIZED,
+                "sign in to the console first (your session ended)",
+            )
+                .into_response();
+            crate::refuse_after_reading(req, refusal).await
+        }
     }
 }
 

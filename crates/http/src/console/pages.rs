@@ -274,6 +274,10 @@ pub(crate) async fn upload(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if let Err(e) = check_change(&headers, &session, presented) {
+        // Read the body first, so that the refusal reaches a client still sending it.
+        if let Ok(mut multipart) = multipart {
+            crate::data::drain_multipart(&mut multipart, crate::data::UPLOAD_DISCARD_BYTES).await;
+        }
         return ApiError::status(StatusCode::FORBIDDEN, e).into_response();
     }
     let max = state.config.max_upload_bytes;
