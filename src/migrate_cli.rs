@@ -264,6 +264,31 @@ const TABLES: &[Table] = &[
         identity: None,
     },
     Table {
+        name: "ioc_sightings",
+        columns: &[
+            ("indicator", "indicator", P),
+            ("file_hash", "file_hash", P),
+            ("first_us", "first_us", P),
+            ("last_us", "last_us", P),
+            ("count", "count", P),
+            ("confidence", "confidence", P),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "iocs",
+        columns: &[
+            ("indicator", "indicator", P),
+            ("first_us", "first_us", P),
+            ("last_us", "last_us", P),
+            ("files", "files", P),
+            ("observations", "observations", P),
+            ("confidence", "confidence", P),
+            ("modified_us", "modified_us", P),
+        ],
+        identity: None,
+    },
+    Table {
         name: "hd_requests",
         columns: &[
             ("user", "user_name", P),

@@ -61,6 +61,7 @@ pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
         publisher_db,
         blobs.clone(),
         config.hidden_danger_tlp,
+        config.indicators.clone(),
     ));
     Ok(AppState::new(Parts {
         config,

@@ -8,6 +8,7 @@ use br_cti_app::config::{
     ConnLimits, CorsOrigins, DEFAULT_JOB_LEASE_SECS, DEFAULT_JOB_MAX_ATTEMPTS,
     DEFAULT_MAX_UPLOAD_BYTES, HiddenDangerLimits, ServeConfig,
 };
+use br_cti_domain::ioc::{IndicatorPolicy, MAX_VALID_DAYS, TypeConfidence};
 use br_cti_domain::time::DisplayZone;
 use br_cti_domain::vocab::Tlp;
 use br_cti_engine::dataset::DatasetLimits;
@@ -85,6 +86,18 @@ pub struct ServeArgs {
     /// TLP marking of the hidden dangers' STIX (they name vulnerable organisations).
     #[arg(long, env = "BRCTI_HIDDEN_DANGER_TLP", default_value = "amber", value_parser = parse_tlp)]
     pub hidden_danger_tlp: Tlp,
+    /// Days an indicator stays valid after its last sighting (`valid_until` of the versions
+    /// the TAXII publisher writes), 1-3650.
+    #[arg(long, env = "BRCTI_INDICATOR_VALID_DAYS",
+          default_value_t = IndicatorPolicy::default().valid_days(),
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_VALID_DAYS)))]
+    pub indicator_valid_days: u32,
+    /// Confidence (0-100) that a dataset type gives its indicators, as TYPE=N with the type's
+    /// number (`stix_type`); repeat or separate with commas. Defaults: 1=70 (malicious
+    /// traffic), 2=80 (honeypot), 3=75 (botnet), 4=70 (application attacks), 5=60
+    /// (open-source intelligence). An indicator takes the highest of the datasets that sighted it.
+    #[arg(long, env = "BRCTI_INDICATOR_CONFIDENCE", value_delimiter = ',')]
+    pub indicator_confidence: Vec<TypeConfidence>,
     /// TAXII: largest `POST objects/` body, bytes (advertised as the API root's
     /// `max_content_length`).
     #[arg(long, env = "BRCTI_TAXII_MAX_CONTENT_LENGTH",
@@ -183,6 +196,12 @@ impl ServeArgs {
             taxii_anonymous: args.taxii_anonymous,
             tlp: args.tlp,
             hidden_danger_tlp: args.hidden_danger_tlp,
+            indicators: args.indicator_confidence.iter().fold(
+                IndicatorPolicy::default()
+                    .with_valid_days(args.indicator_valid_days)
+                    .expect("the flag's parser bounds the days"),
+                |policy, TypeConfidence(ty, c)| policy.with_confidence(*ty, *c),
+            ),
             taxii_max_content_length: args.taxii_max_content_length,
             time_zone: args.time_zone,
             default_points: args.default_points,

@@ -800,3 +800,152 @@ mod process {
         );
     }
 }
+
+/// An IOC that datasets keep showing is one indicator whose versions grow: a publication that
+/// widens its window or raises its confidence is a new version (same id and `created`, later
+/// `modified`), with `valid_from` its first sighting, `valid_until` its last plus the node's
+/// validity, and `confidence` the highest of its datasets' types. Pages give the latest
+/// version; `match[version]=all` and the versions endpoint give every one. A dataset that
+/// adds nothing to what is known (inside the window, no higher confidence) adds no version.
+#[test]
+fn an_ioc_seen_again_is_a_new_version_of_one_indicator() {
+    let n = node(&[
+        "--indicator-valid-days",
+        "7",
+        "--indicator-confidence",
+        "5=90,3=50",
+    ]);
+    let datasets = uuid5("datasets");
+    let pattern = "[ipv4-addr:value = '8.8.8.8']";
+    let convert = |csv: &str, name: &str, stix_type: u8| {
+        let hash = n.server.upload_ok(csv.as_bytes(), name);
+        let v = n
+            .server
+            .start_stix(&json!({"file_hash": hash, "stix_type": stix_type}));
+        assert_eq!(v["code"], 200, "{v}");
+        n.server.wait_stix(&hash);
+    };
+    let get = |rest: &str| -> Value {
+        let resp = taxii_get(
+            &n.server,
+            "reader",
+            &n.reader,
+            &collection_path(&datasets, rest),
+        );
+        assert_eq!(resp.status(), 200, "{rest}");
+        resp.json().unwrap()
+    };
+    // The versions of 8.8.8.8's indicator on a page of indicators.
+    let versions_on = |query: &str| -> Vec<Value> {
+        get(&format!("objects/?match[type]=indicator{query}"))["objects"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| o["pattern"] == pattern)
+            .collect()
+    };
+    // Waits until the latest version is other than `before` (and answers it).
+    let next_version = |before: Option<&Value>| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(latest) = versions_on("").pop()
+                && Some(&latest) != before
+            {
+                return latest;
+            }
+            assert!(Instant::now() < deadline, "no new version of the indicator");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Honeypot data (confidence 80 by default) sees it on 1 June 2024, twice.
+    convert(
+        "time,src,dst,protocol\n2024-06-01T10:00:00Z,8.8.8.8,192.0.2.7,tcp\n\
+         2024-06-01T11:30:00Z,8.8.8.8,192.0.2.7,tcp\n",
+        "honeypot.csv",
+        2,
+    );
+    let first = next_version(None);
+    assert_eq!(first["created"], "2026-11-23T00:00:00.000Z", "{first}");
+    assert_eq!(
+        first["valid_from"], "2024-06-01T10:00:00.000000Z",
+        "{first}"
+    );
+    assert_eq!(
+        first["valid_until"], "2024-06-08T11:30:00.000000Z",
+        "{first}"
+    );
+    assert_eq!(first["confidence"], 80, "{first}");
+    assert!(
+        first["modified"].as_str().unwrap() > first["created"].as_str().unwrap(),
+        "{first}"
+    );
+    // Open-source intelligence (90 by the flag) sees it again on 3 June.
+    convert(
+        "time,src,dst\n2024-06-03T09:00:00Z,8.8.8.8,192.0.2.9\n",
+        "osint.csv",
+        5,
+    );
+    let second = next_version(Some(&first));
+    assert_eq!(second["id"], first["id"]);
+    assert_eq!(second["created"], first["created"]);
+    assert!(
+        second["modified"].as_str() > first["modified"].as_str(),
+        "{second}"
+    );
+    assert_eq!(
+        second["valid_from"], "2024-06-01T10:00:00.000000Z",
+        "{second}"
+    );
+    assert_eq!(
+        second["valid_until"], "2024-06-10T09:00:00.000000Z",
+        "{second}"
+    );
+    assert_eq!(second["confidence"], 90, "{second}");
+    // Botnet data (50) inside the window: no new version.
+    convert(
+        "time,src,dst\n2024-06-02T00:00:00Z,8.8.8.8,192.0.2.10\n",
+        "botnet.csv",
+        3,
+    );
+    let mut all = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The botnet file is published when its sighting is (the indicator rides along).
+    while !get("objects/?match[type]=sighting")["objects"]
+        .as_array()
+        .is_some_and(|s| s.iter().any(|s| s["first_seen"] == "2024-06-02T00:00:00Z"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the botnet file was not published: {}",
+            get("objects/?match[type]=sighting")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for query in ["&match[version]=all", ""] {
+        all.push(versions_on(query));
+    }
+    assert_eq!(
+        all[0],
+        [first.clone(), second.clone()],
+        "every version, oldest first"
+    );
+    assert_eq!(
+        all[1],
+        std::slice::from_ref(&second),
+        "the latest by default"
+    );
+    let id = second["id"].as_str().unwrap();
+    let listed = get(&format!("objects/{id}/versions/"));
+    assert_eq!(
+        listed["versions"],
+        json!([first["modified"], second["modified"]]),
+        "{listed}"
+    );
+    // Both versions pass the OASIS validator.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("versions.jsonl");
+    std::fs::write(&path, format!("{first}\n{second}\n")).unwrap();
+    let report = validate_stix(&[path]);
+    assert_eq!(report["errors"], json!([]), "{report}");
+}

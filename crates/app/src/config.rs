@@ -1,5 +1,6 @@
 //! Node configuration, shared by the CLI (`main.rs`) and the tests.
 
+use br_cti_domain::ioc::IndicatorPolicy;
 use br_cti_domain::vocab::Tlp;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -98,6 +99,9 @@ pub struct ServeConfig {
     pub tlp: Tlp,
     /// The TLP marking of the hidden dangers' STIX (they name vulnerable organisations).
     pub hidden_danger_tlp: Tlp,
+    /// How long indicators stay valid after their last sighting, and how sure each dataset
+    /// type makes the node (the versions the TAXII publisher writes).
+    pub indicators: IndicatorPolicy,
     /// Largest TAXII `POST objects/` body, bytes (the API root's `max_content_length`).
     pub taxii_max_content_length: u64,
     /// The zone of the record times the front ends display (`create_time`).
@@ -245,6 +249,7 @@ mod tests {
             taxii_anonymous: false,
             tlp: Tlp::Green,
             hidden_danger_tlp: Tlp::Amber,
+            indicators: IndicatorPolicy::default(),
             taxii_max_content_length: DEFAULT_TAXII_MAX_CONTENT_LENGTH,
             time_zone: DisplayZone::utc(),
             default_points: 0.0,

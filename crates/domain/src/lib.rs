@@ -7,6 +7,7 @@ pub mod error;
 pub mod hash;
 pub mod hidden_danger;
 pub mod io;
+pub mod ioc;
 pub mod job;
 pub mod json;
 pub mod model;

@@ -8,6 +8,11 @@ pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    jiff::Timestamp::now().as_microsecond()
+}
+
 /// The time zone in which record times are shown (`create_time`, `update_time`): the old
 /// server wrote local time without a zone, and the front ends display it as it is.
 #[derive(Clone, Debug)]

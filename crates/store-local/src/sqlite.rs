@@ -293,6 +293,28 @@ const MIGRATIONS: &[M<'static>] = &[
      INSERT INTO taxii_counts (collection, objects)
      SELECT collection, count(*) FROM taxii_objects GROUP BY collection;",
     ),
+    // The IOC registry (`ioc_fold`): each (indicator, STIX file) sighting once, and per
+    // indicator what they say together and the `modified` of its current version.
+    M::up(
+        "CREATE TABLE ioc_sightings (
+         indicator  TEXT NOT NULL,
+         file_hash  TEXT NOT NULL,
+         first_us   INTEGER NOT NULL,
+         last_us    INTEGER NOT NULL,
+         count      INTEGER NOT NULL,
+         confidence INTEGER NOT NULL,
+         PRIMARY KEY (indicator, file_hash)
+     ) STRICT, WITHOUT ROWID;
+     CREATE TABLE iocs (
+         indicator    TEXT PRIMARY KEY,
+         first_us     INTEGER NOT NULL,
+         last_us      INTEGER NOT NULL,
+         files        INTEGER NOT NULL,
+         observations INTEGER NOT NULL,
+         confidence   INTEGER NOT NULL,
+         modified_us  INTEGER NOT NULL
+     ) STRICT, WITHOUT ROWID;",
+    ),
 ];
 
 /// The lookup key of a TAXII object: the first 8 bytes of SHA-256 of its collection, a space
@@ -409,7 +431,7 @@ pub(crate) fn parsed<T>(
 }
 
 /// Reads a number column and parses it; a value that does not parse is an error of the row.
-fn numbered<T>(
+pub(crate) fn numbered<T>(
     r: &rusqlite::Row<'_>,
     column: usize,
     what: &'static str,

@@ -4,18 +4,28 @@
 //! the writing transaction as strictly increasing microseconds, so it orders like `seq` also
 //! when several nodes share one database.
 
+use std::collections::HashMap;
+
 use rusqlite::types::Value as V;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use crate::sqlite::SqliteStore;
-use crate::sqlite::{HD_COLUMNS, hash, hd_from_row, parsed, sql, taxii_key, write_tx};
+use crate::sqlite::{HD_COLUMNS, hash, hd_from_row, numbered, parsed, sql, taxii_key, write_tx};
 use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::ioc::{Confidence, IocSighting, IocState};
 use br_cti_domain::model::{
     NewTaxiiObject, Position, StoredHiddenDanger, TaxiiObject, TaxiiQuery, TaxiiStatus,
     VersionMatch,
 };
-use br_cti_domain::vocab::Tlp;
+use br_cti_domain::vocab::{DataType, Tlp};
 use br_cti_store::{StoreError, TaxiiStore};
+
+/// A stored confidence, refused when out of range (the registry was written by something else).
+fn stored_confidence(v: i64) -> rusqlite::Result<Confidence> {
+    Confidence::from_stored(v).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Integer, Box::new(e))
+    })
+}
 
 fn now_us() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
@@ -431,16 +441,108 @@ impl TaxiiStore for SqliteStore {
         &self,
         watermark: Position,
         limit: u64,
-    ) -> Result<Vec<(Position, Sha256Hex)>, StoreError> {
+    ) -> Result<Vec<(Position, Sha256Hex, DataType)>, StoreError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT rowid, stix_file_hash FROM stix_records WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+                "SELECT rowid, stix_file_hash, stix_type FROM stix_records WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             ).map_err(sql)?;
             stmt
                 .query_map(params![watermark.to_backend(), limit as i64], |r| {
-                    Ok((Position::from_backend(r.get(0)?), hash(r, 1)?))
+                    Ok((
+                        Position::from_backend(r.get(0)?),
+                        hash(r, 1)?,
+                        numbered(r, 2, "STIX type", DataType::from_number)?,
+                    ))
                 }).map_err(sql)?
                 .collect::<Result<_, _>>().map_err(sql)
+        })
+    }
+
+    fn ioc_fold(
+        &self,
+        sightings: &[IocSighting],
+        now_us: i64,
+    ) -> Result<Vec<IocState>, StoreError> {
+        self.with(|conn| {
+            let tx = write_tx(conn).map_err(sql)?;
+            let mut order: Vec<&str> = Vec::new();
+            let mut states: HashMap<&str, IocState> = HashMap::new();
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO ioc_sightings
+                         (indicator, file_hash, first_us, last_us, count, confidence)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(sql)?;
+                let mut read = tx
+                    .prepare_cached(
+                        "SELECT first_us, last_us, files, observations, confidence, modified_us
+                         FROM iocs WHERE indicator = ?1",
+                    )
+                    .map_err(sql)?;
+                let mut write = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO iocs (indicator, first_us, last_us, files,
+                         observations, confidence, modified_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(sql)?;
+                for s in sightings {
+                    let id = s.indicator.as_str();
+                    if !states.contains_key(id) {
+                        let known = read
+                            .query_row([id], |r| {
+                                Ok(IocState {
+                                    indicator: id.to_string(),
+                                    first_us: r.get(0)?,
+                                    last_us: r.get(1)?,
+                                    files: r.get::<_, i64>(2)? as u64,
+                                    observations: r.get::<_, i64>(3)? as u64,
+                                    confidence: stored_confidence(r.get(4)?)?,
+                                    modified_us: r.get(5)?,
+                                })
+                            })
+                            .optional()
+                            .map_err(sql)?;
+                        order.push(id);
+                        if let Some(known) = known {
+                            states.insert(id, known);
+                        }
+                    }
+                    let inserted = insert
+                        .execute(params![
+                            id,
+                            s.file.as_str(),
+                            s.first_us,
+                            s.last_us,
+                            s.count.min(i64::MAX as u64) as i64,
+                            s.confidence.get()
+                        ])
+                        .map_err(sql)?
+                        == 1;
+                    if !inserted {
+                        continue;
+                    }
+                    let state = states.entry(id).or_insert_with(|| IocState::empty(id));
+                    state.fold(s, now_us);
+                    write
+                        .execute(params![
+                            id,
+                            state.first_us,
+                            state.last_us,
+                            state.files as i64,
+                            state.observations.min(i64::MAX as u64) as i64,
+                            state.confidence.get(),
+                            state.modified_us
+                        ])
+                        .map_err(sql)?;
+                }
+            }
+            tx.commit().map_err(sql)?;
+            Ok(order
+                .into_iter()
+                .filter_map(|id| states.remove(id))
+                .collect())
         })
     }
 

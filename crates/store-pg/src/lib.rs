@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
     include_str!("schema_v5.sql"),
+    include_str!("schema_v6.sql"),
 ];
 
 /// Advisory lock keys (the ASCII of "br-cti" and a number).
@@ -48,6 +49,8 @@ mod lock {
     pub(crate) const STIX_RECORDS: i64 = 0x6272_2d63_7469_0003;
     /// Hidden dangers and the order of their revisions.
     pub(crate) const HIDDEN_DANGERS: i64 = 0x6272_2d63_7469_0004;
+    /// The IOC registry (its folds read, then write, an indicator's state).
+    pub(crate) const IOCS: i64 = 0x6272_2d63_7469_0005;
 }
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;

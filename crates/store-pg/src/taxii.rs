@@ -8,15 +8,16 @@ use std::collections::HashMap;
 use postgres::types::ToSql;
 
 use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::ioc::{Confidence, IocSighting, IocState};
 use br_cti_domain::model::{
     NewTaxiiObject, Position, StoredHiddenDanger, TaxiiObject, TaxiiQuery, TaxiiStatus,
     VersionMatch,
 };
-use br_cti_domain::vocab::Tlp;
+use br_cti_domain::vocab::{DataType, Tlp};
 use br_cti_store::{StoreError, TaxiiStore};
 
 use crate::hidden::{HD_COLUMNS, hd_from_row};
-use crate::{PgStore, count, get, hash, lock, parsed, pg, xact_lock};
+use crate::{PgStore, count, get, hash, lock, numbered, parsed, pg, xact_lock};
 
 fn now_us() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
@@ -553,10 +554,10 @@ impl TaxiiStore for PgStore {
         &self,
         watermark: Position,
         limit: u64,
-    ) -> Result<Vec<(Position, Sha256Hex)>, StoreError> {
+    ) -> Result<Vec<(Position, Sha256Hex, DataType)>, StoreError> {
         self.conn()?
             .query(
-                "SELECT seq, stix_file_hash FROM stix_records WHERE seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT seq, stix_file_hash, stix_type FROM stix_records WHERE seq > $1 ORDER BY seq LIMIT $2",
                 &[
                     &watermark.to_backend(),
                     &(limit.min(i64::MAX as u64) as i64),
@@ -564,8 +565,135 @@ impl TaxiiStore for PgStore {
             )
             .map_err(pg)?
             .iter()
-            .map(|r| Ok((Position::from_backend(get(r, 0)?), hash(r, 1)?)))
+            .map(|r| {
+                Ok((
+                    Position::from_backend(get(r, 0)?),
+                    hash(r, 1)?,
+                    numbered(r, 2, "STIX type", DataType::from_number)?,
+                ))
+            })
             .collect()
+    }
+
+    fn ioc_fold(
+        &self,
+        sightings: &[IocSighting],
+        now_us: i64,
+    ) -> Result<Vec<IocState>, StoreError> {
+        if sightings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        xact_lock(&mut tx, lock::IOCS)?;
+        // The new (indicator, file) pairs, in one statement.
+        let column = |f: &dyn Fn(&IocSighting) -> i64| sightings.iter().map(f).collect::<Vec<_>>();
+        let ids: Vec<&str> = sightings.iter().map(|s| s.indicator.as_str()).collect();
+        let files: Vec<&str> = sightings.iter().map(|s| s.file.as_str()).collect();
+        let confidences: Vec<i16> = sightings
+            .iter()
+            .map(|s| i16::from(s.confidence.get()))
+            .collect();
+        let mut inserted: std::collections::HashSet<(String, String)> = tx
+            .query(
+                "INSERT INTO ioc_sightings (indicator, file_hash, first_us, last_us, count, confidence)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                     $5::bigint[], $6::smallint[])
+                 ON CONFLICT (indicator, file_hash) DO NOTHING
+                 RETURNING indicator, file_hash",
+                &[
+                    &ids,
+                    &files,
+                    &column(&|s| s.first_us),
+                    &column(&|s| s.last_us),
+                    &column(&|s| s.count.min(i64::MAX as u64) as i64),
+                    &confidences,
+                ],
+            )
+            .map_err(pg)?
+            .iter()
+            .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        let mut states: HashMap<String, IocState> = HashMap::new();
+        for r in tx
+            .query(
+                "SELECT indicator, first_us, last_us, files, observations, confidence, modified_us
+                 FROM iocs WHERE indicator = ANY($1)",
+                &[&unique],
+            )
+            .map_err(pg)?
+        {
+            let indicator: String = get(&r, 0)?;
+            let confidence: i16 = get(&r, 5)?;
+            states.insert(
+                indicator.clone(),
+                IocState {
+                    indicator,
+                    first_us: get(&r, 1)?,
+                    last_us: get(&r, 2)?,
+                    files: count(&r, 3)?,
+                    observations: count(&r, 4)?,
+                    confidence: Confidence::from_stored(confidence.into())
+                        .map_err(|e| StoreError::Corrupt(format!("the IOC registry: {e}")))?,
+                    modified_us: get(&r, 6)?,
+                },
+            );
+        }
+        let mut changed: Vec<String> = Vec::new();
+        for s in sightings {
+            // Taken, so that a pair given twice in one call is folded once.
+            if !inserted.remove(&(s.indicator.clone(), s.file.as_str().to_string())) {
+                continue;
+            }
+            states
+                .entry(s.indicator.clone())
+                .or_insert_with(|| IocState::empty(&s.indicator))
+                .fold(s, now_us);
+            changed.push(s.indicator.clone());
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        if !changed.is_empty() {
+            let rows: Vec<&IocState> = changed.iter().map(|id| &states[id]).collect();
+            let big = |f: &dyn Fn(&IocState) -> i64| rows.iter().map(|s| f(s)).collect::<Vec<_>>();
+            tx.execute(
+                "INSERT INTO iocs (indicator, first_us, last_us, files, observations, confidence,
+                     modified_us)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[],
+                     $5::bigint[], $6::smallint[], $7::bigint[])
+                 ON CONFLICT (indicator) DO UPDATE SET first_us = excluded.first_us,
+                     last_us = excluded.last_us, files = excluded.files,
+                     observations = excluded.observations, confidence = excluded.confidence,
+                     modified_us = excluded.modified_us",
+                &[
+                    &changed,
+                    &big(&|s| s.first_us),
+                    &big(&|s| s.last_us),
+                    &big(&|s| s.files.min(i64::MAX as u64) as i64),
+                    &big(&|s| s.observations.min(i64::MAX as u64) as i64),
+                    &rows
+                        .iter()
+                        .map(|s| i16::from(s.confidence.get()))
+                        .collect::<Vec<_>>(),
+                    &big(&|s| s.modified_us),
+                ],
+            )
+            .map_err(pg)?;
+        }
+        tx.commit().map_err(pg)?;
+        let mut order = Vec::with_capacity(unique.len());
+        let mut seen = std::collections::HashSet::new();
+        for s in sightings {
+            if seen.insert(s.indicator.as_str())
+                && let Some(state) = states.remove(&s.indicator)
+            {
+                order.push(state);
+            }
+        }
+        Ok(order)
     }
 
     fn hidden_dangers_after(

@@ -15,6 +15,7 @@ use std::io::Read;
 use sha2::Digest;
 
 use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::ioc::{Confidence, IocSighting, IocState};
 use br_cti_domain::model::{
     CtiRecord, Fence, FileMeta, HiddenDangerFilter, JobKind, JobProgress, JobStatus, LeaseState,
     NewTaxiiObject, Position, Publication, ReportClaim, ReportKey, Step, StepState, StixRecord,
@@ -748,6 +749,78 @@ pub fn taxii_collections_page_and_keep_watermarks(db: &dyn RecordStore) {
     assert!(db.taxii_grants("w").unwrap().is_empty());
 }
 
+/// The IOC registry folds each (indicator, file) sighting once: the same sighting again, in
+/// the same call or a later one, changes nothing; a new one widens the window, raises the
+/// confidence and gives the indicator a `modified` that only grows; states come back in the
+/// order first named.
+pub fn ioc_registry_folds_each_sighting_once(db: &dyn RecordStore) {
+    let s = |id: &str, file: char, first, last, count, c| IocSighting {
+        indicator: format!("indicator--{id}"),
+        file: hash(file),
+        first_us: first,
+        last_us: last,
+        count,
+        confidence: Confidence::new(c).unwrap(),
+    };
+    assert!(db.ioc_fold(&[], 1).unwrap().is_empty());
+    let states = db
+        .ioc_fold(
+            &[
+                s("b", 'a', 100, 200, 3, 70),
+                s("a", 'a', 50, 60, 1, 70),
+                s("b", 'b', 150, 400, 2, 80),
+                // Given twice in one call (two records of one STIX file).
+                s("b", 'b', 150, 400, 2, 80),
+            ],
+            1_000,
+        )
+        .unwrap();
+    let view = |st: &IocState| {
+        (
+            st.indicator.clone(),
+            st.first_us,
+            st.last_us,
+            st.files,
+            st.observations,
+            st.confidence.get(),
+            st.modified_us,
+        )
+    };
+    assert_eq!(
+        states.iter().map(view).collect::<Vec<_>>(),
+        [
+            ("indicator--b".to_string(), 100, 400, 2, 5, 80, 1_001),
+            ("indicator--a".to_string(), 50, 60, 1, 1, 70, 1_000),
+        ]
+    );
+    // Again, later: nothing new, the same states.
+    let again = db
+        .ioc_fold(
+            &[s("a", 'a', 50, 60, 1, 70), s("b", 'a', 100, 200, 3, 70)],
+            9_000,
+        )
+        .unwrap();
+    assert_eq!(
+        again.iter().map(view).collect::<Vec<_>>(),
+        [
+            ("indicator--a".to_string(), 50, 60, 1, 1, 70, 1_000),
+            ("indicator--b".to_string(), 100, 400, 2, 5, 80, 1_001),
+        ]
+    );
+    // A file inside the window with a lower confidence: counted, same version.
+    let inside = db.ioc_fold(&[s("b", 'c', 120, 130, 4, 60)], 9_000).unwrap();
+    assert_eq!(
+        view(&inside[0]),
+        ("indicator--b".to_string(), 100, 400, 3, 9, 80, 1_001)
+    );
+    // A later sighting under a clock that went back: `modified` still grows.
+    let later = db.ioc_fold(&[s("b", 'd', 500, 600, 1, 60)], 10).unwrap();
+    assert_eq!(
+        view(&later[0]),
+        ("indicator--b".to_string(), 100, 600, 4, 10, 80, 1_002)
+    );
+}
+
 /// Blobs are named by the SHA-256 of their bytes; storing them again is deduplicated; a
 /// dropped stage leaves nothing; unknown hashes are absent.
 pub fn blobs_are_content_addressed(store: &dyn BlobStore) {
@@ -942,6 +1015,12 @@ macro_rules! record_store_contract {
             fn summary_counts_what_is_stored() {
                 let store = ($make)();
                 $crate::contract::summary_counts_what_is_stored(&*store);
+            }
+
+            #[test]
+            fn ioc_registry_folds_each_sighting_once() {
+                let store = ($make)();
+                $crate::contract::ioc_registry_folds_each_sighting_once(&*store);
             }
 
             #[test]

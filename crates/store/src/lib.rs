@@ -10,9 +10,10 @@ use std::io::{self, Write};
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::hidden_danger::HiddenDanger;
 use br_cti_domain::io::ReadSeek;
+use br_cti_domain::ioc::{IocSighting, IocState};
 use br_cti_domain::job::JobParams;
 use br_cti_domain::model::*;
-use br_cti_domain::vocab::{IssueLevel, Tlp};
+use br_cti_domain::vocab::{DataType, IssueLevel, Tlp};
 
 /// Content-addressed storage of file bytes: a blob's name is the SHA-256 of its bytes.
 pub trait BlobStore: Send + Sync {
@@ -397,12 +398,20 @@ pub trait TaxiiStore: Send + Sync {
     fn taxii_grant(&self, user: &str, collection: &str) -> Result<(), StoreError>;
     fn taxii_revoke(&self, user: &str, collection: &str) -> Result<bool, StoreError>;
     fn taxii_watermark(&self, source: &str) -> Result<Position, StoreError>;
-    /// STIX files recorded after `watermark` (by record order): `(position, stix_file_hash)`.
+    /// STIX files recorded after `watermark` (by record order): `(position, stix_file_hash,
+    /// the record's dataset type)`.
     fn stix_files_after(
         &self,
         watermark: Position,
         limit: u64,
-    ) -> Result<Vec<(Position, Sha256Hex)>, StoreError>;
+    ) -> Result<Vec<(Position, Sha256Hex, DataType)>, StoreError>;
+    /// The IOC registry ([`br_cti_domain::ioc`]): records each (indicator, file) sighting once
+    /// (a file's bytes never change, so a sighting given again changes nothing) and answers the
+    /// state of every indicator named, in the order first named. An indicator that a new
+    /// sighting changed gets a new `modified_us`: `now_us`, or its last one plus 1 µs if that
+    /// is not earlier. One transaction.
+    fn ioc_fold(&self, sightings: &[IocSighting], now_us: i64)
+    -> Result<Vec<IocState>, StoreError>;
     /// Hidden dangers with a revision recorded after `watermark`: `(position, current record)`.
     fn hidden_dangers_after(
         &self,

@@ -4,6 +4,7 @@
 
 pub mod access;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -15,8 +16,9 @@ use time::format_description::well_known::Rfc3339;
 
 use br_cti_domain::error::Invalid;
 use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::ioc::{Confidence, IndicatorPolicy, IocSighting, IocState};
 use br_cti_domain::model::{NewTaxiiObject, Position};
-use br_cti_domain::time::now_ms;
+use br_cti_domain::time::{now_ms, now_us};
 use br_cti_domain::vocab::Tlp;
 use br_cti_engine::hidden_danger_stix::{self, UnreadableHiddenDanger};
 use br_cti_store::{BlobStore, RecordStore, StoreError};
@@ -140,10 +142,11 @@ pub fn parse_object(v: &Value) -> Result<NewTaxiiObject, Invalid> {
 }
 
 /// `check_object` of an object that is one compact line of a STIX file the node wrote: the
-/// line is stored as it is, instead of being written again from its parsed value.
-fn parse_line(line: &str) -> Result<NewTaxiiObject, String> {
+/// line is stored as it is, instead of being written again from its parsed value (also
+/// answered).
+fn parse_line(line: &str) -> Result<(NewTaxiiObject, Value), String> {
     let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    check_object(&v, Some(line))
+    Ok((check_object(&v, Some(line))?, v))
 }
 
 fn check_object(v: &Value, text: Option<&str>) -> Result<NewTaxiiObject, String> {
@@ -303,11 +306,13 @@ const MAX_DEFER_MS: i64 = 5_000;
 
 impl Publisher {
     /// `hidden_danger_tlp` marks the hidden dangers' STIX of platforms that have no marking of
-    /// their own.
+    /// their own; `indicators` says how long indicators stay valid and how sure each dataset
+    /// type makes the node.
     pub fn start(
         db: Arc<dyn RecordStore>,
         blobs: Arc<dyn BlobStore>,
         hidden_danger_tlp: Tlp,
+        indicators: IndicatorPolicy,
     ) -> Self {
         let busy_until_ms = Arc::new(AtomicI64::new(0));
         let busy = busy_until_ms.clone();
@@ -334,7 +339,7 @@ impl Publisher {
                     // Supervised: a panic in one round is logged like an error, and the
                     // publisher goes on with the next round.
                     let failure = match br_cti_engine::supervise::catch(|| {
-                        publish_once(&*db, &*blobs, hidden_danger_tlp)
+                        publish_once(&*db, &*blobs, hidden_danger_tlp, &indicators)
                     }) {
                         Ok(Ok(true)) => continue,
                         Ok(Ok(false)) => None,
@@ -427,16 +432,33 @@ const FILES_PER_ROUND: u64 = 20;
 /// Objects added to a collection in one transaction (at least one file's).
 const OBJECTS_PER_COMMIT: usize = 20_000;
 
-/// Appends the objects of one dataset STIX file (one per line) to `objects`; a file that is
-/// gone is logged and skipped (its record is still passed by the watermark).
+/// Dataset files read for one transaction: their objects, except the indicators, which go in
+/// as the versions the IOC registry gives them.
+#[derive(Default)]
+struct FileBatch {
+    objects: Vec<NewTaxiiObject>,
+    /// What the files' sightings of indicators say, for the registry.
+    sightings: Vec<IocSighting>,
+    /// Each indicator as the files carry it (one line, the producer epoch's version), by id.
+    indicators: HashMap<String, String>,
+}
+
+/// Adds the objects of one dataset STIX file (one per line) to `batch`; a file that is gone is
+/// logged and skipped (its record is still passed by the watermark). `confidence` is what a
+/// dataset of the file's type says of its indicators.
 fn read_stix_file(
     blobs: &dyn BlobStore,
     hash: &Sha256Hex,
-    objects: &mut Vec<NewTaxiiObject>,
+    confidence: Confidence,
+    batch: &mut FileBatch,
 ) -> Result<(), PublishError> {
     let read = |source| PublishError::Read {
         hash: hash.clone(),
         source,
+    };
+    let bad = |detail| PublishError::Object {
+        hash: hash.clone(),
+        detail,
     };
     let Some(file) = blobs.open(hash).map_err(read)? else {
         tracing::warn!(file = %hash, "STIX file missing: not published");
@@ -444,16 +466,91 @@ fn read_stix_file(
     };
     for line in BufReader::new(file).lines() {
         let line = line.map_err(read)?;
-        if line.trim().is_empty() {
+        let line = line.trim();
+        if line.is_empty() {
             continue;
         }
-        let object = parse_line(line.trim()).map_err(|detail| PublishError::Object {
-            hash: hash.clone(),
-            detail,
-        })?;
-        objects.push(object);
+        let (object, value) = parse_line(line).map_err(bad)?;
+        match object.kind.as_str() {
+            "indicator" => {
+                batch
+                    .indicators
+                    .entry(object.id)
+                    .or_insert_with(|| line.to_string());
+                continue;
+            }
+            "sighting" => {
+                if let Some(s) = indicator_sighting(&value, hash, confidence).map_err(bad)? {
+                    batch.sightings.push(s);
+                }
+            }
+            _ => {}
+        }
+        batch.objects.push(object);
     }
     Ok(())
+}
+
+/// What a file's sighting says of an indicator (`None` for a sighting of anything else).
+fn indicator_sighting(
+    v: &Value,
+    file: &Sha256Hex,
+    confidence: Confidence,
+) -> Result<Option<IocSighting>, String> {
+    let Some(of) = v
+        .get("sighting_of_ref")
+        .and_then(Value::as_str)
+        .filter(|r| r.starts_with("indicator--"))
+    else {
+        return Ok(None);
+    };
+    let time = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .and_then(parse_us)
+            .ok_or_else(|| format!("the sighting of {of} has no `{k}` timestamp"))
+    };
+    // Rows without a time of their own (and a request without `observed_time`) are dated at
+    // the Unix epoch in the file: to the registry, they were seen when it first records them.
+    let (first, last) = (time("first_seen")?, time("last_seen")?);
+    let now = now_us();
+    let last_us = if last > 0 { last } else { now };
+    let first_us = if first > 0 { first } else { last_us };
+    Ok(Some(IocSighting {
+        indicator: of.to_string(),
+        file: file.clone(),
+        first_us,
+        last_us,
+        count: v.get("count").and_then(Value::as_u64).unwrap_or(1),
+        confidence,
+    }))
+}
+
+/// The version of an indicator that a registry state describes: the files' indicator (one
+/// line) with `modified` the state's, `valid_from` its first sighting, `valid_until` its last
+/// plus the policy's validity, and `confidence` the highest of its datasets' types.
+fn indicator_version(
+    line: &str,
+    state: &IocState,
+    policy: &IndicatorPolicy,
+) -> Result<NewTaxiiObject, PublishError> {
+    let own = |detail: String| PublishError::Own(Invalid(detail));
+    let mut v: serde_json::Map<String, Value> =
+        serde_json::from_str(line).map_err(|e| own(e.to_string()))?;
+    let created = v
+        .get("created")
+        .and_then(Value::as_str)
+        .and_then(parse_us)
+        .ok_or_else(|| own(format!("indicator {} has no `created`", state.indicator)))?;
+    let stamp = |us: i64| Value::String(format_us(us));
+    v.insert("modified".into(), stamp(state.modified_us.max(created)));
+    v.insert("valid_from".into(), stamp(state.first_us));
+    v.insert(
+        "valid_until".into(),
+        stamp(state.last_us.saturating_add(policy.valid_for_us())),
+    );
+    v.insert("confidence".into(), Value::from(state.confidence.get()));
+    parse_object(&Value::Object(v)).map_err(PublishError::Own)
 }
 
 /// One round; true when there may be more to do at once.
@@ -461,6 +558,7 @@ fn publish_once(
     db: &dyn RecordStore,
     blobs: &dyn BlobStore,
     hidden_danger_tlp: Tlp,
+    indicators: &IndicatorPolicy,
 ) -> Result<bool, PublishError> {
     let mut busy = false;
     let mark = db.taxii_watermark(SOURCE_DATASETS)?;
@@ -474,17 +572,18 @@ fn publish_once(
     std::thread::scope(|scope| -> Result<(), PublishError> {
         let (batches, received) = std::sync::mpsc::sync_channel(0);
         scope.spawn(move || {
-            let mut objects = Vec::new();
+            let mut batch = FileBatch::default();
             let mut last = None;
-            for (position, hash) in files {
-                if let Err(e) = read_stix_file(blobs, &hash, &mut objects) {
+            for (position, hash, data_type) in files {
+                let confidence = indicators.confidence(data_type);
+                if let Err(e) = read_stix_file(blobs, &hash, confidence, &mut batch) {
                     let _ = batches.send(Err(e));
                     return;
                 }
                 last = Some(position);
-                if objects.len() >= OBJECTS_PER_COMMIT {
+                if batch.objects.len() >= OBJECTS_PER_COMMIT {
                     if batches
-                        .send(Ok((std::mem::take(&mut objects), position)))
+                        .send(Ok((std::mem::take(&mut batch), position)))
                         .is_err()
                     {
                         // The writer stopped on an error: it reports it.
@@ -494,11 +593,33 @@ fn publish_once(
                 }
             }
             if let Some(position) = last {
-                let _ = batches.send(Ok((objects, position)));
+                let _ = batches.send(Ok((batch, position)));
             }
         });
         for batch in received {
-            let (objects, position) = batch?;
+            let (batch, position) = batch?;
+            let FileBatch {
+                mut objects,
+                sightings,
+                indicators: mut lines,
+            } = batch;
+            // The registry first: if the add below fails, the round is read again, the
+            // registry (which folds each sighting once) answers the same states, and the same
+            // versions go in.
+            for state in db.ioc_fold(&sightings, now_us())? {
+                if let Some(line) = lines.remove(&state.indicator) {
+                    objects.push(indicator_version(&line, &state, indicators)?);
+                }
+            }
+            // An indicator no sighting of its file names (not written by this node's
+            // conversions) goes in as the file carries it.
+            for (_, line) in lines {
+                objects.push(
+                    parse_line(&line)
+                        .map_err(|d| PublishError::Own(Invalid(d)))?
+                        .0,
+                );
+            }
             db.taxii_add(&datasets_id(), &objects, Some((SOURCE_DATASETS, position)))?;
         }
         Ok(())
@@ -578,5 +699,81 @@ mod tests {
         assert!(parse_object(&bad).is_err());
         assert!(parse_object(&json!([1])).is_err());
         assert!(parse_object(&json!({"type": "Bad_Type", "id": "x"})).is_err());
+    }
+
+    #[test]
+    fn sightings_of_indicators_feed_the_registry_and_undated_ones_count_from_now() {
+        let file = Sha256Hex::parse(&"a".repeat(64)).unwrap();
+        let c = Confidence::new(80).unwrap();
+        let sighting = |of: &str, first: &str, last: &str| {
+            json!({"type": "sighting", "sighting_of_ref": of, "first_seen": first,
+                "last_seen": last, "count": 4})
+        };
+        let ind = "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f";
+        let s = indicator_sighting(
+            &sighting(ind, "2024-06-01T10:00:00Z", "2024-06-02T10:00:00Z"),
+            &file,
+            c,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (s.first_us, s.last_us, s.count, s.confidence),
+            (1_717_236_000_000_000, 1_717_322_400_000_000, 4, c)
+        );
+        // A sighting of an attack pattern is not the registry's.
+        let attack = "attack-pattern--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f";
+        assert_eq!(
+            indicator_sighting(
+                &sighting(attack, "2024-06-01T10:00:00Z", "2024-06-01T10:00:00Z"),
+                &file,
+                c
+            ),
+            Ok(None)
+        );
+        // Rows without a time: dated when the registry records them.
+        let before = now_us();
+        let s = indicator_sighting(
+            &sighting(ind, "1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z"),
+            &file,
+            c,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(s.first_us >= before && s.first_us == s.last_us, "{s:?}");
+        let missing = indicator_sighting(&json!({"sighting_of_ref": ind}), &file, c);
+        assert!(missing.unwrap_err().contains("`first_seen`"));
+    }
+
+    #[test]
+    fn an_indicator_version_carries_the_registry_state() {
+        let line = r#"{"type":"indicator","spec_version":"2.1","id":"indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f","created":"2026-11-23T00:00:00.000Z","modified":"2026-11-23T00:00:00.000Z","pattern":"[ipv4-addr:value = '8.8.8.8']","pattern_type":"stix","valid_from":"2026-11-23T00:00:00.000Z","object_marking_refs":["marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb"]}"#;
+        let state = IocState {
+            indicator: "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f".into(),
+            first_us: 1_717_236_000_000_000,
+            last_us: 1_717_322_400_000_000,
+            files: 2,
+            observations: 9,
+            confidence: Confidence::new(75).unwrap(),
+            modified_us: 1_796_000_000_123_456,
+        };
+        let policy = IndicatorPolicy::default().with_valid_days(2).unwrap();
+        let v = indicator_version(line, &state, &policy).unwrap();
+        assert_eq!(v.version_us, 1_796_000_000_123_456);
+        assert_eq!(v.tlp, Tlp::Green);
+        let o: Value = serde_json::from_str(&v.object).unwrap();
+        assert_eq!(o["created"], "2026-11-23T00:00:00.000Z");
+        assert_eq!(o["modified"], "2026-11-30T00:53:20.123456Z");
+        assert_eq!(o["valid_from"], "2024-06-01T10:00:00.000000Z");
+        assert_eq!(o["valid_until"], "2024-06-04T10:00:00.000000Z");
+        assert_eq!(o["confidence"], 75);
+        assert_eq!(o["pattern"], "[ipv4-addr:value = '8.8.8.8']");
+        // A clock before the producer epoch never makes `modified` precede `created`.
+        let early = IocState {
+            modified_us: 1_000,
+            ..state
+        };
+        let v = indicator_version(line, &early, &policy).unwrap();
+        assert_eq!(v.version, "2026-11-23T00:00:00.000000Z");
     }
 }
