@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::vocab::{DataType, IndicatorRule, IndicatorType, Tlp};
 use br_cti_engine::convert::{self, Batch, BatchSink, FileStore, Mapping, Settings, StoredFile};
+use br_cti_engine::grouping::{FileTitle, GroupingSpool};
 
 /// `br-cti convert`: a dataset to STIX 2.1 offline, as JSON Lines files named by their SHA-256
 /// or as one bundle.
@@ -149,6 +150,8 @@ struct DirSink {
 /// Writes every object once into one bundle.
 struct BundleSink {
     writer: Option<stix::BundleWriter<BufWriter<File>>>,
+    /// The ids of what was written, for the bundle's grouping.
+    grouping: GroupingSpool,
     seen: HashSet<String>,
     written: u64,
     bar: ProgressBar,
@@ -193,6 +196,7 @@ impl BatchSink for BundleSink {
             let unique = id.starts_with("observed-data--") || id.starts_with("sighting--");
             if unique || self.seen.insert(id.to_string()) {
                 writer.write_raw(line)?;
+                self.grouping.note_line(line)?;
                 self.written += 1;
             }
         }
@@ -260,6 +264,7 @@ pub(crate) fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
             );
             let mut sink = BundleSink {
                 writer: Some(stix::BundleWriter::begin(BufWriter::new(file), &bundle_id)?),
+                grouping: GroupingSpool::new().context("creating a temporary file")?,
                 seen: HashSet::new(),
                 written: 0,
                 bar: bar.clone(),
@@ -267,12 +272,29 @@ pub(crate) fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
             };
             let summary = convert::convert(open()?, &settings, 0, &NoFiles, &mut sink)
                 .with_context(|| args.file.display().to_string())?;
-            let mut out = sink.writer.take().expect("open").finish()?;
+            // The bundle's grouping, named after the input file.
+            let mut writer = sink.writer.take().expect("open");
+            let source = Sha256Hex::parse(&source_hash).context("the input's hash")?;
+            let dataset = args.file.file_name().map(|n| n.to_string_lossy());
+            let title = FileTitle {
+                dataset: dataset.as_deref(),
+                cti_name: None,
+                source: &source,
+                batch: None,
+                data_type: args.data_type,
+            };
+            let grouped = u64::from(sink.grouping.refs() > 0);
+            std::mem::replace(&mut sink.grouping, GroupingSpool::new()?).write_into(
+                &mut writer,
+                &bundle_id,
+                &title,
+            )?;
+            let mut out = writer.finish()?;
             out.flush()?;
             out.get_ref().sync_all()?;
-            // One bundle, each object once.
+            // One bundle, each object once, and its grouping.
             convert::ConvertSummary {
-                objects: sink.written,
+                objects: sink.written + grouped,
                 files: 1,
                 ..summary
             }

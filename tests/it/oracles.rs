@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Converts `input` with the CLI into a fresh folder and returns the JSON Lines files.
 fn convert(input: &Path, compress: u32) -> Vec<PathBuf> {
@@ -328,6 +328,12 @@ fn misp_stix_imports_and_flags_the_indicators() {
     let report = run_oracle("misp.py", &bundles);
     assert_eq!(report["errors"], Value::Array(vec![]), "{report}");
     assert_eq!(report["bundles"], 2);
+    // Each bundle's grouping names its event after the dataset (not a bundle id).
+    assert_eq!(
+        report["events"],
+        json!(["honeypot-sample.jsonl", "honeypot_1050.jsonl"]),
+        "{report}"
+    );
     let flagged: std::collections::BTreeSet<String> = report["to_ids"]
         .as_array()
         .unwrap()

@@ -75,9 +75,33 @@ fn full_flow_on_the_honeypot_sample() {
         );
         let bundle: Value = resp.json().unwrap();
         assert_eq!(bundle["type"], "bundle");
+        let in_bundle = bundle["objects"].as_array().unwrap();
+        assert_eq!(in_bundle.len(), text.lines().count() + 1);
+        // And a grouping named after the dataset, listing every object but the definitions.
+        let grouping = in_bundle.last().unwrap();
+        assert_eq!(grouping["type"], "grouping");
+        let batch = r["batch"].as_u64().unwrap_or_else(|| panic!("{r}"));
         assert_eq!(
-            bundle["objects"].as_array().unwrap().len(),
-            text.lines().count()
+            grouping["name"],
+            format!("honeypot.txt, STIX file {}", batch + 1)
+        );
+        let data: Vec<&Value> = in_bundle[..in_bundle.len() - 1]
+            .iter()
+            .filter(|o| o["type"] != "marking-definition" && o["type"] != "extension-definition")
+            .map(|o| &o["id"])
+            .collect();
+        assert_eq!(
+            grouping["object_refs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            data
+        );
+        assert_eq!(
+            grouping["object_marking_refs"],
+            json!(["marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb"]),
+            "the data's TLP:GREEN"
         );
         let od = bundle["objects"]
             .as_array()

@@ -807,6 +807,7 @@ mod process {
 /// validity, and `confidence` the highest of its datasets' types. Pages give the latest
 /// version; `match[version]=all` and the versions endpoint give every one. A dataset that
 /// adds nothing to what is known (inside the window, no higher confidence) adds no version.
+/// Each file comes with a grouping named after its dataset.
 #[test]
 fn an_ioc_seen_again_is_a_new_version_of_one_indicator() {
     let n = node(&[
@@ -866,6 +867,17 @@ fn an_ioc_seen_again_is_a_new_version_of_one_indicator() {
         2,
     );
     let first = next_version(None);
+    // The file's grouping names the dataset and lists its objects, the indicator among them.
+    let groupings = get("objects/?match[type]=grouping")["objects"].clone();
+    assert_eq!(groupings.as_array().map(Vec::len), Some(1), "{groupings}");
+    assert_eq!(groupings[0]["name"], "honeypot.csv, STIX file 1");
+    assert!(
+        groupings[0]["object_refs"]
+            .as_array()
+            .unwrap()
+            .contains(&first["id"]),
+        "{groupings}"
+    );
     assert_eq!(first["created"], "2026-11-23T00:00:00.000Z", "{first}");
     assert_eq!(
         first["valid_from"], "2024-06-01T10:00:00.000000Z",

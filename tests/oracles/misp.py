@@ -2,9 +2,10 @@
 """Imports STIX 2.1 bundles into MISP events with misp-stix (the MISP project's converter), as a
 MISP instance would, and reports what it made of them.
 
-Prints {"bundles", "errors": [first 20], "warnings": n, "attributes": n, "to_ids": [values]}
-(attributes of the events and of their objects; `to_ids` are the values MISP would use for
-detection) and exits 1 on any error."""
+Prints {"bundles", "errors": [first 20], "warnings": n, "attributes": n, "to_ids": [values],
+"events": [titles]} (attributes of the events and of their objects; `to_ids` are the values MISP
+would use for detection; `events` the `info` of each event made, in order) and exits 1 on any
+error."""
 import json
 import sys
 
@@ -13,7 +14,7 @@ from stix2.parsing import parse as stix2_parse
 
 
 def main(paths):
-    out = {"bundles": 0, "errors": [], "warnings": 0, "attributes": 0, "to_ids": []}
+    out = {"bundles": 0, "errors": [], "warnings": 0, "attributes": 0, "to_ids": [], "events": []}
     to_ids = set()
     for path in paths:
         with open(path, encoding="utf-8") as fp:
@@ -29,6 +30,7 @@ def main(paths):
         out["warnings"] += sum(len(v) for v in parser.warnings.values())
         events = parser.misp_events if isinstance(parser.misp_events, list) else [parser.misp_event]
         for event in events:
+            out["events"].append(event.info)
             attributes = list(event.attributes)
             for obj in event.objects:
                 attributes.extend(obj.attributes)

@@ -371,6 +371,18 @@ pub struct HiddenDangerFilter {
     pub ip: Option<String>,
 }
 
+/// A STIX file as the TAXII publisher follows them: where its record stands in the
+/// publisher's order, and what names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedStixFile {
+    pub position: Position,
+    pub stix_file_hash: Sha256Hex,
+    pub source_file_hash: Sha256Hex,
+    /// Its place among its conversion's files (0-based).
+    pub batch: u64,
+    pub data_type: DataType,
+}
+
 /// An object to add to a TAXII collection.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewTaxiiObject {

@@ -6,6 +6,7 @@
 pub mod convert;
 pub mod cti;
 pub mod dataset;
+pub mod grouping;
 pub mod hidden_danger_stix;
 mod producer;
 pub mod supervise;

@@ -21,6 +21,7 @@ use br_cti_app::jobs::progress::Figures;
 use br_cti_domain::job::StixParams;
 use br_cti_domain::model::{Job, JobKind, JobStatus, StixRecord};
 use br_cti_domain::vocab::{DataType, IndicatorRule, IndicatorType, Numbered, Tlp, Worded};
+use br_cti_engine::grouping::{FileTitle, GroupingSpool};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -718,7 +719,7 @@ pub(crate) async fn stix_file_content(
         }
     };
     let st = state.clone();
-    let (record, input) = blocking("reading the STIX file", move || {
+    let (record, input, names) = blocking("reading the STIX file", move || {
         let record = st
             .meta
             .stix_record(&source, &stix_hash)
@@ -726,6 +727,22 @@ pub(crate) async fn stix_file_content(
             .ok_or_else(|| {
                 ApiError::bad_request(format!("file {source} has no STIX file {stix_hash}"))
             })?;
+        // What names the bundle's grouping: the dataset and its CTI record, once one exists.
+        let names = if bundle {
+            let dataset = st
+                .meta
+                .file(&source)
+                .map_err(|e| store_error("reading the dataset's record", e))?
+                .and_then(|f| f.original_name);
+            let cti = st
+                .meta
+                .cti_record(&source, &stix_hash)
+                .map_err(|e| store_error("reading the CTI record", e))?
+                .map(|c| c.cti_name);
+            (dataset, cti)
+        } else {
+            (None, None)
+        };
         let input = st
             .blobs
             .open(&stix_hash)
@@ -736,7 +753,7 @@ pub(crate) async fn stix_file_content(
                     format!("blob {stix_hash} is missing"),
                 )
             })?;
-        Ok((record, input))
+        Ok((record, input, names))
     })
     .await?;
     let name = format!(
@@ -748,12 +765,22 @@ pub(crate) async fn stix_file_content(
         let bundle_id = stix::objects::bundle_id(record.stix_file_hash.as_str().as_bytes());
         let body = blocking_body(move |w| {
             let mut out = stix::BundleWriter::begin(w, &bundle_id)?;
+            let mut grouping = GroupingSpool::new()?;
             for line in BufReader::new(input).split(b'\n') {
                 let line = line?;
                 if !line.trim_ascii().is_empty() {
                     out.write_raw(&line)?;
+                    grouping.note_line(&line)?;
                 }
             }
+            let title = FileTitle {
+                dataset: names.0.as_deref(),
+                cti_name: names.1.as_deref(),
+                source: &record.source_file_hash,
+                batch: Some(record.batch),
+                data_type: record.stix_type,
+            };
+            grouping.write_into(&mut out, record.stix_file_hash.as_str(), &title)?;
             out.finish().map(|_| ())
         });
         let ct = if shown {

@@ -11,11 +11,10 @@ use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use crate::sqlite::SqliteStore;
 use crate::sqlite::{HD_COLUMNS, hash, hd_from_row, numbered, parsed, sql, taxii_key, write_tx};
-use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::ioc::{Confidence, IocSighting, IocState};
 use br_cti_domain::model::{
-    NewTaxiiObject, Position, StoredHiddenDanger, TaxiiObject, TaxiiQuery, TaxiiStatus,
-    VersionMatch,
+    NewTaxiiObject, Position, RecordedStixFile, StoredHiddenDanger, TaxiiObject, TaxiiQuery,
+    TaxiiStatus, VersionMatch,
 };
 use br_cti_domain::vocab::{DataType, Tlp};
 use br_cti_store::{StoreError, TaxiiStore};
@@ -441,20 +440,24 @@ impl TaxiiStore for SqliteStore {
         &self,
         watermark: Position,
         limit: u64,
-    ) -> Result<Vec<(Position, Sha256Hex, DataType)>, StoreError> {
+    ) -> Result<Vec<RecordedStixFile>, StoreError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT rowid, stix_file_hash, stix_type FROM stix_records WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+                "SELECT rowid, stix_file_hash, stix_type, source_file_hash, batch FROM stix_records
+                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             ).map_err(sql)?;
-            stmt
-                .query_map(params![watermark.to_backend(), limit as i64], |r| {
-                    Ok((
-                        Position::from_backend(r.get(0)?),
-                        hash(r, 1)?,
-                        numbered(r, 2, "STIX type", DataType::from_number)?,
-                    ))
-                }).map_err(sql)?
-                .collect::<Result<_, _>>().map_err(sql)
+            stmt.query_map(params![watermark.to_backend(), limit as i64], |r| {
+                Ok(RecordedStixFile {
+                    position: Position::from_backend(r.get(0)?),
+                    stix_file_hash: hash(r, 1)?,
+                    data_type: numbered(r, 2, "STIX type", DataType::from_number)?,
+                    source_file_hash: hash(r, 3)?,
+                    batch: r.get::<_, i64>(4)? as u64,
+                })
+            })
+            .map_err(sql)?
+            .collect::<Result<_, _>>()
+            .map_err(sql)
         })
     }
 

@@ -7,11 +7,10 @@ use std::collections::HashMap;
 
 use postgres::types::ToSql;
 
-use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::ioc::{Confidence, IocSighting, IocState};
 use br_cti_domain::model::{
-    NewTaxiiObject, Position, StoredHiddenDanger, TaxiiObject, TaxiiQuery, TaxiiStatus,
-    VersionMatch,
+    NewTaxiiObject, Position, RecordedStixFile, StoredHiddenDanger, TaxiiObject, TaxiiQuery,
+    TaxiiStatus, VersionMatch,
 };
 use br_cti_domain::vocab::{DataType, Tlp};
 use br_cti_store::{StoreError, TaxiiStore};
@@ -554,10 +553,11 @@ impl TaxiiStore for PgStore {
         &self,
         watermark: Position,
         limit: u64,
-    ) -> Result<Vec<(Position, Sha256Hex, DataType)>, StoreError> {
+    ) -> Result<Vec<RecordedStixFile>, StoreError> {
         self.conn()?
             .query(
-                "SELECT seq, stix_file_hash, stix_type FROM stix_records WHERE seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT seq, stix_file_hash, stix_type, source_file_hash, batch FROM stix_records
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
                 &[
                     &watermark.to_backend(),
                     &(limit.min(i64::MAX as u64) as i64),
@@ -566,11 +566,13 @@ impl TaxiiStore for PgStore {
             .map_err(pg)?
             .iter()
             .map(|r| {
-                Ok((
-                    Position::from_backend(get(r, 0)?),
-                    hash(r, 1)?,
-                    numbered(r, 2, "STIX type", DataType::from_number)?,
-                ))
+                Ok(RecordedStixFile {
+                    position: Position::from_backend(get(r, 0)?),
+                    stix_file_hash: hash(r, 1)?,
+                    data_type: numbered(r, 2, "STIX type", DataType::from_number)?,
+                    source_file_hash: hash(r, 3)?,
+                    batch: count(r, 4)?,
+                })
             })
             .collect()
     }

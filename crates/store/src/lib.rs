@@ -13,7 +13,7 @@ use br_cti_domain::io::ReadSeek;
 use br_cti_domain::ioc::{IocSighting, IocState};
 use br_cti_domain::job::JobParams;
 use br_cti_domain::model::*;
-use br_cti_domain::vocab::{DataType, IssueLevel, Tlp};
+use br_cti_domain::vocab::{IssueLevel, Tlp};
 
 /// Content-addressed storage of file bytes: a blob's name is the SHA-256 of its bytes.
 pub trait BlobStore: Send + Sync {
@@ -398,13 +398,12 @@ pub trait TaxiiStore: Send + Sync {
     fn taxii_grant(&self, user: &str, collection: &str) -> Result<(), StoreError>;
     fn taxii_revoke(&self, user: &str, collection: &str) -> Result<bool, StoreError>;
     fn taxii_watermark(&self, source: &str) -> Result<Position, StoreError>;
-    /// STIX files recorded after `watermark` (by record order): `(position, stix_file_hash,
-    /// the record's dataset type)`.
+    /// STIX files recorded after `watermark` (by record order).
     fn stix_files_after(
         &self,
         watermark: Position,
         limit: u64,
-    ) -> Result<Vec<(Position, Sha256Hex, DataType)>, StoreError>;
+    ) -> Result<Vec<RecordedStixFile>, StoreError>;
     /// The IOC registry ([`br_cti_domain::ioc`]): records each (indicator, file) sighting once
     /// (a file's bytes never change, so a sighting given again changes nothing) and answers the
     /// state of every indicator named, in the order first named. An indicator that a new

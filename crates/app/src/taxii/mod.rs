@@ -17,9 +17,10 @@ use time::format_description::well_known::Rfc3339;
 use br_cti_domain::error::Invalid;
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::ioc::{Confidence, IndicatorPolicy, IocSighting, IocState};
-use br_cti_domain::model::{NewTaxiiObject, Position};
+use br_cti_domain::model::{NewTaxiiObject, Position, RecordedStixFile};
 use br_cti_domain::time::{now_ms, now_us};
 use br_cti_domain::vocab::Tlp;
+use br_cti_engine::grouping;
 use br_cti_engine::hidden_danger_stix::{self, UnreadableHiddenDanger};
 use br_cti_store::{BlobStore, RecordStore, StoreError};
 
@@ -443,15 +444,17 @@ struct FileBatch {
     indicators: HashMap<String, String>,
 }
 
-/// Adds the objects of one dataset STIX file (one per line) to `batch`; a file that is gone is
-/// logged and skipped (its record is still passed by the watermark). `confidence` is what a
-/// dataset of the file's type says of its indicators.
+/// Adds the objects of one dataset STIX file (one per line) to `batch`, and its grouping named
+/// after the dataset; a file that is gone is logged and skipped (its record is still passed by
+/// the watermark). `confidence` is what a dataset of the file's type says of its indicators.
 fn read_stix_file(
+    db: &dyn RecordStore,
     blobs: &dyn BlobStore,
-    hash: &Sha256Hex,
+    file: &RecordedStixFile,
     confidence: Confidence,
     batch: &mut FileBatch,
 ) -> Result<(), PublishError> {
+    let hash = &file.stix_file_hash;
     let read = |source| PublishError::Read {
         hash: hash.clone(),
         source,
@@ -460,17 +463,30 @@ fn read_stix_file(
         hash: hash.clone(),
         detail,
     };
-    let Some(file) = blobs.open(hash).map_err(read)? else {
+    let Some(input) = blobs.open(hash).map_err(read)? else {
         tracing::warn!(file = %hash, "STIX file missing: not published");
         return Ok(());
     };
-    for line in BufReader::new(file).lines() {
+    let mut refs: Vec<String> = Vec::new();
+    let mut tlp: Option<Tlp> = None;
+    for line in BufReader::new(input).lines() {
         let line = line.map_err(read)?;
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
         let (object, value) = parse_line(line).map_err(bad)?;
+        if grouping::grouped(&object.kind) {
+            refs.push(object.id.clone());
+            let marked = value
+                .get("object_marking_refs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str().and_then(Tlp::from_marking_id))
+                .max();
+            tlp = tlp.max(marked);
+        }
         match object.kind.as_str() {
             "indicator" => {
                 batch
@@ -487,6 +503,23 @@ fn read_stix_file(
             _ => {}
         }
         batch.objects.push(object);
+    }
+    if !refs.is_empty() {
+        let dataset = db
+            .file(&file.source_file_hash)?
+            .and_then(|f| f.original_name);
+        let title = grouping::FileTitle {
+            dataset: dataset.as_deref(),
+            cti_name: None,
+            source: &file.source_file_hash,
+            batch: Some(file.batch),
+            data_type: file.data_type,
+        };
+        let mut head = grouping::grouping_head(hash.as_str(), &title, tlp);
+        head.insert("object_refs".into(), Value::from(refs));
+        batch
+            .objects
+            .push(parse_object(&Value::Object(head)).map_err(PublishError::Own)?);
     }
     Ok(())
 }
@@ -574,12 +607,13 @@ fn publish_once(
         scope.spawn(move || {
             let mut batch = FileBatch::default();
             let mut last = None;
-            for (position, hash, data_type) in files {
-                let confidence = indicators.confidence(data_type);
-                if let Err(e) = read_stix_file(blobs, &hash, confidence, &mut batch) {
+            for file in files {
+                let confidence = indicators.confidence(file.data_type);
+                if let Err(e) = read_stix_file(db, blobs, &file, confidence, &mut batch) {
                     let _ = batches.send(Err(e));
                     return;
                 }
+                let position = file.position;
                 last = Some(position);
                 if batch.objects.len() >= OBJECTS_PER_COMMIT {
                     if batches
