@@ -818,13 +818,19 @@ fn an_ioc_seen_again_is_a_new_version_of_one_indicator() {
     ]);
     let datasets = uuid5("datasets");
     let pattern = "[ipv4-addr:value = '8.8.8.8']";
-    let convert = |csv: &str, name: &str, stix_type: u8| {
+    let convert_with = |csv: &str, name: &str, stix_type: u8, valid_days: Option<u32>| {
         let hash = n.server.upload_ok(csv.as_bytes(), name);
-        let v = n
-            .server
-            .start_stix(&json!({"file_hash": hash, "stix_type": stix_type}));
+        let mut body = json!({"file_hash": hash, "stix_type": stix_type});
+        if let Some(days) = valid_days {
+            body["stix_indicator_valid_days"] = json!(days);
+        }
+        let v = n.server.start_stix(&body);
         assert_eq!(v["code"], 200, "{v}");
         n.server.wait_stix(&hash);
+        hash
+    };
+    let convert = |csv: &str, name: &str, stix_type: u8| {
+        convert_with(csv, name, stix_type, None);
     };
     let get = |rest: &str| -> Value {
         let resp = taxii_get(
@@ -954,10 +960,35 @@ fn an_ioc_seen_again_is_a_new_version_of_one_indicator() {
         json!([first["modified"], second["modified"]]),
         "{listed}"
     );
-    // Both versions pass the OASIS validator.
+    // A conversion that asks its indicators to stay valid 60 days: inside the window, but a
+    // later `valid_until`, so a new version.
+    let hash = convert_with(
+        "time,src,dst\n2024-06-02T00:00:00Z,8.8.8.8,192.0.2.11\n",
+        "long.csv",
+        3,
+        Some(60),
+    );
+    let third = next_version(Some(&second));
+    assert_eq!(
+        third["valid_from"], "2024-06-01T10:00:00.000000Z",
+        "{third}"
+    );
+    assert_eq!(
+        third["valid_until"], "2024-08-01T00:00:00.000000Z",
+        "{third}"
+    );
+    assert_eq!(third["confidence"], 90, "{third}");
+    // The field is bounded and named.
+    for bad in [json!(0), json!(3651), json!("many")] {
+        let v = n
+            .server
+            .start_stix(&json!({"file_hash": hash, "stix_indicator_valid_days": bad}));
+        assert_error(&v, "stix_indicator_valid_days");
+    }
+    // Every version passes the OASIS validator.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("versions.jsonl");
-    std::fs::write(&path, format!("{first}\n{second}\n")).unwrap();
+    std::fs::write(&path, format!("{first}\n{second}\n{third}\n")).unwrap();
     let report = validate_stix(&[path]);
     assert_eq!(report["errors"], json!([]), "{report}");
 }

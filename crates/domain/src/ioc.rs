@@ -27,6 +27,9 @@ pub struct IocSighting {
     pub count: u64,
     /// How sure a dataset of this file's type makes the node (0-100).
     pub confidence: Confidence,
+    /// Until when this sighting makes the indicator valid: `last_us` plus the validity its
+    /// conversion asked for (or the node's), microseconds.
+    pub valid_until_us: i64,
 }
 
 /// The registry's state of one indicator: everything the files that sighted it say, folded.
@@ -41,6 +44,8 @@ pub struct IocState {
     pub observations: u64,
     /// The highest confidence of those files' types.
     pub confidence: Confidence,
+    /// The latest `valid_until_us` of its sightings.
+    pub valid_until_us: i64,
     /// The `modified` of its current version (grew with each change), microseconds.
     pub modified_us: i64,
 }
@@ -55,21 +60,25 @@ impl IocState {
             files: 0,
             observations: 0,
             confidence: Confidence(0),
+            valid_until_us: i64::MIN,
             modified_us: i64::MIN,
         }
     }
 
     /// Folds in a sighting not folded before. When what the indicator's version says changes
-    /// (its first or last sighting, its confidence; or it is new), `modified_us` becomes
-    /// `now_us`, or the last one plus 1 µs if that is not earlier, and the answer is true.
+    /// (its first sighting, its validity, its confidence; or it is new), `modified_us`
+    /// becomes `now_us`, or the last one plus 1 µs if that is not earlier, and the answer is
+    /// true.
     pub fn fold(&mut self, s: &IocSighting, now_us: i64) -> bool {
-        let before = (self.first_us, self.last_us, self.confidence);
+        let said = |st: &IocState| (st.first_us, st.valid_until_us, st.confidence);
+        let before = said(self);
         self.first_us = self.first_us.min(s.first_us);
         self.last_us = self.last_us.max(s.last_us);
+        self.valid_until_us = self.valid_until_us.max(s.valid_until_us);
         self.confidence = self.confidence.max(s.confidence);
         self.files += 1;
         self.observations = self.observations.saturating_add(s.count);
-        let changed = self.files == 1 || before != (self.first_us, self.last_us, self.confidence);
+        let changed = self.files == 1 || before != said(self);
         if changed {
             self.modified_us = now_us.max(self.modified_us.saturating_add(1));
         }
@@ -159,9 +168,10 @@ impl IndicatorPolicy {
         self
     }
 
-    /// How long after its last sighting an indicator stays valid, microseconds.
-    pub fn valid_for_us(&self) -> i64 {
-        i64::from(self.valid_days) * 86_400 * 1_000_000
+    /// How long after its last sighting an indicator stays valid, microseconds: `days` when a
+    /// conversion asked for them, else the node's.
+    pub fn valid_for_us(&self, days: Option<u32>) -> i64 {
+        i64::from(days.unwrap_or(self.valid_days)) * 86_400 * 1_000_000
     }
 }
 
@@ -207,7 +217,8 @@ mod tests {
         let p = IndicatorPolicy::default();
         assert_eq!(p.confidence(DataType::Honeypot).get(), 80);
         assert_eq!(p.confidence(DataType::OpenSource).get(), 60);
-        assert_eq!(p.valid_for_us(), 30 * 86_400_000_000);
+        assert_eq!(p.valid_for_us(None), 30 * 86_400_000_000);
+        assert_eq!(p.valid_for_us(Some(2)), 2 * 86_400_000_000);
         let p = p
             .with_confidence(DataType::OpenSource, Confidence::new(95).unwrap())
             .with_valid_days(7)
@@ -233,6 +244,7 @@ mod tests {
             last_us: last,
             count,
             confidence: Confidence(c),
+            valid_until_us: last + 10,
         };
         let mut state = IocState::empty("indicator--1");
         assert!(state.fold(&s('a', 100, 200, 3, 60), 1_000));
@@ -256,7 +268,15 @@ mod tests {
         assert!(state.fold(&s('c', 150, 300, 1, 80), 500));
         assert_eq!(state.modified_us, 1_001);
         assert_eq!((state.first_us, state.last_us), (100, 300));
+        assert_eq!(state.valid_until_us, 310);
         assert_eq!(state.confidence, Confidence(80));
+        // A sighting inside the window that asks for a longer validity: a new version.
+        let longer = IocSighting {
+            valid_until_us: 900,
+            ..s('d', 200, 250, 1, 10)
+        };
+        assert!(state.fold(&longer, 600));
+        assert_eq!((state.last_us, state.valid_until_us), (300, 900));
     }
 
     #[test]

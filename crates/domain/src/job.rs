@@ -35,6 +35,11 @@ pub struct StixParams {
     /// The TLP marking of every object; `None`: unmarked (jobs saved before markings).
     #[serde(default)]
     pub tlp: Option<Tlp>,
+    /// Days its indicators stay valid after their last sighting in this conversion's files
+    /// (read by the TAXII publisher, not written into the files); `None`: the node's
+    /// `--indicator-valid-days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indicator_valid_days: Option<u32>,
 }
 
 /// A build of the CTI records of a converted dataset.

@@ -381,6 +381,8 @@ pub struct RecordedStixFile {
     /// Its place among its conversion's files (0-based).
     pub batch: u64,
     pub data_type: DataType,
+    /// The indicator validity its conversion asked for (`None`: the node's).
+    pub indicator_valid_days: Option<u32>,
 }
 
 /// An object to add to a TAXII collection.

@@ -22,6 +22,7 @@ pub fn stix_params() -> JobParams {
         mapping_text: "mapping".into(),
         indicators: Some(DataType::Honeypot.default_indicators()),
         tlp: Some(crate::vocab::Tlp::Green),
+        indicator_valid_days: None,
     })
 }
 

@@ -191,6 +191,9 @@ pub(crate) struct StixRequest {
     /// The TLP marking: clear, green, amber, amber+strict or red; absent or `""`: the node's.
     #[serde(default)]
     tlp: Option<String>,
+    /// Days the indicators stay valid after their last sighting, 1-3650; absent: the node's.
+    #[serde(default = "absent")]
+    stix_indicator_valid_days: Num,
 }
 
 /// The indicator rule a conversion request asks for (see `StixRequest::stix_indicators`).
@@ -317,6 +320,14 @@ pub(crate) fn conversion_request(req: StixRequest) -> Result<ConversionRequest, 
             .filter(|m| !m.is_empty()),
         mapping_text: String::new(),
         indicators: indicator_rule(stix_type, req.stix_indicators)?,
+        indicator_valid_days: req
+            .stix_indicator_valid_days
+            .int(
+                "stix_indicator_valid_days",
+                1,
+                i64::from(br_cti_domain::ioc::MAX_VALID_DAYS),
+            )?
+            .map(|d| d as u32),
         tlp: match req.tlp.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             None => None,
             Some(t) => Some(

@@ -303,6 +303,7 @@ const MIGRATIONS: &[M<'static>] = &[
          last_us    INTEGER NOT NULL,
          count      INTEGER NOT NULL,
          confidence INTEGER NOT NULL,
+         valid_until_us INTEGER NOT NULL,
          PRIMARY KEY (indicator, file_hash)
      ) STRICT, WITHOUT ROWID;
      CREATE TABLE iocs (
@@ -312,6 +313,7 @@ const MIGRATIONS: &[M<'static>] = &[
          files        INTEGER NOT NULL,
          observations INTEGER NOT NULL,
          confidence   INTEGER NOT NULL,
+         valid_until_us INTEGER NOT NULL,
          modified_us  INTEGER NOT NULL
      ) STRICT, WITHOUT ROWID;",
     ),

@@ -19,6 +19,23 @@ use br_cti_domain::model::{
 use br_cti_domain::vocab::{DataType, Tlp};
 use br_cti_store::{StoreError, TaxiiStore};
 
+/// A conversion's stored indicator validity, refused when out of range.
+fn valid_days(v: Option<i64>) -> rusqlite::Result<Option<u32>> {
+    v.map(|d| {
+        u32::try_from(d)
+            .ok()
+            .filter(|d| (1..=br_cti_domain::ioc::MAX_VALID_DAYS).contains(d))
+            .ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    5,
+                    rusqlite::types::Type::Integer,
+                    format!("a job's indicator_valid_days {d} is outside 1-3650").into(),
+                )
+            })
+    })
+    .transpose()
+}
+
 /// A stored confidence, refused when out of range (the registry was written by something else).
 fn stored_confidence(v: i64) -> rusqlite::Result<Confidence> {
     Confidence::from_stored(v).map_err(|e| {
@@ -442,10 +459,14 @@ impl TaxiiStore for SqliteStore {
         limit: u64,
     ) -> Result<Vec<RecordedStixFile>, StoreError> {
         self.with(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT rowid, stix_file_hash, stix_type, source_file_hash, batch FROM stix_records
-                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-            ).map_err(sql)?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT r.rowid, r.stix_file_hash, r.stix_type, r.source_file_hash, r.batch,
+                     json_extract(j.params, '$.indicator_valid_days')
+                 FROM stix_records r LEFT JOIN jobs j ON j.id = r.job_id
+                 WHERE r.rowid > ?1 ORDER BY r.rowid LIMIT ?2",
+                )
+                .map_err(sql)?;
             stmt.query_map(params![watermark.to_backend(), limit as i64], |r| {
                 Ok(RecordedStixFile {
                     position: Position::from_backend(r.get(0)?),
@@ -453,6 +474,7 @@ impl TaxiiStore for SqliteStore {
                     data_type: numbered(r, 2, "STIX type", DataType::from_number)?,
                     source_file_hash: hash(r, 3)?,
                     batch: r.get::<_, i64>(4)? as u64,
+                    indicator_valid_days: valid_days(r.get(5)?)?,
                 })
             })
             .map_err(sql)?
@@ -474,20 +496,21 @@ impl TaxiiStore for SqliteStore {
                 let mut insert = tx
                     .prepare_cached(
                         "INSERT OR IGNORE INTO ioc_sightings
-                         (indicator, file_hash, first_us, last_us, count, confidence)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                         (indicator, file_hash, first_us, last_us, count, confidence, valid_until_us)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )
                     .map_err(sql)?;
                 let mut read = tx
                     .prepare_cached(
-                        "SELECT first_us, last_us, files, observations, confidence, modified_us
-                         FROM iocs WHERE indicator = ?1",
+                        "SELECT first_us, last_us, files, observations, confidence, modified_us,
+                         valid_until_us FROM iocs WHERE indicator = ?1",
                     )
                     .map_err(sql)?;
                 let mut write = tx
                     .prepare_cached(
                         "INSERT OR REPLACE INTO iocs (indicator, first_us, last_us, files,
-                         observations, confidence, modified_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                         observations, confidence, modified_us, valid_until_us)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )
                     .map_err(sql)?;
                 for s in sightings {
@@ -503,6 +526,7 @@ impl TaxiiStore for SqliteStore {
                                     observations: r.get::<_, i64>(3)? as u64,
                                     confidence: stored_confidence(r.get(4)?)?,
                                     modified_us: r.get(5)?,
+                                    valid_until_us: r.get(6)?,
                                 })
                             })
                             .optional()
@@ -519,7 +543,8 @@ impl TaxiiStore for SqliteStore {
                             s.first_us,
                             s.last_us,
                             s.count.min(i64::MAX as u64) as i64,
-                            s.confidence.get()
+                            s.confidence.get(),
+                            s.valid_until_us
                         ])
                         .map_err(sql)?
                         == 1;
@@ -536,7 +561,8 @@ impl TaxiiStore for SqliteStore {
                             state.files as i64,
                             state.observations.min(i64::MAX as u64) as i64,
                             state.confidence.get(),
-                            state.modified_us
+                            state.modified_us,
+                            state.valid_until_us
                         ])
                         .map_err(sql)?;
                 }

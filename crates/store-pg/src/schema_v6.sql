@@ -8,6 +8,7 @@ CREATE TABLE ioc_sightings (
     last_us    BIGINT NOT NULL,
     count      BIGINT NOT NULL,
     confidence SMALLINT NOT NULL,
+    valid_until_us BIGINT NOT NULL,
     PRIMARY KEY (indicator, file_hash)
 );
 CREATE TABLE iocs (
@@ -17,5 +18,6 @@ CREATE TABLE iocs (
     files        BIGINT NOT NULL,
     observations BIGINT NOT NULL,
     confidence   SMALLINT NOT NULL,
+    valid_until_us BIGINT NOT NULL,
     modified_us  BIGINT NOT NULL
 );

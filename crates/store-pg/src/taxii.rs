@@ -556,8 +556,10 @@ impl TaxiiStore for PgStore {
     ) -> Result<Vec<RecordedStixFile>, StoreError> {
         self.conn()?
             .query(
-                "SELECT seq, stix_file_hash, stix_type, source_file_hash, batch FROM stix_records
-                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT r.seq, r.stix_file_hash, r.stix_type, r.source_file_hash, r.batch,
+                     (j.params::jsonb ->> 'indicator_valid_days')::bigint
+                 FROM stix_records r LEFT JOIN jobs j ON j.id = r.job_id
+                 WHERE r.seq > $1 ORDER BY r.seq LIMIT $2",
                 &[
                     &watermark.to_backend(),
                     &(limit.min(i64::MAX as u64) as i64),
@@ -572,6 +574,18 @@ impl TaxiiStore for PgStore {
                     data_type: numbered(r, 2, "STIX type", DataType::from_number)?,
                     source_file_hash: hash(r, 3)?,
                     batch: count(r, 4)?,
+                    indicator_valid_days: get::<Option<i64>>(r, 5)?
+                        .map(|d| {
+                            u32::try_from(d)
+                                .ok()
+                                .filter(|d| (1..=br_cti_domain::ioc::MAX_VALID_DAYS).contains(d))
+                                .ok_or_else(|| {
+                                    StoreError::Corrupt(format!(
+                                        "a job's indicator_valid_days {d} is outside 1-3650"
+                                    ))
+                                })
+                        })
+                        .transpose()?,
                 })
             })
             .collect()
@@ -598,9 +612,10 @@ impl TaxiiStore for PgStore {
             .collect();
         let mut inserted: std::collections::HashSet<(String, String)> = tx
             .query(
-                "INSERT INTO ioc_sightings (indicator, file_hash, first_us, last_us, count, confidence)
+                "INSERT INTO ioc_sightings (indicator, file_hash, first_us, last_us, count, confidence,
+                     valid_until_us)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
-                     $5::bigint[], $6::smallint[])
+                     $5::bigint[], $6::smallint[], $7::bigint[])
                  ON CONFLICT (indicator, file_hash) DO NOTHING
                  RETURNING indicator, file_hash",
                 &[
@@ -610,6 +625,7 @@ impl TaxiiStore for PgStore {
                     &column(&|s| s.last_us),
                     &column(&|s| s.count.min(i64::MAX as u64) as i64),
                     &confidences,
+                    &column(&|s| s.valid_until_us),
                 ],
             )
             .map_err(pg)?
@@ -622,7 +638,8 @@ impl TaxiiStore for PgStore {
         let mut states: HashMap<String, IocState> = HashMap::new();
         for r in tx
             .query(
-                "SELECT indicator, first_us, last_us, files, observations, confidence, modified_us
+                "SELECT indicator, first_us, last_us, files, observations, confidence, modified_us,
+                     valid_until_us
                  FROM iocs WHERE indicator = ANY($1)",
                 &[&unique],
             )
@@ -641,6 +658,7 @@ impl TaxiiStore for PgStore {
                     confidence: Confidence::from_stored(confidence.into())
                         .map_err(|e| StoreError::Corrupt(format!("the IOC registry: {e}")))?,
                     modified_us: get(&r, 6)?,
+                    valid_until_us: get(&r, 7)?,
                 },
             );
         }
@@ -663,13 +681,13 @@ impl TaxiiStore for PgStore {
             let big = |f: &dyn Fn(&IocState) -> i64| rows.iter().map(|s| f(s)).collect::<Vec<_>>();
             tx.execute(
                 "INSERT INTO iocs (indicator, first_us, last_us, files, observations, confidence,
-                     modified_us)
+                     modified_us, valid_until_us)
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[],
-                     $5::bigint[], $6::smallint[], $7::bigint[])
+                     $5::bigint[], $6::smallint[], $7::bigint[], $8::bigint[])
                  ON CONFLICT (indicator) DO UPDATE SET first_us = excluded.first_us,
                      last_us = excluded.last_us, files = excluded.files,
                      observations = excluded.observations, confidence = excluded.confidence,
-                     modified_us = excluded.modified_us",
+                     modified_us = excluded.modified_us, valid_until_us = excluded.valid_until_us",
                 &[
                     &changed,
                     &big(&|s| s.first_us),
@@ -681,6 +699,7 @@ impl TaxiiStore for PgStore {
                         .map(|s| i16::from(s.confidence.get()))
                         .collect::<Vec<_>>(),
                     &big(&|s| s.modified_us),
+                    &big(&|s| s.valid_until_us),
                 ],
             )
             .map_err(pg)?;

@@ -750,9 +750,9 @@ pub fn taxii_collections_page_and_keep_watermarks(db: &dyn RecordStore) {
 }
 
 /// The IOC registry folds each (indicator, file) sighting once: the same sighting again, in
-/// the same call or a later one, changes nothing; a new one widens the window, raises the
-/// confidence and gives the indicator a `modified` that only grows; states come back in the
-/// order first named.
+/// the same call or a later one, changes nothing; a new one widens the window, lengthens the
+/// validity, raises the confidence and gives the indicator a `modified` that only grows;
+/// states come back in the order first named.
 pub fn ioc_registry_folds_each_sighting_once(db: &dyn RecordStore) {
     let s = |id: &str, file: char, first, last, count, c| IocSighting {
         indicator: format!("indicator--{id}"),
@@ -761,6 +761,7 @@ pub fn ioc_registry_folds_each_sighting_once(db: &dyn RecordStore) {
         last_us: last,
         count,
         confidence: Confidence::new(c).unwrap(),
+        valid_until_us: last + 1_000,
     };
     assert!(db.ioc_fold(&[], 1).unwrap().is_empty());
     let states = db
@@ -775,22 +776,36 @@ pub fn ioc_registry_folds_each_sighting_once(db: &dyn RecordStore) {
             1_000,
         )
         .unwrap();
+    // (id, first, last, valid until, files, observations, confidence, modified)
     let view = |st: &IocState| {
         (
             st.indicator.clone(),
             st.first_us,
             st.last_us,
+            st.valid_until_us,
             st.files,
             st.observations,
             st.confidence.get(),
             st.modified_us,
         )
     };
+    let b = |last, until, files, obs, modified| {
+        (
+            "indicator--b".to_string(),
+            100,
+            last,
+            until,
+            files,
+            obs,
+            80,
+            modified,
+        )
+    };
     assert_eq!(
         states.iter().map(view).collect::<Vec<_>>(),
         [
-            ("indicator--b".to_string(), 100, 400, 2, 5, 80, 1_001),
-            ("indicator--a".to_string(), 50, 60, 1, 1, 70, 1_000),
+            b(400, 1_400, 2, 5, 1_001),
+            ("indicator--a".to_string(), 50, 60, 1_060, 1, 1, 70, 1_000),
         ]
     );
     // Again, later: nothing new, the same states.
@@ -803,22 +818,25 @@ pub fn ioc_registry_folds_each_sighting_once(db: &dyn RecordStore) {
     assert_eq!(
         again.iter().map(view).collect::<Vec<_>>(),
         [
-            ("indicator--a".to_string(), 50, 60, 1, 1, 70, 1_000),
-            ("indicator--b".to_string(), 100, 400, 2, 5, 80, 1_001),
+            ("indicator--a".to_string(), 50, 60, 1_060, 1, 1, 70, 1_000),
+            b(400, 1_400, 2, 5, 1_001),
         ]
     );
     // A file inside the window with a lower confidence: counted, same version.
     let inside = db.ioc_fold(&[s("b", 'c', 120, 130, 4, 60)], 9_000).unwrap();
-    assert_eq!(
-        view(&inside[0]),
-        ("indicator--b".to_string(), 100, 400, 3, 9, 80, 1_001)
-    );
+    assert_eq!(view(&inside[0]), b(400, 1_400, 3, 9, 1_001));
+    // Inside the window but valid for longer (its conversion asked so): a new version.
+    let longer = IocSighting {
+        valid_until_us: 5_000,
+        ..s("b", 'e', 120, 130, 1, 60)
+    };
+    let longer = db.ioc_fold(&[longer], 9_000).unwrap();
+    assert_eq!(view(&longer[0]), b(400, 5_000, 4, 10, 9_000));
     // A later sighting under a clock that went back: `modified` still grows.
-    let later = db.ioc_fold(&[s("b", 'd', 500, 600, 1, 60)], 10).unwrap();
-    assert_eq!(
-        view(&later[0]),
-        ("indicator--b".to_string(), 100, 600, 4, 10, 80, 1_002)
-    );
+    let later = db
+        .ioc_fold(&[s("b", 'd', 4_500, 4_600, 1, 60)], 10)
+        .unwrap();
+    assert_eq!(view(&later[0]), b(4_600, 5_600, 5, 11, 9_001));
 }
 
 /// Blobs are named by the SHA-256 of their bytes; storing them again is deduplicated; a

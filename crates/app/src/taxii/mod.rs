@@ -446,14 +446,17 @@ struct FileBatch {
 
 /// Adds the objects of one dataset STIX file (one per line) to `batch`, and its grouping named
 /// after the dataset; a file that is gone is logged and skipped (its record is still passed by
-/// the watermark). `confidence` is what a dataset of the file's type says of its indicators.
+/// the watermark). `policy` says how sure a dataset of the file's type makes the node and how
+/// long its indicators stay valid.
 fn read_stix_file(
     db: &dyn RecordStore,
     blobs: &dyn BlobStore,
     file: &RecordedStixFile,
-    confidence: Confidence,
+    policy: &IndicatorPolicy,
     batch: &mut FileBatch,
 ) -> Result<(), PublishError> {
+    let confidence = policy.confidence(file.data_type);
+    let valid_for_us = policy.valid_for_us(file.indicator_valid_days);
     let hash = &file.stix_file_hash;
     let read = |source| PublishError::Read {
         hash: hash.clone(),
@@ -496,7 +499,9 @@ fn read_stix_file(
                 continue;
             }
             "sighting" => {
-                if let Some(s) = indicator_sighting(&value, hash, confidence).map_err(bad)? {
+                if let Some(s) =
+                    indicator_sighting(&value, hash, confidence, valid_for_us).map_err(bad)?
+                {
                     batch.sightings.push(s);
                 }
             }
@@ -524,11 +529,13 @@ fn read_stix_file(
     Ok(())
 }
 
-/// What a file's sighting says of an indicator (`None` for a sighting of anything else).
+/// What a file's sighting says of an indicator (`None` for a sighting of anything else); the
+/// indicator stays valid `valid_for_us` after the sighting's end.
 fn indicator_sighting(
     v: &Value,
     file: &Sha256Hex,
     confidence: Confidence,
+    valid_for_us: i64,
 ) -> Result<Option<IocSighting>, String> {
     let Some(of) = v
         .get("sighting_of_ref")
@@ -556,17 +563,14 @@ fn indicator_sighting(
         last_us,
         count: v.get("count").and_then(Value::as_u64).unwrap_or(1),
         confidence,
+        valid_until_us: last_us.saturating_add(valid_for_us),
     }))
 }
 
 /// The version of an indicator that a registry state describes: the files' indicator (one
-/// line) with `modified` the state's, `valid_from` its first sighting, `valid_until` its last
-/// plus the policy's validity, and `confidence` the highest of its datasets' types.
-fn indicator_version(
-    line: &str,
-    state: &IocState,
-    policy: &IndicatorPolicy,
-) -> Result<NewTaxiiObject, PublishError> {
+/// line) with `modified` the state's, `valid_from` its first sighting, `valid_until` the
+/// latest its sightings give, and `confidence` the highest of its datasets' types.
+fn indicator_version(line: &str, state: &IocState) -> Result<NewTaxiiObject, PublishError> {
     let own = |detail: String| PublishError::Own(Invalid(detail));
     let mut v: serde_json::Map<String, Value> =
         serde_json::from_str(line).map_err(|e| own(e.to_string()))?;
@@ -578,10 +582,7 @@ fn indicator_version(
     let stamp = |us: i64| Value::String(format_us(us));
     v.insert("modified".into(), stamp(state.modified_us.max(created)));
     v.insert("valid_from".into(), stamp(state.first_us));
-    v.insert(
-        "valid_until".into(),
-        stamp(state.last_us.saturating_add(policy.valid_for_us())),
-    );
+    v.insert("valid_until".into(), stamp(state.valid_until_us));
     v.insert("confidence".into(), Value::from(state.confidence.get()));
     parse_object(&Value::Object(v)).map_err(PublishError::Own)
 }
@@ -608,8 +609,7 @@ fn publish_once(
             let mut batch = FileBatch::default();
             let mut last = None;
             for file in files {
-                let confidence = indicators.confidence(file.data_type);
-                if let Err(e) = read_stix_file(db, blobs, &file, confidence, &mut batch) {
+                if let Err(e) = read_stix_file(db, blobs, &file, indicators, &mut batch) {
                     let _ = batches.send(Err(e));
                     return;
                 }
@@ -642,7 +642,7 @@ fn publish_once(
             // versions go in.
             for state in db.ioc_fold(&sightings, now_us())? {
                 if let Some(line) = lines.remove(&state.indicator) {
-                    objects.push(indicator_version(&line, &state, indicators)?);
+                    objects.push(indicator_version(&line, &state)?);
                 }
             }
             // An indicator no sighting of its file names (not written by this node's
@@ -748,12 +748,25 @@ mod tests {
             &sighting(ind, "2024-06-01T10:00:00Z", "2024-06-02T10:00:00Z"),
             &file,
             c,
+            1_000,
         )
         .unwrap()
         .unwrap();
         assert_eq!(
-            (s.first_us, s.last_us, s.count, s.confidence),
-            (1_717_236_000_000_000, 1_717_322_400_000_000, 4, c)
+            (
+                s.first_us,
+                s.last_us,
+                s.count,
+                s.confidence,
+                s.valid_until_us
+            ),
+            (
+                1_717_236_000_000_000,
+                1_717_322_400_000_000,
+                4,
+                c,
+                1_717_322_400_001_000
+            )
         );
         // A sighting of an attack pattern is not the registry's.
         let attack = "attack-pattern--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f";
@@ -761,7 +774,8 @@ mod tests {
             indicator_sighting(
                 &sighting(attack, "2024-06-01T10:00:00Z", "2024-06-01T10:00:00Z"),
                 &file,
-                c
+                c,
+                1_000
             ),
             Ok(None)
         );
@@ -771,11 +785,12 @@ mod tests {
             &sighting(ind, "1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z"),
             &file,
             c,
+            1_000,
         )
         .unwrap()
         .unwrap();
         assert!(s.first_us >= before && s.first_us == s.last_us, "{s:?}");
-        let missing = indicator_sighting(&json!({"sighting_of_ref": ind}), &file, c);
+        let missing = indicator_sighting(&json!({"sighting_of_ref": ind}), &file, c, 1_000);
         assert!(missing.unwrap_err().contains("`first_seen`"));
     }
 
@@ -789,10 +804,10 @@ mod tests {
             files: 2,
             observations: 9,
             confidence: Confidence::new(75).unwrap(),
+            valid_until_us: 1_717_495_200_000_000,
             modified_us: 1_796_000_000_123_456,
         };
-        let policy = IndicatorPolicy::default().with_valid_days(2).unwrap();
-        let v = indicator_version(line, &state, &policy).unwrap();
+        let v = indicator_version(line, &state).unwrap();
         assert_eq!(v.version_us, 1_796_000_000_123_456);
         assert_eq!(v.tlp, Tlp::Green);
         let o: Value = serde_json::from_str(&v.object).unwrap();
@@ -807,7 +822,7 @@ mod tests {
             modified_us: 1_000,
             ..state
         };
-        let v = indicator_version(line, &early, &policy).unwrap();
+        let v = indicator_version(line, &early).unwrap();
         assert_eq!(v.version, "2026-11-23T00:00:00.000000Z");
     }
 }
