@@ -820,7 +820,10 @@ pub(crate) fn write_test_geoip(path: &Path) {
 
 /// Runs `br-cti users ARGS --data-dir DIR`.
 pub(crate) fn users_cli(dir: &Path, args: &[&str]) -> std::process::Output {
-    let mut command = Command::new(BIN);
+    // The same build as the node (a benchmark's BR_CTI_BIN): a newer one would migrate the
+    // database past what an older node opens.
+    let bin = std::env::var("BR_CTI_BIN").unwrap_or_else(|_| BIN.to_string());
+    let mut command = Command::new(bin);
     command.arg("users").args(args).arg("--data-dir").arg(dir);
     // The same database as a node started on `dir` (BRCTI_TEST_BACKEND=postgres…).
     if !args.contains(&"--database-url")
