@@ -149,7 +149,7 @@ struct DirSink {
 
 /// Writes every object once into one bundle.
 struct BundleSink {
-    writer: Option<stix::BundleWriter<BufWriter<File>>>,
+    writer: stix::BundleWriter<BufWriter<File>>,
     /// The ids of what was written, for the bundle's grouping.
     grouping: GroupingSpool,
     seen: HashSet<String>,
@@ -189,7 +189,7 @@ impl BatchSink for BundleSink {
     fn batch(&mut self, batch: Batch) -> anyhow::Result<()> {
         self.bar.inc(batch.rows_read);
         show_rejections(&self.bar, &mut self.errors_shown, &batch);
-        let writer = self.writer.as_mut().expect("open until finished");
+        let writer = &mut self.writer;
         for line in batch.bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let id = line_id(line).unwrap_or_default();
             // Observations are unique per row; everything else may repeat across batches.
@@ -263,7 +263,7 @@ pub(crate) fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
                 format!("{}|{}", settings.digest(), args.compress).as_bytes(),
             );
             let mut sink = BundleSink {
-                writer: Some(stix::BundleWriter::begin(BufWriter::new(file), &bundle_id)?),
+                writer: stix::BundleWriter::begin(BufWriter::new(file), &bundle_id)?,
                 grouping: GroupingSpool::new().context("creating a temporary file")?,
                 seen: HashSet::new(),
                 written: 0,
@@ -273,7 +273,12 @@ pub(crate) fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
             let summary = convert::convert(open()?, &settings, 0, &NoFiles, &mut sink)
                 .with_context(|| args.file.display().to_string())?;
             // The bundle's grouping, named after the input file.
-            let mut writer = sink.writer.take().expect("open");
+            let BundleSink {
+                mut writer,
+                grouping,
+                written,
+                ..
+            } = sink;
             let source = Sha256Hex::parse(&source_hash).context("the input's hash")?;
             let dataset = args.file.file_name().map(|n| n.to_string_lossy());
             let title = FileTitle {
@@ -283,18 +288,14 @@ pub(crate) fn convert_command(args: ConvertArgs) -> anyhow::Result<()> {
                 batch: None,
                 data_type: args.data_type,
             };
-            let grouped = u64::from(sink.grouping.refs() > 0);
-            std::mem::replace(&mut sink.grouping, GroupingSpool::new()?).write_into(
-                &mut writer,
-                &bundle_id,
-                &title,
-            )?;
+            let grouped = u64::from(grouping.refs() > 0);
+            grouping.write_into(&mut writer, &bundle_id, &title)?;
             let mut out = writer.finish()?;
             out.flush()?;
             out.get_ref().sync_all()?;
             // One bundle, each object once, and its grouping.
             convert::ConvertSummary {
-                objects: sink.written + grouped,
+                objects: written + grouped,
                 files: 1,
                 ..summary
             }
