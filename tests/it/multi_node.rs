@@ -482,8 +482,18 @@ mod process {
             .parse()
             .unwrap();
         assert_eq!(taxii_rows, datasets.len() + dangers.len(), "{stdout}");
-        // The collections' counts (the console's) come along.
+        // The collections' counts (the console's) and the IOC registry come along.
         assert!(stdout.contains("taxii_counts: 2 rows"), "{stdout}");
+        for table in ["ioc_sightings", "iocs"] {
+            let rows: usize = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{table}: ")))
+                .and_then(|l| l.strip_suffix(" rows"))
+                .unwrap_or_else(|| panic!("{table}: {stdout}"))
+                .parse()
+                .unwrap();
+            assert!(rows > 0, "{table}: {stdout}");
+        }
         assert!(
             stdout.contains("CTI records pointed at the bucket"),
             "{stdout}"

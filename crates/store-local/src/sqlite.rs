@@ -305,7 +305,7 @@ const MIGRATIONS: &[M<'static>] = &[
          confidence INTEGER NOT NULL,
          valid_until_us INTEGER NOT NULL,
          PRIMARY KEY (indicator, file_hash)
-     ) STRICT, WITHOUT ROWID;
+     ) STRICT;
      CREATE TABLE iocs (
          indicator    TEXT PRIMARY KEY,
          first_us     INTEGER NOT NULL,
@@ -315,7 +315,7 @@ const MIGRATIONS: &[M<'static>] = &[
          confidence   INTEGER NOT NULL,
          valid_until_us INTEGER NOT NULL,
          modified_us  INTEGER NOT NULL
-     ) STRICT, WITHOUT ROWID;",
+     ) STRICT;",
     ),
 ];
 
