@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io;
 
 use postgres::Row;
-use postgres::types::ToSql;
+use postgres::types::{ToSql, Type};
 
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::hidden_danger::HiddenDanger;
@@ -171,20 +171,25 @@ impl HiddenDangerStore for PgStore {
     ) -> Result<ReportClaim, StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg)?;
-        tx.execute("DELETE FROM hd_requests WHERE expires_ms < $1", &[&now_ms])
-            .map_err(pg)?;
+        // Typed statements on this path (every report runs it): one round trip each instead of
+        // a prepare and an execute.
+        tx.execute_typed(
+            "DELETE FROM hd_requests WHERE expires_ms < $1",
+            &[(&now_ms, Type::INT8)],
+        )
+        .map_err(pg)?;
         // Two nodes inserting one key at once: the second waits for the first's commit and
         // then finds its row.
         let inserted = tx
-            .execute(
+            .execute_typed(
                 "INSERT INTO hd_requests (user_name, timestamp, sign, body_sha256, expires_ms)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 &[
-                    &key.user,
-                    &key.timestamp,
-                    &key.sign,
-                    &body_sha256.as_str(),
-                    &now_ms.saturating_add(ttl_ms),
+                    (&key.user, Type::TEXT),
+                    (&key.timestamp, Type::TEXT),
+                    (&key.sign, Type::TEXT),
+                    (&body_sha256.as_str(), Type::TEXT),
+                    (&now_ms.saturating_add(ttl_ms), Type::INT8),
                 ],
             )
             .map_err(pg)?;
@@ -212,10 +217,16 @@ impl HiddenDangerStore for PgStore {
         answer: &str,
     ) -> Result<(), StoreError> {
         self.conn()?
-            .execute(
+            .execute_typed(
                 "UPDATE hd_requests SET outcome = $4, answer = $5
                  WHERE user_name = $1 AND timestamp = $2 AND sign = $3",
-                &[&key.user, &key.timestamp, &key.sign, &outcome, &answer],
+                &[
+                    (&key.user, Type::TEXT),
+                    (&key.timestamp, Type::TEXT),
+                    (&key.sign, Type::TEXT),
+                    (&outcome, Type::TEXT),
+                    (&answer, Type::TEXT),
+                ],
             )
             .map_err(pg)?;
         Ok(())
@@ -240,22 +251,31 @@ impl HiddenDangerStore for PgStore {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg)?;
         // A row to lock, then read-modify-write under the lock: one bucket for all nodes.
-        tx.execute(
+        // Typed statements (one round trip each): the row stays locked until the commit.
+        tx.execute_typed(
             "INSERT INTO hd_rate (user_name, tokens, at_ms) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
-            &[&user, &bucket.burst.max(1.0), &now_ms],
+            &[
+                (&user, Type::TEXT),
+                (&bucket.burst.max(1.0), Type::FLOAT8),
+                (&now_ms, Type::INT8),
+            ],
         )
         .map_err(pg)?;
         let r = tx
-            .query_one(
+            .query_typed_one(
                 "SELECT tokens, at_ms FROM hd_rate WHERE user_name = $1 FOR UPDATE",
-                &[&user],
+                &[(&user, Type::TEXT)],
             )
             .map_err(pg)?;
         let ((tokens, at), taken) = bucket.take(Some((get(&r, 0)?, get(&r, 1)?)), now_ms);
-        tx.execute(
+        tx.execute_typed(
             "UPDATE hd_rate SET tokens = $2, at_ms = $3 WHERE user_name = $1",
-            &[&user, &tokens, &at],
+            &[
+                (&user, Type::TEXT),
+                (&tokens, Type::FLOAT8),
+                (&at, Type::INT8),
+            ],
         )
         .map_err(pg)?;
         tx.commit().map_err(pg)?;
@@ -282,7 +302,10 @@ impl HiddenDangerStore for PgStore {
 
     fn user_token(&self, name: &str) -> Result<Option<String>, StoreError> {
         self.conn()?
-            .query_opt("SELECT token FROM hd_users WHERE name = $1", &[&name])
+            .query_typed_opt(
+                "SELECT token FROM hd_users WHERE name = $1",
+                &[(&name, Type::TEXT)],
+            )
             .map_err(pg)?
             .map(|r| get(&r, 0))
             .transpose()
@@ -388,7 +411,13 @@ impl HiddenDangerStore for PgStore {
         risk_ids.sort_unstable();
         risk_ids.dedup();
         let mut state: HashMap<&str, Current> = HashMap::new();
-        for r in tx.query(STORED_STATES, &[&user, &risk_ids]).map_err(pg)? {
+        for r in tx
+            .query_typed(
+                STORED_STATES,
+                &[(&user, Type::TEXT), (&risk_ids, Type::TEXT_ARRAY)],
+            )
+            .map_err(pg)?
+        {
             let risk: String = get(&r, 0)?;
             let Ok(i) = risk_ids.binary_search(&risk.as_str()) else {
                 continue;
@@ -452,7 +481,7 @@ impl HiddenDangerStore for PgStore {
         let mut ids: HashMap<String, i64> = HashMap::new();
         if !new.risk_id.is_empty() {
             for r in tx
-                .query(
+                .query_typed(
                     "INSERT INTO hidden_dangers (user_name, risk_id, revision, unit_name,
                          issue_level, judge_state, notice_state, addresses, start_ms, end_ms, data,
                          raw_event, raw_event_sha256, content_sha256, created_at, updated_at)
@@ -468,21 +497,21 @@ impl HiddenDangerStore for PgStore {
                      ORDER BY n
                      RETURNING risk_id, id",
                     &[
-                        &user,
-                        &now,
-                        &new.risk_id,
-                        &new.revision,
-                        &new.unit_name,
-                        &new.issue_level,
-                        &new.judge_state,
-                        &new.notice_state,
-                        &new.addresses,
-                        &new.start_ms,
-                        &new.end_ms,
-                        &new.data,
-                        &new.raw_event,
-                        &new.raw_sha,
-                        &new.content,
+                        (&user, Type::TEXT),
+                        (&now, Type::INT8),
+                        (&new.risk_id, Type::TEXT_ARRAY),
+                        (&new.revision, Type::INT8_ARRAY),
+                        (&new.unit_name, Type::TEXT_ARRAY),
+                        (&new.issue_level, Type::INT8_ARRAY),
+                        (&new.judge_state, Type::TEXT_ARRAY),
+                        (&new.notice_state, Type::TEXT_ARRAY),
+                        (&new.addresses, Type::TEXT_ARRAY),
+                        (&new.start_ms, Type::INT8_ARRAY),
+                        (&new.end_ms, Type::INT8_ARRAY),
+                        (&new.data, Type::TEXT_ARRAY),
+                        (&new.raw_event, Type::TEXT_ARRAY),
+                        (&new.raw_sha, Type::TEXT_ARRAY),
+                        (&new.content, Type::TEXT_ARRAY),
                     ],
                 )
                 .map_err(pg)?
@@ -491,7 +520,7 @@ impl HiddenDangerStore for PgStore {
             }
         }
         if !changed_ids.is_empty() {
-            tx.execute(
+            tx.execute_typed(
                 "UPDATE hidden_dangers h SET revision = t.revision, unit_name = t.unit_name,
                      issue_level = t.issue_level, judge_state = t.judge_state,
                      notice_state = t.notice_state, addresses = t.addresses,
@@ -506,20 +535,20 @@ impl HiddenDangerStore for PgStore {
                            content_sha256)
                  WHERE h.id = t.id",
                 &[
-                    &now,
-                    &changed_ids,
-                    &changed.revision,
-                    &changed.unit_name,
-                    &changed.issue_level,
-                    &changed.judge_state,
-                    &changed.notice_state,
-                    &changed.addresses,
-                    &changed.start_ms,
-                    &changed.end_ms,
-                    &changed.data,
-                    &changed.raw_event,
-                    &changed.raw_sha,
-                    &changed.content,
+                    (&now, Type::INT8),
+                    (&changed_ids, Type::INT8_ARRAY),
+                    (&changed.revision, Type::INT8_ARRAY),
+                    (&changed.unit_name, Type::TEXT_ARRAY),
+                    (&changed.issue_level, Type::INT8_ARRAY),
+                    (&changed.judge_state, Type::TEXT_ARRAY),
+                    (&changed.notice_state, Type::TEXT_ARRAY),
+                    (&changed.addresses, Type::TEXT_ARRAY),
+                    (&changed.start_ms, Type::INT8_ARRAY),
+                    (&changed.end_ms, Type::INT8_ARRAY),
+                    (&changed.data, Type::TEXT_ARRAY),
+                    (&changed.raw_event, Type::TEXT_ARRAY),
+                    (&changed.raw_sha, Type::TEXT_ARRAY),
+                    (&changed.content, Type::TEXT_ARRAY),
                 ],
             )
             .map_err(pg)?;
@@ -543,14 +572,21 @@ impl HiddenDangerStore for PgStore {
                 raw_event.push(prepared[*i].hd.raw_event.as_str());
                 raw_sha.push(prepared[*i].raw_sha.as_str());
             }
-            tx.execute(
+            tx.execute_typed(
                 "INSERT INTO hidden_danger_revisions (hd_id, revision, data, raw_event,
                      raw_event_sha256, received_at)
                  SELECT hd_id, revision, data, raw_event, raw_event_sha256, $1
                  FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[])
                       WITH ORDINALITY AS t(hd_id, revision, data, raw_event, raw_event_sha256, n)
                  ORDER BY n",
-                &[&now, &hd_id, &number, &data, &raw_event, &raw_sha],
+                &[
+                    (&now, Type::INT8),
+                    (&hd_id, Type::INT8_ARRAY),
+                    (&number, Type::INT8_ARRAY),
+                    (&data, Type::TEXT_ARRAY),
+                    (&raw_event, Type::TEXT_ARRAY),
+                    (&raw_sha, Type::TEXT_ARRAY),
+                ],
             )
             .map_err(pg)?;
         }

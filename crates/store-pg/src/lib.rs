@@ -317,7 +317,9 @@ pub(crate) fn limit_offset(page: Option<(u64, u64)>) -> (Option<i64>, i64) {
 
 /// Takes an advisory lock until the transaction ends.
 pub(crate) fn xact_lock(tx: &mut postgres::Transaction<'_>, key: i64) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+    // The simple protocol: one round trip (a statement with parameters takes two, prepare and
+    // execute), and the keys are this crate's constants.
+    tx.batch_execute(&format!("SELECT pg_advisory_xact_lock({key})"))
         .map_err(pg)?;
     Ok(())
 }
