@@ -406,6 +406,12 @@ impl Tlp {
         })
     }
 
+    /// The most restricted level among an object's `object_marking_refs` (ids that are not
+    /// TLP markings are passed over); `None` when no TLP marking is among them.
+    pub fn strictest<'a>(refs: impl IntoIterator<Item = &'a str>) -> Option<Tlp> {
+        refs.into_iter().filter_map(Tlp::from_marking_id).max()
+    }
+
     /// The rank (0 clear … 4 red), as a store keeps it.
     pub fn rank(self) -> u8 {
         self as u8
@@ -478,6 +484,29 @@ mod tests {
         assert!(
             e.to_string().contains("noticeStateNone, noticeStateDone"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn the_strictest_marking_wins_and_other_markings_are_passed_over() {
+        let statement = "marking-definition--1d1c3a9e-1a44-4ba5-a3b8-4a5e0d0f8e7a";
+        assert_eq!(Tlp::strictest([]), None);
+        assert_eq!(Tlp::strictest([statement]), None);
+        assert_eq!(
+            Tlp::strictest([Tlp::Green.marking_id(), statement, Tlp::Red.marking_id()]),
+            Some(Tlp::Red)
+        );
+        // TLP 1.0's white is clear; amber (1.0) is below amber+strict (2.0).
+        assert_eq!(
+            Tlp::strictest([
+                "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9",
+                "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
+            ]),
+            Some(Tlp::Amber)
+        );
+        assert_eq!(
+            Tlp::strictest([Tlp::AmberStrict.marking_id(), Tlp::Amber.marking_id()]),
+            Some(Tlp::AmberStrict)
         );
     }
 

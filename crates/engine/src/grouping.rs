@@ -139,11 +139,7 @@ impl GroupingSpool {
     /// Notes one object, given as its JSON line.
     pub fn note_line(&mut self, line: &[u8]) -> io::Result<()> {
         let head: Head<'_> = serde_json::from_slice(line)?;
-        let tlp = head
-            .object_marking_refs
-            .iter()
-            .filter_map(|r| Tlp::from_marking_id(r))
-            .max();
+        let tlp = Tlp::strictest(head.object_marking_refs.iter().copied());
         self.note(head.kind, head.id, tlp)
     }
 

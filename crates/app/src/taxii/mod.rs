@@ -217,10 +217,8 @@ fn check_object(v: &Value, text: Option<&str>) -> Result<NewTaxiiObject, String>
                     .filter(|r| r.starts_with("marking-definition--"))
                     .ok_or_else(|| format!("`object_marking_refs` holds {r}, not a marking id"))
             })
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter_map(Tlp::from_marking_id)
-            .max()
+            .collect::<Result<Vec<_>, _>>()
+            .map(Tlp::strictest)?
             .unwrap_or(Tlp::Clear),
         Some(other) => return Err(format!("`object_marking_refs` {other} is not a list")),
     };
@@ -486,9 +484,8 @@ fn read_stix_file(
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .filter_map(|r| r.as_str().and_then(Tlp::from_marking_id))
-                .max();
-            tlp = tlp.max(marked);
+                .filter_map(Value::as_str);
+            tlp = tlp.max(Tlp::strictest(marked));
         }
         match object.kind.as_str() {
             "indicator" => {
