@@ -129,6 +129,15 @@ pub struct IndicatorPolicy {
 /// The longest validity the node accepts (ten years).
 pub const MAX_VALID_DAYS: u32 = 3650;
 
+/// A validity in days as a store keeps it (a conversion's `stix_indicator_valid_days`),
+/// refused when outside 1 to [`MAX_VALID_DAYS`]: the store was written by something else.
+pub fn stored_valid_days(days: i64) -> Result<u32, String> {
+    u32::try_from(days)
+        .ok()
+        .filter(|d| (1..=MAX_VALID_DAYS).contains(d))
+        .ok_or_else(|| format!("a job's indicator_valid_days {days} is outside 1-{MAX_VALID_DAYS}"))
+}
+
 impl Default for IndicatorPolicy {
     /// Valid 30 days after the last sighting. Confidence (STIX 0-100): honeypot 80 (nothing
     /// legitimate touches a honeypot), botnet 75, malicious traffic 70 and application attacks
@@ -211,6 +220,16 @@ impl fmt::Display for TypeConfidence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_validity_outside_its_range_is_refused_with_its_value() {
+        assert_eq!(stored_valid_days(1), Ok(1));
+        assert_eq!(stored_valid_days(3650), Ok(3650));
+        for bad in [0, -1, 3651, i64::from(u32::MAX) + 1] {
+            let e = stored_valid_days(bad).unwrap_err();
+            assert!(e.contains(&bad.to_string()) && e.contains("1-3650"), "{e}");
+        }
+    }
 
     #[test]
     fn the_policy_has_a_confidence_per_type_and_bounded_validity() {

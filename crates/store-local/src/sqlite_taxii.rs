@@ -21,19 +21,11 @@ use br_cti_store::{StoreError, TaxiiStore};
 
 /// A conversion's stored indicator validity, refused when out of range.
 fn valid_days(v: Option<i64>) -> rusqlite::Result<Option<u32>> {
-    v.map(|d| {
-        u32::try_from(d)
-            .ok()
-            .filter(|d| (1..=br_cti_domain::ioc::MAX_VALID_DAYS).contains(d))
-            .ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    5,
-                    rusqlite::types::Type::Integer,
-                    format!("a job's indicator_valid_days {d} is outside 1-3650").into(),
-                )
-            })
-    })
-    .transpose()
+    v.map(br_cti_domain::ioc::stored_valid_days)
+        .transpose()
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Integer, e.into())
+        })
 }
 
 /// A stored confidence, refused when out of range (the registry was written by something else).

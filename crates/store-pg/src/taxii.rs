@@ -575,17 +575,9 @@ impl TaxiiStore for PgStore {
                     source_file_hash: hash(r, 3)?,
                     batch: count(r, 4)?,
                     indicator_valid_days: get::<Option<i64>>(r, 5)?
-                        .map(|d| {
-                            u32::try_from(d)
-                                .ok()
-                                .filter(|d| (1..=br_cti_domain::ioc::MAX_VALID_DAYS).contains(d))
-                                .ok_or_else(|| {
-                                    StoreError::Corrupt(format!(
-                                        "a job's indicator_valid_days {d} is outside 1-3650"
-                                    ))
-                                })
-                        })
-                        .transpose()?,
+                        .map(br_cti_domain::ioc::stored_valid_days)
+                        .transpose()
+                        .map_err(StoreError::Corrupt)?,
                 })
             })
             .collect()
