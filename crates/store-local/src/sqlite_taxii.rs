@@ -92,10 +92,13 @@ impl TaxiiStore for SqliteStore {
                     .unwrap_or(0);
                 let mut date_added = now_us().max(last + 1);
                 // All versions of the id, by its 8-byte key: one probe of a small index,
-                // whatever the collection's size.
+                // whatever the collection's size. `INDEXED BY`: the node never runs `ANALYZE`,
+                // and without statistics SQLite may take a `(collection, …)` index for the
+                // lookup and scan the collection (it does for the same table built by hand).
                 let mut versions = tx
                     .prepare_cached(
-                        "SELECT seq, version, version_us, is_latest, is_first FROM taxii_objects
+                        "SELECT seq, version, version_us, is_latest, is_first
+                     FROM taxii_objects INDEXED BY taxii_by_key
                      WHERE id_key = ?1 AND collection = ?2 AND id = ?3",
                     )
                     .map_err(sql)?;
@@ -284,7 +287,7 @@ impl TaxiiStore for SqliteStore {
             let n = tx
                 .execute(
                     &format!(
-                        "DELETE FROM taxii_objects
+                        "DELETE FROM taxii_objects INDEXED BY taxii_by_key
                      WHERE id_key = ? AND collection = ? AND id = ? AND tlp <= ? AND {clause}"
                     ),
                     params_from_iter(args.iter()),
@@ -297,20 +300,20 @@ impl TaxiiStore for SqliteStore {
             .map_err(sql)?;
             // The remaining versions get their first/last flags back.
             tx.execute(
-                "UPDATE taxii_objects SET is_latest = 0, is_first = 0
+                "UPDATE taxii_objects INDEXED BY taxii_by_key SET is_latest = 0, is_first = 0
                  WHERE id_key = ?1 AND collection = ?2 AND id = ?3",
                 params![key, collection, id],
             )
             .map_err(sql)?;
             tx.execute(
-                "UPDATE taxii_objects SET is_latest = 1 WHERE seq = (SELECT seq FROM taxii_objects
+                "UPDATE taxii_objects SET is_latest = 1 WHERE seq = (SELECT seq FROM taxii_objects INDEXED BY taxii_by_key
                      WHERE id_key = ?1 AND collection = ?2 AND id = ?3
                      ORDER BY version_us DESC, seq DESC LIMIT 1)",
                 params![key, collection, id],
             )
             .map_err(sql)?;
             tx.execute(
-                "UPDATE taxii_objects SET is_first = 1 WHERE seq = (SELECT seq FROM taxii_objects
+                "UPDATE taxii_objects SET is_first = 1 WHERE seq = (SELECT seq FROM taxii_objects INDEXED BY taxii_by_key
                      WHERE id_key = ?1 AND collection = ?2 AND id = ?3
                      ORDER BY version_us ASC, seq ASC LIMIT 1)",
                 params![key, collection, id],
