@@ -1,0 +1,193 @@
+//! How fast the embedded database can take TAXII objects at all: the floor under the
+//! publisher's lag after a conversion. Writes `BENCH_OBJECTS` (default 2,000,000: what
+//! 1,000,000 SDN rows give) new objects of about 850 bytes (an SDN file's mean line) into one
+//! collection, 20,000 per transaction like the publisher, and prints seconds, objects/s and the
+//! database's size for each variant:
+//!
+//! - `store`: the node's own `SqliteStore::taxii_add` (version probe by key, insert, counts);
+//! - `inline`: the same table, indexes and pragmas by hand (probe by key, insert): the
+//!   statements alone;
+//! - `inline-noadded`: without the `(collection, date_added)` index;
+//! - `ref`: the body not stored (its file, offset and length instead), as if served from the
+//!   STIX file;
+//! - `ref-noadded`: both.
+//!
+//! Run it:
+//!
+//!     cargo bench --bench taxii_floor
+//!     BENCH_OBJECTS=500000 BENCH_VARIANTS=store,ref cargo bench --bench taxii_floor
+//!
+//! Reading and parsing the STIX files is not in these figures (the publisher does it on a
+//! second thread while the store writes).
+
+use std::time::Instant;
+
+use br_cti_domain::model::NewTaxiiObject;
+use br_cti_domain::vocab::Tlp;
+use br_cti_store::TaxiiStore;
+use br_cti_store_local::SqliteStore;
+use rusqlite::{Connection, params};
+use sha2::{Digest, Sha256};
+
+const PER_COMMIT: usize = 20_000;
+const COLLECTION: &str = "5d5b8e2e-6a53-5f0c-9d1e-2f6f7d3b8a11";
+
+fn object(i: usize) -> NewTaxiiObject {
+    let id = format!(
+        "indicator--{}",
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &i.to_le_bytes())
+    );
+    let modified = "2024-01-01T00:00:00.000Z";
+    let mut text = format!(
+        r#"{{"type":"indicator","spec_version":"2.1","id":"{id}","created":"{modified}","modified":"{modified}","name":"bench {i}","pattern":"[ipv4-addr:value = '10.{}.{}.{}']","pattern_type":"stix","valid_from":"{modified}","object_marking_refs":["{}"],"description":""#,
+        i % 250,
+        (i / 250) % 250,
+        i % 200,
+        Tlp::Green.marking_id()
+    );
+    while text.len() < 848 {
+        text.push('x');
+    }
+    text.push_str("\"}");
+    NewTaxiiObject {
+        id,
+        kind: "indicator".into(),
+        version: modified.into(),
+        version_us: 1_704_067_200_000_000,
+        spec_version: "2.1".into(),
+        object: text,
+        tlp: Tlp::Green,
+    }
+}
+
+fn key(id: &str) -> i64 {
+    let mut h = Sha256::new();
+    h.update(COLLECTION.as_bytes());
+    h.update(b" ");
+    h.update(id.as_bytes());
+    i64::from_be_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
+}
+
+/// The node's table and indexes (migration 11, `tlp` of migration 8), with or without the body
+/// and the `date_added` index.
+fn by_hand(path: &std::path::Path, total: usize, inline: bool, added_index: bool) {
+    let mut conn = Connection::open(path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "FULL").unwrap();
+    conn.pragma_update(None, "cache_size", -32_768).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE t (seq INTEGER PRIMARY KEY AUTOINCREMENT, collection TEXT NOT NULL,
+           id TEXT NOT NULL, id_key INTEGER NOT NULL, type TEXT NOT NULL, version TEXT NOT NULL,
+           version_us INTEGER NOT NULL, spec_version TEXT NOT NULL, date_added INTEGER NOT NULL,
+           is_latest INTEGER NOT NULL, is_first INTEGER NOT NULL, object TEXT,
+           file INTEGER, off INTEGER, len INTEGER, tlp INTEGER NOT NULL DEFAULT 0) STRICT;
+         CREATE INDEX t_key ON t(id_key);
+         CREATE INDEX t_latest ON t(collection, is_latest, seq);
+         CREATE INDEX t_all ON t(collection, seq);",
+    )
+    .unwrap();
+    if added_index {
+        conn.execute_batch("CREATE INDEX t_added ON t(collection, date_added);")
+            .unwrap();
+    }
+    let mut n = 0;
+    while n < total {
+        let tx = conn.transaction().unwrap();
+        {
+            // INDEXED BY: without statistics SQLite may pick a collection index and scan it.
+            let mut probe = tx
+                .prepare_cached(
+                    "SELECT seq, version_us, is_latest, is_first FROM t INDEXED BY t_key
+                     WHERE id_key = ?1 AND collection = ?2 AND id = ?3",
+                )
+                .unwrap();
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO t (collection, id, id_key, type, version, version_us,
+                       spec_version, date_added, is_latest, is_first, object, file, off, len, tlp)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, 1, ?9, 7, ?10, ?11, ?12)",
+                )
+                .unwrap();
+            let end = (n + PER_COMMIT).min(total);
+            let mut offset = 0i64;
+            for i in n..end {
+                let o = object(i);
+                let k = key(&o.id);
+                let known = probe
+                    .query_map(params![k, COLLECTION, o.id], |r| r.get::<_, i64>(0))
+                    .unwrap()
+                    .count();
+                assert_eq!(known, 0);
+                let len = o.object.len() as i64;
+                insert
+                    .execute(params![
+                        COLLECTION,
+                        o.id,
+                        k,
+                        o.kind,
+                        o.version,
+                        o.version_us,
+                        o.spec_version,
+                        i as i64 + 1,
+                        inline.then_some(&o.object),
+                        offset,
+                        len,
+                        o.tlp.rank()
+                    ])
+                    .unwrap();
+                offset += len + 1;
+            }
+            n = end;
+        }
+        tx.commit().unwrap();
+    }
+}
+
+fn through_store(path: &std::path::Path, total: usize) {
+    let store = SqliteStore::open(path).unwrap();
+    let mut n = 0;
+    while n < total {
+        let end = (n + PER_COMMIT).min(total);
+        let objects: Vec<NewTaxiiObject> = (n..end).map(object).collect();
+        let added = store.taxii_add(COLLECTION, &objects, None).unwrap();
+        assert!(added.iter().all(|a| *a));
+        n = end;
+    }
+}
+
+fn main() {
+    let total: usize = std::env::var("BENCH_OBJECTS")
+        .map(|v| v.parse().expect("BENCH_OBJECTS"))
+        .unwrap_or(2_000_000);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .map(|v| v.parse().expect("BENCH_RUNS"))
+        .unwrap_or(1);
+    let variants = std::env::var("BENCH_VARIANTS")
+        .unwrap_or_else(|_| "store,inline,inline-noadded,ref,ref-noadded".into());
+    println!("TAXII insert floor: {total} objects, {PER_COMMIT} per commit");
+    for run in 1..=runs {
+        for variant in variants.split(',') {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("floor.sqlite");
+            let start = Instant::now();
+            match variant {
+                "store" => through_store(&path, total),
+                "inline" => by_hand(&path, total, true, true),
+                "inline-noadded" => by_hand(&path, total, true, false),
+                "ref" => by_hand(&path, total, false, true),
+                "ref-noadded" => by_hand(&path, total, false, false),
+                other => panic!("unknown variant {other:?}"),
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let bytes: u64 = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum();
+            println!(
+                "run {run} {variant:>15}: {secs:6.1} s  {:>7.0} objects/s  database {} MB",
+                total as f64 / secs,
+                bytes / 1_000_000
+            );
+        }
+    }
+}
