@@ -68,8 +68,9 @@ fn key(id: &str) -> i64 {
     i64::from_be_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
 }
 
-/// The node's table and indexes (migration 11, `tlp` of migration 8), with or without the body
-/// and the `date_added` index.
+/// The node's table and indexes (SQLite migration 11) with three more columns for a body by
+/// reference (file, offset, length: left empty when the body is inline), with or without the
+/// body and the `date_added` index.
 fn by_hand(path: &std::path::Path, total: usize, inline: bool, added_index: bool) {
     let mut conn = Connection::open(path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
@@ -105,7 +106,7 @@ fn by_hand(path: &std::path::Path, total: usize, inline: bool, added_index: bool
                 .prepare_cached(
                     "INSERT INTO t (collection, id, id_key, type, version, version_us,
                        spec_version, date_added, is_latest, is_first, object, file, off, len, tlp)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, 1, ?9, 7, ?10, ?11, ?12)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, 1, ?9, ?10, ?11, ?12, ?13)",
                 )
                 .unwrap();
             let end = (n + PER_COMMIT).min(total);
@@ -130,8 +131,9 @@ fn by_hand(path: &std::path::Path, total: usize, inline: bool, added_index: bool
                         o.spec_version,
                         i as i64 + 1,
                         inline.then_some(&o.object),
-                        offset,
-                        len,
+                        (!inline).then_some(7),
+                        (!inline).then_some(offset),
+                        (!inline).then_some(len),
                         o.tlp.rank()
                     ])
                     .unwrap();
