@@ -52,6 +52,15 @@ impl RecordBackend {
         })
     }
 
+    /// The TAXII publisher's handle: on SQLite a connection whose large commits leave the
+    /// checkpoints to a thread of their own; the shared pool on PostgreSQL.
+    pub fn connect_publisher(&self) -> anyhow::Result<Arc<dyn RecordStore>> {
+        Ok(match self {
+            RecordBackend::Sqlite(path) => Arc::new(SqliteStore::open_bulk_writer(path)?),
+            RecordBackend::Postgres(store) => store.clone(),
+        })
+    }
+
     /// What it is, for the log (no password).
     pub fn describe(&self) -> String {
         match self {

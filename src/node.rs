@@ -56,7 +56,7 @@ pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
     // TAXII pages and the publisher have connections of their own (they never wait behind
     // ingest or jobs).
     let taxii_db = records.connect()?;
-    let publisher_db = records.connect()?;
+    let publisher_db = records.connect_publisher()?;
     let publisher = Arc::new(Publisher::start(
         publisher_db,
         blobs.clone(),

@@ -640,4 +640,47 @@ mod tests {
         });
         assert_eq!(b.taxii_watermark("x").unwrap(), Position::from_backend(299));
     }
+
+    /// The publisher's connection leaves its checkpoints to a thread of its own: a commit far
+    /// below the writer's own threshold still reaches the database file, and the objects are
+    /// all there for another connection.
+    #[test]
+    fn a_bulk_writer_checkpoints_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.sqlite");
+        let writer = SqliteStore::open_bulk_writer(&path).unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        // About 8 MB: 2,000 pages, past SQLite's default threshold (1,000) and far below the
+        // bulk writer's.
+        let body = format!("{{\"x\":\"{}\"}}", "y".repeat(2_000));
+        let objects: Vec<NewTaxiiObject> = (0..4_000)
+            .map(|i| NewTaxiiObject {
+                object: body.clone(),
+                ..object(i)
+            })
+            .collect();
+        writer.taxii_add("c", &objects, None).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let size = std::fs::metadata(&path).unwrap().len();
+            if size > before + 7_000_000 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {size} bytes (from {before}): nothing was \
+                 checkpointed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let reader = rusqlite::Connection::open(&path).unwrap();
+        let count: i64 = reader
+            .query_row(
+                "SELECT count(*) FROM taxii_objects WHERE collection = 'c'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(count, 4_000);
+    }
 }
