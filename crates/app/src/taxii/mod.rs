@@ -431,6 +431,33 @@ const FILES_PER_ROUND: u64 = 20;
 /// Objects added to a collection in one transaction (at least one file's).
 const OBJECTS_PER_COMMIT: usize = 20_000;
 
+/// The datasets' names for the groupings' titles, looked up once per dataset in a round. The
+/// files of a round are read beside the transaction that adds the previous ones, on the same
+/// connection: a lookup per file waited for each of those transactions to end, and the writer
+/// then for the reader (a third of the publisher's time after a conversion of 1,000 files).
+struct DatasetNames<'a> {
+    db: &'a dyn RecordStore,
+    known: HashMap<Sha256Hex, Option<String>>,
+}
+
+impl<'a> DatasetNames<'a> {
+    fn new(db: &'a dyn RecordStore) -> Self {
+        Self {
+            db,
+            known: HashMap::new(),
+        }
+    }
+
+    fn of(&mut self, source: &Sha256Hex) -> Result<Option<String>, StoreError> {
+        if let Some(name) = self.known.get(source) {
+            return Ok(name.clone());
+        }
+        let name = self.db.file(source)?.and_then(|f| f.original_name);
+        self.known.insert(source.clone(), name.clone());
+        Ok(name)
+    }
+}
+
 /// Dataset files read for one transaction: their objects, except the indicators, which go in
 /// as the versions the IOC registry gives them.
 #[derive(Default)]
@@ -447,7 +474,7 @@ struct FileBatch {
 /// the watermark). `policy` says how sure a dataset of the file's type makes the node and how
 /// long its indicators stay valid.
 fn read_stix_file(
-    db: &dyn RecordStore,
+    names: &mut DatasetNames<'_>,
     blobs: &dyn BlobStore,
     file: &RecordedStixFile,
     policy: &IndicatorPolicy,
@@ -507,9 +534,7 @@ fn read_stix_file(
         batch.objects.push(object);
     }
     if !refs.is_empty() {
-        let dataset = db
-            .file(&file.source_file_hash)?
-            .and_then(|f| f.original_name);
+        let dataset = names.of(&file.source_file_hash)?;
         let title = grouping::FileTitle {
             dataset: dataset.as_deref(),
             cti_name: None,
@@ -605,8 +630,9 @@ fn publish_once(
         scope.spawn(move || {
             let mut batch = FileBatch::default();
             let mut last = None;
+            let mut names = DatasetNames::new(db);
             for file in files {
-                if let Err(e) = read_stix_file(db, blobs, &file, indicators, &mut batch) {
+                if let Err(e) = read_stix_file(&mut names, blobs, &file, indicators, &mut batch) {
                     let _ = batches.send(Err(e));
                     return;
                 }
