@@ -161,8 +161,10 @@ fn main() {
                 let rate = rows as f64 / secs;
                 let peak = server.peak_rss_mib();
                 let lag = taxii_lag(&server, &hash, &token);
+                // The publisher's batches come after the conversion's peak.
+                let peak_published = server.peak_rss_mib();
                 println!(
-                    "{label} run {run}: {rows} rows in {secs:.2} s = {rate:.0} rows/s ({:.0} objects/s, {} files), server peak RSS {peak:.1} MiB, server CPU {user:.2} s user + {sys:.2} s system ({cpu_per_row:.2} us/row); TAXII lag {lag:.1} s",
+                    "{label} run {run}: {rows} rows in {secs:.2} s = {rate:.0} rows/s ({:.0} objects/s, {} files), server peak RSS {peak:.1} MiB, server CPU {user:.2} s user + {sys:.2} s system ({cpu_per_row:.2} us/row); TAXII lag {lag:.1} s, server peak RSS by then {peak_published:.1} MiB",
                     done["objects"].as_f64().unwrap_or(0.0) / secs,
                     done["files"],
                 );

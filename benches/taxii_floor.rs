@@ -1,10 +1,12 @@
 //! How fast the embedded database can take TAXII objects at all: the floor under the
 //! publisher's lag after a conversion. Writes `BENCH_OBJECTS` (default 2,000,000: what
 //! 1,000,000 SDN rows give) new objects of about 850 bytes (an SDN file's mean line) into one
-//! collection, 20,000 per transaction like the publisher, and prints seconds, objects/s and the
-//! database's size for each variant:
+//! collection, 20,000 per transaction like the publisher (`BENCH_PER_COMMIT` to try others),
+//! and prints seconds, objects/s and the database's size for each variant:
 //!
-//! - `store`: the node's own `SqliteStore::taxii_add` (version probe by key, insert, counts);
+//! - `store`: the node's own `SqliteStore::taxii_add` (version probe by key, insert, counts)
+//!   on the publisher's kind of connection (`open_bulk_writer`: checkpoints on a thread of
+//!   their own);
 //! - `inline`: the same table, indexes and pragmas by hand (probe by key, insert): the
 //!   statements alone;
 //! - `inline-noadded`: without the `(collection, date_added)` index;
@@ -16,6 +18,7 @@
 //!
 //!     cargo bench --bench taxii_floor
 //!     BENCH_OBJECTS=500000 BENCH_VARIANTS=store,ref cargo bench --bench taxii_floor
+//!     BENCH_PER_COMMIT=100000 BENCH_VARIANTS=store cargo bench --bench taxii_floor
 //!
 //! Reading and parsing the STIX files is not in these figures (the publisher does it on a
 //! second thread while the store writes).
@@ -29,6 +32,7 @@ use br_cti_store_local::SqliteStore;
 use rusqlite::{Connection, params};
 use sha2::{Digest, Sha256};
 
+/// Objects per transaction unless `BENCH_PER_COMMIT` says otherwise: the publisher's.
 const PER_COMMIT: usize = 20_000;
 const COLLECTION: &str = "5d5b8e2e-6a53-5f0c-9d1e-2f6f7d3b8a11";
 
@@ -71,7 +75,13 @@ fn key(id: &str) -> i64 {
 /// The node's table and indexes (SQLite migration 11) with three more columns for a body by
 /// reference (file, offset, length: left empty when the body is inline), with or without the
 /// body and the `date_added` index.
-fn by_hand(path: &std::path::Path, total: usize, inline: bool, added_index: bool) {
+fn by_hand(
+    path: &std::path::Path,
+    total: usize,
+    per_commit: usize,
+    inline: bool,
+    added_index: bool,
+) {
     let mut conn = Connection::open(path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.pragma_update(None, "synchronous", "FULL").unwrap();
@@ -109,7 +119,7 @@ fn by_hand(path: &std::path::Path, total: usize, inline: bool, added_index: bool
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, 1, ?9, ?10, ?11, ?12, ?13)",
                 )
                 .unwrap();
-            let end = (n + PER_COMMIT).min(total);
+            let end = (n + per_commit).min(total);
             let mut offset = 0i64;
             for i in n..end {
                 let o = object(i);
@@ -145,11 +155,12 @@ fn by_hand(path: &std::path::Path, total: usize, inline: bool, added_index: bool
     }
 }
 
-fn through_store(path: &std::path::Path, total: usize) {
-    let store = SqliteStore::open(path).unwrap();
+fn through_store(path: &std::path::Path, total: usize, per_commit: usize) {
+    // The publisher's connection: checkpoints on a thread of their own.
+    let store = SqliteStore::open_bulk_writer(path).unwrap();
     let mut n = 0;
     while n < total {
-        let end = (n + PER_COMMIT).min(total);
+        let end = (n + per_commit).min(total);
         let objects: Vec<NewTaxiiObject> = (n..end).map(object).collect();
         let added = store.taxii_add(COLLECTION, &objects, None).unwrap();
         assert!(added.iter().all(|a| *a));
@@ -166,18 +177,21 @@ fn main() {
         .unwrap_or(1);
     let variants = std::env::var("BENCH_VARIANTS")
         .unwrap_or_else(|_| "store,inline,inline-noadded,ref,ref-noadded".into());
-    println!("TAXII insert floor: {total} objects, {PER_COMMIT} per commit");
+    let per_commit: usize = std::env::var("BENCH_PER_COMMIT")
+        .map(|v| v.parse().expect("BENCH_PER_COMMIT"))
+        .unwrap_or(PER_COMMIT);
+    println!("TAXII insert floor: {total} objects, {per_commit} per commit");
     for run in 1..=runs {
         for variant in variants.split(',') {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("floor.sqlite");
             let start = Instant::now();
             match variant {
-                "store" => through_store(&path, total),
-                "inline" => by_hand(&path, total, true, true),
-                "inline-noadded" => by_hand(&path, total, true, false),
-                "ref" => by_hand(&path, total, false, true),
-                "ref-noadded" => by_hand(&path, total, false, false),
+                "store" => through_store(&path, total, per_commit),
+                "inline" => by_hand(&path, total, per_commit, true, true),
+                "inline-noadded" => by_hand(&path, total, per_commit, true, false),
+                "ref" => by_hand(&path, total, per_commit, false, true),
+                "ref-noadded" => by_hand(&path, total, per_commit, false, false),
                 other => panic!("unknown variant {other:?}"),
             }
             let secs = start.elapsed().as_secs_f64();
