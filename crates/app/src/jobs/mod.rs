@@ -438,6 +438,12 @@ impl Jobs {
             cancel: cancel.clone(),
             lost: lost.clone(),
         });
+        // A cancel that came after the claim read the job but before the line above found no
+        // job running here, and only marked it in the store; the heartbeat would pass it on
+        // a few seconds later, after a short job had ended as succeeded. Renewing the lease
+        // now reads the mark: `cancel` marks the store before it looks for the running job,
+        // and this looks at the store after the job is registered, so one of them sees the other.
+        self.renew();
         let result = br_cti_engine::supervise::catch(|| self.run_job(&job, fence, &cancel, &lost));
         *self.inner.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.inner
