@@ -368,7 +368,7 @@ const BULK_AUTOCHECKPOINT_PAGES: i64 = 50_000;
 const BULK_LOG_LIMIT_BYTES: i64 = 64 << 20;
 
 /// Moves a bulk writer's write-ahead log into the database file on a thread of its own, with a
-/// connection of its own, after each of the writer's calls: the copy and its syncs then run
+/// connection of its own, after each of the writer's calls that changed rows: the copy and its syncs then run
 /// beside the writer's next transaction instead of inside its commit (a third of the TAXII
 /// publisher's time when it checkpointed every commit, 20,000 objects, by itself).
 struct Checkpointer {
@@ -612,8 +612,13 @@ impl SqliteStore {
         if file_identity(&self.path).ok() != Some(self.identity) {
             return Err(StoreError::Replaced(self.path.display().to_string()));
         }
+        let changes = conn.total_changes();
         let result = f(&mut conn);
-        if let Some(checkpointer) = &self.checkpointer {
+        // After writes only: the publisher also polls (watermarks, running jobs) several times
+        // a second, and a checkpoint per poll would sync the database file as often.
+        if let Some(checkpointer) = &self.checkpointer
+            && conn.total_changes() != changes
+        {
             checkpointer.nudge();
         }
         result
