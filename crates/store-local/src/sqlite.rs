@@ -368,15 +368,29 @@ const BULK_AUTOCHECKPOINT_PAGES: i64 = 50_000;
 const BULK_LOG_LIMIT_BYTES: i64 = 64 << 20;
 
 /// Moves a bulk writer's write-ahead log into the database file on a thread of its own, with a
-/// connection of its own, after each of the writer's calls that changed rows: the copy and its syncs then run
-/// beside the writer's next transaction instead of inside its commit (a third of the TAXII
-/// publisher's time when it checkpointed every commit, 20,000 objects, by itself).
+/// connection of its own, after each of the writer's calls that changed rows: the copy and its
+/// syncs then run beside the writer's next transaction instead of inside its commit (a third of
+/// the TAXII publisher's time when it checkpointed every commit, 20,000 objects, by itself).
+///
+/// The thread is started by the writer's first write, from the writer's thread, so it runs at
+/// the writer's priority: the publisher lowers its own (nice 10) so that conversions keep the
+/// CPU, and a checkpointer started by the node's main thread took it from them.
 struct Checkpointer {
-    nudge: std::sync::mpsc::SyncSender<()>,
+    path: std::path::PathBuf,
+    /// `None` when the thread could not be started (the writer then checkpoints by itself
+    /// past [`BULK_AUTOCHECKPOINT_PAGES`]).
+    nudge: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<()>>>,
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> Result<Self, StoreError> {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            nudge: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn spawn(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>, StoreError> {
         let conn = Connection::open(path).map_err(sql)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sql)?;
@@ -398,11 +412,24 @@ impl Checkpointer {
                 }
             })
             .map_err(|e| StoreError::Backend(format!("starting the checkpointer: {e}").into()))?;
-        Ok(Self { nudge })
+        Ok(nudge)
     }
 
     fn nudge(&self) {
-        let _ = self.nudge.try_send(());
+        let sender = self.nudge.get_or_init(|| match Self::spawn(&self.path) {
+            Ok(sender) => Some(sender),
+            Err(e) => {
+                tracing::warn!(
+                    "no background checkpoints for {} (its writer checkpoints by itself every \
+                     {BULK_AUTOCHECKPOINT_PAGES} pages): {e}",
+                    self.path.display()
+                );
+                None
+            }
+        });
+        if let Some(sender) = sender {
+            let _ = sender.try_send(());
+        }
     }
 }
 
@@ -598,7 +625,7 @@ impl SqliteStore {
             conn.pragma_update(None, "journal_size_limit", BULK_LOG_LIMIT_BYTES)
                 .map_err(sql)?;
         }
-        store.checkpointer = Some(Checkpointer::start(path)?);
+        store.checkpointer = Some(Checkpointer::new(path));
         Ok(store)
     }
 
