@@ -15,6 +15,7 @@ import traceback
 from urllib.parse import urlparse
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -68,7 +69,14 @@ def shot(name):
 
 def wait(cond, timeout=60, what="a condition"):
     try:
-        return WebDriverWait(D, timeout, poll_frequency=0.25).until(lambda d: cond())
+        # A page that re-renders between finding an element and reading it answers a stale
+        # reference: that is "not yet", like an element not found.
+        return WebDriverWait(
+            D,
+            timeout,
+            poll_frequency=0.25,
+            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+        ).until(lambda d: cond())
     except Exception:
         raise AssertionError(f"timed out after {timeout} s waiting for {what} on {D.current_url}")
 
