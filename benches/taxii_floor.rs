@@ -6,7 +6,9 @@
 //!
 //! - `store`: the node's own `SqliteStore::taxii_add` (version probe by key, insert, counts)
 //!   on the publisher's kind of connection (`open_bulk_writer`: checkpoints on a thread of
-//!   their own);
+//!   their own), each body a reference into a STIX file, as the publisher writes them;
+//! - `store-text`: the same with the bodies in the database (as before 2026-12-02, and as
+//!   objects pushed by peers are kept);
 //! - `inline`: the same table, indexes and pragmas by hand (probe by key, insert): the
 //!   statements alone;
 //! - `inline-noadded`: without the `(collection, date_added)` index;
@@ -17,7 +19,7 @@
 //! Run it:
 //!
 //!     cargo bench --bench taxii_floor
-//!     BENCH_OBJECTS=500000 BENCH_VARIANTS=store,ref cargo bench --bench taxii_floor
+//!     BENCH_OBJECTS=500000 BENCH_VARIANTS=store,store-text cargo bench --bench taxii_floor
 //!     BENCH_PER_COMMIT=100000 BENCH_VARIANTS=store cargo bench --bench taxii_floor
 //!
 //! Reading and parsing the STIX files is not in these figures (the publisher does it on a
@@ -25,7 +27,8 @@
 
 use std::time::Instant;
 
-use br_cti_domain::model::NewTaxiiObject;
+use br_cti_domain::hash::Sha256Hex;
+use br_cti_domain::model::{BodyRef, NewTaxiiObject, TaxiiBody};
 use br_cti_domain::vocab::Tlp;
 use br_cti_store::TaxiiStore;
 use br_cti_store_local::SqliteStore;
@@ -59,8 +62,22 @@ fn object(i: usize) -> NewTaxiiObject {
         version: modified.into(),
         version_us: 1_704_067_200_000_000,
         spec_version: "2.1".into(),
-        object: text,
+        body: TaxiiBody::Text(text),
         tlp: Tlp::Green,
+    }
+}
+
+/// `object(i)` with its body a line of a STIX file (about 1,000 lines a file).
+fn in_file(i: usize) -> NewTaxiiObject {
+    let o = object(i);
+    let len = o.body.text().len() as u32;
+    NewTaxiiObject {
+        body: TaxiiBody::InFile(BodyRef {
+            file: Sha256Hex::from_digest(&Sha256::digest((i / 1000).to_le_bytes())),
+            offset: (i % 1000) as u64 * (u64::from(len) + 1),
+            len,
+        }),
+        ..o
     }
 }
 
@@ -129,7 +146,7 @@ fn by_hand(
                     .unwrap()
                     .count();
                 assert_eq!(known, 0);
-                let len = o.object.len() as i64;
+                let len = o.body.text().len() as i64;
                 insert
                     .execute(params![
                         COLLECTION,
@@ -140,7 +157,7 @@ fn by_hand(
                         o.version_us,
                         o.spec_version,
                         i as i64 + 1,
-                        inline.then_some(&o.object),
+                        inline.then_some(o.body.text()),
                         (!inline).then_some(7),
                         (!inline).then_some(offset),
                         (!inline).then_some(len),
@@ -155,13 +172,17 @@ fn by_hand(
     }
 }
 
-fn through_store(path: &std::path::Path, total: usize, per_commit: usize) {
+fn through_store(path: &std::path::Path, total: usize, per_commit: usize, by_reference: bool) {
     // The publisher's connection: checkpoints on a thread of their own.
     let store = SqliteStore::open_bulk_writer(path).unwrap();
     let mut n = 0;
     while n < total {
         let end = (n + per_commit).min(total);
-        let objects: Vec<NewTaxiiObject> = (n..end).map(object).collect();
+        let objects: Vec<NewTaxiiObject> = if by_reference {
+            (n..end).map(in_file).collect()
+        } else {
+            (n..end).map(object).collect()
+        };
         let added = store.taxii_add(COLLECTION, &objects, None).unwrap();
         assert!(added.iter().all(|a| *a));
         n = end;
@@ -176,7 +197,7 @@ fn main() {
         .map(|v| v.parse().expect("BENCH_RUNS"))
         .unwrap_or(1);
     let variants = std::env::var("BENCH_VARIANTS")
-        .unwrap_or_else(|_| "store,inline,inline-noadded,ref,ref-noadded".into());
+        .unwrap_or_else(|_| "store,store-text,inline,inline-noadded,ref,ref-noadded".into());
     let per_commit: usize = std::env::var("BENCH_PER_COMMIT")
         .map(|v| v.parse().expect("BENCH_PER_COMMIT"))
         .unwrap_or(PER_COMMIT);
@@ -187,7 +208,8 @@ fn main() {
             let path = dir.path().join("floor.sqlite");
             let start = Instant::now();
             match variant {
-                "store" => through_store(&path, total, per_commit),
+                "store" => through_store(&path, total, per_commit, true),
+                "store-text" => through_store(&path, total, per_commit, false),
                 "inline" => by_hand(&path, total, per_commit, true, true),
                 "inline-noadded" => by_hand(&path, total, per_commit, true, false),
                 "ref" => by_hand(&path, total, per_commit, false, true),

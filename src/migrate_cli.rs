@@ -231,6 +231,7 @@ const TABLES: &[Table] = &[
             ("is_first", "is_first", B),
             ("object", "object", P),
             ("tlp", "tlp", P),
+            ("body_ref", "body_ref", P),
         ],
         identity: Some("seq"),
     },
@@ -336,7 +337,11 @@ fn copy_field(out: &mut String, value: ValueRef<'_>, kind: Kind) -> anyhow::Resu
                 }
             }
         }
-        (ValueRef::Blob(_), _) => bail!("a binary value where text or a number was expected"),
+        // bytea: `\x` and hexadecimal digits, the backslash escaped for COPY.
+        (ValueRef::Blob(b), _) => {
+            out.push_str("\\\\x");
+            out.push_str(&hex::encode(b));
+        }
     }
     Ok(())
 }

@@ -360,8 +360,8 @@ mod process {
         );
     }
 
-    /// Every `id` a TAXII user reads from a collection, following `next`.
-    fn collection_ids(server: &TestServer, user: &str, token: &str, title: &str) -> Vec<String> {
+    /// Every object of a collection, as served, paging through it.
+    fn collection_objects(server: &TestServer, user: &str, token: &str, title: &str) -> Vec<Value> {
         let v: Value = server
             .client
             .get(server.url("/taxii2/api/collections/"))
@@ -380,7 +380,7 @@ mod process {
             .as_str()
             .unwrap()
             .to_string();
-        let mut ids = Vec::new();
+        let mut objects = Vec::new();
         let mut next: Option<String> = None;
         loop {
             let mut path = format!("/taxii2/api/collections/{id}/objects/?limit=500");
@@ -397,14 +397,15 @@ mod process {
                 .json()
                 .unwrap();
             for o in v["objects"].as_array().into_iter().flatten() {
-                ids.push(o["id"].as_str().unwrap().to_string());
+                assert!(o["id"].is_string(), "{o}");
+                objects.push(o.clone());
             }
             match v["next"].as_str() {
                 Some(n) if v["more"] == true => next = Some(n.to_string()),
                 _ => break,
             }
         }
-        ids
+        objects
     }
 
     /// A node's data directory moves to PostgreSQL and S3 with `migrate-store`: a node started
@@ -433,11 +434,11 @@ mod process {
         // Wait until the publisher has put both into TAXII.
         let deadline = Instant::now() + Duration::from_secs(60);
         let (datasets, dangers) = loop {
-            let d = collection_ids(&old, "peer", &peer, "br-cti datasets");
-            let h = collection_ids(&old, "peer", &peer, "br-cti hidden dangers");
+            let d = collection_objects(&old, "peer", &peer, "br-cti datasets");
+            let h = collection_objects(&old, "peer", &peer, "br-cti hidden dangers");
             if !d.is_empty() && !h.is_empty() {
                 std::thread::sleep(Duration::from_millis(500));
-                let d2 = collection_ids(&old, "peer", &peer, "br-cti datasets");
+                let d2 = collection_objects(&old, "peer", &peer, "br-cti datasets");
                 if d2.len() == d.len() {
                     break (d, h);
                 }
@@ -554,13 +555,14 @@ mod process {
                 "{n}: {page}"
             );
         }
-        // The same users and tokens, the same TAXII objects in the same order.
+        // The same users and tokens, the same TAXII objects in the same order (the datasets'
+        // read from the STIX files, now in the bucket).
         assert_eq!(
-            collection_ids(&new, "peer", &peer, "br-cti datasets"),
+            collection_objects(&new, "peer", &peer, "br-cti datasets"),
             datasets
         );
         assert_eq!(
-            collection_ids(&new, "peer", &peer, "br-cti hidden dangers"),
+            collection_objects(&new, "peer", &peer, "br-cti hidden dangers"),
             dangers
         );
         // The replay claim moved too: the same request is answered as before.

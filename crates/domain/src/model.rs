@@ -395,10 +395,86 @@ pub struct NewTaxiiObject {
     /// The version as microseconds since the epoch (ordering); 0 when unversioned.
     pub version_us: i64,
     pub spec_version: String,
-    /// The object's JSON text.
-    pub object: String,
+    /// The object's JSON text, or where it is.
+    pub body: TaxiiBody,
     /// Its most restricted TLP marking (none: clear): who may read it.
     pub tlp: Tlp,
+}
+
+/// Where the JSON text of a TAXII object version is kept.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaxiiBody {
+    /// In the database, with the version (objects pushed by peers, hidden dangers, the
+    /// groupings and indicator versions the node builds).
+    Text(String),
+    /// A line of a STIX file the node wrote from a dataset: served from the file, which is
+    /// stored under the hash of its bytes and never changes. The database keeps 44 bytes
+    /// instead of the object.
+    InFile(BodyRef),
+}
+
+impl TaxiiBody {
+    /// The text held in the database (`""` for a body in a file).
+    pub fn text(&self) -> &str {
+        match self {
+            TaxiiBody::Text(t) => t,
+            TaxiiBody::InFile(_) => "",
+        }
+    }
+
+    /// The stored form of a reference (`None` for a text).
+    pub fn reference(&self) -> Option<[u8; BodyRef::STORED_LEN]> {
+        match self {
+            TaxiiBody::Text(_) => None,
+            TaxiiBody::InFile(r) => Some(r.to_bytes()),
+        }
+    }
+
+    /// Back from a store's two columns: the text, and the reference when there is one.
+    pub fn from_stored(text: String, reference: Option<&[u8]>) -> Result<Self, BadBodyRef> {
+        match reference {
+            None => Ok(TaxiiBody::Text(text)),
+            Some(bytes) => BodyRef::from_bytes(bytes).map(TaxiiBody::InFile),
+        }
+    }
+}
+
+/// The bytes `offset..offset + len` of the STIX file `file`: one object's JSON text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BodyRef {
+    pub file: Sha256Hex,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// A stored reference that is not 44 bytes: the database was changed by hand or is damaged.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a stored TAXII body reference has {0} bytes, not 44")]
+pub struct BadBodyRef(pub usize);
+
+impl BodyRef {
+    /// The digest (32 bytes), the offset (8, big-endian) and the length (4, big-endian).
+    pub const STORED_LEN: usize = 44;
+
+    pub fn to_bytes(&self) -> [u8; Self::STORED_LEN] {
+        let mut out = [0u8; Self::STORED_LEN];
+        hex::decode_to_slice(self.file.as_str(), &mut out[..32])
+            .expect("a Sha256Hex is 64 hexadecimal characters");
+        out[32..40].copy_from_slice(&self.offset.to_be_bytes());
+        out[40..].copy_from_slice(&self.len.to_be_bytes());
+        out
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<Self, BadBodyRef> {
+        if b.len() != Self::STORED_LEN {
+            return Err(BadBodyRef(b.len()));
+        }
+        Ok(BodyRef {
+            file: Sha256Hex::from_digest(&b[..32]),
+            offset: u64::from_be_bytes(b[32..40].try_into().expect("8 bytes")),
+            len: u32::from_be_bytes(b[40..].try_into().expect("4 bytes")),
+        })
+    }
 }
 
 /// A place in an order a backend keeps: where an object stands in a TAXII collection, how far
@@ -434,7 +510,7 @@ pub struct TaxiiObject {
     pub spec_version: String,
     /// Microseconds since the epoch; unique and increasing with `position`.
     pub date_added: i64,
-    pub object: String,
+    pub body: TaxiiBody,
 }
 
 /// One `match[version]` value.
@@ -573,5 +649,36 @@ mod bucket_tests {
             burst: 1.0,
         };
         assert!((0..10).all(|i| off.take(Some((0.0, 0)), i).1.is_ok()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_reference_round_trips_through_its_44_bytes() {
+        let r = BodyRef {
+            file: Sha256Hex::parse(&"0f".repeat(32)).unwrap(),
+            offset: 0x0102_0304_0506_0708,
+            len: u32::MAX,
+        };
+        let body = TaxiiBody::InFile(r.clone());
+        let stored = body.reference().unwrap();
+        assert_eq!(stored.len(), BodyRef::STORED_LEN);
+        assert_eq!(&stored[32..40], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            TaxiiBody::from_stored(String::new(), Some(&stored)),
+            Ok(body)
+        );
+        assert_eq!(
+            TaxiiBody::from_stored("{}".into(), None),
+            Ok(TaxiiBody::Text("{}".into()))
+        );
+        assert_eq!(TaxiiBody::Text("{}".into()).reference(), None);
+        assert_eq!(
+            TaxiiBody::from_stored(String::new(), Some(&stored[..43])),
+            Err(BadBodyRef(43))
+        );
     }
 }

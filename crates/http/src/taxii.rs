@@ -446,7 +446,7 @@ async fn page(
 ) -> Result<Response, TaxiiError> {
     check_accept(&headers, matches!(shape, Shape::Objects))?;
     let wanted = object_id.clone();
-    let (rows, more, query) = blocking(move || {
+    let (rows, texts, more, query) = blocking(move || {
         let who = principal(&state, &headers)?;
         let c = visible_collection(&*state.taxii_db, &who, &id)?;
         if !can_read(&who, &c) {
@@ -465,7 +465,11 @@ async fn page(
             .taxii_db
             .taxii_page(&c.id, &query)
             .map_err(|e| store("reading the collection", e))?;
-        Ok((rows, more, query))
+        let texts = match shape {
+            Shape::Objects => taxii::bodies(&*state.blobs, &rows)?,
+            Shape::Manifest | Shape::Versions => Vec::new(),
+        };
+        Ok((rows, texts, more, query))
     })
     .await?;
     if let Some(object_id) = wanted
@@ -493,9 +497,9 @@ async fn page(
     match shape {
         Shape::Objects => {
             if !rows.is_empty() {
-                let objects: Vec<Value> = rows
+                let objects: Vec<Value> = texts
                     .iter()
-                    .map(|r| serde_json::from_str(&r.object).unwrap_or(Value::Null))
+                    .map(|t| serde_json::from_str(t).unwrap_or(Value::Null))
                     .collect();
                 body.insert("objects".into(), Value::Array(objects));
             }

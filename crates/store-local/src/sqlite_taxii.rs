@@ -13,8 +13,8 @@ use crate::sqlite::SqliteStore;
 use crate::sqlite::{HD_COLUMNS, hash, hd_from_row, numbered, parsed, sql, taxii_key, write_tx};
 use br_cti_domain::ioc::{Confidence, IocSighting, IocState};
 use br_cti_domain::model::{
-    NewTaxiiObject, Position, RecordedStixFile, StoredHiddenDanger, TaxiiObject, TaxiiQuery,
-    TaxiiStatus, VersionMatch,
+    NewTaxiiObject, Position, RecordedStixFile, StoredHiddenDanger, TaxiiBody, TaxiiObject,
+    TaxiiQuery, TaxiiStatus, VersionMatch,
 };
 use br_cti_domain::vocab::{DataType, Tlp};
 use br_cti_store::{StoreError, TaxiiStore};
@@ -110,8 +110,8 @@ impl TaxiiStore for SqliteStore {
                     .map_err(sql)?;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO taxii_objects (collection, id, id_key, type, version, version_us,
-                         spec_version, date_added, is_latest, is_first, object, tlp)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                         spec_version, date_added, is_latest, is_first, object, tlp, body_ref)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 ).map_err(sql)?;
                 for o in objects {
                     let key = taxii_key(collection, &o.id);
@@ -157,8 +157,9 @@ impl TaxiiStore for SqliteStore {
                             date_added,
                             is_latest,
                             is_first,
-                            o.object,
-                            o.tlp.rank()
+                            o.body.text(),
+                            o.tlp.rank(),
+                            o.body.reference().as_ref().map(|r| &r[..])
                         ])
                         .map_err(sql)?;
                     date_added += 1;
@@ -236,10 +237,11 @@ impl TaxiiStore for SqliteStore {
             args.push(V::Integer(q.limit as i64 + 1));
             let mut stmt = conn
                 .prepare_cached(&format!(
-                "SELECT seq, id, type, version, spec_version, date_added, object FROM taxii_objects
+                    "SELECT seq, id, type, version, spec_version, date_added, object, body_ref
+                 FROM taxii_objects
                  WHERE {} ORDER BY seq LIMIT ?",
-                clauses.join(" AND ")
-            ))
+                    clauses.join(" AND ")
+                ))
                 .map_err(sql)?;
             let mut rows = stmt
                 .query_map(params_from_iter(args.iter()), |r| {
@@ -250,7 +252,17 @@ impl TaxiiStore for SqliteStore {
                         version: r.get(3)?,
                         spec_version: r.get(4)?,
                         date_added: r.get(5)?,
-                        object: r.get(6)?,
+                        body: TaxiiBody::from_stored(
+                            r.get(6)?,
+                            r.get::<_, Option<Vec<u8>>>(7)?.as_deref(),
+                        )
+                        .map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                7,
+                                rusqlite::types::Type::Blob,
+                                Box::new(e),
+                            )
+                        })?,
                     })
                 })
                 .map_err(sql)?
@@ -607,7 +619,7 @@ mod tests {
             version: String::new(),
             version_us: 0,
             spec_version: "2.1".into(),
-            object: "{}".into(),
+            body: TaxiiBody::Text("{}".into()),
             tlp: Tlp::Clear,
         }
     }
@@ -655,7 +667,7 @@ mod tests {
         let body = format!("{{\"x\":\"{}\"}}", "y".repeat(2_000));
         let objects: Vec<NewTaxiiObject> = (0..4_000)
             .map(|i| NewTaxiiObject {
-                object: body.clone(),
+                body: TaxiiBody::Text(body.clone()),
                 ..object(i)
             })
             .collect();

@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v4.sql"),
     include_str!("schema_v5.sql"),
     include_str!("schema_v6.sql"),
+    include_str!("schema_v7.sql"),
 ];
 
 /// Advisory lock keys (the ASCII of "br-cti" and a number).
@@ -516,7 +517,7 @@ mod tests {
             version: String::new(),
             version_us: 0,
             spec_version: "2.1".into(),
-            object: "{}".into(),
+            body: br_cti_domain::model::TaxiiBody::Text("{}".into()),
             tlp: br_cti_domain::vocab::Tlp::Clear,
         }
     }

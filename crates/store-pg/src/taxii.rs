@@ -9,8 +9,8 @@ use postgres::types::ToSql;
 
 use br_cti_domain::ioc::{Confidence, IocSighting, IocState};
 use br_cti_domain::model::{
-    NewTaxiiObject, Position, RecordedStixFile, StoredHiddenDanger, TaxiiObject, TaxiiQuery,
-    TaxiiStatus, VersionMatch,
+    NewTaxiiObject, Position, RecordedStixFile, StoredHiddenDanger, TaxiiBody, TaxiiObject,
+    TaxiiQuery, TaxiiStatus, VersionMatch,
 };
 use br_cti_domain::vocab::{DataType, Tlp};
 use br_cti_store::{StoreError, TaxiiStore};
@@ -87,6 +87,7 @@ struct NewRows<'a> {
     is_first: Vec<bool>,
     object: Vec<&'a str>,
     tlp: Vec<i64>,
+    body_ref: Vec<Option<Vec<u8>>>,
 }
 
 /// Rows per `INSERT` (bounds one statement's parameters).
@@ -102,8 +103,9 @@ impl<'a> NewRows<'a> {
         self.date_added.push(date_added);
         self.is_latest.push(latest);
         self.is_first.push(first);
-        self.object.push(&o.object);
+        self.object.push(o.body.text());
         self.tlp.push(i64::from(o.tlp.rank()));
+        self.body_ref.push(o.body.reference().map(|r| r.to_vec()));
     }
 
     /// Inserts the rows in their order (`seq` follows it).
@@ -115,13 +117,15 @@ impl<'a> NewRows<'a> {
         let statement = tx
             .prepare(
                 "INSERT INTO taxii_objects (collection, id, type, version, version_us, spec_version,
-                     date_added, is_latest, is_first, object, tlp)
+                     date_added, is_latest, is_first, object, tlp, body_ref)
                  SELECT $1, id, type, version, version_us, spec_version, date_added, is_latest,
-                        is_first, object, tlp
+                        is_first, object, tlp, body_ref
                  FROM UNNEST($2::text[], $3::text[], $4::text[], $5::int8[], $6::text[],
-                             $7::int8[], $8::bool[], $9::bool[], $10::text[], $11::int8[])
+                             $7::int8[], $8::bool[], $9::bool[], $10::text[], $11::int8[],
+                             $12::bytea[])
                       WITH ORDINALITY AS t(id, type, version, version_us, spec_version,
-                                           date_added, is_latest, is_first, object, tlp, n)
+                                           date_added, is_latest, is_first, object, tlp,
+                                           body_ref, n)
                  ORDER BY n",
             )
             .map_err(pg)?;
@@ -142,7 +146,8 @@ impl<'a> NewRows<'a> {
                     &&self.is_latest[r.clone()],
                     &&self.is_first[r.clone()],
                     &&self.object[r.clone()],
-                    &&self.tlp[r],
+                    &&self.tlp[r.clone()],
+                    &&self.body_ref[r],
                 ],
             )
             .map_err(pg)?;
@@ -359,7 +364,7 @@ impl TaxiiStore for PgStore {
         let mut rows = conn
             .query(
                 &format!(
-                    "SELECT seq, id, type, version, spec_version, date_added, object
+                    "SELECT seq, id, type, version, spec_version, date_added, object, body_ref
                      FROM taxii_objects WHERE {} ORDER BY seq LIMIT {limit}",
                     clauses.join(" AND ")
                 ),
@@ -375,7 +380,8 @@ impl TaxiiStore for PgStore {
                     version: get(r, 3)?,
                     spec_version: get(r, 4)?,
                     date_added: get(r, 5)?,
-                    object: get(r, 6)?,
+                    body: TaxiiBody::from_stored(get(r, 6)?, get::<Option<&[u8]>>(r, 7)?)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

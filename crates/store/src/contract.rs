@@ -17,9 +17,9 @@ use sha2::Digest;
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::ioc::{Confidence, IocSighting, IocState};
 use br_cti_domain::model::{
-    CtiRecord, Fence, FileMeta, HiddenDangerFilter, JobKind, JobProgress, JobStatus, LeaseState,
-    NewTaxiiObject, Position, Publication, ReportClaim, ReportKey, Step, StepState, StixRecord,
-    TaxiiQuery, TaxiiStatus, TokenBucket, Upsert, VersionMatch,
+    BodyRef, CtiRecord, Fence, FileMeta, HiddenDangerFilter, JobKind, JobProgress, JobStatus,
+    LeaseState, NewTaxiiObject, Position, Publication, ReportClaim, ReportKey, Step, StepState,
+    StixRecord, TaxiiBody, TaxiiQuery, TaxiiStatus, TokenBucket, Upsert, VersionMatch,
 };
 use br_cti_domain::testing::{cti_params, sample, stix_params};
 use br_cti_domain::vocab::{
@@ -586,7 +586,7 @@ fn taxii_object(i: usize, version_us: i64) -> NewTaxiiObject {
         version: format!("v{version_us}"),
         version_us,
         spec_version: "2.1".into(),
-        object: format!(r#"{{"n":{i}}}"#),
+        body: TaxiiBody::Text(format!(r#"{{"n":{i}}}"#)),
         tlp: Tlp::Clear,
     }
 }
@@ -672,6 +672,30 @@ pub fn taxii_pages_honour_tlp(db: &dyn RecordStore) {
     assert_eq!(db.users().unwrap()[0].tlp, Tlp::Amber);
     assert!(!db.set_user_tlp("nobody", Tlp::Red).unwrap());
     assert_eq!(db.user_tlp("nobody").unwrap(), None);
+}
+
+/// TAXII: a body kept in a STIX file comes back as the same reference, a text as the text.
+pub fn taxii_bodies_come_back_as_stored(db: &dyn RecordStore) {
+    let reference = BodyRef {
+        file: Sha256Hex::parse(&"ab".repeat(32)).unwrap(),
+        offset: 5_000_000_000,
+        len: 851,
+    };
+    let in_file = NewTaxiiObject {
+        body: TaxiiBody::InFile(reference.clone()),
+        ..taxii_object(1, 10)
+    };
+    db.taxii_add("c", &[in_file, taxii_object(2, 10)], None)
+        .unwrap();
+    let (page, _) = db.taxii_page("c", &query(Position::START, 10)).unwrap();
+    let bodies: Vec<&TaxiiBody> = page.iter().map(|o| &o.body).collect();
+    assert_eq!(
+        bodies,
+        [
+            &TaxiiBody::InFile(reference),
+            &TaxiiBody::Text(r#"{"n":2}"#.into())
+        ]
+    );
 }
 
 /// TAXII: an id and version already there is kept; pages follow insertion order with an opaque
@@ -1039,6 +1063,12 @@ macro_rules! record_store_contract {
             fn ioc_registry_folds_each_sighting_once() {
                 let store = ($make)();
                 $crate::contract::ioc_registry_folds_each_sighting_once(&*store);
+            }
+
+            #[test]
+            fn taxii_bodies_come_back_as_stored() {
+                let store = ($make)();
+                $crate::contract::taxii_bodies_come_back_as_stored(&*store);
             }
 
             #[test]

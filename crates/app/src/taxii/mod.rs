@@ -5,7 +5,8 @@
 pub mod access;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
@@ -17,7 +18,9 @@ use time::format_description::well_known::Rfc3339;
 use br_cti_domain::error::Invalid;
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::ioc::{Confidence, IndicatorPolicy, IocSighting, IocState};
-use br_cti_domain::model::{NewTaxiiObject, Position, RecordedStixFile};
+use br_cti_domain::model::{
+    BodyRef, NewTaxiiObject, Position, RecordedStixFile, TaxiiBody, TaxiiObject,
+};
 use br_cti_domain::time::{now_ms, now_us};
 use br_cti_domain::vocab::Tlp;
 use br_cti_engine::grouping;
@@ -143,14 +146,18 @@ pub fn parse_object(v: &Value) -> Result<NewTaxiiObject, Invalid> {
 }
 
 /// `check_object` of an object that is one compact line of a STIX file the node wrote: the
-/// line is stored as it is, instead of being written again from its parsed value (also
-/// answered).
-fn parse_line(line: &str) -> Result<(NewTaxiiObject, Value), String> {
+/// body is the line as it is (`at`: where it is in its file, and so served from there),
+/// instead of being written again from its parsed value (also answered).
+fn parse_line(line: &str, at: Option<BodyRef>) -> Result<(NewTaxiiObject, Value), String> {
     let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    Ok((check_object(&v, Some(line))?, v))
+    let body = match at {
+        Some(at) => TaxiiBody::InFile(at),
+        None => TaxiiBody::Text(line.to_string()),
+    };
+    Ok((check_object(&v, Some(body))?, v))
 }
 
-fn check_object(v: &Value, text: Option<&str>) -> Result<NewTaxiiObject, String> {
+fn check_object(v: &Value, body: Option<TaxiiBody>) -> Result<NewTaxiiObject, String> {
     let o = v.as_object().ok_or("not a JSON object")?;
     let kind = o
         .get("type")
@@ -229,11 +236,102 @@ fn check_object(v: &Value, text: Option<&str>) -> Result<NewTaxiiObject, String>
         version,
         version_us,
         spec_version,
-        object: match text {
-            Some(text) => text.to_string(),
-            None => serde_json::to_string(v).expect("a JSON value serialises"),
-        },
+        body: body.unwrap_or_else(|| {
+            TaxiiBody::Text(serde_json::to_string(v).expect("a JSON value serialises"))
+        }),
     })
+}
+
+/// Most bytes read from one STIX file in one go to serve a page: a page's objects from one
+/// file usually lie side by side (a file is about 1.5 MB), and one read per file serves them;
+/// objects further apart than this (a filtered page) are read one by one.
+const SPAN_BYTES: u64 = 16 << 20;
+
+/// The JSON text of each object of a page, in its order: a text kept with the version as it
+/// is, a line of a STIX file read from the file (one read per file of the page, two requests
+/// on an object store). Only the objects' shape needs them; manifests and versions do not.
+pub fn bodies(
+    blobs: &dyn BlobStore,
+    rows: &[TaxiiObject],
+) -> Result<Vec<String>, crate::error::AppError> {
+    bodies_in_spans(blobs, rows, SPAN_BYTES)
+}
+
+fn bodies_in_spans(
+    blobs: &dyn BlobStore,
+    rows: &[TaxiiObject],
+    span_bytes: u64,
+) -> Result<Vec<String>, crate::error::AppError> {
+    let mut out: Vec<String> = vec![String::new(); rows.len()];
+    let mut files: Vec<(&Sha256Hex, Vec<(usize, &BodyRef)>)> = Vec::new();
+    let mut slot: HashMap<&Sha256Hex, usize> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        match &row.body {
+            TaxiiBody::Text(text) => out[i] = text.clone(),
+            TaxiiBody::InFile(at) => {
+                let n = *slot.entry(&at.file).or_insert_with(|| {
+                    files.push((&at.file, Vec::new()));
+                    files.len() - 1
+                });
+                files[n].1.push((i, at));
+            }
+        }
+    }
+    for (file, wanted) in files {
+        let fault = |cause: String| {
+            crate::error::AppError::internal(
+                "reading a STIX file behind a TAXII object",
+                format!("{file}: {cause}"),
+            )
+        };
+        let mut input = blobs
+            .open(file)
+            .map_err(|e| fault(e.to_string()))?
+            .ok_or_else(|| fault("the file is missing".into()))?;
+        let mut read = |from: u64, len: u64| -> Result<Vec<u8>, crate::error::AppError> {
+            let mut bytes = vec![0u8; len as usize];
+            input
+                .seek(SeekFrom::Start(from))
+                .and_then(|_| input.read_exact(&mut bytes))
+                .map_err(|e| fault(format!("bytes {from}..{}: {e}", from + len)))?;
+            Ok(bytes)
+        };
+        let lo = wanted.iter().map(|(_, at)| at.offset).min().unwrap_or(0);
+        let hi = wanted
+            .iter()
+            .map(|(_, at)| at.offset + u64::from(at.len))
+            .max()
+            .unwrap_or(0);
+        let span = if hi - lo <= span_bytes {
+            Some(read(lo, hi - lo)?)
+        } else {
+            None
+        };
+        for (i, at) in wanted {
+            let bytes = match &span {
+                Some(span) => {
+                    let start = (at.offset - lo) as usize;
+                    span[start..start + at.len as usize].to_vec()
+                }
+                None => read(at.offset, u64::from(at.len))?,
+            };
+            // A line the publisher took from this file was a JSON object; anything else
+            // means the file is not the one it read.
+            let text = String::from_utf8(bytes)
+                .ok()
+                .filter(|t| t.starts_with('{') && t.ends_with('}'))
+                .ok_or_else(|| {
+                    fault(format!(
+                        "bytes {}..{} are not the object {}",
+                        at.offset,
+                        at.offset + u64::from(at.len),
+                        rows[i].id
+                    ))
+                })?;
+            out[i] = text;
+        }
+    }
+    Ok(out)
 }
 
 const SOURCE_DATASETS: &str = "datasets";
@@ -497,13 +595,33 @@ fn read_stix_file(
     };
     let mut refs: Vec<String> = Vec::new();
     let mut tlp: Option<Tlp> = None;
-    for line in BufReader::new(input).lines() {
-        let line = line.map_err(read)?;
-        let line = line.trim();
+    let mut input = BufReader::new(input);
+    let mut text = String::new();
+    // Where the line read next starts in the file.
+    let mut at = 0u64;
+    loop {
+        text.clear();
+        let n = input.read_line(&mut text).map_err(read)?;
+        if n == 0 {
+            break;
+        }
+        let start = at + (text.len() - text.trim_start().len()) as u64;
+        at += n as u64;
+        let line = text.trim();
         if line.is_empty() {
             continue;
         }
-        let (object, value) = parse_line(line).map_err(bad)?;
+        let len = u32::try_from(line.len())
+            .map_err(|_| bad(format!("a line of {} bytes", line.len())))?;
+        let (object, value) = parse_line(
+            line,
+            Some(BodyRef {
+                file: hash.clone(),
+                offset: start,
+                len,
+            }),
+        )
+        .map_err(bad)?;
         if grouping::grouped(&object.kind) {
             refs.push(object.id.clone());
             let marked = value
@@ -672,7 +790,7 @@ fn publish_once(
             // conversions) goes in as the file carries it.
             for (_, line) in lines {
                 objects.push(
-                    parse_line(&line)
+                    parse_line(&line, None)
                         .map_err(|d| PublishError::Own(Invalid(d)))?
                         .0,
                 );
@@ -709,6 +827,80 @@ fn publish_once(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn row(n: i64, body: TaxiiBody) -> TaxiiObject {
+        TaxiiObject {
+            position: Position::from_backend(n),
+            id: format!("x--{n}"),
+            kind: "x".into(),
+            version: String::new(),
+            spec_version: "2.1".into(),
+            date_added: n,
+            body,
+        }
+    }
+
+    #[test]
+    fn bodies_are_read_from_their_files_one_read_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = br_cti_store_local::FsBlobStore::open(dir.path()).unwrap();
+        let lines = ["{\"a\":1}", "{\"b\":22}", "{\"c\":333}"];
+        let text = format!("  {}\n{}\r\n\n{}", lines[0], lines[1], lines[2]);
+        let file = blobs.put(text.as_bytes()).unwrap().hash;
+        let at = |line: usize| {
+            TaxiiBody::InFile(BodyRef {
+                file: file.clone(),
+                offset: text.find(lines[line]).unwrap() as u64,
+                len: lines[line].len() as u32,
+            })
+        };
+        let rows = [
+            row(1, at(2)),
+            row(2, TaxiiBody::Text("{\"kept\":true}".into())),
+            row(3, at(0)),
+            row(4, at(1)),
+        ];
+        assert_eq!(
+            bodies(&blobs, &rows).unwrap(),
+            [lines[2], "{\"kept\":true}", lines[0], lines[1]]
+        );
+        // Objects further apart than a span are read one by one: the same texts.
+        assert_eq!(
+            bodies_in_spans(&blobs, &rows, 4).unwrap(),
+            bodies(&blobs, &rows).unwrap()
+        );
+        // Bytes past the file's end.
+        let far = TaxiiBody::InFile(BodyRef {
+            file: file.clone(),
+            offset: 100,
+            len: 5,
+        });
+        let both = [row(1, at(0)), row(2, far)];
+        let err = bodies(&blobs, &both).unwrap_err();
+        assert!(err.to_string().contains("bytes 2..105"), "{err}");
+        let err = bodies_in_spans(&blobs, &both, 4).unwrap_err();
+        assert!(err.to_string().contains("bytes 100..105"), "{err}");
+        // Bytes that are not the object, and a file that is gone: internal faults that say
+        // which file and which bytes.
+        let shifted = TaxiiBody::InFile(BodyRef {
+            file: file.clone(),
+            offset: 1,
+            len: 7,
+        });
+        let err = bodies(&blobs, &[row(7, shifted)]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("bytes 1..8 are not the object x--7"),
+            "{err}"
+        );
+        let gone = TaxiiBody::InFile(BodyRef {
+            file: Sha256Hex::parse(&"e".repeat(64)).unwrap(),
+            offset: 0,
+            len: 2,
+        });
+        let err = bodies(&blobs, &[row(1, gone)]).unwrap_err();
+        assert!(err.to_string().contains("the file is missing"), "{err}");
+    }
 
     #[test]
     fn cursors_round_trip_and_refuse_garbage() {
@@ -833,7 +1025,7 @@ mod tests {
         let v = indicator_version(line, &state).unwrap();
         assert_eq!(v.version_us, 1_796_000_000_123_456);
         assert_eq!(v.tlp, Tlp::Green);
-        let o: Value = serde_json::from_str(&v.object).unwrap();
+        let o: Value = serde_json::from_str(v.body.text()).unwrap();
         assert_eq!(o["created"], "2026-11-23T00:00:00.000Z");
         assert_eq!(o["modified"], "2026-11-30T00:53:20.123456Z");
         assert_eq!(o["valid_from"], "2024-06-01T10:00:00.000000Z");
