@@ -773,6 +773,51 @@ pub fn taxii_collections_page_and_keep_watermarks(db: &dyn RecordStore) {
     assert!(db.taxii_grants("w").unwrap().is_empty());
 }
 
+/// TAXII `added_after`: a page holds exactly the collection's objects added after the time,
+/// whatever the other collections hold and wherever rows were deleted, including the last.
+pub fn taxii_added_after_is_exact(db: &dyn RecordStore) {
+    // Collections "a" and "b" in alternate adds of one, two or three objects.
+    let mut n = 0;
+    for round in 0..12 {
+        let collection = if round % 2 == 0 { "a" } else { "b" };
+        let objects: Vec<NewTaxiiObject> = (0..1 + round % 3)
+            .map(|_| {
+                n += 1;
+                taxii_object(n, 10)
+            })
+            .collect();
+        db.taxii_add(collection, &objects, None).unwrap();
+    }
+    for gone in [3, 4, n] {
+        for c in ["a", "b"] {
+            db.taxii_delete(c, &taxii_object(gone, 10).id, &[], Tlp::Red)
+                .unwrap();
+        }
+    }
+    let all = |c: &str| db.taxii_page(c, &query(Position::START, 1000)).unwrap().0;
+    let (a, b) = (all("a"), all("b"));
+    assert!(!a.is_empty() && !b.is_empty());
+    let mut times: Vec<i64> = a.iter().chain(&b).map(|o| o.date_added).collect();
+    times.sort();
+    times.insert(0, times[0] - 1);
+    for t in times.iter().flat_map(|t| [*t - 1, *t, *t + 1]) {
+        for (c, objects) in [("a", &a), ("b", &b)] {
+            let expected: Vec<&str> = objects
+                .iter()
+                .filter(|o| o.date_added > t)
+                .map(|o| o.id.as_str())
+                .collect();
+            let q = TaxiiQuery {
+                added_after: Some(t),
+                ..query(Position::START, 1000)
+            };
+            let got = db.taxii_page(c, &q).unwrap().0;
+            let got: Vec<&str> = got.iter().map(|o| o.id.as_str()).collect();
+            assert_eq!(got, expected, "collection {c}, added after {t}");
+        }
+    }
+}
+
 /// The IOC registry folds each (indicator, file) sighting once: the same sighting again, in
 /// the same call or a later one, changes nothing; a new one widens the window, lengthens the
 /// validity, raises the confidence and gives the indicator a `modified` that only grows;
@@ -1069,6 +1114,12 @@ macro_rules! record_store_contract {
             fn taxii_bodies_come_back_as_stored() {
                 let store = ($make)();
                 $crate::contract::taxii_bodies_come_back_as_stored(&*store);
+            }
+
+            #[test]
+            fn taxii_added_after_is_exact() {
+                let store = ($make)();
+                $crate::contract::taxii_added_after_is_exact(&*store);
             }
 
             #[test]
