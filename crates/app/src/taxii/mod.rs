@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use time::format_description::well_known::Rfc3339;
 
 use br_cti_domain::error::Invalid;
@@ -144,11 +145,65 @@ pub fn parse_object(v: &Value) -> Result<NewTaxiiObject, Invalid> {
     check_object(v, None).map_err(Invalid)
 }
 
+/// The members of a STIX object that publishing reads: those `check_object` checks, and a
+/// sighting's (`indicator_sighting`). The rest of the line is checked as JSON and skipped.
+#[derive(serde::Deserialize)]
+struct Members<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    spec_version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    created: Option<&'a RawValue>,
+    #[serde(borrow)]
+    modified: Option<&'a RawValue>,
+    #[serde(borrow)]
+    object_marking_refs: Option<&'a RawValue>,
+    #[serde(borrow)]
+    sighting_of_ref: Option<&'a RawValue>,
+    #[serde(borrow)]
+    first_seen: Option<&'a RawValue>,
+    #[serde(borrow)]
+    last_seen: Option<&'a RawValue>,
+    #[serde(borrow)]
+    count: Option<&'a RawValue>,
+}
+
+impl Members<'_> {
+    /// The members present, as an object of their own.
+    fn to_value(&self) -> Result<Value, serde_json::Error> {
+        let mut o = serde_json::Map::new();
+        for (name, raw) in [
+            ("type", self.kind),
+            ("id", self.id),
+            ("spec_version", self.spec_version),
+            ("created", self.created),
+            ("modified", self.modified),
+            ("object_marking_refs", self.object_marking_refs),
+            ("sighting_of_ref", self.sighting_of_ref),
+            ("first_seen", self.first_seen),
+            ("last_seen", self.last_seen),
+            ("count", self.count),
+        ] {
+            if let Some(raw) = raw {
+                o.insert(name.into(), serde_json::from_str(raw.get())?);
+            }
+        }
+        Ok(Value::Object(o))
+    }
+}
+
 /// `check_object` of an object that is one compact line of a STIX file the node wrote: the
 /// body is the line as it is (`at`: where it is in its file, and so served from there),
-/// instead of being written again from its parsed value (also answered).
+/// instead of being written again from its parsed value. The value answered holds only the
+/// members publishing reads ([`Members`]): building the whole line as a `Value` (a map per
+/// object, a string per member) was most of the publisher's reading.
 fn parse_line(line: &str, at: Option<BodyRef>) -> Result<(NewTaxiiObject, Value), String> {
-    let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let v = serde_json::from_str::<Members<'_>>(line)
+        .and_then(|m| m.to_value())
+        .map_err(|e| e.to_string())?;
     let body = match at {
         Some(at) => TaxiiBody::InFile(at),
         None => TaxiiBody::Text(line.to_string()),
@@ -435,7 +490,8 @@ impl Publisher {
                     // Supervised: a panic in one round is logged like an error, and the
                     // publisher goes on with the next round.
                     let failure = match br_cti_engine::supervise::catch(|| {
-                        publish_once(&*db, &*blobs, hidden_danger_tlp, &indicators)
+                        let size = if loaded { LOADED_ROUND } else { IDLE_ROUND };
+                        publish_once(&*db, &*blobs, hidden_danger_tlp, &indicators, size)
                     }) {
                         Ok(Ok(true)) => continue,
                         Ok(Ok(false)) => None,
@@ -523,10 +579,31 @@ enum PublishError {
     Own(Invalid),
 }
 
-/// Dataset files read in one publishing round.
-const FILES_PER_ROUND: u64 = 20;
-/// Objects added to a collection in one transaction (at least one file's).
-const OBJECTS_PER_COMMIT: usize = 20_000;
+/// How much one publishing round takes on: how many dataset files it reads, and how many
+/// objects each of its transactions adds (at least one file's).
+#[derive(Clone, Copy, Debug)]
+struct RoundSize {
+    files: u64,
+    objects_per_commit: usize,
+}
+
+/// A round while the node is idle. Commits of 100,000 objects instead of 20,000 took the
+/// TAXII lag after a 1,000,000-row conversion from 59 s to 37 s (docs/benchmarks.md): each
+/// commit writes the pages of the id-key index its objects land on, and with random keys that
+/// is most of the index whatever the commit's size. With the bodies left in the STIX files
+/// (`TaxiiBody::InFile`) an object in memory is a few hundred bytes, so two batches in flight
+/// are tens of MiB.
+const IDLE_ROUND: RoundSize = RoundSize {
+    files: 1_000,
+    objects_per_commit: 100_000,
+};
+
+/// A round while jobs run or reports arrive: short transactions, because the database's
+/// writers queue behind them (with rounds of the idle size a conversion ran 30 % slower).
+const LOADED_ROUND: RoundSize = RoundSize {
+    files: 20,
+    objects_per_commit: 20_000,
+};
 
 /// The datasets' names for the groupings' titles, looked up once per dataset in a round. The
 /// files of a round are read beside the transaction that adds the previous ones, on the same
@@ -732,11 +809,12 @@ fn publish_once(
     blobs: &dyn BlobStore,
     hidden_danger_tlp: Tlp,
     indicators: &IndicatorPolicy,
+    size: RoundSize,
 ) -> Result<bool, PublishError> {
     let mut busy = false;
     let mark = db.taxii_watermark(SOURCE_DATASETS)?;
-    let files = db.stix_files_after(mark, FILES_PER_ROUND)?;
-    busy |= files.len() as u64 == FILES_PER_ROUND;
+    let files = db.stix_files_after(mark, size.files)?;
+    busy |= files.len() as u64 == size.files;
     // The files of a round go in as few transactions as their objects allow: each commit
     // costs a sync of the log and rewrites the indexes' pages it touched, so one commit per
     // ~20,000 objects instead of one per file. A second thread reads and parses the next
@@ -755,7 +833,7 @@ fn publish_once(
                 }
                 let position = file.position;
                 last = Some(position);
-                if batch.objects.len() >= OBJECTS_PER_COMMIT {
+                if batch.objects.len() >= size.objects_per_commit {
                     if batches
                         .send(Ok((std::mem::take(&mut batch), position)))
                         .is_err()
@@ -947,6 +1025,53 @@ mod tests {
         assert!(parse_object(&bad).is_err());
         assert!(parse_object(&json!([1])).is_err());
         assert!(parse_object(&json!({"type": "Bad_Type", "id": "x"})).is_err());
+    }
+
+    /// A line of a STIX file is read for its members only, and checked like the same object
+    /// sent to the inbox: the same description, the same refusals, the members publishing
+    /// reads (escaped or not), and no others.
+    #[test]
+    fn a_line_is_checked_like_the_object_it_holds() {
+        let green = Tlp::Green.marking_id();
+        let lines = [
+            format!(
+                r#"{{"type":"indicator","spec_version":"2.1","id":"indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f","created":"2024-01-01T00:00:00.000Z","modified":"2024-02-01T00:00:00.000Z","pattern":"[ipv4-addr:value = '1.2.3.4']","pattern_type":"stix","valid_from":"2024-01-01T00:00:00Z","object_marking_refs":["{green}"],"extensions":{{"x":[1,{{"y":null}}]}}}}"#
+            ),
+            r#"{"type":"sighting","spec_version":"2.1","id":"sighting--6b4e8e0e-2f7a-4a53-9f2f-5b2f1f0c9d11","created":"2024-01-01T00:00:00Z","modified":"2024-01-01T00:00:00Z","sighting_of_ref":"indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f","first_seen":"2024-01-01T00:00:00Z","last_seen":"2024-01-02T00:00:00Z","count":3,"where_sighted_refs":["identity--0d3f9d3e-1b59-4f3c-8f67-6a3a3f8e1a11"]}"#.to_string(),
+            r#"{"type":"\u0069pv4-addr","id":"ipv4-addr--28bb3599-77cd-5a82-a950-b5bc3caf07c4","value":"198.51.100.3"}"#.to_string(),
+            r#"{"type":"indicator","spec_version":"2.1","id":"indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f","created":"2024-03-01T00:00:00Z","modified":"2024-02-01T00:00:00Z"}"#.to_string(),
+            r#"{"type":"indicator","spec_version":"2.0","id":"indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f","created":"2024-01-01T00:00:00Z","modified":"2024-02-01T00:00:00Z"}"#.to_string(),
+            r#"{"type":"indicator","spec_version":"2.1","id":"indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f","created":"2024-01-01T00:00:00Z","modified":"2024-02-01T00:00:00Z","object_marking_refs":"tlp"}"#.to_string(),
+        ];
+        for line in &lines {
+            let whole: Value = serde_json::from_str(line).unwrap();
+            let read = parse_line(line, None);
+            match parse_object(&whole) {
+                Ok(expected) => {
+                    let (object, members) = read.unwrap();
+                    assert_eq!(object.body, TaxiiBody::Text(line.clone()));
+                    assert_eq!(
+                        NewTaxiiObject {
+                            body: expected.body.clone(),
+                            ..object
+                        },
+                        expected
+                    );
+                    for (name, value) in members.as_object().unwrap() {
+                        assert_eq!(Some(value), whole.get(name), "{name} in {line}");
+                    }
+                    for name in ["type", "id", "sighting_of_ref", "count", "last_seen"] {
+                        assert_eq!(members.get(name), whole.get(name), "{name} in {line}");
+                    }
+                    assert!(members.get("pattern").is_none() && members.get("value").is_none());
+                }
+                Err(Invalid(expected)) => assert_eq!(read.unwrap_err(), expected, "{line}"),
+            }
+        }
+        assert_eq!(parse_line(&lines[1], None).unwrap().0.tlp, Tlp::Clear);
+        assert_eq!(parse_line(&lines[0], None).unwrap().0.tlp, Tlp::Green);
+        assert!(parse_line("[1]", None).is_err());
+        assert!(parse_line(r#"{"type":"indicator","id":"#, None).is_err());
     }
 
     #[test]
