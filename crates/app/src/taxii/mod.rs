@@ -478,10 +478,14 @@ impl Publisher {
                 // longer each time, up to 30 s, and logs only when the error changes.
                 let mut backoff = Duration::from_millis(500);
                 let mut last_error = String::new();
+                // Reports arrived a moment ago, or a job is queued or running.
+                let loaded_now = || {
+                    busy.load(Ordering::Relaxed) > now_ms()
+                        || db.unfinished_jobs().map(|j| !j.is_empty()).unwrap_or(false)
+                };
                 while !stopping.load(Ordering::Relaxed) {
                     let now = now_ms();
-                    let loaded = busy.load(Ordering::Relaxed) > now
-                        || db.unfinished_jobs().map(|j| !j.is_empty()).unwrap_or(false);
+                    let loaded = loaded_now();
                     if loaded && now - last_round < MAX_DEFER_MS {
                         std::thread::sleep(Duration::from_millis(100));
                         continue;
@@ -490,8 +494,20 @@ impl Publisher {
                     // Supervised: a panic in one round is logged like an error, and the
                     // publisher goes on with the next round.
                     let failure = match br_cti_engine::supervise::catch(|| {
-                        let size = if loaded { LOADED_ROUND } else { IDLE_ROUND };
-                        publish_once(&*db, &*blobs, hidden_danger_tlp, &indicators, size)
+                        // A large round ends after the commit during which load came back.
+                        let (size, give_way): (RoundSize, &dyn Fn() -> bool) = if loaded {
+                            (LOADED_ROUND, &|| false)
+                        } else {
+                            (IDLE_ROUND, &loaded_now)
+                        };
+                        publish_once(
+                            &*db,
+                            &*blobs,
+                            hidden_danger_tlp,
+                            &indicators,
+                            size,
+                            give_way,
+                        )
                     }) {
                         Ok(Ok(true)) => continue,
                         Ok(Ok(false)) => None,
@@ -587,12 +603,13 @@ struct RoundSize {
     objects_per_commit: usize,
 }
 
-/// A round while the node is idle. Commits of 100,000 objects instead of 20,000 took the
-/// TAXII lag after a 1,000,000-row conversion from 59 s to 37 s (docs/benchmarks.md): each
-/// commit writes the pages of the id-key index its objects land on, and with random keys that
-/// is most of the index whatever the commit's size. With the bodies left in the STIX files
-/// (`TaxiiBody::InFile`) an object in memory is a few hundred bytes, so two batches in flight
-/// are tens of MiB.
+/// A round while the node is idle. Fewer, larger commits: each commit writes the pages of the
+/// id-key index its objects land on, and with random keys that is most of the index whatever
+/// the commit's size. Many files per round: the writer waits at each round's start until the
+/// reader has its first batch. With the bodies left in the STIX files (`TaxiiBody::InFile`) an
+/// object in memory is a few hundred bytes, so two batches in flight are tens of MiB (the
+/// server's peak RSS during the lag rose from about 105 to 185 MiB). See docs/benchmarks.md,
+/// "The TAXII lag: bodies in the STIX files, larger commits".
 const IDLE_ROUND: RoundSize = RoundSize {
     files: 1_000,
     objects_per_commit: 100_000,
@@ -810,6 +827,7 @@ fn publish_once(
     hidden_danger_tlp: Tlp,
     indicators: &IndicatorPolicy,
     size: RoundSize,
+    give_way: &dyn Fn() -> bool,
 ) -> Result<bool, PublishError> {
     let mut busy = false;
     let mark = db.taxii_watermark(SOURCE_DATASETS)?;
@@ -817,16 +835,23 @@ fn publish_once(
     busy |= files.len() as u64 == size.files;
     // The files of a round go in as few transactions as their objects allow: each commit
     // costs a sync of the log and rewrites the indexes' pages it touched, so one commit per
-    // ~20,000 objects instead of one per file. A second thread reads and parses the next
+    // `size.objects_per_commit` objects instead of one per file. A second thread reads and parses the next
     // batch while the store writes this one (on PostgreSQL the machine sat a third idle while
     // the two took turns). The hand-over has no buffer: two batches in memory at most.
-    std::thread::scope(|scope| -> Result<(), PublishError> {
+    // A round stopped early (`give_way`): its files not yet committed are read again in the
+    // next round, after the hidden dangers of this one.
+    let stopped = AtomicBool::new(false);
+    let stopped = &stopped;
+    busy |= std::thread::scope(|scope| -> Result<bool, PublishError> {
         let (batches, received) = std::sync::mpsc::sync_channel(0);
         scope.spawn(move || {
             let mut batch = FileBatch::default();
             let mut last = None;
             let mut names = DatasetNames::new(db);
             for file in files {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
                 if let Err(e) = read_stix_file(&mut names, blobs, &file, indicators, &mut batch) {
                     let _ = batches.send(Err(e));
                     return;
@@ -838,7 +863,7 @@ fn publish_once(
                         .send(Ok((std::mem::take(&mut batch), position)))
                         .is_err()
                     {
-                        // The writer stopped on an error: it reports it.
+                        // The writer stopped on an error (it reports it) or gave way.
                         return;
                     }
                     last = None;
@@ -873,8 +898,13 @@ fn publish_once(
                 );
             }
             db.taxii_add(&datasets_id(), &objects, Some((SOURCE_DATASETS, position)))?;
+            if give_way() {
+                // The reader stops at its next file or hand-over (the receiver is dropped).
+                stopped.store(true, Ordering::Relaxed);
+                return Ok(true);
+            }
         }
-        Ok(())
+        Ok(false)
     })?;
     let mark = db.taxii_watermark(SOURCE_HIDDEN_DANGERS)?;
     let changed = db.hidden_dangers_after(mark, 100)?;
@@ -1025,6 +1055,105 @@ mod tests {
         assert!(parse_object(&bad).is_err());
         assert!(parse_object(&json!([1])).is_err());
         assert!(parse_object(&json!({"type": "Bad_Type", "id": "x"})).is_err());
+    }
+
+    /// A large round gives way after the commit during which load came back: the files
+    /// committed are published and the watermark is past them, the rest waits for the next
+    /// round, and the round says there is more to do. Without load, the same round takes all.
+    #[test]
+    fn a_large_round_gives_way_to_load_after_a_commit() {
+        use br_cti_domain::model::{FileMeta, JobProgress, StixRecord, TaxiiQuery};
+        use br_cti_domain::vocab::{DataType, IocKind, Tag};
+        use br_cti_store::{JobStore, TaxiiStore, UploadStore};
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = br_cti_store_local::SqliteStore::open(&dir.path().join("db")).unwrap();
+        let blobs = br_cti_store_local::FsBlobStore::open(&dir.path().join("blobs")).unwrap();
+        let source = Sha256Hex::parse(&"a".repeat(64)).unwrap();
+        db.record_upload(
+            &FileMeta {
+                hash: source.clone(),
+                size: 10,
+                original_name: Some("a.csv".into()),
+                created_at_ms: 1_700_000_000_000,
+            },
+            "t",
+        )
+        .unwrap();
+        let job = db
+            .create_job(&source, "p", &br_cti_domain::testing::stix_params(), 3, 3)
+            .unwrap();
+        let (_, fence) = db.claim_job("n", 60_000).unwrap().unwrap();
+        let ip = |file: u64| {
+            format!(
+                r#"{{"type":"ipv4-addr","spec_version":"2.1","id":"ipv4-addr--00000000-0000-4000-8000-{file:012}","value":"10.0.0.{file}"}}"#
+            )
+        };
+        let records: Vec<StixRecord> = (1..=3)
+            .map(|batch| StixRecord {
+                source_file_hash: source.clone(),
+                stix_file_hash: blobs
+                    .put(format!("{}\n", ip(batch)).as_bytes())
+                    .unwrap()
+                    .hash,
+                job_id: job.id,
+                batch,
+                file_size: 10,
+                rows: 1,
+                objects: 1,
+                stix_type: DataType::Honeypot,
+                stix_tags: vec![Tag::Other],
+                stix_iocs: vec![IocKind::Ip],
+                ioc_ips_map: vec![],
+                created_at: 1_700_000_000_000 + batch as i64,
+                onchain: false,
+                cti_file_path: None,
+            })
+            .collect();
+        let progress = JobProgress {
+            steps_done: 3,
+            rows_done: 3,
+            rows_rejected: 0,
+            objects: 3,
+            files: 3,
+            errors: vec![],
+            recent_steps: vec![1, 2, 3],
+            run_ms: 1,
+        };
+        db.commit_stix_steps(job.id, fence, &records, &progress)
+            .unwrap();
+        // One file per commit.
+        let size = RoundSize {
+            files: 10,
+            objects_per_commit: 1,
+        };
+        let policy = IndicatorPolicy::default();
+        let published = || -> Vec<String> {
+            let q = TaxiiQuery {
+                after: Position::START,
+                max_tlp: Tlp::Red,
+                added_after: None,
+                limit: 100,
+                ids: vec![],
+                types: vec!["ipv4-addr".into()],
+                versions: vec![],
+                spec_versions: vec![],
+            };
+            let (rows, _) = db.taxii_page(&datasets_id(), &q).unwrap();
+            rows.into_iter().map(|r| r.id).collect()
+        };
+        let id = |file: u64| format!("ipv4-addr--00000000-0000-4000-8000-{file:012}");
+
+        assert!(publish_once(&db, &blobs, Tlp::Green, &policy, size, &|| true).unwrap());
+        assert_eq!(published(), [id(1)]);
+        assert!(!publish_once(&db, &blobs, Tlp::Green, &policy, size, &|| false).unwrap());
+        assert_eq!(published(), [id(1), id(2), id(3)]);
+        assert_eq!(
+            db.stix_files_after(db.taxii_watermark(SOURCE_DATASETS).unwrap(), 10)
+                .unwrap()
+                .len(),
+            0
+        );
     }
 
     /// A line of a STIX file is read for its members only, and checked like the same object
