@@ -15,7 +15,9 @@
 //! Each run also measures the TAXII lag: the time from the conversion's end (progress 100) to
 //! its last file's objects being readable in the datasets collection. `BENCH_STORES` (default
 //! `local,distributed`) runs everything on SQLite + the data directory, then on PostgreSQL +
-//! Garage (private servers the bench starts), in one run.
+//! Garage (private servers the bench starts), in one run. `BENCH_TAXII_PASS=1` then pages once
+//! through the datasets collection (objects served from the STIX files) and prints the page
+//! latency's p50 and p99.
 
 #[path = "../tests/it/common/mod.rs"]
 mod common;
@@ -84,6 +86,67 @@ fn taxii_lag(server: &TestServer, hash: &str, token: &str) -> f64 {
     }
 }
 
+/// With `BENCH_TAXII_PASS=1`: one pass over the datasets collection once everything is
+/// published, `limit=1000` following `next` (every page parsed), as a client pages it. The
+/// datasets' objects are served from their STIX files, so this measures those reads. Prints
+/// the objects, objects/s and the p50/p99 of one page.
+fn taxii_pass(server: &TestServer, token: &str) -> String {
+    let collections: Value = server
+        .client
+        .get(server.url("/taxii2/api/collections/"))
+        .basic_auth("bench", Some(token))
+        .header("accept", TAXII)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let datasets = collections["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["title"] == "br-cti datasets")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut latencies = Vec::new();
+    let mut objects = 0usize;
+    let mut next: Option<String> = None;
+    let start = Instant::now();
+    loop {
+        let mut path = format!("/taxii2/api/collections/{datasets}/objects/?limit=1000");
+        if let Some(n) = &next {
+            path.push_str(&format!("&next={n}"));
+        }
+        let t = Instant::now();
+        let response = server
+            .client
+            .get(server.url(&path))
+            .basic_auth("bench", Some(token))
+            .header("accept", TAXII)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let page: Value = response.json().unwrap();
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+        objects += page["objects"].as_array().map_or(0, Vec::len);
+        match page["next"].as_str() {
+            Some(n) if page["more"] == true => next = Some(n.to_string()),
+            _ => break,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "TAXII pass over the datasets: {objects} objects in {} pages, {:.0} objects/s, page p50 {:.1} ms, p99 {:.1} ms",
+        latencies.len(),
+        objects as f64 / secs,
+        at(0.5),
+        at(0.99)
+    )
+}
+
 fn env_str(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
@@ -106,6 +169,7 @@ fn main() {
         .expect("BENCH_STIX_TYPE");
     let indicators = std::env::var("BENCH_INDICATORS").ok();
     let formats = env_str("BENCH_FORMATS", "csv,jsonl,xlsx");
+    let pass = env_str("BENCH_TAXII_PASS", "0") == "1";
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
     for store_name in bench_stores() {
         for format in formats.split(',') {
@@ -168,6 +232,9 @@ fn main() {
                     done["objects"].as_f64().unwrap_or(0.0) / secs,
                     done["files"],
                 );
+                if pass {
+                    println!("{label} run {run}: {}", taxii_pass(&server, &token));
+                }
                 lags.push(lag);
                 cpu.push(cpu_per_row);
                 speeds.push(rate);
