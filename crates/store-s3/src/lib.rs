@@ -194,6 +194,35 @@ impl BlobStore for S3BlobStore {
         self.shared.head(&self.shared.key(hash))
     }
 
+    /// One ranged `GET` of exactly the bytes asked for.
+    fn read_range(&self, hash: &Sha256Hex, from: u64, len: u64) -> io::Result<Option<Vec<u8>>> {
+        let shared = &self.shared;
+        let key = shared.key(hash);
+        let end = from.checked_add(len).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "a range past 2^64 bytes")
+        })?;
+        if len == 0 {
+            return shared.head(&key).map(|size| size.map(|_| Vec::new()));
+        }
+        let short = |size: u64| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{key}: bytes {from}..{end} of an object of {size}"),
+            )
+        };
+        match shared.block_on(shared.store.get_range(&key, from..end)) {
+            Ok(bytes) if bytes.len() as u64 == len => Ok(Some(bytes.to_vec())),
+            Ok(bytes) => Err(short(from + bytes.len() as u64)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            // A range past the end is refused (416) or cut short, depending on the store.
+            Err(e) => match shared.head(&key)? {
+                None => Ok(None),
+                Some(size) if end > size => Err(short(size)),
+                Some(_) => Err(shared.io("reading a blob", e)),
+            },
+        }
+    }
+
     fn locate(&self, hash: &Sha256Hex) -> String {
         format!("{}/sha256/{hash}", self.shared.url)
     }

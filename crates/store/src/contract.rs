@@ -939,6 +939,22 @@ pub fn blobs_are_content_addressed(store: &dyn BlobStore) {
     assert!(store.open(&partial).unwrap().is_none());
     assert!(store.open(&hash('0')).unwrap().is_none());
     assert_eq!(store.size(&hash('0')).unwrap(), None);
+    // Ranges: exactly the bytes asked for; none of a missing blob; past the end, an error.
+    assert_eq!(
+        store.read_range(&first.hash, 1, 3).unwrap().as_deref(),
+        Some(&b"ell"[..])
+    );
+    assert_eq!(
+        store.read_range(&first.hash, 0, 5).unwrap().as_deref(),
+        Some(&b"hello"[..])
+    );
+    assert_eq!(
+        store.read_range(&first.hash, 2, 0).unwrap().as_deref(),
+        Some(&b""[..])
+    );
+    assert_eq!(store.read_range(&hash('0'), 0, 1).unwrap(), None);
+    let err = store.read_range(&first.hash, 3, 4).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
     assert!(store.check().is_ok());
 }
 

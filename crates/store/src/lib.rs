@@ -5,7 +5,7 @@
 #[cfg(feature = "contract")]
 pub mod contract;
 
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::hidden_danger::HiddenDanger;
@@ -30,6 +30,18 @@ pub trait BlobStore: Send + Sync {
     }
     /// Opens a stored blob, or `None` when no blob has that hash.
     fn open(&self, hash: &Sha256Hex) -> io::Result<Option<Box<dyn ReadSeek>>>;
+    /// The `len` bytes of a stored blob from `from`, or `None` when no blob has that hash;
+    /// `UnexpectedEof` when the blob ends first. One request on an object store (`open` costs
+    /// a `HEAD`, and its reads fetch ahead).
+    fn read_range(&self, hash: &Sha256Hex, from: u64, len: u64) -> io::Result<Option<Vec<u8>>> {
+        let Some(mut input) = self.open(hash)? else {
+            return Ok(None);
+        };
+        let mut bytes = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
+        input.seek(io::SeekFrom::Start(from))?;
+        input.read_exact(&mut bytes)?;
+        Ok(Some(bytes))
+    }
     /// The size of a stored blob, or `None` when no blob has that hash.
     fn size(&self, hash: &Sha256Hex) -> io::Result<Option<u64>>;
     /// Where the blob lives, for display (a path, or an object-store URL).

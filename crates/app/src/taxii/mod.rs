@@ -5,7 +5,7 @@
 pub mod access;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
@@ -338,17 +338,12 @@ fn bodies_in_spans(
                 format!("{file}: {cause}"),
             )
         };
-        let mut input = blobs
-            .open(file)
-            .map_err(|e| fault(e.to_string()))?
-            .ok_or_else(|| fault("the file is missing".into()))?;
-        let mut read = |from: u64, len: u64| -> Result<Vec<u8>, crate::error::AppError> {
-            let mut bytes = vec![0u8; len as usize];
-            input
-                .seek(SeekFrom::Start(from))
-                .and_then(|_| input.read_exact(&mut bytes))
-                .map_err(|e| fault(format!("bytes {from}..{}: {e}", from + len)))?;
-            Ok(bytes)
+        // One request per read on an object store: exactly the bytes wanted.
+        let read = |from: u64, len: u64| -> Result<Vec<u8>, crate::error::AppError> {
+            blobs
+                .read_range(file, from, len)
+                .map_err(|e| fault(format!("bytes {from}..{}: {e}", from + len)))?
+                .ok_or_else(|| fault("the file is missing".into()))
         };
         let lo = wanted.iter().map(|(_, at)| at.offset).min().unwrap_or(0);
         let hi = wanted
