@@ -30,6 +30,19 @@ use serde_json::{Value, json};
 
 const TAXII: &str = "application/taxii+json;version=2.1";
 
+/// The id of the datasets collection in an answer to `GET collections/`.
+fn datasets_collection(collections: &Value) -> String {
+    collections["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["title"] == "br-cti datasets")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Seconds from now until the last object of the conversion's last file is readable over
 /// TAXII (the publisher adds a file's objects in one transaction, files in order).
 fn taxii_lag(server: &TestServer, hash: &str, token: &str) -> f64 {
@@ -61,16 +74,7 @@ fn taxii_lag(server: &TestServer, hash: &str, token: &str) -> f64 {
             .json()
             .unwrap()
     };
-    let collections = get("/taxii2/api/collections/");
-    let datasets = collections["collections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["title"] == "br-cti datasets")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let datasets = datasets_collection(&get("/taxii2/api/collections/"));
     loop {
         let v = get(&format!(
             "/taxii2/api/collections/{datasets}/objects/?match[id]={id}&match[version]=all"
@@ -100,15 +104,7 @@ fn taxii_pass(server: &TestServer, token: &str) -> String {
         .unwrap()
         .json()
         .unwrap();
-    let datasets = collections["collections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["title"] == "br-cti datasets")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let datasets = datasets_collection(&collections);
     let mut latencies = Vec::new();
     let mut objects = 0usize;
     let mut next: Option<String> = None;
