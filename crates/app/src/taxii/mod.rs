@@ -830,9 +830,10 @@ fn publish_once(
     busy |= files.len() as u64 == size.files;
     // The files of a round go in as few transactions as their objects allow: each commit
     // costs a sync of the log and rewrites the indexes' pages it touched, so one commit per
-    // `size.objects_per_commit` objects instead of one per file. A second thread reads and parses the next
-    // batch while the store writes this one (on PostgreSQL the machine sat a third idle while
-    // the two took turns). The hand-over has no buffer: two batches in memory at most.
+    // `size.objects_per_commit` objects instead of one per file. A second thread reads and
+    // parses the next batch while the store writes this one (on PostgreSQL the machine sat a
+    // third idle while the two took turns). The hand-over has no buffer: two batches in
+    // memory at most.
     // A round stopped early (`give_way`): its files not yet committed are read again in the
     // next round, after the hidden dangers of this one.
     let stopped = AtomicBool::new(false);
