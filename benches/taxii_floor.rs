@@ -14,7 +14,9 @@
 //! - `inline-noadded`: without the `(collection, date_added)` index;
 //! - `ref`: the body not stored (its file, offset and length instead), as if served from the
 //!   STIX file;
-//! - `ref-noadded`: both.
+//! - `ref-noadded`: both (the indexes of SQLite migration 15);
+//! - `ref-latest`: `ref-noadded` without the `(collection, seq)` index either (migration 16:
+//!   pages of other versions than the latest merge the latest and the older ones by `seq`).
 //!
 //! Run it:
 //!
@@ -89,15 +91,27 @@ fn key(id: &str) -> i64 {
     i64::from_be_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
 }
 
+/// Which indexes the table by hand has besides the key's.
+#[derive(Clone, Copy, PartialEq)]
+enum Indexes {
+    /// `(collection, is_latest, seq)`, `(collection, seq)` and `(collection, date_added)`
+    /// (migration 11).
+    WithAdded,
+    /// `(collection, is_latest, seq)` and `(collection, seq)` (migration 15).
+    LatestAndAll,
+    /// `(collection, is_latest, seq)` only (migration 16).
+    Latest,
+}
+
 /// The node's table and indexes (SQLite migration 11) with three more columns for a body by
 /// reference (file, offset, length: left empty when the body is inline), with or without the
-/// body and the `date_added` index.
+/// body and with the indexes of a migration.
 fn by_hand(
     path: &std::path::Path,
     total: usize,
     per_commit: usize,
     inline: bool,
-    added_index: bool,
+    indexes: Indexes,
 ) {
     let mut conn = Connection::open(path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
@@ -110,11 +124,14 @@ fn by_hand(
            is_latest INTEGER NOT NULL, is_first INTEGER NOT NULL, object TEXT,
            file INTEGER, off INTEGER, len INTEGER, tlp INTEGER NOT NULL DEFAULT 0) STRICT;
          CREATE INDEX t_key ON t(id_key);
-         CREATE INDEX t_latest ON t(collection, is_latest, seq);
-         CREATE INDEX t_all ON t(collection, seq);",
+         CREATE INDEX t_latest ON t(collection, is_latest, seq);",
     )
     .unwrap();
-    if added_index {
+    if indexes != Indexes::Latest {
+        conn.execute_batch("CREATE INDEX t_all ON t(collection, seq);")
+            .unwrap();
+    }
+    if indexes == Indexes::WithAdded {
         conn.execute_batch("CREATE INDEX t_added ON t(collection, date_added);")
             .unwrap();
     }
@@ -196,8 +213,9 @@ fn main() {
     let runs: usize = std::env::var("BENCH_RUNS")
         .map(|v| v.parse().expect("BENCH_RUNS"))
         .unwrap_or(1);
-    let variants = std::env::var("BENCH_VARIANTS")
-        .unwrap_or_else(|_| "store,store-text,inline,inline-noadded,ref,ref-noadded".into());
+    let variants = std::env::var("BENCH_VARIANTS").unwrap_or_else(|_| {
+        "store,store-text,inline,inline-noadded,ref,ref-noadded,ref-latest".into()
+    });
     let per_commit: usize = std::env::var("BENCH_PER_COMMIT")
         .map(|v| v.parse().expect("BENCH_PER_COMMIT"))
         .unwrap_or(PER_COMMIT);
@@ -210,10 +228,11 @@ fn main() {
             match variant {
                 "store" => through_store(&path, total, per_commit, true),
                 "store-text" => through_store(&path, total, per_commit, false),
-                "inline" => by_hand(&path, total, per_commit, true, true),
-                "inline-noadded" => by_hand(&path, total, per_commit, true, false),
-                "ref" => by_hand(&path, total, per_commit, false, true),
-                "ref-noadded" => by_hand(&path, total, per_commit, false, false),
+                "inline" => by_hand(&path, total, per_commit, true, Indexes::WithAdded),
+                "inline-noadded" => by_hand(&path, total, per_commit, true, Indexes::LatestAndAll),
+                "ref" => by_hand(&path, total, per_commit, false, Indexes::WithAdded),
+                "ref-noadded" => by_hand(&path, total, per_commit, false, Indexes::LatestAndAll),
+                "ref-latest" => by_hand(&path, total, per_commit, false, Indexes::Latest),
                 other => panic!("unknown variant {other:?}"),
             }
             let secs = start.elapsed().as_secs_f64();

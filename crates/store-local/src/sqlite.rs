@@ -324,6 +324,11 @@ const MIGRATIONS: &[M<'static>] = &[
     // `added_after` is found by a binary search on `seq` (`date_added` grows with it), so the
     // fifth index every publishing commit wrote goes.
     M::up("DROP INDEX taxii_added;"),
+    // Pages of the latest versions (TAXII's default) read `(collection, is_latest, seq)`;
+    // pages of other versions merge its `is_latest = 0` and `is_latest = 1` ranges by `seq`
+    // (`taxii_page`), so the fourth b-tree every publishing commit wrote goes: 2,000,000
+    // objects went into the table in 36.5 s instead of 41.2 s (`taxii_floor`).
+    M::up("DROP INDEX taxii_all;"),
 ];
 
 /// The lookup key of a TAXII object: the first 8 bytes of SHA-256 of its collection, a space
@@ -770,9 +775,15 @@ impl RecordStore for SqliteStore {
             let taxii = {
                 let mut stmt = tx
                     .prepare(
+                        // The newest row of either range of `taxii_latest` (`date_added`
+                        // grows with `seq`).
                         "SELECT c.collection, c.objects,
-                             (SELECT date_added FROM taxii_objects o
-                              WHERE o.collection = c.collection ORDER BY seq DESC LIMIT 1)
+                             max(coalesce((SELECT date_added FROM taxii_objects o
+                                  WHERE o.collection = c.collection AND o.is_latest = 0
+                                  ORDER BY seq DESC LIMIT 1), 0),
+                                 coalesce((SELECT date_added FROM taxii_objects o
+                                  WHERE o.collection = c.collection AND o.is_latest = 1
+                                  ORDER BY seq DESC LIMIT 1), 0))
                          FROM taxii_counts c WHERE c.objects > 0 ORDER BY c.collection",
                     )
                     .map_err(sql)?;

@@ -1,8 +1,8 @@
 //! TAXII collections in the embedded database. Every object version is a row; `seq` (insertion
-//! order) is the paging key, so a page costs O(limit) on the `(collection, is_latest, seq)` and
-//! `(collection, seq)` indexes whatever the collection's size. `date_added` is assigned inside
-//! the writing transaction as strictly increasing microseconds, so it orders like `seq` also
-//! when several nodes share one database.
+//! order) is the paging key, so a page costs O(limit) on the `(collection, is_latest, seq)`
+//! index whatever the collection's size. `date_added` is assigned inside the writing
+//! transaction as strictly increasing microseconds, so it orders like `seq` also when several
+//! nodes share one database.
 
 use std::collections::HashMap;
 
@@ -241,6 +241,7 @@ impl TaxiiStore for SqliteStore {
                     None => return Ok((Vec::new(), false)),
                 }
             }
+            // The conditions of a page besides the version, and their arguments.
             let mut args: Vec<V> = vec![
                 V::Text(collection.to_string()),
                 V::Integer(after),
@@ -264,15 +265,42 @@ impl TaxiiStore for SqliteStore {
             clauses.extend(in_clause("id", &q.ids, &mut args));
             clauses.extend(in_clause("type", &q.types, &mut args));
             clauses.extend(in_clause("spec_version", &q.spec_versions, &mut args));
-            args.push(V::Integer(q.limit as i64 + 1));
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT seq, id, type, version, spec_version, date_added, object, body_ref
-                 FROM taxii_objects
-                 WHERE {} ORDER BY seq LIMIT ?",
+            let limit = V::Integer(q.limit as i64 + 1);
+            const COLUMNS: &str =
+                "seq, id, type, version, spec_version, date_added, object, body_ref";
+            let range = |latest: u8| {
+                format!(
+                    "SELECT {COLUMNS} FROM taxii_objects
+                     WHERE is_latest = {latest} AND {} ORDER BY seq LIMIT ?",
                     clauses.join(" AND ")
-                ))
-                .map_err(sql)?;
+                )
+            };
+            // The only collection index is `(collection, is_latest, seq)`: a page of latest
+            // versions is one range of it; any other page merges the first `limit + 1` rows
+            // of both ranges by `seq`, so it too reads O(limit) rows.
+            let latest_only = q.versions.iter().all(|v| *v == VersionMatch::Last);
+            let (statement, args) = if latest_only {
+                let mut one = args;
+                one.push(limit);
+                (range(1), one)
+            } else {
+                let mut both = Vec::with_capacity(2 * args.len() + 3);
+                for _ in 0..2 {
+                    both.extend(args.iter().cloned());
+                    both.push(limit.clone());
+                }
+                both.push(limit);
+                (
+                    format!(
+                        "SELECT {COLUMNS} FROM (SELECT * FROM ({}) UNION ALL SELECT * FROM ({}))
+                         ORDER BY seq LIMIT ?",
+                        range(0),
+                        range(1)
+                    ),
+                    both,
+                )
+            };
+            let mut stmt = conn.prepare_cached(&statement).map_err(sql)?;
             let mut rows = stmt
                 .query_map(params_from_iter(args.iter()), |r| {
                     Ok(TaxiiObject {

@@ -361,15 +361,28 @@ impl TaxiiStore for PgStore {
         clauses.extend(in_clause("type", &q.types, &mut args));
         clauses.extend(in_clause("spec_version", &q.spec_versions, &mut args));
         let limit = push(&mut args, q.limit.min(i64::MAX as u64 - 1) as i64 + 1);
-        let mut rows = conn
-            .query(
-                &format!(
-                    "SELECT seq, id, type, version, spec_version, date_added, object, body_ref
-                     FROM taxii_objects WHERE {} ORDER BY seq LIMIT {limit}",
-                    clauses.join(" AND ")
-                ),
-                &refs(&args),
+        const COLUMNS: &str = "seq, id, type, version, spec_version, date_added, object, body_ref";
+        let range = |latest: bool| {
+            format!(
+                "SELECT {COLUMNS} FROM taxii_objects
+                 WHERE is_latest = {latest} AND {} ORDER BY seq LIMIT {limit}",
+                clauses.join(" AND ")
             )
+        };
+        // The only collection index by position is `(collection, is_latest, seq)`: a page of
+        // latest versions is one range of it; any other page merges the first `limit + 1`
+        // rows of both ranges by `seq`, so it too reads O(limit) rows.
+        let statement = if q.versions.iter().all(|v| *v == VersionMatch::Last) {
+            range(true)
+        } else {
+            format!(
+                "SELECT {COLUMNS} FROM (({}) UNION ALL ({})) AS page ORDER BY seq LIMIT {limit}",
+                range(false),
+                range(true)
+            )
+        };
+        let mut rows = conn
+            .query(&statement, &refs(&args))
             .map_err(pg)?
             .iter()
             .map(|r| {

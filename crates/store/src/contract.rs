@@ -773,6 +773,87 @@ pub fn taxii_collections_page_and_keep_watermarks(db: &dyn RecordStore) {
     assert!(db.taxii_grants("w").unwrap().is_empty());
 }
 
+/// TAXII `match[version]`: pages of any versions hold exactly the matching rows in the order
+/// they were added, whatever the page size, also where older versions arrive after newer ones
+/// and latest and older versions interleave.
+pub fn taxii_version_pages_follow_insertion_order(db: &dyn RecordStore) {
+    // (object, version) in the order added: object 3's 5 is older than its 10, and comes later.
+    let adds: &[&[(usize, i64)]] = &[
+        &[(1, 10), (2, 10), (3, 10), (4, 10)],
+        &[(2, 20), (5, 10)],
+        &[(3, 5), (4, 30), (6, 10)],
+        &[(2, 30), (4, 20), (1, 10)],
+    ];
+    let mut added: Vec<(usize, i64)> = Vec::new();
+    for batch in adds {
+        let objects: Vec<NewTaxiiObject> = batch.iter().map(|&(i, v)| taxii_object(i, v)).collect();
+        db.taxii_add("c", &objects, None).unwrap();
+        for &row in batch.iter() {
+            if !added.contains(&row) {
+                added.push(row);
+            }
+        }
+    }
+    db.taxii_add("other", &[taxii_object(1, 40), taxii_object(7, 10)], None)
+        .unwrap();
+    let versions_of = |i: usize| added.iter().filter(move |r| r.0 == i).map(|r| r.1);
+    let is_latest = |&(i, v): &(usize, i64)| versions_of(i).max() == Some(v);
+    let is_first = |&(i, v): &(usize, i64)| versions_of(i).min() == Some(v);
+    let cases: Vec<(Vec<VersionMatch>, Vec<(usize, i64)>)> = vec![
+        (vec![VersionMatch::All], added.clone()),
+        (
+            vec![VersionMatch::Last],
+            added.iter().copied().filter(is_latest).collect(),
+        ),
+        (
+            vec![VersionMatch::First],
+            added.iter().copied().filter(is_first).collect(),
+        ),
+        (
+            vec![VersionMatch::First, VersionMatch::Last],
+            added
+                .iter()
+                .copied()
+                .filter(|r| is_first(r) || is_latest(r))
+                .collect(),
+        ),
+        (
+            vec![VersionMatch::At(10)],
+            added.iter().copied().filter(|r| r.1 == 10).collect(),
+        ),
+    ];
+    for (versions, expected) in cases {
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|&(i, v)| format!("{} v{v}", taxii_object(i, v).id))
+            .collect();
+        for limit in [1, 2, 3, 100] {
+            let mut got = Vec::new();
+            let mut after = Position::START;
+            loop {
+                let q = TaxiiQuery {
+                    versions: versions.clone(),
+                    ..query(after, limit)
+                };
+                let (page, more) = db.taxii_page("c", &q).unwrap();
+                assert!(page.len() as u64 <= limit);
+                got.extend(page.iter().map(|o| format!("{} {}", o.id, o.version)));
+                match page.last() {
+                    Some(last) if more => after = last.position,
+                    _ => {
+                        assert!(
+                            !more,
+                            "{versions:?} limit {limit}: `more` after an empty page"
+                        );
+                        break;
+                    }
+                }
+            }
+            assert_eq!(got, expected, "{versions:?}, pages of {limit}");
+        }
+    }
+}
+
 /// TAXII `added_after`: a page holds exactly the collection's objects added after the time,
 /// whatever the other collections hold and wherever rows were deleted, including the last.
 pub fn taxii_added_after_is_exact(db: &dyn RecordStore) {
@@ -1136,6 +1217,12 @@ macro_rules! record_store_contract {
             fn taxii_added_after_is_exact() {
                 let store = ($make)();
                 $crate::contract::taxii_added_after_is_exact(&*store);
+            }
+
+            #[test]
+            fn taxii_version_pages_follow_insertion_order() {
+                let store = ($make)();
+                $crate::contract::taxii_version_pages_follow_insertion_order(&*store);
             }
 
             #[test]
