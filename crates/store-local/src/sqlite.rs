@@ -378,6 +378,12 @@ pub struct SqliteStore {
 const BULK_AUTOCHECKPOINT_PAGES: i64 = 50_000;
 /// The log a bulk writer leaves on disk once it has been moved into the database.
 const BULK_LOG_LIMIT_BYTES: i64 = 64 << 20;
+/// A bulk writer's page cache, in KiB (SQLite's negative `cache_size`): 64 MiB, filled only
+/// as pages are used. A commit of 100,000 TAXII objects inserts keys all over the `id_key`
+/// index (about 20 bytes an entry, some 40 MiB at 2,000,000 objects); in the 32 MiB of other
+/// connections its pages were spilled to the log mid-transaction and read back. 128 MiB was
+/// no faster (docs/benchmarks.md, "The TAXII lag: one collection index").
+const BULK_CACHE_KIB: i64 = 64 << 10;
 
 /// Moves a bulk writer's write-ahead log into the database file on a thread of its own, with a
 /// connection of its own, after each of the writer's calls that changed rows: the copy and its
@@ -635,6 +641,8 @@ impl SqliteStore {
             conn.pragma_update(None, "wal_autocheckpoint", BULK_AUTOCHECKPOINT_PAGES)
                 .map_err(sql)?;
             conn.pragma_update(None, "journal_size_limit", BULK_LOG_LIMIT_BYTES)
+                .map_err(sql)?;
+            conn.pragma_update(None, "cache_size", -BULK_CACHE_KIB)
                 .map_err(sql)?;
         }
         store.checkpointer = Some(Checkpointer::new(path));
