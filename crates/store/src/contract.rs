@@ -799,7 +799,9 @@ pub fn taxii_version_pages_follow_insertion_order(db: &dyn RecordStore) {
     let versions_of = |i: usize| added.iter().filter(move |r| r.0 == i).map(|r| r.1);
     let is_latest = |&(i, v): &(usize, i64)| versions_of(i).max() == Some(v);
     let is_first = |&(i, v): &(usize, i64)| versions_of(i).min() == Some(v);
-    let cases: Vec<(Vec<VersionMatch>, Vec<(usize, i64)>)> = vec![
+    // The `match[version]` values, and the (object, version) pairs they match in order.
+    type Case = (Vec<VersionMatch>, Vec<(usize, i64)>);
+    let cases: Vec<Case> = vec![
         (vec![VersionMatch::All], added.clone()),
         (
             vec![VersionMatch::Last],
