@@ -487,31 +487,34 @@ async fn page(
         .last()
         .filter(|_| more)
         .map(|last| taxii::encode_cursor(last.position));
-    let mut body = serde_json::Map::new();
-    body.insert("more".into(), json!(more));
-    if let Some(next) = &next {
-        body.insert("next".into(), json!(next));
-    }
     let text = match shape {
-        Shape::Objects => {
-            // The objects go out as they are stored, checked to be JSON but not rebuilt:
-            // parsing each into a `Value` and writing it again was most of a page's time
-            // (1,000 dataset objects are about 850 KB).
-            let objects = (!rows.is_empty()).then(|| {
+        // The objects go out as they are stored, checked to be JSON but not rebuilt: parsing
+        // each into a `Value` and writing it again was most of a page's time (1,000 dataset
+        // objects are about 850 KB).
+        Shape::Objects => Page::json(
+            more,
+            next,
+            (!rows.is_empty()).then(|| {
                 texts
                     .into_iter()
                     .map(|t| RawValue::from_string(t).unwrap_or_else(|_| raw_null()))
                     .collect::<Vec<_>>()
-            });
-            serde_json::to_string(&ObjectsPage {
-                more,
-                next,
-                objects,
-            })
-            .map_err(internal)?
+            }),
+            None,
+        ),
+        Shape::Manifest => Page::json(
+            more,
+            next,
+            (!rows.is_empty()).then(|| rows.iter().map(ManifestEntry::of).collect::<Vec<_>>()),
+            None,
+        ),
+        Shape::Versions => {
+            let mut versions: Vec<String> = rows.iter().map(version_of).collect();
+            versions.sort();
+            Page::<()>::json(more, next, None, Some(versions))
         }
-        Shape::Manifest | Shape::Versions => other_page(shape, &rows, body),
-    };
+    }
+    .map_err(internal)?;
     let mut resp = (StatusCode::OK, text).into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(TAXII));
@@ -529,54 +532,67 @@ async fn page(
     Ok(resp)
 }
 
-/// An objects page: `more`, `next` when there is more, and the objects when there are any.
+/// A page of a collection: `more`, `next` when there is more, the objects of an objects or
+/// manifest page when there are any, the versions of a versions page.
 #[derive(serde::Serialize)]
-struct ObjectsPage {
+struct Page<T> {
     more: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     next: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    objects: Option<Vec<Box<RawValue>>>,
+    objects: Option<Vec<T>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    versions: Option<Vec<String>>,
+}
+
+impl<T: serde::Serialize> Page<T> {
+    fn json(
+        more: bool,
+        next: Option<String>,
+        objects: Option<Vec<T>>,
+        versions: Option<Vec<String>>,
+    ) -> serde_json::Result<String> {
+        serde_json::to_string(&Page {
+            more,
+            next,
+            objects,
+            versions,
+        })
+    }
+}
+
+/// One object of a manifest page.
+#[derive(serde::Serialize)]
+struct ManifestEntry<'a> {
+    id: &'a str,
+    date_added: String,
+    version: String,
+    media_type: &'static str,
+}
+
+impl<'a> ManifestEntry<'a> {
+    fn of(row: &'a br_cti_domain::model::TaxiiObject) -> Self {
+        Self {
+            id: &row.id,
+            date_added: taxii::format_us(row.date_added),
+            version: version_of(row),
+            media_type: "application/stix+json;version=2.1",
+        }
+    }
+}
+
+/// An object's version as TAXII gives it: its `modified` (or `created`), else when it was
+/// added.
+fn version_of(row: &br_cti_domain::model::TaxiiObject) -> String {
+    if row.version.is_empty() {
+        taxii::format_us(row.date_added)
+    } else {
+        row.version.clone()
+    }
 }
 
 fn raw_null() -> Box<RawValue> {
     RawValue::from_string("null".into()).expect("null is JSON")
-}
-
-/// A manifest or versions page, `body` holding `more` and `next` already.
-fn other_page(
-    shape: Shape,
-    rows: &[br_cti_domain::model::TaxiiObject],
-    mut body: serde_json::Map<String, Value>,
-) -> String {
-    let version_of = |r: &br_cti_domain::model::TaxiiObject| {
-        if r.version.is_empty() {
-            taxii::format_us(r.date_added)
-        } else {
-            r.version.clone()
-        }
-    };
-    match shape {
-        Shape::Objects => {}
-        Shape::Manifest => {
-            if !rows.is_empty() {
-                let objects: Vec<Value> = rows
-                    .iter()
-                    .map(|r| {
-                        json!({"id": r.id, "date_added": taxii::format_us(r.date_added),
-                               "version": version_of(r), "media_type": "application/stix+json;version=2.1"})
-                    })
-                    .collect();
-                body.insert("objects".into(), Value::Array(objects));
-            }
-        }
-        Shape::Versions => {
-            let mut versions: Vec<String> = rows.iter().map(version_of).collect();
-            versions.sort();
-            body.insert("versions".into(), json!(versions));
-        }
-    }
-    Value::Object(body).to_string()
 }
 
 async fn manifest(
