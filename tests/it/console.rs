@@ -296,7 +296,13 @@ fn a_conversion_started_in_the_console_shows_live_progress_and_can_be_canceled()
         let (_, panel, _) = html(&c, &format!("{page_url}/progress"), None);
         if panel.contains("data-status=\"canceled\"") {
             assert!(panel.contains("data-live=\"0\""), "{panel}");
-            assert!(panel.contains("canceled on request"), "{panel}");
+            // Canceled while running, or while still queued when the workers were slow to
+            // claim it (the machine busy with other tests): both are the cancel's outcome.
+            assert!(
+                panel.contains("canceled on request")
+                    || panel.contains("canceled before it started"),
+                "{panel}"
+            );
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{panel}");
