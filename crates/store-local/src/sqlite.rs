@@ -493,7 +493,9 @@ pub(crate) fn sql(e: rusqlite::Error) -> StoreError {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
             StoreError::Full(Box::new(e))
         }
-        rusqlite::Error::FromSqlConversionFailure(column, _, cause) if cause.is::<Corrupt>() => {
+        rusqlite::Error::FromSqlConversionFailure(column, _, cause)
+            if cause.is::<Corrupt>() || cause.is::<br_cti_domain::model::BadBodyRef>() =>
+        {
             StoreError::Corrupt(format!("column {column}: {cause}"))
         }
         _ => StoreError::Backend(Box::new(e)),

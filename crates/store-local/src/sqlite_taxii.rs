@@ -753,4 +753,31 @@ mod tests {
             .unwrap();
         assert_eq!(count, 4_000);
     }
+
+    /// A body reference that is not 44 bytes (the database changed by hand or damaged) is a
+    /// corrupt value, as on PostgreSQL, not a fault of the database engine.
+    #[test]
+    fn a_damaged_body_reference_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStore::open(&dir.path().join("m.sqlite")).unwrap();
+        db.taxii_add("c", &[object(1)], None).unwrap();
+        db.with(|conn| {
+            conn.execute("UPDATE taxii_objects SET body_ref = x'010203'", [])
+                .map_err(sql)
+        })
+        .unwrap();
+        let q = TaxiiQuery {
+            after: Position::START,
+            max_tlp: Tlp::Red,
+            added_after: None,
+            limit: 10,
+            ids: vec![],
+            types: vec![],
+            versions: vec![],
+            spec_versions: vec![],
+        };
+        let err = db.taxii_page("c", &q).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains("3 bytes, not 44"), "{err}");
+    }
 }
