@@ -55,15 +55,7 @@ fn first_added_after(conn: &rusqlite::Connection, t: i64) -> Result<Option<i64>,
             .optional()
             .map_err(sql)
     };
-    let last: Option<(i64, i64)> = conn
-        .query_row(
-            "SELECT seq, date_added FROM taxii_objects ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(sql)?;
-    let Some((last_seq, _)) = last.filter(|&(_, added)| added > t) else {
+    let Some((last_seq, _)) = last_row(conn)?.filter(|&(_, added)| added > t) else {
         return Ok(None);
     };
     // The first row at or past any position below `lo` was added at or before `t`; the first
@@ -77,6 +69,17 @@ fn first_added_after(conn: &rusqlite::Connection, t: i64) -> Result<Option<i64>,
         }
     }
     Ok(probe(hi)?.map(|(seq, _)| seq))
+}
+
+/// The position and `date_added` of the table's last row, of any collection.
+fn last_row(conn: &rusqlite::Connection) -> Result<Option<(i64, i64)>, StoreError> {
+    conn.query_row(
+        "SELECT seq, date_added FROM taxii_objects ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(sql)
 }
 
 /// The SQL condition of a list of `match[version]` values (OR-ed); none means `last`.
@@ -121,15 +124,7 @@ impl TaxiiStore for SqliteStore {
             let tx = write_tx(conn).map_err(sql)?;
             let mut added = Vec::with_capacity(objects.len());
             {
-                let last: i64 = tx
-                    .query_row(
-                        "SELECT date_added FROM taxii_objects ORDER BY seq DESC LIMIT 1",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(sql)?
-                    .unwrap_or(0);
+                let last = last_row(&tx)?.map_or(0, |(_, added)| added);
                 let mut date_added = now_us().max(last + 1);
                 // All versions of the id, by its 8-byte key: one probe of a small index,
                 // whatever the collection's size. `INDEXED BY`: the node never runs `ANALYZE`,
