@@ -15,7 +15,7 @@
 //! Each run also measures the TAXII lag: the time from the conversion's end (progress 100) to
 //! its last file's objects being readable in the datasets collection. `BENCH_STORES` (default
 //! `local,distributed`) runs everything on SQLite + the data directory, then on PostgreSQL +
-//! Garage (private servers the bench starts), in one run. `BENCH_TAXII_PASS=1` then pages once
+//! Garage (private servers the bench starts), in one run. `BENCH_TAXII_PASS=N` then pages N times
 //! through the datasets collection (objects served from the STIX files) and prints the page
 //! latency's p50 and p99.
 
@@ -90,7 +90,7 @@ fn taxii_lag(server: &TestServer, hash: &str, token: &str) -> f64 {
     }
 }
 
-/// With `BENCH_TAXII_PASS=1`: one pass over the datasets collection once everything is
+/// With `BENCH_TAXII_PASS=N`: one of the N passes over the datasets collection once everything is
 /// published, `limit=1000` following `next` (every page parsed), as a client pages it. The
 /// datasets' objects are served from their STIX files, so this measures those reads. Prints
 /// the objects, objects/s and the p50/p99 of one page.
@@ -165,7 +165,9 @@ fn main() {
         .expect("BENCH_STIX_TYPE");
     let indicators = std::env::var("BENCH_INDICATORS").ok();
     let formats = env_str("BENCH_FORMATS", "csv,jsonl,xlsx");
-    let pass = env_str("BENCH_TAXII_PASS", "0") == "1";
+    let passes: usize = env_str("BENCH_TAXII_PASS", "0")
+        .parse()
+        .expect("BENCH_TAXII_PASS");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
     for store_name in bench_stores() {
         for format in formats.split(',') {
@@ -228,7 +230,7 @@ fn main() {
                     done["objects"].as_f64().unwrap_or(0.0) / secs,
                     done["files"],
                 );
-                if pass {
+                for _ in 0..passes {
                     println!("{label} run {run}: {}", taxii_pass(&server, &token));
                 }
                 lags.push(lag);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use br_cti_app::config::{ServeConfig, prepare_data_dir};
 use br_cti_app::jobs::{JobSettings, Jobs};
-use br_cti_app::taxii::Publisher;
+use br_cti_app::taxii::{PageBodies, Publisher, ReadAhead};
 use br_cti_engine::convert::{DEFAULT_MAPPING, Mapping};
 use br_cti_engine::cti::geo::GeoIp;
 use br_cti_http::{AppState, Parts};
@@ -56,6 +56,13 @@ pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
     // TAXII pages and the publisher have connections of their own (they never wait behind
     // ingest or jobs).
     let taxii_db = records.connect()?;
+    // On an object store, a client paging in order finds the next pages read ahead (by
+    // threads with a connection of their own).
+    let taxii_bodies = if blobs.is_remote() {
+        PageBodies::reading_ahead(blobs.clone(), records.connect()?, ReadAhead::OBJECT_STORE)?
+    } else {
+        PageBodies::direct(blobs.clone())
+    };
     let publisher_db = records.connect_publisher()?;
     let publisher = Arc::new(Publisher::start(
         publisher_db,
@@ -68,6 +75,7 @@ pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
         blobs,
         meta,
         taxii_db,
+        taxii_bodies,
         jobs,
         publisher,
         default_mapping,

@@ -53,6 +53,8 @@ pub struct AppState {
     pub reports: Arc<br_cti_app::reports::Reports>,
     /// A connection of its own for TAXII (pages never wait behind ingest or jobs).
     pub taxii_db: Arc<dyn RecordStore>,
+    /// Reads the objects of TAXII pages from their STIX files (and ahead, on an object store).
+    pub taxii_bodies: Arc<br_cti_app::taxii::PageBodies>,
     /// Publishes new STIX into the TAXII read collections.
     pub publisher: Arc<br_cti_app::taxii::Publisher>,
     /// Request bodies held in memory, all requests together.
@@ -69,6 +71,7 @@ pub struct Parts {
     pub meta: Arc<dyn RecordStore>,
     /// A connection of its own for TAXII reads.
     pub taxii_db: Arc<dyn RecordStore>,
+    pub taxii_bodies: br_cti_app::taxii::PageBodies,
     pub jobs: Jobs,
     pub publisher: Arc<br_cti_app::taxii::Publisher>,
     /// The text of the default mapping table (already validated).
@@ -82,6 +85,7 @@ impl AppState {
             blobs,
             meta,
             taxii_db,
+            taxii_bodies,
             jobs,
             publisher,
             default_mapping,
@@ -93,6 +97,7 @@ impl AppState {
                 config.hidden_danger.clone(),
             )),
             taxii_db,
+            taxii_bodies: Arc::new(taxii_bodies),
             publisher,
             body_budget: BodyBudget::new(config.max_body_memory_bytes),
             console: Arc::new(console::ConsoleState::new(config.api_token.as_deref())),

@@ -467,7 +467,7 @@ async fn page(
             .taxii_page(&c.id, &query)
             .map_err(|e| store("reading the collection", e))?;
         let texts = match shape {
-            Shape::Objects => taxii::bodies(&*state.blobs, &rows)?,
+            Shape::Objects => state.taxii_bodies.page_texts(&c.id, &query, &rows, more)?,
             Shape::Manifest | Shape::Versions => Vec::new(),
         };
         Ok((rows, texts, more, query))

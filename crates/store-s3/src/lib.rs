@@ -239,6 +239,10 @@ impl BlobStore for S3BlobStore {
             .map_err(|e| s.io("removing the probe object", e))?;
         Ok(None)
     }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
 }
 
 /// Stores bytes whose hash is known under their key with one `PUT`, unless they are there.

@@ -49,6 +49,11 @@ pub trait BlobStore: Send + Sync {
     /// Readiness: the store can create and remove a file; answers the free space left to it in
     /// bytes, when the backend knows it.
     fn check(&self) -> io::Result<Option<u64>>;
+    /// Each read is a request over the network (an object store), worth making ahead of need
+    /// when the next one is known; a local directory's reads are not.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 /// A blob being written.

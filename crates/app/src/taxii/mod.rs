@@ -3,6 +3,9 @@
 //! the read collections as it appears.
 
 pub mod access;
+mod bodies;
+
+pub use bodies::{PageBodies, ReadAhead};
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -18,9 +21,7 @@ use time::format_description::well_known::Rfc3339;
 use br_cti_domain::error::Invalid;
 use br_cti_domain::hash::Sha256Hex;
 use br_cti_domain::ioc::{Confidence, IndicatorPolicy, IocSighting, IocState};
-use br_cti_domain::model::{
-    BodyRef, NewTaxiiObject, Position, RecordedStixFile, TaxiiBody, TaxiiObject,
-};
+use br_cti_domain::model::{BodyRef, NewTaxiiObject, Position, RecordedStixFile, TaxiiBody};
 use br_cti_domain::time::{now_ms, now_us};
 use br_cti_domain::vocab::Tlp;
 use br_cti_engine::grouping;
@@ -294,93 +295,6 @@ fn check_object(v: &Value, body: Option<TaxiiBody>) -> Result<NewTaxiiObject, St
             TaxiiBody::Text(serde_json::to_string(v).expect("a JSON value serialises"))
         }),
     })
-}
-
-/// Most bytes read from one STIX file in one go to serve a page: a page's objects from one
-/// file usually lie side by side (a file is about 1.5 MB), and one read per file serves them;
-/// objects further apart than this (a filtered page) are read one by one.
-const SPAN_BYTES: u64 = 16 << 20;
-
-/// The JSON text of each object of a page, in its order: a text kept with the version as it
-/// is, a line of a STIX file read from the file (one read per file of the page, two requests
-/// on an object store). Only the objects' shape needs them; manifests and versions do not.
-pub fn bodies(
-    blobs: &dyn BlobStore,
-    rows: &[TaxiiObject],
-) -> Result<Vec<String>, crate::error::AppError> {
-    bodies_in_spans(blobs, rows, SPAN_BYTES)
-}
-
-fn bodies_in_spans(
-    blobs: &dyn BlobStore,
-    rows: &[TaxiiObject],
-    span_bytes: u64,
-) -> Result<Vec<String>, crate::error::AppError> {
-    let mut out: Vec<String> = vec![String::new(); rows.len()];
-    let mut files: Vec<(&Sha256Hex, Vec<(usize, &BodyRef)>)> = Vec::new();
-    let mut slot: HashMap<&Sha256Hex, usize> = HashMap::new();
-    for (i, row) in rows.iter().enumerate() {
-        match &row.body {
-            TaxiiBody::Text(text) => out[i] = text.clone(),
-            TaxiiBody::InFile(at) => {
-                let n = *slot.entry(&at.file).or_insert_with(|| {
-                    files.push((&at.file, Vec::new()));
-                    files.len() - 1
-                });
-                files[n].1.push((i, at));
-            }
-        }
-    }
-    for (file, wanted) in files {
-        let fault = |cause: String| {
-            crate::error::AppError::internal(
-                "reading a STIX file behind a TAXII object",
-                format!("{file}: {cause}"),
-            )
-        };
-        // One request per read on an object store: exactly the bytes wanted.
-        let read = |from: u64, len: u64| -> Result<Vec<u8>, crate::error::AppError> {
-            blobs
-                .read_range(file, from, len)
-                .map_err(|e| fault(format!("bytes {from}..{}: {e}", from + len)))?
-                .ok_or_else(|| fault("the file is missing".into()))
-        };
-        let lo = wanted.iter().map(|(_, at)| at.offset).min().unwrap_or(0);
-        let hi = wanted
-            .iter()
-            .map(|(_, at)| at.offset + u64::from(at.len))
-            .max()
-            .unwrap_or(0);
-        let span = if hi - lo <= span_bytes {
-            Some(read(lo, hi - lo)?)
-        } else {
-            None
-        };
-        for (i, at) in wanted {
-            let bytes = match &span {
-                Some(span) => {
-                    let start = (at.offset - lo) as usize;
-                    span[start..start + at.len as usize].to_vec()
-                }
-                None => read(at.offset, u64::from(at.len))?,
-            };
-            // A line the publisher took from this file was a JSON object; anything else
-            // means the file is not the one it read.
-            let text = String::from_utf8(bytes)
-                .ok()
-                .filter(|t| t.starts_with('{') && t.ends_with('}'))
-                .ok_or_else(|| {
-                    fault(format!(
-                        "bytes {}..{} are not the object {}",
-                        at.offset,
-                        at.offset + u64::from(at.len),
-                        rows[i].id
-                    ))
-                })?;
-            out[i] = text;
-        }
-    }
-    Ok(out)
 }
 
 const SOURCE_DATASETS: &str = "datasets";
@@ -930,80 +844,6 @@ fn publish_once(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn row(n: i64, body: TaxiiBody) -> TaxiiObject {
-        TaxiiObject {
-            position: Position::from_backend(n),
-            id: format!("x--{n}"),
-            kind: "x".into(),
-            version: String::new(),
-            spec_version: "2.1".into(),
-            date_added: n,
-            body,
-        }
-    }
-
-    #[test]
-    fn bodies_are_read_from_their_files_one_read_per_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let blobs = br_cti_store_local::FsBlobStore::open(dir.path()).unwrap();
-        let lines = ["{\"a\":1}", "{\"b\":22}", "{\"c\":333}"];
-        let text = format!("  {}\n{}\r\n\n{}", lines[0], lines[1], lines[2]);
-        let file = blobs.put(text.as_bytes()).unwrap().hash;
-        let at = |line: usize| {
-            TaxiiBody::InFile(BodyRef {
-                file: file.clone(),
-                offset: text.find(lines[line]).unwrap() as u64,
-                len: lines[line].len() as u32,
-            })
-        };
-        let rows = [
-            row(1, at(2)),
-            row(2, TaxiiBody::Text("{\"kept\":true}".into())),
-            row(3, at(0)),
-            row(4, at(1)),
-        ];
-        assert_eq!(
-            bodies(&blobs, &rows).unwrap(),
-            [lines[2], "{\"kept\":true}", lines[0], lines[1]]
-        );
-        // Objects further apart than a span are read one by one: the same texts.
-        assert_eq!(
-            bodies_in_spans(&blobs, &rows, 4).unwrap(),
-            bodies(&blobs, &rows).unwrap()
-        );
-        // Bytes past the file's end.
-        let far = TaxiiBody::InFile(BodyRef {
-            file: file.clone(),
-            offset: 100,
-            len: 5,
-        });
-        let both = [row(1, at(0)), row(2, far)];
-        let err = bodies(&blobs, &both).unwrap_err();
-        assert!(err.to_string().contains("bytes 2..105"), "{err}");
-        let err = bodies_in_spans(&blobs, &both, 4).unwrap_err();
-        assert!(err.to_string().contains("bytes 100..105"), "{err}");
-        // Bytes that are not the object, and a file that is gone: internal faults that say
-        // which file and which bytes.
-        let shifted = TaxiiBody::InFile(BodyRef {
-            file: file.clone(),
-            offset: 1,
-            len: 7,
-        });
-        let err = bodies(&blobs, &[row(7, shifted)]).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("bytes 1..8 are not the object x--7"),
-            "{err}"
-        );
-        let gone = TaxiiBody::InFile(BodyRef {
-            file: Sha256Hex::parse(&"e".repeat(64)).unwrap(),
-            offset: 0,
-            len: 2,
-        });
-        let err = bodies(&blobs, &[row(1, gone)]).unwrap_err();
-        assert!(err.to_string().contains("the file is missing"), "{err}");
-    }
 
     #[test]
     fn cursors_round_trip_and_refuse_garbage() {
